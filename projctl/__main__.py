@@ -1,0 +1,5 @@
+"""`python -m projctl` runs the command-line interface."""
+
+from projctl.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""Domain errors raised by the core modules.
+
+Core modules raise these; only the command-line layer turns them into a message
+and an exit code. Each message is one line that makes sense on its own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptDatabaseError",
+    "InvalidInputError",
+    "LockTimeoutError",
+    "ProjctlError",
+    "ProjectNotFoundError",
+    "StoreError",
+]
+
+
+class ProjctlError(Exception):
+    """Base class of every error projctl reports to its user."""
+
+
+class InvalidInputError(ProjctlError, ValueError):
+    """A value given by the user breaks a rule (too long, wrong format, ...)."""
+
+
+class ProjectNotFoundError(ProjctlError, LookupError):
+    """No project has the given id."""
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"no project with id {project_id!r}")
+        self.project_id = project_id
+
+
+class StoreError(ProjctlError):
+    """The database file cannot be read, written or locked."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The database file exists but is not a readable projctl database; it is left untouched."""
+
+
+class LockTimeoutError(StoreError):
+    """Another process held the database lock for longer than we were willing to wait."""

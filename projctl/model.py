@@ -1,0 +1,229 @@
+"""The Project record: its fields, their rules and defaults, and the id scheme.
+
+Pure: no I/O beyond reading the environment for the default owner. Every
+``validate_*`` function returns the normalised value or raises
+:class:`~projctl.errors.InvalidInputError` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, get_args
+
+from projctl.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_STATUS",
+    "DEFAULT_TYPE",
+    "EDITABLE_FIELDS",
+    "STATUSES",
+    "Project",
+    "Status",
+    "default_owner",
+    "format_timestamp",
+    "next_project_id",
+    "utc_now",
+    "validate_description",
+    "validate_fields",
+    "validate_name",
+    "validate_owner_id",
+    "validate_status",
+    "validate_type",
+]
+
+#: Fields a user may set, in the order ``updated_fields`` lists them.
+EDITABLE_FIELDS: tuple[str, ...] = ("name", "type", "status", "owner_id", "description")
+
+Status = Literal["created", "in_progress", "on_hold", "completed", "archived"]
+STATUSES: tuple[str, ...] = get_args(Status)
+DEFAULT_STATUS = "created"
+DEFAULT_TYPE = "api"
+
+NAME_MAX = 200
+OWNER_MAX = 100
+DESCRIPTION_MAX = 10_000
+_TYPE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# Descriptions may span lines and hold tabs; every other control character
+# (ESC, NUL, CR, ...) could rewrite a terminal that displays it.
+_DESCRIPTION_CONTROLS_ALLOWED = frozenset("\n\t")
+
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+@dataclass(frozen=True)
+class Project:
+    """One project as stored. Timestamps use the event format (see :func:`format_timestamp`)."""
+
+    project_id: str
+    name: str
+    type: str
+    status: str
+    owner_id: str
+    description: str
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The record as stored and as sent in events, keys in wire order."""
+        return {
+            "project_id": self.project_id,
+            "name": self.name,
+            "type": self.type,
+            "status": self.status,
+            "owner_id": self.owner_id,
+            "description": self.description,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Project:
+        """Rebuild a project from :meth:`to_dict` output.
+
+        Raises ``KeyError`` or ``TypeError`` when the record is not a project;
+        the caller knows which file it came from and reports that.
+        """
+        values = {field: record[field] for field in _ALL_FIELDS}
+        if not all(isinstance(value, str) for value in values.values()):
+            raise TypeError("project fields must be strings")
+        return cls(**values)
+
+
+_ALL_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC with no zone suffix, as the event contract fixes."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime(_TIMESTAMP_FORMAT)
+
+
+def next_project_id(
+    created: datetime, *, is_taken: Callable[[str], bool], last_issued: str | None = None
+) -> str:
+    """The id for a project created at ``created``: ``proj_YYYYMMDD_HHMMSS`` in UTC.
+
+    A later project in the same second gets ``_2``, ``_3``, ... Counting resumes
+    after ``last_issued`` when that id belongs to the same second, so an id freed
+    by a delete is not handed out again within its second; ``is_taken`` guards
+    against every other collision. The caller must hold the database lock.
+    """
+    if created.tzinfo is not None:
+        created = created.astimezone(timezone.utc)
+    base = created.strftime("proj_%Y%m%d_%H%M%S")
+    number = 1
+    if last_issued == base:
+        number = 2
+    elif last_issued is not None and last_issued.startswith(base + "_"):
+        suffix = last_issued[len(base) + 1 :]
+        if suffix.isdigit():
+            number = int(suffix) + 1
+    while True:
+        candidate = base if number == 1 else f"{base}_{number}"
+        if not is_taken(candidate):
+            return candidate
+        number += 1
+
+
+def _has_control_character(value: str, allowed: frozenset[str] = frozenset()) -> bool:
+    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in value)
+
+
+def validate_name(value: str) -> str:
+    """A name is 1-200 characters after trimming surrounding white space, with no control characters."""
+    name = value.strip()
+    if not name:
+        raise InvalidInputError("name must not be empty")
+    if len(name) > NAME_MAX:
+        raise InvalidInputError(f"name is {len(name)} characters long; the limit is {NAME_MAX}")
+    if _has_control_character(name):
+        raise InvalidInputError("name must not contain control characters")
+    return name
+
+
+def validate_type(value: str) -> str:
+    """A type is a lowercase slug: ``[a-z0-9][a-z0-9_-]{0,31}``."""
+    if not _TYPE_PATTERN.fullmatch(value):
+        raise InvalidInputError(
+            f"type {value!r} is not a lowercase slug: 1-32 of a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def validate_status(value: str) -> str:
+    """A status is one of :data:`STATUSES`."""
+    if value not in STATUSES:
+        raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}")
+    return value
+
+
+def validate_owner_id(value: str) -> str:
+    """An owner id is 1-100 characters after trimming, with no control characters."""
+    owner_id = value.strip()
+    if not owner_id:
+        raise InvalidInputError("owner must not be empty")
+    if len(owner_id) > OWNER_MAX:
+        raise InvalidInputError(
+            f"owner is {len(owner_id)} characters long; the limit is {OWNER_MAX}"
+        )
+    if _has_control_character(owner_id):
+        raise InvalidInputError("owner must not contain control characters")
+    return owner_id
+
+
+def validate_description(value: str) -> str:
+    """A description is up to 10,000 characters; newlines and tabs are its only control characters."""
+    if len(value) > DESCRIPTION_MAX:
+        raise InvalidInputError(
+            f"description is {len(value)} characters long; the limit is {DESCRIPTION_MAX}"
+        )
+    if _has_control_character(value, _DESCRIPTION_CONTROLS_ALLOWED):
+        raise InvalidInputError(
+            "description must not contain control characters other than newline and tab"
+        )
+    return value
+
+
+_VALIDATORS: dict[str, Callable[[str], str]] = {
+    "name": validate_name,
+    "type": validate_type,
+    "status": validate_status,
+    "owner_id": validate_owner_id,
+    "description": validate_description,
+}
+
+
+def validate_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """Validate editable fields, returning them normalised and in :data:`EDITABLE_FIELDS` order."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"unknown project field(s): {', '.join(sorted(unknown))}")
+    return {field: _VALIDATORS[field](fields[field]) for field in EDITABLE_FIELDS if field in fields}
+
+
+def default_owner() -> str:
+    """``PROJCTL_OWNER`` when set, else the name of the user running projctl."""
+    owner = os.environ.get("PROJCTL_OWNER")
+    if owner is not None:
+        try:
+            return validate_owner_id(owner)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"PROJCTL_OWNER: {error}") from None
+    try:
+        return validate_owner_id(getpass.getuser())
+    except (OSError, KeyError, InvalidInputError):
+        # No usable login name and no passwd entry (a bare container, say).
+        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+
+from projctl.events import (
+    EventDecodeError,
+    decode_event,
+    encode_event,
+    project_created,
+    project_deleted,
+    project_updated,
+)
+from projctl.model import Project
+
+PROJECT = Project(
+    project_id="proj_20231119_120000",
+    name="My New Project",
+    type="api",
+    status="created",
+    owner_id="user_123",
+    description="Project description",
+    created_at="2023-11-19T12:00:00.000000",
+    updated_at="2023-11-19T12:00:00.000000",
+)
+
+
+def test_project_created_shape() -> None:
+    event = project_created(PROJECT, seq=1, timestamp="2023-11-19T12:00:00.000000")
+    assert event == {
+        "event_type": "project_created",
+        "timestamp": "2023-11-19T12:00:00.000000",
+        "seq": 1,
+        "data": {
+            "project_id": "proj_20231119_120000",
+            "name": "My New Project",
+            "type": "api",
+            "status": "created",
+            "owner_id": "user_123",
+            "description": "Project description",
+            "created_at": "2023-11-19T12:00:00.000000",
+            "updated_at": "2023-11-19T12:00:00.000000",
+        },
+    }
+    assert list(event) == ["event_type", "timestamp", "seq", "data"]
+
+
+def test_project_updated_shape() -> None:
+    event = project_updated(
+        PROJECT, ["name", "status"], seq=2, timestamp="2023-11-19T12:05:00.000000"
+    )
+    assert event["event_type"] == "project_updated"
+    assert event["seq"] == 2
+    assert event["data"] == {**PROJECT.to_dict(), "updated_fields": ["name", "status"]}
+
+
+def test_project_deleted_carries_only_id_and_name() -> None:
+    event = project_deleted(PROJECT, seq=3, timestamp="2023-11-19T12:10:00.000000")
+    assert event == {
+        "event_type": "project_deleted",
+        "timestamp": "2023-11-19T12:10:00.000000",
+        "seq": 3,
+        "data": {"project_id": "proj_20231119_120000", "name": "My New Project"},
+    }
+
+
+def test_encode_is_compact_json_in_contract_order() -> None:
+    event = project_deleted(PROJECT, seq=3, timestamp="2023-11-19T12:10:00.000000")
+    assert encode_event(event) == (
+        b'{"event_type":"project_deleted","timestamp":"2023-11-19T12:10:00.000000","seq":3,'
+        b'"data":{"project_id":"proj_20231119_120000","name":"My New Project"}}'
+    )
+    assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"not json",
+        b"[]",
+        b'{"event_type":"project_exploded","timestamp":"t","seq":1,"data":{"project_id":"p"}}',
+        b'{"event_type":"project_created","timestamp":"t","seq":0,"data":{"project_id":"p"}}',
+        b'{"event_type":"project_created","timestamp":"t","seq":true,"data":{"project_id":"p"}}',
+        b'{"event_type":"project_created","timestamp":1,"seq":1,"data":{"project_id":"p"}}',
+        b'{"event_type":"project_created","timestamp":"t","seq":1,"data":{}}',
+    ],
+)
+def test_decode_rejects_what_is_not_an_event(message: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        decode_event(message)
