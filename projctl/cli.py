@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -76,9 +76,7 @@ class _ProjctlGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            result = super().main(
-                args, prog_name, complete_var, standalone_mode=False, **extra
-            )
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
         except ClickException as error:  # usage errors: bad option, missing argument, ...
             message = error.format_message()
@@ -114,7 +112,7 @@ app = typer.Typer(
 )
 
 DbOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--db",
         envvar="PROJCTL_DB",
@@ -143,7 +141,9 @@ def _open_store(db: Path | None) -> ProjectStore:
                 f"PROJCTL_JOURNAL_LIMIT must be a whole number, got {raw_limit!r}"
             ) from None
         if journal_limit < 1:
-            raise InvalidInputError(f"PROJCTL_JOURNAL_LIMIT must be at least 1, got {journal_limit}")
+            raise InvalidInputError(
+                f"PROJCTL_JOURNAL_LIMIT must be at least 1, got {journal_limit}"
+            )
     return ProjectStore(db or default_db_path(), journal_limit=journal_limit)
 
 
@@ -178,11 +178,13 @@ def _root(
 
 @app.command()
 def create(
-    name: Annotated[str, typer.Argument(help="Project name (1-200 characters).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Project name (1-200 characters).")],
     type: Annotated[str, typer.Option("--type", "-t", help=TypeHelp)] = DEFAULT_TYPE,
-    status: Annotated[Status, typer.Option("--status", "-s", help="Initial status.")] = DEFAULT_STATUS,
+    status: Annotated[
+        Status, typer.Option("--status", "-s", help="Initial status.")
+    ] = DEFAULT_STATUS,
     owner: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--owner",
             "-o",
@@ -216,12 +218,12 @@ def create(
 @app.command()
 def update(
     project_id: ProjectIdArgument,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="New name.")] = None,
-    type: Annotated[Optional[str], typer.Option("--type", "-t", help=TypeHelp)] = None,
-    status: Annotated[Optional[Status], typer.Option("--status", "-s", help="New status.")] = None,
-    owner: Annotated[Optional[str], typer.Option("--owner", "-o", help=OwnerHelp)] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="New name.")] = None,
+    type: Annotated[str | None, typer.Option("--type", "-t", help=TypeHelp)] = None,
+    status: Annotated[Status | None, typer.Option("--status", "-s", help="New status.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", "-o", help=OwnerHelp)] = None,
     description: Annotated[
-        Optional[str], typer.Option("--description", "-d", help="New description.")
+        str | None, typer.Option("--description", "-d", help="New description.")
     ] = None,
     json_output: JsonFlag = False,
     db: DbOption = None,
@@ -237,11 +239,14 @@ def update(
     """
     given = (name, type, status, owner, description)
     changes = {
-        field: value for field, value in zip(EDITABLE_FIELDS, given, strict=True) if value is not None
+        field: value
+        for field, value in zip(EDITABLE_FIELDS, given, strict=True)
+        if value is not None
     }
     if not changes:
         raise InvalidInputError(
-            "nothing to update: give at least one of --name, --type, --status, --owner, --description"
+            "nothing to update: give at least one of "
+            "--name, --type, --status, --owner, --description"
         )
     project, updated_fields, _event = _open_store(db).update(project_id, changes)
     if json_output:
@@ -284,9 +289,11 @@ def delete(
 
 @app.command("list")
 def list_projects(
-    status: Annotated[Optional[Status], typer.Option("--status", "-s", help="Only this status.")] = None,
-    type: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this type.")] = None,
-    owner: Annotated[Optional[str], typer.Option("--owner", "-o", help="Only this owner.")] = None,
+    status: Annotated[
+        Status | None, typer.Option("--status", "-s", help="Only this status.")
+    ] = None,
+    type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", "-o", help="Only this owner.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     db: DbOption = None,
 ) -> None:

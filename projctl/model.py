@@ -42,7 +42,7 @@ EDITABLE_FIELDS: tuple[str, ...] = ("name", "type", "status", "owner_id", "descr
 
 Status = Literal["created", "in_progress", "on_hold", "completed", "archived"]
 STATUSES: tuple[str, ...] = get_args(Status)
-DEFAULT_STATUS = "created"
+DEFAULT_STATUS: Status = "created"
 DEFAULT_TYPE = "api"
 
 NAME_MAX = 200
@@ -142,7 +142,7 @@ def _has_control_character(value: str, allowed: frozenset[str] = frozenset()) ->
 
 
 def validate_name(value: str) -> str:
-    """A name is 1-200 characters after trimming surrounding white space, with no control characters."""
+    """A name is 1-200 characters after trimming white space, with no control characters."""
     name = value.strip()
     if not name:
         raise InvalidInputError("name must not be empty")
@@ -185,7 +185,7 @@ def validate_owner_id(value: str) -> str:
 
 
 def validate_description(value: str) -> str:
-    """A description is up to 10,000 characters; newlines and tabs are its only control characters."""
+    """A description is up to 10,000 characters; newline and tab are its only control characters."""
     if len(value) > DESCRIPTION_MAX:
         raise InvalidInputError(
             f"description is {len(value)} characters long; the limit is {DESCRIPTION_MAX}"
@@ -211,7 +211,9 @@ def validate_fields(fields: Mapping[str, str]) -> dict[str, str]:
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInputError(f"unknown project field(s): {', '.join(sorted(unknown))}")
-    return {field: _VALIDATORS[field](fields[field]) for field in EDITABLE_FIELDS if field in fields}
+    return {
+        field: _VALIDATORS[field](fields[field]) for field in EDITABLE_FIELDS if field in fields
+    }
 
 
 def default_owner() -> str:

@@ -256,7 +256,7 @@ class ProjectStore:
         return after, updated_fields, event
 
     def delete(self, project_id: str) -> tuple[Project, Event]:
-        """Remove one project and journal its ``project_deleted`` event; returns what was removed."""
+        """Remove one project and journal its ``project_deleted`` event; return what was removed."""
         with self._transaction() as tables:
             project = tables.project(project_id)
             meta = tables.read_meta()
@@ -334,7 +334,8 @@ class ProjectStore:
                 yield tables
             except (KeyError, TypeError) as error:
                 raise CorruptDatabaseError(
-                    f"database {self.path} holds a malformed record ({error}); it was left untouched"
+                    f"database {self.path} holds a malformed record ({error}); "
+                    "it was left untouched"
                 ) from None
             if tables.storage.changed:
                 self._write_file(tables.storage.data)
@@ -377,7 +378,9 @@ class ProjectStore:
         except FileNotFoundError:
             return {}
         except OSError as error:
-            raise StoreError(f"cannot read database {self.path}: {error.strerror or error}") from None
+            raise StoreError(
+                f"cannot read database {self.path}: {error.strerror or error}"
+            ) from None
         if not raw:
             return {}  # an empty file (from `touch` or mktemp) is a new database
         try:
@@ -395,7 +398,9 @@ class ProjectStore:
         )
         if not isinstance(data, dict):
             raise not_ours
-        meta = data.get("meta", {}).get(str(_META_ID)) if isinstance(data.get("meta"), dict) else None
+        meta = (
+            data.get("meta", {}).get(str(_META_ID)) if isinstance(data.get("meta"), dict) else None
+        )
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise not_ours
         if not all(isinstance(data.get(name, {}), dict) for name in _TABLES):

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ _PROJCTL_VARIABLES = (
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point every path projctl might touch at the test's own folder, never the real home."""
     for name in _PROJCTL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -41,7 +41,6 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     monkeypatch.setenv("PROJCTL_DB", str(tmp_path / "data" / "projects.json"))
     monkeypatch.setenv("PROJCTL_OWNER", "tester")
-    yield
 
 
 @pytest.fixture

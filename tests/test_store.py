@@ -101,13 +101,13 @@ def test_delete_journals_id_and_name(store: ProjectStore) -> None:
 def test_unknown_id(store: ProjectStore, operation: str) -> None:
     store.create("Alpha")
     before = store.path.read_bytes()
+    attempts = {
+        "get": lambda: store.get("proj_nope"),
+        "update": lambda: store.update("proj_nope", {"name": "x"}),
+        "delete": lambda: store.delete("proj_nope"),
+    }
     with pytest.raises(ProjectNotFoundError, match="proj_nope"):
-        if operation == "get":
-            store.get("proj_nope")
-        elif operation == "update":
-            store.update("proj_nope", {"name": "x"})
-        else:
-            store.delete("proj_nope")
+        attempts[operation]()
     assert store.path.read_bytes() == before
 
 

@@ -1,0 +1,283 @@
+"""The CLI in-process, asserting exact output (stdout for results, stderr for messages)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import Result
+
+from projctl.cli import ExitCode, app, render_projects_table
+from projctl.store import ProjectStore
+
+Cli = Callable[..., Result]
+
+
+def create(cli: Cli, *args: str) -> str:
+    result = cli("create", *args)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_create_prints_only_the_id(cli: Cli, store: ProjectStore) -> None:
+    result = cli("create", "My Project", "--type", "api")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    project_id = result.stdout.strip()
+    assert result.stdout == project_id + "\n"
+    assert store.get(project_id).name == "My Project"
+
+
+def test_create_json_prints_the_stored_project(cli: Cli, store: ProjectStore) -> None:
+    result = cli(
+        "create",
+        "Billing",
+        "-t",
+        "web",
+        "-s",
+        "on_hold",
+        "-o",
+        "ann",
+        "-d",
+        "Line 1\nLine 2",
+        "--json",
+    )
+    assert result.exit_code == 0
+    printed = orjson.loads(result.stdout)
+    assert printed == store.get(printed["project_id"]).to_dict()
+    assert printed["type"] == "web"
+    assert printed["status"] == "on_hold"
+    assert printed["owner_id"] == "ann"
+    assert printed["description"] == "Line 1\nLine 2"
+    assert result.stdout.count("\n") == 1
+
+
+def test_create_uses_projctl_owner(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "X")
+    assert store.get(project_id).owner_id == "tester"
+
+
+def test_db_option_beats_environment(cli: Cli, tmp_path: Path, db_path: Path) -> None:
+    other = tmp_path / "other.json"
+    project_id = create(cli, "X", "--db", str(other))
+    assert ProjectStore(other).get(project_id).name == "X"
+    assert not db_path.exists()
+
+
+def test_update_reports_changed_fields(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "X")
+    result = cli("update", project_id, "--status", "in_progress", "--name", "X", "-d", "new")
+    assert result.exit_code == 0
+    assert result.stdout == f"{project_id}: updated status, description\n"
+    event = store.journal()[-1]
+    assert event["data"]["updated_fields"] == ["status", "description"]
+
+
+def test_update_unchanged(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "X")
+    result = cli("update", project_id, "--name", "X")
+    assert result.exit_code == 0
+    assert result.stdout == f"{project_id}: unchanged\n"
+    assert store.latest_seq() == 1
+
+
+def test_update_json(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "X")
+    result = cli("update", project_id, "--owner", "zoe", "--json")
+    assert orjson.loads(result.stdout) == {
+        "project": store.get(project_id).to_dict(),
+        "updated_fields": ["owner_id"],
+    }
+    unchanged = cli("update", project_id, "--owner", "zoe", "--json")
+    assert orjson.loads(unchanged.stdout)["updated_fields"] == []
+
+
+def test_update_accepts_option_like_values(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "X")
+    assert cli("update", project_id, "--name=-x").exit_code == 0
+    assert store.get(project_id).name == "-x"
+
+
+def test_update_without_fields_is_a_usage_error(cli: Cli) -> None:
+    project_id = create(cli, "X")
+    result = cli("update", project_id)
+    assert result.exit_code == ExitCode.INVALID_INPUT == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: nothing to update: give at least one of --name, --type, --status, --owner, "
+        "--description\n"
+    )
+
+
+def test_delete(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "Doomed")
+    result = cli("delete", project_id, "--json")
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout) == {"project_id": project_id, "name": "Doomed"}
+    assert store.list_projects() == []
+    project_id = create(cli, "Doomed too")
+    assert cli("delete", project_id).stdout == f"{project_id}: deleted\n"
+
+
+def test_delete_missing(cli: Cli) -> None:
+    result = cli("delete", "proj_nope")
+    assert result.exit_code == ExitCode.NOT_FOUND == 3
+    assert result.stderr == "Error: no project with id 'proj_nope'\n"
+    tolerant = cli("delete", "proj_nope", "--missing-ok")
+    assert tolerant.exit_code == 0
+    assert tolerant.stdout == ""
+    assert tolerant.stderr == "proj_nope: not found, nothing deleted\n"
+
+
+@pytest.mark.parametrize("command", [("show", "proj_nope"), ("update", "proj_nope", "--name", "x")])
+def test_unknown_id_exits_3(cli: Cli, command: tuple[str, ...]) -> None:
+    create(cli, "X")
+    result = cli(*command)
+    assert result.exit_code == 3
+    assert result.stderr == "Error: no project with id 'proj_nope'\n"
+
+
+def test_list_piped_is_tab_separated(cli: Cli, store: ProjectStore) -> None:
+    a = create(cli, "Alpha", "-s", "in_progress")
+    b = create(cli, "Beta", "-t", "web")
+    result = cli("list")
+    projects = {p.project_id: p for p in store.list_projects()}
+    assert result.stdout == (
+        f"{a}\tAlpha\tapi\tin_progress\ttester\t{projects[a].updated_at}\n"
+        f"{b}\tBeta\tweb\tcreated\ttester\t{projects[b].updated_at}\n"
+    )
+    assert cli("list", "--type", "web").stdout.startswith(b + "\t")
+    assert cli("list", "--status", "completed").stdout == ""
+
+
+def test_list_json(cli: Cli, store: ProjectStore) -> None:
+    assert orjson.loads(cli("list", "--json").stdout) == []
+    create(cli, "Alpha", "-o", "ann")
+    create(cli, "Beta", "-o", "bob")
+    result = cli("list", "--json", "--owner", "bob")
+    assert orjson.loads(result.stdout) == [store.list_projects(owner_id="bob")[0].to_dict()]
+
+
+def test_show(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "Alpha", "-d", "about")
+    project = store.get(project_id)
+    assert orjson.loads(cli("show", project_id, "--json").stdout) == project.to_dict()
+    assert cli("show", project_id).stdout == (
+        f"project_id   {project_id}\n"
+        "name         Alpha\n"
+        "type         api\n"
+        "status       created\n"
+        "owner_id     tester\n"
+        "description  about\n"
+        f"created_at   {project.created_at}\n"
+        f"updated_at   {project.updated_at}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("create", ""), "Error: name must not be empty\n"),
+        (("create", "x" * 201), "Error: name is 201 characters long; the limit is 200\n"),
+        (("create", "a\x07b"), "Error: name must not contain control characters\n"),
+        (
+            ("create", "x", "--type", "Web App"),
+            "Error: type 'Web App' is not a lowercase slug: 1-32 of a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit\n",
+        ),
+        (
+            ("create", "x", "--status", "done"),
+            "Error: Invalid value for '--status' / '-s': 'done' is not one of 'created', "
+            "'in_progress', 'on_hold', 'completed', 'archived'. (see 'projctl create --help')\n",
+        ),
+        (("create", "x", "--owner", " "), "Error: owner must not be empty\n"),
+        (
+            ("create", "x", "-d", "d" * 10_001),
+            "Error: description is 10001 characters long; the limit is 10000\n",
+        ),
+        (("create",), "Error: Missing argument 'NAME'. (see 'projctl create --help')\n"),
+        (
+            ("create", "x", "--colour", "red"),
+            "Error: No such option: --colour (see 'projctl create --help')\n",
+        ),
+        (("frobnicate",), "Error: No such command 'frobnicate'. (see 'projctl --help')\n"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_2(
+    cli: Cli, store: ProjectStore, args: tuple[str, ...], error: str
+) -> None:
+    existing = create(cli, "Keep me")
+    before = store.path.read_bytes()
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == error
+    assert store.path.read_bytes() == before
+    assert store.get(existing).name == "Keep me"
+
+
+def test_corrupt_database_exits_4_and_is_untouched(cli: Cli, db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"garbage{")
+    for args in (("create", "x"), ("list",), ("show", "p"), ("update", "p", "-n", "x")):
+        result = cli(*args)
+        assert result.exit_code == ExitCode.STORE_ERROR == 4
+        assert (
+            result.stderr == f"Error: database {db_path} is not valid JSON; it was left untouched\n"
+        )
+    assert db_path.read_bytes() == b"garbage{"
+
+
+def test_bad_journal_limit(cli: Cli) -> None:
+    result = cli("create", "x", env={"PROJCTL_JOURNAL_LIMIT": "lots"})
+    assert result.exit_code == 2
+    assert result.stderr == "Error: PROJCTL_JOURNAL_LIMIT must be a whole number, got 'lots'\n"
+
+
+def test_journal_limit_from_environment(cli: Cli, store: ProjectStore) -> None:
+    project_id = create(cli, "x")
+    for number in range(4):
+        cli("update", project_id, "-d", str(number), env={"PROJCTL_JOURNAL_LIMIT": "2"})
+    assert [event["seq"] for event in store.journal()] == [4, 5]
+
+
+def test_unexpected_failure_is_one_line_and_exit_1(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ProjectStore, "create", explode)
+    result = cli("create", "x")
+    assert result.exit_code == ExitCode.FAILURE == 1
+    assert (
+        result.stderr == "Error: unexpected RuntimeError: boom (set PROJCTL_DEBUG=1 for details)\n"
+    )
+
+
+def test_version(cli: Cli) -> None:
+    from projctl import __version__
+
+    assert cli("--version").stdout == f"projctl {__version__}\n"
+
+
+def test_render_projects_table(cli: Cli, store: ProjectStore) -> None:
+    import io
+
+    from rich.console import Console
+
+    create(cli, "Alpha", "-s", "in_progress")
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(render_projects_table(store.list_projects()))
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "1 project" in screen
+    assert "Alpha" in screen
+    assert "in_progress" in screen
+    for heading in ("ID", "Name", "Type", "Status", "Owner", "Updated (UTC)"):
+        assert heading in screen
+
+
+def test_app_is_the_module_app() -> None:
+    assert app.info.name == "projctl"

@@ -1,0 +1,233 @@
+"""The installed ``projctl`` as real processes: exit codes, stream split, concurrency, crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+from projctl.store import ProjectStore
+
+from .conftest import PROJCTL
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_create_prints_id_on_stdout_only(projctl: Run, store: ProjectStore) -> None:
+    done = projctl("create", "My Project", "--type", "api")
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert store.get(done.stdout.strip()).name == "My Project"
+
+
+def test_python_dash_m_works(store: ProjectStore) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "projctl", "create", "Via -m"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert store.get(done.stdout.strip()).name == "Via -m"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("create", ""), 2),
+        (("create", "x", "--status", "nope"), 2),
+        (("update", "proj_x"), 2),
+        (("show", "proj_missing"), 3),
+        (("delete", "proj_missing"), 3),
+        (("--no-such-flag",), 2),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    projctl: Run, args: tuple[str, ...], code: int
+) -> None:
+    done = projctl(*args)
+    assert done.returncode == code
+    assert done.stdout == ""
+    assert done.stderr.startswith("Error: ")
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_corrupt_database_exits_4_byte_for_byte_unchanged(projctl: Run, db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    garbage = b'{"projects": {"a": 1}, "journal": [tru'
+    db_path.write_bytes(garbage)
+    done = projctl("create", "x")
+    assert done.returncode == 4
+    assert done.stderr == f"Error: database {db_path} is not valid JSON; it was left untouched\n"
+    assert db_path.read_bytes() == garbage
+
+
+def test_folder_that_is_a_file_exits_4(projctl: Run, tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("")
+    done = projctl("create", "x", "--db", str(tmp_path / "blocker" / "db.json"))
+    assert done.returncode == 4
+    assert done.stderr.startswith("Error: cannot create folder ")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder no write can go into: a mode bit for ordinary users, a read-only mount for root."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+        timeout=10,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"root cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False, timeout=10)
+
+
+def test_unwritable_folder_exits_4(projctl: Run, read_only_folder: Path) -> None:
+    done = projctl("create", "x", "--db", str(read_only_folder / "projects.json"))
+    assert done.returncode == 4
+    assert done.stderr.startswith("Error: cannot open lock file ")
+    assert "Read-only file system" in done.stderr or "Permission denied" in done.stderr
+    listing = projctl("list", "--db", str(read_only_folder / "projects.json"))
+    assert listing.returncode == 0  # reading needs no lock
+
+
+def test_pipe_output_is_clean_for_scripts(projctl: Run) -> None:
+    ids = [projctl("create", f"p{i}").stdout.strip() for i in range(3)]
+    listing = projctl("list")
+    assert [line.split("\t")[0] for line in listing.stdout.splitlines()] == ids
+    assert "\x1b" not in listing.stdout
+
+
+def _create_many(worker: int, count: int) -> list[str]:
+    ids = []
+    for number in range(count):
+        done = subprocess.run(
+            [PROJCTL, "create", f"w{worker}-{number}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        ids.append(done.stdout.strip())
+    return ids
+
+
+def test_concurrent_creates_lose_nothing(store: ProjectStore) -> None:
+    workers, per_worker = 8, 25
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(_create_many, range(workers), [per_worker] * workers))
+    ids = [project_id for batch in results for project_id in batch]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200
+    stored = store.list_projects()
+    assert {p.project_id for p in stored} == set(ids)
+    assert len({p.name for p in stored}) == 200
+    journal = store.journal()
+    assert [event["seq"] for event in journal] == list(range(1, 201))
+    assert {event["data"]["project_id"] for event in journal} == set(ids)
+
+
+def test_parallel_updates_to_different_fields_all_survive(store: ProjectStore) -> None:
+    project, _ = store.create("Shared")
+    changes = {
+        "--name": [f"name {n}" for n in range(6)],
+        "--type": [f"type-{n}" for n in range(6)],
+        "--status": ["in_progress", "on_hold", "completed", "archived", "created", "on_hold"],
+        "--owner": [f"owner{n}" for n in range(6)],
+        "--description": [f"description {n}" for n in range(6)],
+    }
+
+    def apply(option: str) -> None:
+        for value in changes[option]:
+            subprocess.run(
+                [PROJCTL, "update", project.project_id, f"{option}={value}"],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+
+    with ThreadPoolExecutor(len(changes)) as pool:
+        list(pool.map(apply, changes))
+    final = store.get(project.project_id)
+    assert final.name == "name 5"
+    assert final.type == "type-5"
+    assert final.status == "on_hold"
+    assert final.owner_id == "owner5"
+    assert final.description == "description 5"
+    updates = [event for event in store.journal() if event["event_type"] == "project_updated"]
+    assert len(updates) == 30
+    assert [event["seq"] for event in store.journal()] == list(range(1, 32))
+
+
+_WRITER = """
+import sys
+from projctl.store import ProjectStore
+store = ProjectStore(sys.argv[1])
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+number = 0
+while True:
+    project, _ = store.create(f"crash {number} " + "x" * 150, description="y" * 2000)
+    store.update(project.project_id, {"status": "in_progress"})
+    number += 1
+"""
+
+
+def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> None:
+    rng = random.Random(1234)
+    store.create("Before the storm")
+    kills = 40
+    for _ in range(kills):
+        with subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(store.path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as writer:
+            try:
+                assert writer.stdout is not None
+                assert writer.stdout.readline() == b"ready\n"
+                time.sleep(rng.uniform(0, 0.05))
+            finally:
+                writer.send_signal(signal.SIGKILL)
+                writer.wait(timeout=10)
+        # The file always loads, and the change and its event landed together or not at all.
+        data = orjson.loads(store.path.read_bytes())
+        projects = store.list_projects()
+        journal = store.journal()
+        assert data["meta"]["1"]["last_seq"] == journal[-1]["seq"] == len(journal)
+        created = {e["data"]["project_id"] for e in journal if e["event_type"] == "project_created"}
+        assert {p.project_id for p in projects} == created
+    # The next command is not blocked by the dead writers' lock.
+    started = time.monotonic()
+    done = subprocess.run(
+        [PROJCTL, "create", "After the storm"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 5
+    leftovers = [p.name for p in store.path.parent.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
