@@ -25,6 +25,7 @@ from projctl.errors import (
     InvalidInputError,
     ProjctlError,
     ProjectNotFoundError,
+    ServerError,
     StoreError,
 )
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, EDITABLE_FIELDS, Project, Status
@@ -32,6 +33,8 @@ from projctl.store import DEFAULT_JOURNAL_LIMIT, ProjectStore, default_db_path
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from projctl.events import Event
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -44,6 +47,7 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 2  #: invalid input or usage
     NOT_FOUND = 3  #: no project with the given id
     STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
+    SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -55,6 +59,8 @@ def exit_code_for(error: ProjctlError) -> ExitCode:
         return ExitCode.NOT_FOUND
     if isinstance(error, StoreError):
         return ExitCode.STORE_ERROR
+    if isinstance(error, ServerError):
+        return ExitCode.SERVER_ERROR
     return ExitCode.FAILURE
 
 
@@ -123,6 +129,38 @@ DbOption = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+NoBroadcastFlag = Annotated[
+    bool,
+    typer.Option(
+        "--no-broadcast",
+        envvar="PROJCTL_NO_BROADCAST",
+        show_envvar=True,
+        help="Commit and journal only; contact and start no server.",
+    ),
+]
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="PROJCTL_HOST",
+        show_envvar=True,
+        help="Address the server listens on; beyond loopback, subscribers need a token.",
+    ),
+]
+PortOption = Annotated[
+    int,
+    typer.Option(
+        "--port",
+        envvar="PROJCTL_PORT",
+        show_envvar=True,
+        min=0,
+        max=65535,
+        help="Port of the server (0: any free port).",
+    ),
+]
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8000
+DEFAULT_IDLE_TIMEOUT = 900.0
 ProjectIdArgument = Annotated[
     str, typer.Argument(metavar="PROJECT_ID", help="Id of the project, e.g. proj_20231119_120000.")
 ]
@@ -145,6 +183,43 @@ def _open_store(db: Path | None) -> ProjectStore:
                 f"PROJCTL_JOURNAL_LIMIT must be at least 1, got {journal_limit}"
             )
     return ProjectStore(db or default_db_path(), journal_limit=journal_limit)
+
+
+def _env_number(name: str, default: float, *, minimum: float = 0) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise InvalidInputError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) -> None:
+    """Forward a committed event to the database's server, starting one if none runs.
+
+    The change is committed whatever happens here, so failure is a warning, not an error.
+    """
+    if event is None or no_broadcast:
+        return
+    from projctl import client
+
+    try:
+        port = int(os.environ.get("PROJCTL_PORT") or DEFAULT_PORT)
+        start = client.StartOptions(
+            host=os.environ.get("PROJCTL_HOST") or DEFAULT_HOST,
+            port=port,
+            idle_timeout=_env_number("PROJCTL_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
+        )
+        client.forward(store.path, event, store.last_written_version, start=start)
+    except (ServerError, InvalidInputError, ValueError) as error:
+        sys.stderr.write(
+            f"Warning: event {event['seq']} is committed but was not broadcast: {error}; "
+            "subscribers resuming with ?since= will still receive it\n"
+        )
 
 
 def _print_json(value: Any) -> None:
@@ -196,6 +271,7 @@ def create(
         str, typer.Option("--description", "-d", help="Up to 10,000 characters.")
     ] = "",
     json_output: JsonFlag = False,
+    no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
     """Create a project and print its id.
@@ -206,9 +282,11 @@ def create(
     Example:
         id=$(projctl create "Billing API" --type api --owner alice)
     """
-    project, _event = _open_store(db).create(
+    store = _open_store(db)
+    project, event = store.create(
         name, type=type, status=status, owner_id=owner, description=description
     )
+    _broadcast(store, event, no_broadcast=no_broadcast)
     if json_output:
         _print_json(project.to_dict())
     else:
@@ -226,6 +304,7 @@ def update(
         str | None, typer.Option("--description", "-d", help="New description.")
     ] = None,
     json_output: JsonFlag = False,
+    no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
     """Change the given fields of a project.
@@ -248,7 +327,9 @@ def update(
             "nothing to update: give at least one of "
             "--name, --type, --status, --owner, --description"
         )
-    project, updated_fields, _event = _open_store(db).update(project_id, changes)
+    store = _open_store(db)
+    project, updated_fields, event = store.update(project_id, changes)
+    _broadcast(store, event, no_broadcast=no_broadcast)
     if json_output:
         _print_json({"project": project.to_dict(), "updated_fields": updated_fields})
     elif updated_fields:
@@ -264,6 +345,7 @@ def delete(
         bool, typer.Option("--missing-ok", help="Exit 0 when the project does not exist.")
     ] = False,
     json_output: JsonFlag = False,
+    no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
     """Delete a project.
@@ -274,13 +356,15 @@ def delete(
     Example:
         projctl delete "$id" --missing-ok
     """
+    store = _open_store(db)
     try:
-        project, _event = _open_store(db).delete(project_id)
+        project, event = store.delete(project_id)
     except ProjectNotFoundError:
         if not missing_ok:
             raise
         typer.echo(f"{project_id}: not found, nothing deleted", err=True)
         return
+    _broadcast(store, event, no_broadcast=no_broadcast)
     if json_output:
         _print_json({"project_id": project.project_id, "name": project.name})
     else:
@@ -378,6 +462,138 @@ def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOpt
     width = max(map(len, record))
     for field, value in record.items():
         typer.echo(f"{field:<{width}}  {value}")
+
+
+@app.command()
+def serve(
+    host: HostOption = DEFAULT_HOST,
+    port: PortOption = DEFAULT_PORT,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="Also accept browser pages from ORIGIN (repeatable; '*' for any). "
+            "Pages on localhost, 127.0.0.1 and [::1] are always accepted.",
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--idle-timeout",
+            metavar="SECONDS",
+            min=0,
+            help="Stop after this long with no subscribers and no events (0: never). "
+            "Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
+        ),
+    ] = 0,
+    db: DbOption = None,
+) -> None:
+    """Run the broadcast server for a database in the foreground until Ctrl-C.
+
+    Subscribers connect to ws://HOST:PORT/ws (?since=N to resume, ?snapshot=1 for
+    the current projects first); GET /healthz reports status. Commands start a
+    server in the background by themselves; run this one to choose its address.
+
+    \b
+    Example:
+        projctl serve --port 8000 --allow-origin https://dashboard.example
+    """
+    import logging
+
+    from projctl import client
+    from projctl.server import ServerConfig, is_loopback, run_server
+
+    store = _open_store(db)
+    paths = client.runtime_paths(store.path)
+    client.ensure_private_folder(paths.folder)
+    client.ensure_private_folder(paths.socket.parent)
+    running = client.read_server_info(paths)
+    if running is not None:
+        raise ServerError(
+            f"a server for this database is already running: pid {running.pid}, {running.url}"
+        )
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # One line per connection would drown the log of a server with many subscribers.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    subscriber_token = None
+    if not is_loopback(host):
+        import secrets
+
+        subscriber_token = secrets.token_urlsafe(24)
+    config = ServerConfig(
+        db_path=paths.db_path,
+        state_file=paths.state_file,
+        socket_path=paths.socket,
+        host=host,
+        port=port,
+        allow_origins=tuple(allow_origin or ()),
+        idle_timeout=idle_timeout or None,
+        subscriber_token=subscriber_token,
+    )
+
+    def announce(server: Any) -> None:
+        sys.stderr.write(f"projctl: serving {server.url} for {store.path} (pid {os.getpid()})\n")
+        if subscriber_token is not None:
+            sys.stderr.write(
+                f"projctl: listening beyond loopback; subscribers need ?token={subscriber_token}\n"
+            )
+        sys.stderr.flush()
+
+    run_server(store, config, on_ready=announce)
+
+
+server_app = typer.Typer(
+    name="server",
+    help="Inspect or stop the database's background broadcast server.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app)
+
+
+@server_app.command("status")
+def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
+    """Show whether a server runs for the database, and its health.
+
+    \b
+    Example:
+        projctl server status --json
+    """
+    from projctl import client
+
+    path = db or default_db_path()
+    status = client.server_status(path)
+    if json_output:
+        _print_json({"running": status is not None, **(status or {})})
+    elif status is None:
+        typer.echo(f"no server is running for {path}")
+    else:
+        typer.echo(
+            f"running: pid {status['pid']}, {status['url']}, latest seq {status['latest_seq']}, "
+            f"{status['subscribers']} subscriber(s)"
+        )
+
+
+@server_app.command("stop")
+def server_stop(db: DbOption = None) -> None:
+    """Stop the database's server and wait until it has exited.
+
+    \b
+    Example:
+        projctl server stop
+    """
+    from projctl import client
+
+    path = db or default_db_path()
+    stopped = client.stop_server(path)
+    if stopped is None:
+        typer.echo(f"no server is running for {path}", err=True)
+    else:
+        typer.echo(f"stopped server pid {stopped.pid}")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "LockTimeoutError",
     "ProjctlError",
     "ProjectNotFoundError",
+    "ServerError",
     "StoreError",
 ]
 
@@ -42,3 +43,7 @@ class CorruptDatabaseError(StoreError):
 
 class LockTimeoutError(StoreError):
     """Another process held the database lock for longer than we were willing to wait."""
+
+
+class ServerError(ProjctlError):
+    """The broadcast server cannot be started, reached or stopped."""

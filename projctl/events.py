@@ -7,12 +7,11 @@ renamed or removed. Pure: nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, cast
 
 import orjson
-
-from projctl.model import Project
 
 __all__ = [
     "EVENT_TYPES",
@@ -21,9 +20,12 @@ __all__ = [
     "EventType",
     "decode_event",
     "encode_event",
+    "format_timestamp",
     "project_created",
     "project_deleted",
     "project_updated",
+    "projects_message",
+    "utc_now",
 ]
 
 EventType = Literal["project_created", "project_updated", "project_deleted"]
@@ -43,33 +45,71 @@ class EventDecodeError(ValueError):
     """A message is not a lifecycle event."""
 
 
-def project_created(project: Project, *, seq: int, timestamp: str) -> Event:
-    """The event for a newly created project: ``data`` is the full stored project."""
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC with no zone suffix, as the contract fixes."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime(_TIMESTAMP_FORMAT)
+
+
+def project_created(project: Mapping[str, Any], *, seq: int, timestamp: str) -> Event:
+    """The event for a newly created project: ``data`` is the full stored project record."""
     return {
         "event_type": "project_created",
         "timestamp": timestamp,
         "seq": seq,
-        "data": project.to_dict(),
+        "data": dict(project),
     }
 
 
 def project_updated(
-    project: Project, updated_fields: Sequence[str], *, seq: int, timestamp: str
+    project: Mapping[str, Any], updated_fields: Sequence[str], *, seq: int, timestamp: str
 ) -> Event:
-    """The event for a change: the full project after it, plus the fields whose value changed."""
-    data: dict[str, Any] = project.to_dict()
+    """The event for a change: the full record after it, plus the fields whose value changed."""
+    data = dict(project)
     data["updated_fields"] = list(updated_fields)
     return {"event_type": "project_updated", "timestamp": timestamp, "seq": seq, "data": data}
 
 
-def project_deleted(project: Project, *, seq: int, timestamp: str) -> Event:
+def project_deleted(project: Mapping[str, Any], *, seq: int, timestamp: str) -> Event:
     """The event for a deletion: only the id and the last name survive the project."""
     return {
         "event_type": "project_deleted",
         "timestamp": timestamp,
         "seq": seq,
-        "data": {"project_id": project.project_id, "name": project.name},
+        "data": {"project_id": project["project_id"], "name": project["name"]},
     }
+
+
+def projects_message(
+    event_type: Literal["snapshot", "resync"],
+    projects: Sequence[Mapping[str, Any]],
+    *,
+    seq: int,
+    timestamp: str,
+) -> bytes:
+    """The whole project list as of ``seq``, encoded.
+
+    ``snapshot`` answers a subscriber that asked for one; ``resync`` tells a
+    resuming subscriber that the events it missed are gone and it must rebuild
+    its state from this list. Live events with ``seq`` above it follow.
+    """
+    return orjson.dumps(
+        {
+            "event_type": event_type,
+            "timestamp": timestamp,
+            "seq": seq,
+            "data": {"projects": list(projects)},
+        }
+    )
 
 
 def encode_event(event: Event) -> bytes:

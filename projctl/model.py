@@ -26,9 +26,7 @@ __all__ = [
     "Project",
     "Status",
     "default_owner",
-    "format_timestamp",
     "next_project_id",
-    "utc_now",
     "validate_description",
     "validate_fields",
     "validate_name",
@@ -53,12 +51,10 @@ _TYPE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # (ESC, NUL, CR, ...) could rewrite a terminal that displays it.
 _DESCRIPTION_CONTROLS_ALLOWED = frozenset("\n\t")
 
-_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
-
 
 @dataclass(frozen=True)
 class Project:
-    """One project as stored. Timestamps use the event format (see :func:`format_timestamp`)."""
+    """One project as stored. Timestamps use the event format (``events.format_timestamp``)."""
 
     project_id: str
     name: str
@@ -96,18 +92,6 @@ class Project:
 
 
 _ALL_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
-
-
-def utc_now() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC with no zone suffix, as the event contract fixes."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return moment.strftime(_TIMESTAMP_FORMAT)
 
 
 def next_project_id(

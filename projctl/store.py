@@ -27,6 +27,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import reduce
 from operator import and_
 from pathlib import Path
@@ -46,22 +47,22 @@ from projctl.errors import (
     ProjectNotFoundError,
     StoreError,
 )
-from projctl.events import Event
+from projctl.events import Event, format_timestamp, utc_now
 from projctl.model import (
     DEFAULT_STATUS,
     DEFAULT_TYPE,
     Project,
     default_owner,
-    format_timestamp,
     next_project_id,
-    utc_now,
     validate_fields,
 )
 
 __all__ = [
     "DEFAULT_JOURNAL_LIMIT",
     "DEFAULT_LOCK_TIMEOUT",
+    "FileVersion",
     "ProjectStore",
+    "StoreState",
     "default_db_path",
 ]
 
@@ -74,6 +75,25 @@ _META_ID = 1
 _TABLES = ("projects", "journal", "meta")
 
 _T = TypeVar("_T")
+
+#: ``(inode, mtime_ns, size)`` of the database file. Every commit replaces the file, so
+#: the version changes with every commit.
+FileVersion = tuple[int, int, int]
+
+
+def _version_of(status: os.stat_result) -> FileVersion:
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """One consistent read of the database: its journal, latest ``seq`` and projects."""
+
+    journal: list[Event]
+    latest_seq: int
+    database_id: str
+    version: FileVersion | None
+    project_records: list[dict[str, Any]]
 
 
 def default_db_path() -> Path:
@@ -144,18 +164,24 @@ class _Tables:
             raise ProjectNotFoundError(project_id)
         return Project.from_dict(record)
 
-    def append_event(self, event: Event, *, journal_limit: int, last_issued: str | None) -> None:
+    def append_event(
+        self, event: Event, *, meta: dict[str, Any], journal_limit: int, **meta_changes: Any
+    ) -> None:
         """Journal ``event``, drop what falls out of the retained window, advance ``meta``."""
         seq = event["seq"]
         self.journal.insert(Document(event, doc_id=seq))
         if seq > journal_limit:
             self.journal.remove(where("seq") <= seq - journal_limit)
-        self.meta.upsert(
-            Document(
-                {"format": _FORMAT, "schema": _SCHEMA, "last_seq": seq, "last_issued": last_issued},
-                doc_id=_META_ID,
-            )
-        )
+        new_meta = {
+            "format": _FORMAT,
+            "schema": _SCHEMA,
+            # Tells a database from a re-created one at the same path.
+            "database_id": meta.get("database_id") or os.urandom(8).hex(),
+            "last_issued": meta.get("last_issued"),
+            **meta_changes,
+            "last_seq": seq,
+        }
+        self.meta.upsert(Document(new_meta, doc_id=_META_ID))
 
 
 class ProjectStore:
@@ -182,6 +208,9 @@ class ProjectStore:
         self.path = Path(path)
         self.journal_limit = journal_limit
         self.lock_timeout = lock_timeout
+        #: The :data:`FileVersion` this store last wrote: a forwarded event carries it so the
+        #: server can tell whether the file holds commits it has not been told about.
+        self.last_written_version: FileVersion | None = None
 
     # -- changes ---------------------------------------------------------------
 
@@ -216,11 +245,14 @@ class ProjectStore:
             project = Project(
                 project_id=project_id, created_at=timestamp, updated_at=timestamp, **fields
             )
-            tables.projects.add(project.to_dict())
+            record = project.to_dict()
+            tables.projects.add(record)
             event = events.project_created(
-                project, seq=meta.get("last_seq", 0) + 1, timestamp=timestamp
+                record, seq=meta.get("last_seq", 0) + 1, timestamp=timestamp
             )
-            tables.append_event(event, journal_limit=self.journal_limit, last_issued=project_id)
+            tables.append_event(
+                event, meta=meta, journal_limit=self.journal_limit, last_issued=project_id
+            )
         return project, event
 
     def update(
@@ -248,11 +280,9 @@ class ProjectStore:
             tables.projects.replace(record)
             after = Project.from_dict(record)
             event = events.project_updated(
-                after, updated_fields, seq=meta["last_seq"] + 1, timestamp=timestamp
+                record, updated_fields, seq=meta["last_seq"] + 1, timestamp=timestamp
             )
-            tables.append_event(
-                event, journal_limit=self.journal_limit, last_issued=meta.get("last_issued")
-            )
+            tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
         return after, updated_fields, event
 
     def delete(self, project_id: str) -> tuple[Project, Event]:
@@ -262,11 +292,9 @@ class ProjectStore:
             meta = tables.read_meta()
             tables.projects.discard(project_id)
             event = events.project_deleted(
-                project, seq=meta["last_seq"] + 1, timestamp=format_timestamp(utc_now())
+                project.to_dict(), seq=meta["last_seq"] + 1, timestamp=format_timestamp(utc_now())
             )
-            tables.append_event(
-                event, journal_limit=self.journal_limit, last_issued=meta.get("last_issued")
-            )
+            tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
         return project, event
 
     # -- reads (lock-free: the file is only ever replaced whole) -------------
@@ -300,8 +328,27 @@ class ProjectStore:
 
     def journal(self) -> list[Event]:
         """The retained events, oldest first."""
-        tables = self._snapshot()
-        return [cast(Event, dict(entry)) for entry in tables.journal.all()]
+        return self.read_state().journal
+
+    def read_state(self) -> StoreState:
+        """Everything a broadcast server needs from one read of the file, without locking."""
+        data, version = self._read_file_with_version()
+        tables = _Tables(data)
+        meta = tables.read_meta()
+        return StoreState(
+            journal=[cast(Event, dict(entry)) for entry in tables.journal.all()],
+            latest_seq=int(meta.get("last_seq", 0)),
+            database_id=str(meta.get("database_id", "")),
+            version=version,
+            project_records=[dict(record) for record in tables.projects.all()],
+        )
+
+    def file_version(self) -> FileVersion | None:
+        """The current :data:`FileVersion` of the database file, ``None`` when there is none."""
+        try:
+            return _version_of(self.path.stat())
+        except OSError:
+            return None
 
     # -- the file ----------------------------------------------------------------
 
@@ -318,7 +365,7 @@ class ProjectStore:
             ) from None
 
     def _snapshot(self) -> _Tables:
-        return _Tables(self._read_file())
+        return _Tables(self._read_file_with_version()[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_Tables]:
@@ -329,7 +376,7 @@ class ProjectStore:
                 f"cannot create folder {self.path.parent}: {error.strerror or error}"
             ) from None
         with self._locked():
-            tables = _Tables(self._read_file())
+            tables = _Tables(self._read_file_with_version()[0])
             try:
                 yield tables
             except (KeyError, TypeError) as error:
@@ -372,17 +419,19 @@ class ProjectStore:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _read_file(self) -> dict[str, dict[str, Any]]:
+    def _read_file_with_version(self) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as file:
+                raw = file.read()
+                version = _version_of(os.fstat(file.fileno()))
         except FileNotFoundError:
-            return {}
+            return {}, None
         except OSError as error:
             raise StoreError(
                 f"cannot read database {self.path}: {error.strerror or error}"
             ) from None
         if not raw:
-            return {}  # an empty file (from `touch` or mktemp) is a new database
+            return {}, version  # an empty file (from `touch` or mktemp) is a new database
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -390,7 +439,7 @@ class ProjectStore:
                 f"database {self.path} is not valid JSON; it was left untouched"
             ) from None
         self._check_format(data)
-        return data  # type: ignore[no-any-return]
+        return data, version
 
     def _check_format(self, data: Any) -> None:
         not_ours = CorruptDatabaseError(
@@ -432,7 +481,9 @@ class ProjectStore:
                     temp_file.write(payload)
                     temp_file.flush()
                     os.fsync(temp_file.fileno())
+                    version = _version_of(os.fstat(temp_file.fileno()))
                 os.replace(temp_path, self.path)
+                self.last_written_version = version
             except BaseException:
                 with contextlib.suppress(OSError):
                     temp_path.unlink()

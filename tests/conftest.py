@@ -6,9 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -23,13 +24,21 @@ _PROJCTL_VARIABLES = (
     "PROJCTL_OWNER",
     "PROJCTL_JOURNAL_LIMIT",
     "PROJCTL_DEBUG",
+    "PROJCTL_HOST",
+    "PROJCTL_PORT",
+    "PROJCTL_IDLE_TIMEOUT",
+    "PROJCTL_NO_BROADCAST",
     "NO_COLOR",
 )
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point every path projctl might touch at the test's own folder, never the real home."""
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point every path projctl might touch at the test's own folder, never the real home.
+
+    Commands do not broadcast unless a test asks (``broadcasting`` fixture); any
+    server a test started is stopped when it ends, so no test leaves a process behind.
+    """
     for name in _PROJCTL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
@@ -41,6 +50,40 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     monkeypatch.setenv("PROJCTL_DB", str(tmp_path / "data" / "projects.json"))
     monkeypatch.setenv("PROJCTL_OWNER", "tester")
+    monkeypatch.setenv("PROJCTL_NO_BROADCAST", "1")
+    # Servers bind loopback only, on a free port.
+    monkeypatch.setenv("PROJCTL_HOST", "127.0.0.1")
+    monkeypatch.setenv("PROJCTL_PORT", "0")
+    yield
+    reap_servers(tmp_path)
+
+
+def reap_servers(folder: Path) -> list[int]:
+    """Kill every server whose state file lies under ``folder``; return their pids."""
+    import signal
+    import time
+
+    from projctl.client import pid_alive
+
+    killed = []
+    for state_file in folder.rglob("server.json"):
+        try:
+            pid = int(orjson.loads(state_file.read_bytes())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    return killed
+
+
+@pytest.fixture
+def broadcasting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let commands forward events (and start servers) as they do outside the tests."""
+    monkeypatch.delenv("PROJCTL_NO_BROADCAST")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -12,16 +13,38 @@ from projctl.cli import ExitCode, app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def _leaf_commands(group: Any, prefix: str = "") -> list[str]:
+    names = []
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix}{name}"
+        if hasattr(command, "commands"):
+            names += _leaf_commands(command, path + " ")
+        else:
+            names.append(path)
+    return names
+
+
+COMMANDS = _leaf_commands(typer.main.get_command(app))
 
 
 def test_commands() -> None:
-    assert COMMANDS == ["create", "delete", "list", "show", "update"]
+    assert COMMANDS == [
+        "create",
+        "delete",
+        "list",
+        "serve",
+        "server status",
+        "server stop",
+        "show",
+        "update",
+    ]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_ending_with_an_example(cli, command: str) -> None:
-    result = cli(command, "--help")
+    result = cli(*command.split(), "--help")
     assert result.exit_code == 0
     assert f"Usage: projctl {command}" in result.stdout
     example = result.stdout.split("Example:", 1)

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from projctl.events import (
     EventDecodeError,
     decode_event,
     encode_event,
+    format_timestamp,
     project_created,
     project_deleted,
     project_updated,
 )
 from projctl.model import Project
+
+MOMENT = datetime(2023, 11, 19, 12, 0, 0, 5, tzinfo=timezone.utc)
 
 PROJECT = Project(
     project_id="proj_20231119_120000",
@@ -25,7 +30,7 @@ PROJECT = Project(
 
 
 def test_project_created_shape() -> None:
-    event = project_created(PROJECT, seq=1, timestamp="2023-11-19T12:00:00.000000")
+    event = project_created(PROJECT.to_dict(), seq=1, timestamp="2023-11-19T12:00:00.000000")
     assert event == {
         "event_type": "project_created",
         "timestamp": "2023-11-19T12:00:00.000000",
@@ -46,7 +51,7 @@ def test_project_created_shape() -> None:
 
 def test_project_updated_shape() -> None:
     event = project_updated(
-        PROJECT, ["name", "status"], seq=2, timestamp="2023-11-19T12:05:00.000000"
+        PROJECT.to_dict(), ["name", "status"], seq=2, timestamp="2023-11-19T12:05:00.000000"
     )
     assert event["event_type"] == "project_updated"
     assert event["seq"] == 2
@@ -54,7 +59,7 @@ def test_project_updated_shape() -> None:
 
 
 def test_project_deleted_carries_only_id_and_name() -> None:
-    event = project_deleted(PROJECT, seq=3, timestamp="2023-11-19T12:10:00.000000")
+    event = project_deleted(PROJECT.to_dict(), seq=3, timestamp="2023-11-19T12:10:00.000000")
     assert event == {
         "event_type": "project_deleted",
         "timestamp": "2023-11-19T12:10:00.000000",
@@ -64,7 +69,7 @@ def test_project_deleted_carries_only_id_and_name() -> None:
 
 
 def test_encode_is_compact_json_in_contract_order() -> None:
-    event = project_deleted(PROJECT, seq=3, timestamp="2023-11-19T12:10:00.000000")
+    event = project_deleted(PROJECT.to_dict(), seq=3, timestamp="2023-11-19T12:10:00.000000")
     assert encode_event(event) == (
         b'{"event_type":"project_deleted","timestamp":"2023-11-19T12:10:00.000000","seq":3,'
         b'"data":{"project_id":"proj_20231119_120000","name":"My New Project"}}'
@@ -87,3 +92,15 @@ def test_encode_is_compact_json_in_contract_order() -> None:
 def test_decode_rejects_what_is_not_an_event(message: bytes) -> None:
     with pytest.raises(EventDecodeError):
         decode_event(message)
+
+
+def test_timestamp_has_six_fraction_digits_and_no_zone() -> None:
+    assert format_timestamp(MOMENT) == "2023-11-19T12:00:00.000005"
+    assert format_timestamp(MOMENT.replace(microsecond=0)) == "2023-11-19T12:00:00.000000"
+
+
+def test_timestamp_converts_other_zones_to_utc() -> None:
+    from datetime import timedelta
+
+    plus_two = MOMENT.astimezone(timezone(timedelta(hours=2)))
+    assert format_timestamp(plus_two) == "2023-11-19T12:00:00.000005"

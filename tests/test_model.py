@@ -10,7 +10,6 @@ from projctl.model import (
     STATUSES,
     Project,
     default_owner,
-    format_timestamp,
     next_project_id,
     validate_description,
     validate_fields,
@@ -21,18 +20,6 @@ from projctl.model import (
 )
 
 MOMENT = datetime(2023, 11, 19, 12, 0, 0, 5, tzinfo=timezone.utc)
-
-
-def test_timestamp_has_six_fraction_digits_and_no_zone() -> None:
-    assert format_timestamp(MOMENT) == "2023-11-19T12:00:00.000005"
-    assert format_timestamp(MOMENT.replace(microsecond=0)) == "2023-11-19T12:00:00.000000"
-
-
-def test_timestamp_converts_other_zones_to_utc() -> None:
-    from datetime import timedelta
-
-    plus_two = MOMENT.astimezone(timezone(timedelta(hours=2)))
-    assert format_timestamp(plus_two) == "2023-11-19T12:00:00.000005"
 
 
 def test_project_id_is_utc_second() -> None:
