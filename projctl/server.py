@@ -308,11 +308,13 @@ class BroadcastServer:
     def _catch_up(self, state: StoreState) -> None:
         """Bring the stream up to ``state`` (synchronously: nothing else runs meanwhile)."""
         self.stats.gap_fills += 1
-        if state.database_id != self.database_id or state.latest_seq < self.last_seq:
+        replaced = bool(self.database_id) and state.database_id != self.database_id
+        if replaced or state.latest_seq < self.last_seq:
             log.warning("the database was replaced; sending everyone a resync")
             self._load(state)
             self._broadcast_resync(state)
             return
+        self.database_id = state.database_id  # adopts the id of a database created meanwhile
         missing = [event for event in state.journal if event["seq"] > self.last_seq]
         if missing and missing[0]["seq"] != self.last_seq + 1:
             log.warning(
@@ -410,7 +412,7 @@ class BroadcastServer:
             return None
         if url.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
-        query = parse_qs(url.query)
+        query = parse_qs(url.query, keep_blank_values=True)
         token = self.config.subscriber_token
         if token is not None and not hmac.compare_digest(
             query.get("token", [""])[-1].encode(), token.encode()
@@ -428,7 +430,7 @@ class BroadcastServer:
         if url.path == "/publish":
             await self._serve_publisher(connection)
             return
-        query = parse_qs(url.query)
+        query = parse_qs(url.query, keep_blank_values=True)
         since = _parse_since(query)
         snapshot = query.get("snapshot", ["0"])[-1] in ("1", "true", "yes")
         await self._serve_subscriber(connection, since=since, snapshot=snapshot)

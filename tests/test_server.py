@@ -1,0 +1,531 @@
+"""The broadcast server in-process: fan-out, replay, gap fill, security, slow subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from projctl import client
+from projctl.events import Event, project_updated
+from projctl.server import BroadcastServer, ServerConfig, is_loopback
+from projctl.store import ProjectStore
+
+RECEIVE_TIMEOUT = 5.0
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run one test's coroutine with an overall bound."""
+    asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+@contextlib.asynccontextmanager
+async def serving(store: ProjectStore, **overrides: Any) -> AsyncIterator[BroadcastServer]:
+    paths = client.runtime_paths(store.path)
+    client.ensure_private_folder(paths.folder)
+    client.ensure_private_folder(paths.socket.parent)
+    config = ServerConfig(
+        db_path=paths.db_path,
+        state_file=paths.state_file,
+        socket_path=paths.socket,
+        host="127.0.0.1",
+        port=0,
+        **overrides,
+    )
+    server = BroadcastServer(store, config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def ws_url(server: BroadcastServer, query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}/ws{query}"
+
+
+async def receive(ws: ClientConnection, timeout: float = RECEIVE_TIMEOUT) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(message, str), "events travel as text frames"
+    return orjson.loads(message)  # type: ignore[no-any-return]
+
+
+async def commit(store: ProjectStore, change: Callable[[], Any]) -> Event:
+    """Commit a change off the event loop and forward it the way a command does."""
+
+    def work() -> Event:
+        result = change()
+        event = result[-1]
+        client.forward(store.path, event, store.last_written_version, start=None)
+        return event  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(work)
+
+
+async def until(condition: Callable[[], bool], timeout: float = RECEIVE_TIMEOUT) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_each_event_type_reaches_a_subscriber_exactly(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            created = await commit(store, lambda: store.create("Alpha", description="d"))
+            project_id = created["data"]["project_id"]
+            updated = await commit(
+                store, lambda: store.update(project_id, {"status": "in_progress"})
+            )
+            deleted = await commit(store, lambda: store.delete(project_id))
+            assert await receive(ws) == created
+            assert await receive(ws) == updated
+            assert updated["data"]["updated_fields"] == ["status"]
+            assert await receive(ws) == deleted
+            assert deleted["data"] == {"project_id": project_id, "name": "Alpha"}
+
+    run(scenario())
+
+
+def test_minimal_project_has_every_field(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            await commit(store, lambda: store.create("Only a name"))
+            event = await receive(ws)
+            data = event["data"]
+            assert event["event_type"] == "project_created"
+            assert (data["name"], data["type"], data["status"], data["description"]) == (
+                "Only a name",
+                "api",
+                "created",
+                "",
+            )
+            assert data["owner_id"] == "tester"
+            assert set(event) == {"event_type", "timestamp", "seq", "data"}
+
+    run(scenario())
+
+
+def test_several_clients_receive_every_event_in_order(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            subscribers = [await connect(ws_url(server)) for _ in range(5)]
+            await until(lambda: len(server.subscribers) == 5)
+            sent = [await commit(store, lambda i=i: store.create(f"p{i}")) for i in range(10)]
+            for ws in subscribers:
+                assert [await receive(ws) for _ in sent] == sent
+                await ws.close()
+
+    run(scenario())
+
+
+def test_no_subscribers_is_fine(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            for number in range(3):
+                await commit(store, lambda n=number: store.create(f"p{n}"))
+            assert server.last_seq == 3
+            assert server.stats.events == 3
+
+    run(scenario())
+
+
+def test_resume_with_since_after_a_disconnect(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            async with connect(ws_url(server)) as ws:
+                await until(lambda: len(server.subscribers) == 1)
+                first = [await commit(store, lambda i=i: store.create(f"a{i}")) for i in range(3)]
+                seen = [await receive(ws) for _ in first]
+            missed = [await commit(store, lambda i=i: store.create(f"b{i}")) for i in range(2)]
+            async with connect(ws_url(server, f"?since={seen[-1]['seq']}")) as ws:
+                assert [await receive(ws), await receive(ws)] == missed
+                live = await commit(store, lambda: store.create("live"))
+                assert await receive(ws) == live
+                with pytest.raises(asyncio.TimeoutError):
+                    await receive(ws, timeout=0.3)  # nothing twice
+
+    run(scenario())
+
+
+def test_since_zero_replays_the_whole_journal(store: ProjectStore) -> None:
+    for number in range(4):
+        store.create(f"before {number}")  # committed before the server existed
+
+    async def scenario() -> None:
+        async with serving(store) as server, connect(ws_url(server, "?since=0")) as ws:
+            replay = [await receive(ws) for _ in range(4)]
+            assert replay == store.journal()
+
+    run(scenario())
+
+
+def test_seam_between_replay_and_live_has_no_gap_or_duplicate(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            for number in range(20):
+                await commit(store, lambda n=number: store.create(f"p{n}"))
+
+            async def writer() -> None:
+                for number in range(30):
+                    await commit(store, lambda n=number: store.create(f"q{n}"))
+
+            task = asyncio.ensure_future(writer())
+            connections = []
+            for since in (0, 5, 10, 15, 19):
+                connections.append((since, await connect(ws_url(server, f"?since={since}"))))
+                await asyncio.sleep(0.01)
+            await task
+            for since, ws in connections:
+                seqs = [(await receive(ws))["seq"] for _ in range(50 - since)]
+                assert seqs == list(range(since + 1, 51))
+                await ws.close()
+
+    run(scenario())
+
+
+def test_since_older_than_the_journal_gets_a_resync(tmp_path: Path) -> None:
+    store = ProjectStore(tmp_path / "db.json", journal_limit=3)
+    kept, _ = store.create("kept")
+    for number in range(5):
+        store.update(kept.project_id, {"description": str(number)})
+
+    async def scenario() -> None:
+        async with serving(store, journal_window=3) as server:
+            async with connect(ws_url(server, "?since=1")) as ws:
+                resync = await receive(ws)
+                assert resync["event_type"] == "resync"
+                assert resync["seq"] == 6
+                assert resync["data"]["projects"] == [store.get(kept.project_id).to_dict()]
+                live = await commit(store, lambda: store.create("after"))
+                assert await receive(ws) == live
+            async with connect(ws_url(server, "?since=99")) as ws:
+                assert (await receive(ws))["event_type"] == "resync"
+
+    run(scenario())
+
+
+def test_snapshot_then_live(store: ProjectStore) -> None:
+    alpha, _ = store.create("alpha")
+    beta, _ = store.create("beta")
+    store.delete(beta.project_id)
+
+    async def scenario() -> None:
+        async with serving(store) as server, connect(ws_url(server, "?snapshot=1")) as ws:
+            snapshot = await receive(ws)
+            assert snapshot["event_type"] == "snapshot"
+            assert snapshot["seq"] == 3
+            assert snapshot["data"]["projects"] == [alpha.to_dict()]
+            live = await commit(store, lambda: store.create("gamma"))
+            assert await receive(ws) == live
+
+    run(scenario())
+
+
+def test_snapshot_includes_events_the_file_read_missed(store: ProjectStore) -> None:
+    """A snapshot built from an older read of the file is brought up to the broadcast seq."""
+    from projctl.store import StoreState
+
+    async def scenario() -> None:
+        async with serving(store) as server:
+            stale = store.read_state()
+            created = await commit(store, lambda: store.create("late"))
+            assert isinstance(stale, StoreState)
+            records = server._projects_at_last_seq(stale)
+            assert records == [created["data"]]
+
+    run(scenario())
+
+
+def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server:
+            async with connect(ws_url(server)) as ws:
+                await until(lambda: len(server.subscribers) == 1)
+                # Committed, never forwarded: as if the command died right after its commit.
+                _project, silent = await asyncio.to_thread(store.create, "silent")
+                assert await receive(ws, timeout=3) == silent
+                forwarded = await commit(store, lambda: store.create("loud"))
+                assert await receive(ws) == forwarded
+                assert server.stats.gap_fills >= 1
+
+    run(scenario())
+
+
+def test_early_forward_waits_for_the_one_before_it(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, gap_grace=5) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            _, first = await asyncio.to_thread(store.create, "first")
+            _, second = await asyncio.to_thread(store.create, "second")
+            server.accept(second)
+            with pytest.raises(asyncio.TimeoutError):
+                await receive(ws, timeout=0.2)
+            server.accept(first)
+            assert [await receive(ws), await receive(ws)] == [first, second]
+            server.accept(first)  # a duplicate forward is ignored
+            with pytest.raises(asyncio.TimeoutError):
+                await receive(ws, timeout=0.2)
+
+    run(scenario())
+
+
+def test_missing_forward_behind_an_early_one_is_filled(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, gap_grace=0.1, poll_interval=10) as server:
+            async with connect(ws_url(server)) as ws:
+                await until(lambda: len(server.subscribers) == 1)
+                _, lost = await asyncio.to_thread(store.create, "lost")
+                _, second = await asyncio.to_thread(store.create, "second")
+                server.accept(second)
+                assert [await receive(ws), await receive(ws)] == [lost, second]
+
+    run(scenario())
+
+
+def test_healthz(store: ProjectStore) -> None:
+    store.create("x")
+
+    async def scenario() -> None:
+        async with serving(store) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            response = await asyncio.wait_for(reader.read(), RECEIVE_TIMEOUT)
+            writer.close()
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert b"Content-Type: application/json" in head
+            health = orjson.loads(body)
+            assert health["status"] == "ok"
+            assert health["latest_seq"] == 1
+            assert health["subscribers"] == 0
+            assert health["database"]["path"] == str(store.path.resolve())
+            assert len(health["database"]["id"]) == 16
+            assert "version" in health
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("since", ["-1", "abc", "1.5", "9" * 40, ""])
+def test_invalid_since_is_refused(store: ProjectStore, since: str) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(ws_url(server, f"?since={since}"))
+            assert refused.value.response.status_code == 400
+
+    run(scenario())
+
+
+def test_unknown_path_is_404(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"ws://127.0.0.1:{server.port}/elsewhere")
+            assert refused.value.response.status_code == 404
+
+    run(scenario())
+
+
+def forward_frame(event: Event) -> str:
+    return orjson.dumps({"event": event}).decode()
+
+
+def test_publish_needs_the_token_and_is_never_broadcast_without_it(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, gap_grace=60, poll_interval=60) as server:
+            async with connect(ws_url(server)) as ws:
+                await until(lambda: len(server.subscribers) == 1)
+                _, event = await asyncio.to_thread(store.create, "real")
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
+                    with pytest.raises(InvalidStatus) as refused:
+                        await connect(
+                            f"ws://127.0.0.1:{server.port}/publish", additional_headers=headers
+                        )
+                    assert refused.value.response.status_code == 401
+                # Publishing on a subscriber connection is ignored.
+                await ws.send(forward_frame(event))
+                with pytest.raises(asyncio.TimeoutError):
+                    await receive(ws, timeout=0.3)
+                assert server.last_seq == 0  # nothing was broadcast
+                async with connect(
+                    f"ws://127.0.0.1:{server.port}/publish",
+                    additional_headers={"Authorization": f"Bearer {server.token}"},
+                ) as publisher:
+                    await publisher.send(forward_frame(event))
+                    assert orjson.loads(await publisher.recv()) == {"ok": True, "seq": 1}
+                    await publisher.send("not json")
+                    assert orjson.loads(await publisher.recv())["ok"] is False
+                assert await receive(ws) == event
+
+    run(scenario())
+
+
+def test_foreign_origin_is_refused(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, allow_origins=("https://dash.example",)) as server:
+            for origin in ("http://localhost:3000", "http://127.0.0.1", "http://[::1]:8080"):
+                async with connect(ws_url(server), origin=origin):  # type: ignore[arg-type]
+                    pass
+            async with connect(ws_url(server), origin="https://dash.example"):  # type: ignore[arg-type]
+                pass
+            for origin in ("https://evil.example", "http://localhost.evil.example"):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(ws_url(server), origin=origin)  # type: ignore[arg-type]
+                assert refused.value.response.status_code == 403
+
+    run(scenario())
+
+
+def test_subscriber_token_when_beyond_loopback(store: ProjectStore) -> None:
+    assert is_loopback("localhost")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("192.0.2.1")
+
+    async def scenario() -> None:
+        async with serving(store, subscriber_token="s3cret") as server:
+            for query in ("", "?token=wrong"):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(ws_url(server, query))
+                assert refused.value.response.status_code == 401
+            async with connect(ws_url(server, "?token=s3cret")):
+                pass
+
+    run(scenario())
+
+
+def test_oversized_subscriber_message_closes_with_1009(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            await ws.send("x" * 5000)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), RECEIVE_TIMEOUT)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009
+            await until(lambda: not server.subscribers)
+
+    run(scenario())
+
+
+def _raw_subscriber(port: int) -> socket.socket:
+    """A WebSocket subscriber that completes the handshake and then never reads."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(RECEIVE_TIMEOUT)
+    raw.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += raw.recv(1)
+    assert response.startswith(b"HTTP/1.1 101")
+    return raw
+
+
+def _close_code(raw: socket.socket) -> int | None:
+    """Read server frames until the close frame; return its code."""
+    raw.settimeout(RECEIVE_TIMEOUT)
+    buffer = b""
+
+    def take(count: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < count:
+            chunk = raw.recv(1 << 20)
+            if not chunk:
+                raise EOFError
+            buffer += chunk
+        data, buffer = buffer[:count], buffer[count:]
+        return data
+
+    for _ in range(1_000_000):
+        first, second = take(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", take(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", take(8))
+        payload = take(length)
+        if first & 0x0F == 0x8:
+            return struct.unpack("!H", payload[:2])[0] if payload else None
+    return None
+
+
+def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
+    store: ProjectStore,
+) -> None:
+    async def scenario() -> None:
+        async with serving(store, poll_interval=60) as server:
+            raw = await asyncio.to_thread(_raw_subscriber, server.port)
+            async with connect(ws_url(server), max_queue=None) as ws:
+                await until(lambda: len(server.subscribers) == 2)
+                record = {"project_id": "proj_big", "name": "big", "description": "x" * 4000}
+                sent = []
+                # 12 MB: more than the kernel's socket buffers and the 1 MiB limit together.
+                for seq in range(1, 3001):
+                    event = project_updated(
+                        record, ["description"], seq=seq, timestamp="2023-11-19T12:00:00.000000"
+                    )
+                    server.accept(event)
+                    sent.append(event)
+                    if seq % 10 == 0:
+                        await asyncio.sleep(0.001)  # let the healthy subscriber drain
+                assert server.stats.slow_closed == 1
+                assert len(server.subscribers) == 1
+                received = [await receive(ws) for _ in sent]
+                assert received == sent
+            assert await asyncio.to_thread(_close_code, raw) == 1013
+            raw.close()
+
+    run(scenario())
+
+
+def test_state_file_is_private_and_removed_on_close(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        paths = client.runtime_paths(store.path)
+        async with serving(store) as server:
+            state = orjson.loads(paths.state_file.read_bytes())
+            assert state["pid"] == os.getpid()
+            assert state["port"] == server.port
+            assert state["token"] == server.token
+            assert paths.state_file.stat().st_mode & 0o777 == 0o600
+            assert paths.folder.stat().st_mode & 0o777 == 0o700
+        assert not paths.state_file.exists()
+
+    run(scenario())
+
+
+def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -> None:
+    store.create("old")
+
+    async def scenario() -> None:
+        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server:
+            async with connect(ws_url(server)) as ws:
+                await until(lambda: len(server.subscribers) == 1)
+                await asyncio.to_thread(db_path.unlink)
+                await asyncio.to_thread(store.create, "new world")
+                message = await receive(ws, timeout=3)
+                assert message["event_type"] == "resync"
+                assert [p["name"] for p in message["data"]["projects"]] == ["new world"]
+
+    run(scenario())
