@@ -145,11 +145,10 @@ def test_no_subscribers_is_fine(store: ProjectStore) -> None:
 
 def test_resume_with_since_after_a_disconnect(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store) as server:
-            async with connect(ws_url(server)) as ws:
-                await until(lambda: len(server.subscribers) == 1)
-                first = [await commit(store, lambda i=i: store.create(f"a{i}")) for i in range(3)]
-                seen = [await receive(ws) for _ in first]
+        async with serving(store) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            first = [await commit(store, lambda i=i: store.create(f"a{i}")) for i in range(3)]
+            seen = [await receive(ws) for _ in first]
             missed = [await commit(store, lambda i=i: store.create(f"b{i}")) for i in range(2)]
             async with connect(ws_url(server, f"?since={seen[-1]['seq']}")) as ws:
                 assert [await receive(ws), await receive(ws)] == missed
@@ -252,15 +251,14 @@ def test_snapshot_includes_events_the_file_read_missed(store: ProjectStore) -> N
 
 def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server:
-            async with connect(ws_url(server)) as ws:
-                await until(lambda: len(server.subscribers) == 1)
-                # Committed, never forwarded: as if the command died right after its commit.
-                _project, silent = await asyncio.to_thread(store.create, "silent")
-                assert await receive(ws, timeout=3) == silent
-                forwarded = await commit(store, lambda: store.create("loud"))
-                assert await receive(ws) == forwarded
-                assert server.stats.gap_fills >= 1
+        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            # Committed, never forwarded: as if the command died right after its commit.
+            _project, silent = await asyncio.to_thread(store.create, "silent")
+            assert await receive(ws, timeout=3) == silent
+            forwarded = await commit(store, lambda: store.create("loud"))
+            assert await receive(ws) == forwarded
+            assert server.stats.gap_fills >= 1
 
     run(scenario())
 
@@ -285,13 +283,12 @@ def test_early_forward_waits_for_the_one_before_it(store: ProjectStore) -> None:
 
 def test_missing_forward_behind_an_early_one_is_filled(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, gap_grace=0.1, poll_interval=10) as server:
-            async with connect(ws_url(server)) as ws:
-                await until(lambda: len(server.subscribers) == 1)
-                _, lost = await asyncio.to_thread(store.create, "lost")
-                _, second = await asyncio.to_thread(store.create, "second")
-                server.accept(second)
-                assert [await receive(ws), await receive(ws)] == [lost, second]
+        async with serving(store, gap_grace=0.1, poll_interval=10) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            _, lost = await asyncio.to_thread(store.create, "lost")
+            _, second = await asyncio.to_thread(store.create, "second")
+            server.accept(second)
+            assert [await receive(ws), await receive(ws)] == [lost, second]
 
     run(scenario())
 
@@ -346,30 +343,29 @@ def forward_frame(event: Event) -> str:
 
 def test_publish_needs_the_token_and_is_never_broadcast_without_it(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, gap_grace=60, poll_interval=60) as server:
-            async with connect(ws_url(server)) as ws:
-                await until(lambda: len(server.subscribers) == 1)
-                _, event = await asyncio.to_thread(store.create, "real")
-                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
-                    with pytest.raises(InvalidStatus) as refused:
-                        await connect(
-                            f"ws://127.0.0.1:{server.port}/publish", additional_headers=headers
-                        )
-                    assert refused.value.response.status_code == 401
-                # Publishing on a subscriber connection is ignored.
-                await ws.send(forward_frame(event))
-                with pytest.raises(asyncio.TimeoutError):
-                    await receive(ws, timeout=0.3)
-                assert server.last_seq == 0  # nothing was broadcast
-                async with connect(
-                    f"ws://127.0.0.1:{server.port}/publish",
-                    additional_headers={"Authorization": f"Bearer {server.token}"},
-                ) as publisher:
-                    await publisher.send(forward_frame(event))
-                    assert orjson.loads(await publisher.recv()) == {"ok": True, "seq": 1}
-                    await publisher.send("not json")
-                    assert orjson.loads(await publisher.recv())["ok"] is False
-                assert await receive(ws) == event
+        async with serving(store, gap_grace=60, poll_interval=60) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            _, event = await asyncio.to_thread(store.create, "real")
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(
+                        f"ws://127.0.0.1:{server.port}/publish", additional_headers=headers
+                    )
+                assert refused.value.response.status_code == 401
+            # Publishing on a subscriber connection is ignored.
+            await ws.send(forward_frame(event))
+            with pytest.raises(asyncio.TimeoutError):
+                await receive(ws, timeout=0.3)
+            assert server.last_seq == 0  # nothing was broadcast
+            async with connect(
+                f"ws://127.0.0.1:{server.port}/publish",
+                additional_headers={"Authorization": f"Bearer {server.token}"},
+            ) as publisher:
+                await publisher.send(forward_frame(event))
+                assert orjson.loads(await publisher.recv()) == {"ok": True, "seq": 1}
+                await publisher.send("not json")
+                assert orjson.loads(await publisher.recv())["ok"] is False
+            assert await receive(ws) == event
 
     run(scenario())
 
@@ -519,13 +515,12 @@ def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -
     store.create("old")
 
     async def scenario() -> None:
-        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server:
-            async with connect(ws_url(server)) as ws:
-                await until(lambda: len(server.subscribers) == 1)
-                await asyncio.to_thread(db_path.unlink)
-                await asyncio.to_thread(store.create, "new world")
-                message = await receive(ws, timeout=3)
-                assert message["event_type"] == "resync"
-                assert [p["name"] for p in message["data"]["projects"]] == ["new world"]
+        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            await asyncio.to_thread(db_path.unlink)
+            await asyncio.to_thread(store.create, "new world")
+            message = await receive(ws, timeout=3)
+            assert message["event_type"] == "resync"
+            assert [p["name"] for p in message["data"]["projects"]] == ["new world"]
 
     run(scenario())
