@@ -251,7 +251,10 @@ def test_snapshot_includes_events_the_file_read_missed(store: ProjectStore) -> N
 
 def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server, connect(ws_url(server)) as ws:
+        async with (
+            serving(store, poll_interval=0.05, gap_grace=0.1) as server,
+            connect(ws_url(server)) as ws,
+        ):
             await until(lambda: len(server.subscribers) == 1)
             # Committed, never forwarded: as if the command died right after its commit.
             _project, silent = await asyncio.to_thread(store.create, "silent")
@@ -283,7 +286,10 @@ def test_early_forward_waits_for_the_one_before_it(store: ProjectStore) -> None:
 
 def test_missing_forward_behind_an_early_one_is_filled(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, gap_grace=0.1, poll_interval=10) as server, connect(ws_url(server)) as ws:
+        async with (
+            serving(store, gap_grace=0.1, poll_interval=10) as server,
+            connect(ws_url(server)) as ws,
+        ):
             await until(lambda: len(server.subscribers) == 1)
             _, lost = await asyncio.to_thread(store.create, "lost")
             _, second = await asyncio.to_thread(store.create, "second")
@@ -343,7 +349,10 @@ def forward_frame(event: Event) -> str:
 
 def test_publish_needs_the_token_and_is_never_broadcast_without_it(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, gap_grace=60, poll_interval=60) as server, connect(ws_url(server)) as ws:
+        async with (
+            serving(store, gap_grace=60, poll_interval=60) as server,
+            connect(ws_url(server)) as ws,
+        ):
             await until(lambda: len(server.subscribers) == 1)
             _, event = await asyncio.to_thread(store.create, "real")
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
@@ -515,7 +524,10 @@ def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -
     store.create("old")
 
     async def scenario() -> None:
-        async with serving(store, poll_interval=0.05, gap_grace=0.1) as server, connect(ws_url(server)) as ws:
+        async with (
+            serving(store, poll_interval=0.05, gap_grace=0.1) as server,
+            connect(ws_url(server)) as ws,
+        ):
             await until(lambda: len(server.subscribers) == 1)
             await asyncio.to_thread(db_path.unlink)
             await asyncio.to_thread(store.create, "new world")
