@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from typer._click.exceptions import ClickException  # typer vendors click; no public alias
+from typer._click.core import ParameterSource  # typer vendors click; no public alias
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 from projctl import __version__
@@ -208,13 +209,19 @@ def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) 
     from projctl import client
 
     try:
-        port = int(os.environ.get("PROJCTL_PORT") or DEFAULT_PORT)
+        host = os.environ.get("PROJCTL_HOST") or DEFAULT_HOST
         start = client.StartOptions(
-            host=os.environ.get("PROJCTL_HOST") or DEFAULT_HOST,
-            port=port,
+            host=host,
+            port=int(os.environ.get("PROJCTL_PORT") or DEFAULT_PORT),
             idle_timeout=_env_number("PROJCTL_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
         )
-        client.forward(store.path, event, store.last_written_version, start=start)
+        # A server reachable from other machines is only ever started on purpose (serve --host).
+        client.forward(
+            store.path,
+            event,
+            store.last_written_version,
+            start=start if client.is_loopback(host) else None,
+        )
     except (ServerError, InvalidInputError, ValueError) as error:
         sys.stderr.write(
             f"Warning: event {event['seq']} is committed but was not broadcast: {error}; "
@@ -466,6 +473,7 @@ def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOpt
 
 @app.command()
 def serve(
+    context: typer.Context,
     host: HostOption = DEFAULT_HOST,
     port: PortOption = DEFAULT_PORT,
     allow_origin: Annotated[
@@ -502,8 +510,15 @@ def serve(
     import logging
 
     from projctl import client
-    from projctl.server import ServerConfig, is_loopback, run_server
+    from projctl.server import ServerConfig, run_server
 
+    if not client.is_loopback(host) and (
+        context.get_parameter_source("host") is not ParameterSource.COMMANDLINE
+    ):
+        raise InvalidInputError(
+            f"listening beyond loopback ({host}) needs --host on the command line, "
+            "not only PROJCTL_HOST"
+        )
     store = _open_store(db)
     paths = client.runtime_paths(store.path)
     client.ensure_private_folder(paths.folder)
@@ -521,7 +536,7 @@ def serve(
     # One line per connection would drown the log of a server with many subscribers.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     subscriber_token = None
-    if not is_loopback(host):
+    if not client.is_loopback(host):
         import secrets
 
         subscriber_token = secrets.token_urlsafe(24)

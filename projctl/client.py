@@ -44,16 +44,24 @@ __all__ = [
     "ensure_private_folder",
     "ensure_server",
     "forward",
+    "is_loopback",
     "read_server_info",
     "request",
     "runtime_paths",
     "stop_server",
 ]
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` everywhere (104 on macOS).
 SOCKET_PATH_MAX = 100
 START_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # A zombie (dead, not yet reaped by its parent) still answers kill(0).
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rpartition(b")")[2].split()[:1] != [b"Z"]
 
 
 def read_server_info(paths: RuntimePaths) -> ServerInfo | None:

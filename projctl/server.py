@@ -68,16 +68,12 @@ from projctl.events import (
 from projctl.store import FileVersion, ProjectStore, StoreState
 
 __all__ = [
-    "LOOPBACK_HOSTS",
     "BroadcastServer",
     "ServerConfig",
-    "is_loopback",
     "run_server",
 ]
 
 log = logging.getLogger("projctl.server")
-
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 #: Browsers on these origins (any port) may subscribe without being allowed explicitly.
 _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
@@ -86,11 +82,6 @@ SUBSCRIBER_MAX_MESSAGE = 4096
 #: One forward: an event with a 10,000-character description fits with room to spare.
 PUBLISHER_MAX_MESSAGE = 1 << 20
 _MAX_SINCE_DIGITS = 19
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from projctl import client
+from projctl.client import is_loopback
 from projctl.events import Event, project_updated
-from projctl.server import BroadcastServer, ServerConfig, is_loopback
+from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import ProjectStore
 
 RECEIVE_TIMEOUT = 5.0
@@ -534,5 +536,31 @@ def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -
             message = await receive(ws, timeout=3)
             assert message["event_type"] == "resync"
             assert [p["name"] for p in message["data"]["projects"]] == ["new world"]
+
+    run(scenario())
+
+
+def test_keepalive_drops_a_dead_peer(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, ping_interval=0.2) as server:
+            raw = await asyncio.to_thread(_raw_subscriber, server.port)  # never answers pings
+            try:
+                await until(lambda: len(server.subscribers) == 1)
+                # Unanswered pings close it: broadcasts skip it at once, and it is gone
+                # from the subscribers once the closing handshake times out.
+                await until(lambda: all(c.state is not State.OPEN for c in server.subscribers))
+                await until(lambda: not server.subscribers, timeout=10)
+            finally:
+                raw.close()
+
+    run(scenario())
+
+
+def test_frames_are_not_compressed(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        # websockets' client offers permessage-deflate by default, as browsers do.
+        async with serving(store) as server, connect(ws_url(server)) as ws:
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
     run(scenario())
