@@ -430,15 +430,12 @@ class BroadcastServer:
         self, connection: ServerConnection, *, since: int | None, snapshot: bool
     ) -> None:
         connection.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
-        oldest_retained = self._recent[0][0] if self._recent else self.last_seq + 1
-        needs_projects = snapshot or (
-            since is not None and (since > self.last_seq or since + 1 < oldest_retained)
-        )
+        needs_projects = snapshot or (since is not None and not self._can_replay(since))
         state = await asyncio.to_thread(self.store.read_state) if needs_projects else None
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
         if state is not None and state.latest_seq > self.last_seq:
             self._catch_up(state)
-        if since is not None and since <= self.last_seq and since + 1 >= oldest_retained:
+        if since is not None and self._can_replay(since):
             for seq, message, _event in self._recent:
                 if seq > since:
                     broadcast([connection], message, text=True)
@@ -460,6 +457,11 @@ class BroadcastServer:
         finally:
             self.subscribers.discard(connection)
             self._last_activity = time.monotonic()
+
+    def _can_replay(self, since: int) -> bool:
+        """Whether every event after ``since`` is still in the replay window."""
+        oldest = self._recent[0][0] if self._recent else self.last_seq + 1
+        return oldest - 1 <= since <= self.last_seq
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:

@@ -264,3 +264,23 @@ def test_journal_limit_must_be_positive(tmp_path: Path) -> None:
 
 def test_default_path_follows_xdg(tmp_path: Path) -> None:
     assert default_db_path() == tmp_path / "home" / ".local" / "share" / "projctl" / "projects.json"
+
+
+def test_read_state_and_file_versions(store: ProjectStore) -> None:
+    assert store.file_version() is None
+    empty = store.read_state()
+    assert (empty.latest_seq, empty.journal, empty.version) == (0, [], None)
+    project, event = store.create("Alpha")
+    written = store.last_written_version
+    assert written is not None
+    assert store.file_version() == written
+    state = store.read_state()
+    assert state.version == written
+    assert state.latest_seq == 1
+    assert state.journal == [event]
+    assert state.project_records == [project.to_dict()]
+    assert len(state.database_id) == 16
+    store.update(project.project_id, {"name": "Beta"})
+    assert store.last_written_version != written  # every commit makes a new version
+    assert store.file_version() == store.last_written_version
+    assert store.read_state().database_id == state.database_id  # stable across commits
