@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from enum import IntEnum
+from collections.abc import Coroutine, Sequence
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,12 +29,12 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
-from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, EDITABLE_FIELDS, Project, Status
+from projctl.events import EVENT_TYPES
+from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, EDITABLE_FIELDS, STATUSES, Project, Status
 from projctl.store import DEFAULT_JOURNAL_LIMIT, ProjectStore, default_db_path
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
+    from projctl import client
     from projctl.events import Event
 
 __all__ = ["ExitCode", "app", "main"]
@@ -49,7 +49,13 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3  #: no project with the given id
     STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
     SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
+    TIMEOUT = 124  #: ``watch --timeout`` ran out before ``--count`` events arrived
     INTERRUPTED = 130  #: Ctrl-C
+
+
+# Typer takes a list of choices only as an Enum (a list of Literal is not supported).
+EventChoice = Enum("EventChoice", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
+StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
 
 
 def exit_code_for(error: ProjctlError) -> ExitCode:
@@ -199,6 +205,17 @@ def _env_number(name: str, default: float, *, minimum: float = 0) -> float:
     return value
 
 
+def _start_options() -> client.StartOptions:
+    """How commands start a background server: PROJCTL_HOST/PORT/IDLE_TIMEOUT or defaults."""
+    from projctl import client
+
+    return client.StartOptions(
+        host=os.environ.get("PROJCTL_HOST") or DEFAULT_HOST,
+        port=int(os.environ.get("PROJCTL_PORT") or DEFAULT_PORT),
+        idle_timeout=_env_number("PROJCTL_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
+    )
+
+
 def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) -> None:
     """Forward a committed event to the database's server, starting one if none runs.
 
@@ -209,18 +226,13 @@ def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) 
     from projctl import client
 
     try:
-        host = os.environ.get("PROJCTL_HOST") or DEFAULT_HOST
-        start = client.StartOptions(
-            host=host,
-            port=int(os.environ.get("PROJCTL_PORT") or DEFAULT_PORT),
-            idle_timeout=_env_number("PROJCTL_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT),
-        )
+        start = _start_options()
         # A server reachable from other machines is only ever started on purpose (serve --host).
         client.forward(
             store.path,
             event,
             store.last_written_version,
-            start=start if client.is_loopback(host) else None,
+            start=start if client.is_loopback(start.host) else None,
         )
     except (ServerError, InvalidInputError, ValueError) as error:
         sys.stderr.write(
@@ -403,9 +415,11 @@ def list_projects(
     elif sys.stdout.isatty():
         from rich.console import Console
 
+        from projctl.watch import render_projects_table
+
         console = Console()
         if projects:
-            console.print(render_projects_table(projects))
+            console.print(render_projects_table([project.to_dict() for project in projects]))
         else:
             Console(stderr=True).print("No projects. Create one with: projctl create NAME")
     else:
@@ -422,35 +436,6 @@ def _tsv_fields(project: Project) -> tuple[str, ...]:
         project.owner_id,
         project.updated_at,
     )
-
-
-STATUS_STYLES: dict[str, str] = {
-    "created": "cyan",
-    "in_progress": "yellow",
-    "on_hold": "magenta",
-    "completed": "green",
-    "archived": "dim",
-}
-
-
-def render_projects_table(projects: Sequence[Project]) -> Table:
-    """The projects as a Rich table, status coloured."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"{len(projects)} project{'s' if len(projects) != 1 else ''}")
-    for column in ("ID", "Name", "Type", "Status", "Owner", "Updated (UTC)"):
-        table.add_column(column, overflow="fold")
-    for project in projects:
-        table.add_row(
-            project.project_id,
-            Text(project.name),
-            project.type,
-            Text(project.status, style=STATUS_STYLES.get(project.status, "")),
-            Text(project.owner_id),
-            project.updated_at[:19].replace("T", " "),
-        )
-    return table
 
 
 @app.command()
@@ -562,6 +547,108 @@ def serve(
     run_server(store, config, on_ready=announce)
 
 
+@app.command()
+def watch(
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print each event as one JSON object per line, exactly as received. "
+            "Automatic when stdout is not a terminal.",
+        ),
+    ] = False,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            metavar="SEQ",
+            min=0,
+            help="Replay journaled events after SEQ first (0: all retained). "
+            "Without it, only new events. JSON mode only: the table starts from a snapshot.",
+        ),
+    ] = None,
+    event: Annotated[
+        list[EventChoice] | None,
+        typer.Option("--event", "-e", help="Only this event type (repeatable)."),
+    ] = None,
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project", "-p", metavar="PROJECT_ID", help="Only this project (repeatable)."
+        ),
+    ] = None,
+    status: Annotated[
+        list[StatusChoice] | None,
+        typer.Option("--status", "-s", help="Only projects in this status."),
+    ] = None,
+    owner: Annotated[
+        list[str] | None, typer.Option("--owner", "-o", help="Only projects of this owner.")
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", "-n", min=1, help="Exit 0 after this many matching events."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0,
+            help="Exit 124 if --count events have not arrived by then.",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Watch projects change live: a table on a terminal, JSON Lines for scripts.
+
+    Filters: the same filter repeated means OR, different filters mean AND.
+    Reconnects by itself and resumes where it left off; Ctrl-C exits with 130.
+
+    \b
+    Example:
+        projctl watch --json --event project_deleted --project "$id" --count 1 --timeout 30
+    """
+    import asyncio
+
+    from projctl import watch as watching
+
+    store = _open_store(db)
+    event_filter = watching.EventFilter(
+        event_types=frozenset(choice.value for choice in event or ()),
+        project_ids=frozenset(project or ()),
+        statuses=frozenset(choice.value for choice in status or ()),
+        owners=frozenset(owner or ()),
+    )
+    start = _start_options()
+    job: Coroutine[Any, Any, object]
+    if json_output or not sys.stdout.isatty():
+        known = store.list_projects() if (status or owner) else []
+        job = watching.run_json(
+            store.path,
+            since=since,
+            start=start,
+            event_filter=event_filter,
+            count=count,
+            out=sys.stdout,
+            err=sys.stderr,
+            known_projects=[project.to_dict() for project in known],
+        )
+    else:
+        from rich.console import Console
+
+        job = watching.run_live(
+            store.path, start=start, console=Console(), event_filter=event_filter
+        )
+    try:
+        asyncio.run(asyncio.wait_for(job, timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        _report(f"timed out after {timeout:g}s waiting for events")
+        raise typer.Exit(ExitCode.TIMEOUT) from None
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): nothing left to do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 server_app = typer.Typer(
     name="server",
     help="Inspect or stop the database's background broadcast server.",
@@ -613,4 +700,10 @@ def server_stop(db: DbOption = None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="projctl")
+    try:
+        app(prog_name="projctl")
+    except Exception as error:  # raised while building the app, before _ProjctlGroup runs
+        if os.environ.get("PROJCTL_DEBUG"):
+            raise
+        _report(f"unexpected {type(error).__name__}: {error} (set PROJCTL_DEBUG=1 for details)")
+        sys.exit(ExitCode.FAILURE)

@@ -21,16 +21,18 @@ WebSocket client library costs more to import than the whole exchange takes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 import orjson
 
@@ -38,11 +40,14 @@ from projctl.errors import ServerError
 from projctl.events import Event
 
 __all__ = [
+    "Connection",
+    "Message",
     "RuntimePaths",
     "ServerInfo",
     "StartOptions",
     "ensure_private_folder",
     "ensure_server",
+    "follow",
     "forward",
     "is_loopback",
     "read_server_info",
@@ -122,6 +127,7 @@ class ServerInfo:
     socket: Path
     db: str
     auto: bool
+    subscriber_token: str | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ServerInfo:
@@ -134,6 +140,7 @@ class ServerInfo:
             socket=Path(state["socket"]),
             db=str(state["db"]),
             auto=bool(state.get("auto", False)),
+            subscriber_token=state.get("subscriber_token"),
         )
 
 
@@ -387,3 +394,114 @@ def _locked(path: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message from the server: the text exactly as received, and its decoded form."""
+
+    text: str
+    data: dict[str, Any]
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.get("event_type", ""))
+
+    @property
+    def seq(self) -> int | None:
+        seq = self.data.get("seq")
+        return seq if isinstance(seq, int) else None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A change in :func:`follow`'s connection to the server."""
+
+    state: Literal["starting", "connected", "reconnecting"]
+    url: str | None = None
+    #: Seconds until the next attempt (``reconnecting`` only).
+    retry_in: float | None = None
+    error: str | None = None
+
+
+#: Reconnection waits grow from the first to the last figure, doubling each time.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+
+
+async def follow(
+    db_path: Path,
+    *,
+    since: int | None,
+    snapshot: bool,
+    start: StartOptions | None,
+) -> AsyncIterator[Message | Connection]:
+    """Yield every message of the database's server in ``seq`` order, forever.
+
+    Starts with a replay from ``since`` (``None``: only what happens from now
+    on), or with a ``snapshot`` message when ``snapshot`` is true. On any
+    disconnect it yields a ``reconnecting`` :class:`Connection`, waits with
+    backoff, finds the server again (starting one when ``start`` is given and
+    none runs) and resumes with ``since=<last seq seen>``: no event is lost and
+    none is yielded twice. Lifecycle events, ``snapshot`` and ``resync``
+    messages are yielded as :class:`Message`.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    paths = runtime_paths(db_path)
+    last_seq = since
+    want_snapshot = snapshot
+    backoff = BACKOFF_FIRST
+    while True:
+        server_url = None
+        try:
+            info = await asyncio.to_thread(read_server_info, paths)
+            if info is None:
+                if start is None:
+                    raise ServerError("no server is running for this database")
+                yield Connection("starting")
+                info = await asyncio.to_thread(ensure_server, paths, start)
+            if last_seq is None and not want_snapshot:
+                # "From now on" is the server's latest seq: resuming from it after a
+                # disconnect then loses nothing that happened in between.
+                status = await asyncio.to_thread(request, info, {"op": "status"})
+                last_seq = int(status["latest_seq"])
+            query: dict[str, Any] = {}
+            if last_seq is not None and not want_snapshot:
+                query["since"] = last_seq
+            elif want_snapshot:
+                query["snapshot"] = 1
+            if info.subscriber_token:
+                query["token"] = info.subscriber_token
+            server_url = info.url
+            url = f"{info.url}?{urlencode(query)}" if query else info.url
+            async with connect(url, open_timeout=10, compression=None, max_size=None) as ws:
+                yield Connection("connected", info.url)
+                backoff = BACKOFF_FIRST
+                async for text in ws:
+                    if isinstance(text, bytes):
+                        text = text.decode()
+                    message = Message(text, orjson.loads(text))
+                    seq = message.seq
+                    if message.event_type in ("snapshot", "resync"):
+                        want_snapshot = False
+                    elif seq is not None and last_seq is not None and seq <= last_seq:
+                        continue  # already seen before a reconnect
+                    if seq is not None:
+                        last_seq = seq
+                    yield message
+            error = "the server closed the connection"
+        except (
+            OSError,
+            ServerError,
+            WebSocketException,
+            asyncio.TimeoutError,
+            orjson.JSONDecodeError,
+            KeyError,
+            ValueError,
+        ) as failure:
+            error = str(failure) or type(failure).__name__
+        yield Connection("reconnecting", server_url, retry_in=backoff, error=error)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX)

@@ -529,6 +529,7 @@ class BroadcastServer:
             "database_id": self.database_id,
             "version": __version__,
             "auto": self.config.idle_timeout is not None,
+            "subscriber_token": self.config.subscriber_token,
             "started_at": self.stats.started,
         }
         path = self.config.state_file

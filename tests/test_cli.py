@@ -9,8 +9,9 @@ import orjson
 import pytest
 from typer.testing import Result
 
-from projctl.cli import ExitCode, app, render_projects_table
+from projctl.cli import ExitCode, app
 from projctl.store import ProjectStore
+from projctl.watch import render_projects_table
 
 Cli = Callable[..., Result]
 
@@ -270,7 +271,7 @@ def test_render_projects_table(cli: Cli, store: ProjectStore) -> None:
 
     create(cli, "Alpha", "-s", "in_progress")
     console = Console(file=io.StringIO(), width=120, color_system=None)
-    console.print(render_projects_table(store.list_projects()))
+    console.print(render_projects_table([p.to_dict() for p in store.list_projects()]))
     screen = console.file.getvalue()  # type: ignore[attr-defined]
     assert "1 project" in screen
     assert "Alpha" in screen

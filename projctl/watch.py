@@ -1,0 +1,488 @@
+"""``projctl watch``: pure renderers (state -> Rich renderables) and the two run loops.
+
+:class:`WatchState` is what the screen shows, built from the server's messages
+by :meth:`WatchState.apply`. The ``render_*`` functions are pure: state and a
+clock in, a Rich renderable out, so tests render them into a captured console.
+:func:`run_live` owns the terminal (``rich.live.Live``): one task applies
+messages as fast as they arrive, another redraws at a fixed rate, so a burst
+of events never queues up redraws. :func:`run_json` prints events as JSON Lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+from projctl.client import Connection, Message, StartOptions, follow
+
+__all__ = [
+    "STATUS_STYLES",
+    "EventFilter",
+    "WatchState",
+    "relative_time",
+    "render_feed",
+    "render_projects_table",
+    "render_screen",
+    "render_watch_table",
+    "run_json",
+    "run_live",
+]
+
+#: How long a created or updated row stays highlighted.
+HIGHLIGHT_SECONDS = 10.0
+#: How long a deleted row stays on screen, struck through, before it disappears.
+DELETED_LINGER_SECONDS = 5.0
+FEED_LENGTH = 6
+REFRESH_INTERVAL = 0.125
+
+STATUS_STYLES: dict[str, str] = {
+    "created": "cyan",
+    "in_progress": "yellow",
+    "on_hold": "magenta",
+    "completed": "green",
+    "archived": "dim",
+}
+_CHANGE_STYLES = {"new": "bold green", "updated": "bold yellow", "deleted": "red"}
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 project``, ``2 projects``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def relative_time(seconds: float) -> str:
+    """A short age: ``just now``, ``12s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def timestamp_to_epoch(timestamp: str) -> float | None:
+    """Seconds since the epoch for an event-format timestamp (UTC, no zone)."""
+    try:
+        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%f")
+    except (TypeError, ValueError):
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """``watch`` filters: the same filter repeated means OR, different filters mean AND."""
+
+    event_types: frozenset[str] = frozenset()
+    project_ids: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    owners: frozenset[str] = frozenset()
+
+    def matches_project(self, project: Mapping[str, Any] | None, project_id: str) -> bool:
+        """Whether a project (its last known record) passes the project, status, owner filters."""
+        if self.project_ids and project_id not in self.project_ids:
+            return False
+        if self.statuses and (project is None or project.get("status") not in self.statuses):
+            return False
+        return not (self.owners and (project is None or project.get("owner_id") not in self.owners))
+
+    def matches(self, event: Mapping[str, Any], last_known: Mapping[str, Any] | None) -> bool:
+        """Whether a lifecycle event passes every filter.
+
+        A ``project_deleted`` event carries no status or owner, so those filters
+        look at ``last_known``, the project as it was before the event.
+        """
+        if self.event_types and event.get("event_type") not in self.event_types:
+            return False
+        data = event.get("data", {})
+        project_id = str(data.get("project_id", ""))
+        subject = last_known if event.get("event_type") == "project_deleted" else data
+        return self.matches_project(subject, project_id)
+
+
+@dataclass
+class Row:
+    """One project on screen and what last happened to it."""
+
+    project: dict[str, Any]
+    changed_at: float
+    change: Literal["new", "updated", "deleted", "loaded"]
+    updated_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    at: float
+    seq: int | None
+    event_type: str
+    project_id: str
+    name: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass
+class WatchState:
+    """Everything the live screen shows; changed only by :meth:`apply` and :meth:`expire`."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+    feed: deque[FeedEntry] = field(default_factory=lambda: deque(maxlen=FEED_LENGTH))
+    connection: Connection = field(default_factory=lambda: Connection("starting"))
+    connection_changed_at: float = 0.0
+    server_url: str | None = None
+    events_seen: int = 0
+    last_seq: int | None = None
+
+    def apply(self, item: Message | Connection, now: float) -> None:
+        """Fold one message (or connection change) into the state."""
+        if isinstance(item, Connection):
+            self.connection = item
+            self.connection_changed_at = now
+            if item.url:
+                self.server_url = item.url
+            return
+        data = item.data
+        event_type = item.event_type
+        if item.seq is not None:
+            self.last_seq = item.seq
+        if event_type in ("snapshot", "resync"):
+            projects = data.get("data", {}).get("projects", [])
+            self.rows = {
+                project["project_id"]: Row(dict(project), now, "loaded") for project in projects
+            }
+            if event_type == "resync":
+                self.feed.append(
+                    FeedEntry(
+                        now, item.seq, "resync", "", f"{plural(len(projects), 'project')} reloaded"
+                    )
+                )
+            return
+        payload = data.get("data", {})
+        project_id = str(payload.get("project_id", ""))
+        self.events_seen += 1
+        fields: tuple[str, ...] = ()
+        if event_type == "project_created":
+            self.rows.pop(project_id, None)  # re-inserted at the end: most recent
+            self.rows[project_id] = Row(dict(payload), now, "new")
+        elif event_type == "project_updated":
+            fields = tuple(payload.get("updated_fields", ()))
+            record = {key: value for key, value in payload.items() if key != "updated_fields"}
+            self.rows.pop(project_id, None)
+            self.rows[project_id] = Row(record, now, "updated", fields)
+        elif event_type == "project_deleted":
+            previous = self.rows.pop(project_id, None)
+            record = previous.project if previous else dict(payload)
+            self.rows[project_id] = Row(record, now, "deleted")
+        else:
+            return
+        self.feed.append(
+            FeedEntry(now, item.seq, event_type, project_id, str(payload.get("name", "")), fields)
+        )
+
+    def expire(self, now: float) -> None:
+        """Drop deleted rows that have lingered long enough."""
+        gone = [
+            project_id
+            for project_id, row in self.rows.items()
+            if row.change == "deleted" and now - row.changed_at >= DELETED_LINGER_SECONDS
+        ]
+        for project_id in gone:
+            del self.rows[project_id]
+
+    @property
+    def project_count(self) -> int:
+        return sum(1 for row in self.rows.values() if row.change != "deleted")
+
+
+def _columns_for(width: int) -> list[str]:
+    columns = ["ID", "Name", "Type", "Status", "Owner", "Updated", "Last change"]
+    if width < 100:
+        columns.remove("Type")
+    if width < 80:
+        columns.remove("Owner")
+    if width < 64:
+        columns.remove("Updated")
+    return columns
+
+
+def render_watch_table(
+    rows: Sequence[Row], now: float, *, width: int = 120, hidden: int = 0
+) -> Table:
+    """The live table: newest change first, changes highlighted, deleted rows struck through."""
+    columns = _columns_for(width)
+    table = Table(box=box.SIMPLE_HEAD, expand=True, show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(
+            column,
+            no_wrap=True,
+            overflow="ellipsis",
+            ratio=3 if column == "Name" else None,
+            min_width=8 if column == "Name" else None,
+            max_width=34 if column == "Last change" else None,
+        )
+    for row in rows:
+        table.add_row(*_cells(row, now, columns), style=_row_style(row, now))
+    if hidden:
+        table.caption = f"{hidden} more not shown (least recently changed)"
+    return table
+
+
+def _row_style(row: Row, now: float) -> Style | str:
+    if row.change == "deleted":
+        return "dim strike"
+    return ""
+
+
+def _cells(row: Row, now: float, columns: Sequence[str]) -> list[RenderableType]:
+    project = row.project
+    fresh = now - row.changed_at < HIGHLIGHT_SECONDS
+    changed = set(row.updated_fields) if fresh and row.change == "updated" else set()
+
+    def cell(text: str, field_name: str | None = None, style: str = "") -> Text:
+        if field_name is not None and field_name in changed:
+            style = f"{style} reverse".strip()
+        return Text(text, style=style)
+
+    updated = timestamp_to_epoch(str(project.get("updated_at", "")))
+    status = str(project.get("status", ""))
+    values: dict[str, RenderableType] = {
+        "ID": cell(str(project.get("project_id", "")), style="bold" if fresh else ""),
+        "Name": cell(str(project.get("name", "")), "name"),
+        "Type": cell(str(project.get("type", "")), "type"),
+        "Status": cell(status, "status", STATUS_STYLES.get(status, "")),
+        "Owner": cell(str(project.get("owner_id", "")), "owner_id"),
+        "Updated": Text(relative_time(now - updated) if updated is not None else "-"),
+        "Last change": _last_change(row, now, fresh),
+    }
+    return [values[column] for column in columns]
+
+
+def _last_change(row: Row, now: float, fresh: bool) -> Text:
+    age = relative_time(now - row.changed_at)
+    if row.change == "loaded":
+        return Text("-", style="dim")
+    if row.change == "new":
+        label = "NEW"
+    elif row.change == "updated":
+        label = "updated " + ", ".join(row.updated_fields)
+    else:
+        label = "DELETED"
+    style = _CHANGE_STYLES[row.change] if fresh or row.change == "deleted" else "dim"
+    return Text(f"{label} · {age}", style=style)
+
+
+def render_feed(feed: Iterable[FeedEntry], now: float) -> Table:
+    """The most recent events, newest last."""
+    table = Table(box=None, show_header=False, pad_edge=False, expand=True)
+    table.add_column("when", no_wrap=True, style="dim", width=9)
+    table.add_column("seq", no_wrap=True, justify="right", style="dim")
+    table.add_column("event", no_wrap=True)
+    table.add_column("project", no_wrap=True, overflow="ellipsis", ratio=1)
+    for entry in feed:
+        style = {
+            "project_created": "green",
+            "project_updated": "yellow",
+            "project_deleted": "red",
+            "resync": "bold magenta",
+        }.get(entry.event_type, "")
+        detail = f"{entry.project_id} {entry.name}".strip()
+        if entry.fields:
+            detail += f" ({', '.join(entry.fields)})"
+        table.add_row(
+            relative_time(now - entry.at),
+            "" if entry.seq is None else f"#{entry.seq}",
+            Text(entry.event_type, style=style),
+            Text(detail),
+        )
+    return table
+
+
+def _connection_text(state: WatchState, now: float) -> Text:
+    connection = state.connection
+    if connection.state == "connected":
+        return Text("● connected", style="bold green")
+    if connection.state == "starting":
+        return Text("◌ starting server", style="bold cyan")
+    waited = now - state.connection_changed_at
+    left = max(0.0, (connection.retry_in or 0) - waited)
+    text = Text(f"○ reconnecting in {left:.1f}s", style="bold yellow")
+    if connection.error:
+        text.append(f" ({connection.error})", style="yellow")
+    return text
+
+
+def render_screen(
+    state: WatchState,
+    now: float,
+    *,
+    width: int,
+    height: int,
+    event_filter: EventFilter | None = None,
+) -> RenderableType:
+    """The whole watch screen for a terminal of ``width`` x ``height``."""
+    event_filter = event_filter or EventFilter()
+    header = Text.assemble(
+        ("projctl watch", "bold"),
+        "  ",
+        _connection_text(state, now),
+        "  ",
+        (state.server_url or "", "dim"),
+        overflow="ellipsis",
+        no_wrap=True,
+    )
+    visible = [
+        row
+        for project_id, row in state.rows.items()
+        if event_filter.matches_project(row.project, project_id)
+    ]
+    feed = [
+        entry
+        for entry in state.feed
+        if not event_filter.event_types or entry.event_type in event_filter.event_types
+    ]
+    feed_lines = min(len(feed), FEED_LENGTH, max(0, height // 4))
+    # header, table head and rule, caption, blank, feed title, footer
+    budget = max(1, height - 7 - feed_lines)
+    hidden = max(0, len(visible) - budget)
+    shown = list(reversed(visible))[:budget]
+    footer = Text(
+        f"{plural(state.project_count, 'project')} · {plural(state.events_seen, 'event')} seen · "
+        f"last seq {state.last_seq if state.last_seq is not None else '-'}"
+        + (f" · {hidden} hidden" if hidden else "")
+        + " · Ctrl-C to quit",
+        style="dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    parts: list[RenderableType] = [
+        header,
+        render_watch_table(shown, now, width=width, hidden=hidden),
+    ]
+    if feed_lines:
+        parts += [Text("Recent events", style="bold"), render_feed(feed[-feed_lines:], now)]
+    parts.append(footer)
+    return Group(*parts)
+
+
+def render_projects_table(projects: Sequence[Mapping[str, Any]]) -> Table:
+    """``projctl list`` on a terminal: every project, status coloured."""
+    table = Table(title=plural(len(projects), "project"))
+    for column in ("ID", "Name", "Type", "Status", "Owner", "Updated (UTC)"):
+        table.add_column(column, overflow="fold")
+    for project in projects:
+        status = str(project["status"])
+        table.add_row(
+            str(project["project_id"]),
+            Text(str(project["name"])),
+            str(project["type"]),
+            Text(status, style=STATUS_STYLES.get(status, "")),
+            Text(str(project["owner_id"])),
+            str(project["updated_at"])[:19].replace("T", " "),
+        )
+    return table
+
+
+async def run_live(
+    db_path: Path,
+    *,
+    start: StartOptions,
+    console: Console,
+    event_filter: EventFilter,
+) -> None:
+    """Show the live screen until cancelled (Ctrl-C). Restores the terminal on the way out."""
+    state = WatchState()
+    messages = follow(db_path, since=None, snapshot=True, start=start)
+
+    async def consume() -> None:
+        applied = 0
+        async for item in messages:
+            state.apply(item, time.time())
+            applied += 1
+            if applied % 256 == 0:
+                await asyncio.sleep(0)  # let the screen redraw during a burst
+
+    with Live(console=console, screen=True, auto_refresh=False, redirect_stderr=False) as live:
+
+        async def redraw() -> None:
+            while True:
+                now = time.time()
+                state.expire(now)
+                size = console.size
+                live.update(
+                    render_screen(
+                        state, now, width=size.width, height=size.height, event_filter=event_filter
+                    ),
+                    refresh=True,
+                )
+                await asyncio.sleep(REFRESH_INTERVAL)
+
+        await asyncio.gather(consume(), redraw())
+
+
+async def run_json(
+    db_path: Path,
+    *,
+    since: int | None,
+    start: StartOptions,
+    event_filter: EventFilter,
+    count: int | None,
+    out: IO[str],
+    err: IO[str],
+    known_projects: Iterable[Mapping[str, Any]] = (),
+) -> int:
+    """Print matching events as JSON Lines, exactly as received; return how many matched.
+
+    Returns after ``count`` matches (never, when ``count`` is ``None``).
+    ``snapshot`` and ``resync`` messages are printed too unless ``--event`` filters.
+    Connection changes go to ``err``.
+    """
+    known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
+    matched = 0
+    async for item in follow(db_path, since=since, snapshot=False, start=start):
+        if isinstance(item, Connection):
+            err.write(_connection_line(item) + "\n")
+            err.flush()
+            continue
+        if item.event_type in ("snapshot", "resync"):
+            projects = item.data.get("data", {}).get("projects", [])
+            known = {str(p["project_id"]): dict(p) for p in projects}
+            if not event_filter.event_types:
+                out.write(item.text + "\n")
+                out.flush()
+            continue
+        payload = item.data.get("data", {})
+        project_id = str(payload.get("project_id", ""))
+        if event_filter.matches(item.data, known.get(project_id)):
+            out.write(item.text + "\n")
+            out.flush()
+            matched += 1
+        if item.event_type == "project_deleted":
+            known.pop(project_id, None)
+        else:
+            known[project_id] = {k: v for k, v in payload.items() if k != "updated_fields"}
+        if count is not None and matched >= count:
+            return matched
+    return matched
+
+
+def _connection_line(connection: Connection) -> str:
+    if connection.state == "connected":
+        return f"projctl watch: connected to {connection.url}"
+    if connection.state == "starting":
+        return "projctl watch: starting a server"
+    return (
+        f"projctl watch: disconnected ({connection.error}); "
+        f"reconnecting in {connection.retry_in or 0:.1f}s"
+    )
