@@ -299,8 +299,9 @@ class BroadcastServer:
     def _catch_up(self, state: StoreState) -> None:
         """Bring the stream up to ``state`` (synchronously: nothing else runs meanwhile)."""
         self.stats.gap_fills += 1
-        replaced = bool(self.database_id) and state.database_id != self.database_id
-        if replaced or state.latest_seq < self.last_seq:
+        # A read older than what forwards already told us is merely stale (it ran in a
+        # thread while events kept arriving); only a new database id means a new database.
+        if self.database_id and state.database_id != self.database_id:
             log.warning("the database was replaced; sending everyone a resync")
             self._load(state)
             self._broadcast_resync(state)
@@ -320,7 +321,7 @@ class BroadcastServer:
             self.accept(event)
         for seq in [seq for seq in self._pending if seq <= self.last_seq]:
             del self._pending[seq]
-        if self.last_seq >= state.latest_seq:
+        if self.last_seq == state.latest_seq:
             self._explained_version = state.version
             self._highest_forwarded = max(self._highest_forwarded, state.latest_seq)
 

@@ -39,6 +39,7 @@ def test_commands() -> None:
         "server stop",
         "show",
         "update",
+        "watch",
     ]
 
 

@@ -564,3 +564,21 @@ def test_frames_are_not_compressed(store: ProjectStore) -> None:
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
     run(scenario())
+
+
+def test_a_stale_journal_read_neither_rewinds_nor_resyncs(store: ProjectStore) -> None:
+    """A read that finished after newer forwards arrived must not be taken for a new database."""
+
+    async def scenario() -> None:
+        async with serving(store, poll_interval=60) as server, connect(ws_url(server)) as ws:
+            await until(lambda: len(server.subscribers) == 1)
+            first = await commit(store, lambda: store.create("first"))
+            stale = await asyncio.to_thread(store.read_state)
+            second = await commit(store, lambda: store.create("second"))
+            server._catch_up(stale)
+            assert server.last_seq == 2
+            assert [await receive(ws), await receive(ws)] == [first, second]
+            with pytest.raises(asyncio.TimeoutError):
+                await receive(ws, timeout=0.3)  # no resync, no repeat
+
+    run(scenario())
