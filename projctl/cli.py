@@ -117,7 +117,6 @@ class _ProjctlGroup(TyperGroup):
 app = typer.Typer(
     cls=_ProjctlGroup,
     name="projctl",
-    help="Manage projects from the terminal and CI; every change is journaled as an event.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -168,8 +167,32 @@ PortOption = Annotated[
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 8000
 DEFAULT_IDLE_TIMEOUT = 900.0
+
+
+def _complete_project_ids(context: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """Existing ids starting with what was typed, each with its project's name as description.
+
+    Runs on every TAB: it reads the database and nothing else (no rich, no server).
+    """
+    db = context.params.get("db")
+    try:
+        projects = _open_store(db).list_projects()
+    except ProjctlError:
+        return []
+    return [(p.project_id, p.name) for p in projects if p.project_id.startswith(incomplete)]
+
+
 ProjectIdArgument = Annotated[
-    str, typer.Argument(metavar="PROJECT_ID", help="Id of the project, e.g. proj_20231119_120000.")
+    str,
+    typer.Argument(
+        metavar="PROJECT_ID",
+        help="Id of the project, e.g. proj_20231119_120000.",
+        autocompletion=_complete_project_ids,
+    ),
+]
+QuietFlag = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print nothing but errors."),
 ]
 TypeHelp = "Lowercase slug: 1-32 of a-z, 0-9, '_' or '-'."
 OwnerHelp = "Owner id (1-100 characters)."
@@ -216,7 +239,9 @@ def _start_options() -> client.StartOptions:
     )
 
 
-def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) -> None:
+def _broadcast(
+    store: ProjectStore, event: Event | None, *, no_broadcast: bool, quiet: bool = False
+) -> None:
     """Forward a committed event to the database's server, starting one if none runs.
 
     The change is committed whatever happens here, so failure is a warning, not an error.
@@ -235,6 +260,8 @@ def _broadcast(store: ProjectStore, event: Event | None, *, no_broadcast: bool) 
             start=start if client.is_loopback(start.host) else None,
         )
     except (ServerError, InvalidInputError, ValueError) as error:
+        if quiet:
+            return
         sys.stderr.write(
             f"Warning: event {event['seq']} is committed but was not broadcast: {error}; "
             "subscribers resuming with ?since= will still receive it\n"
@@ -265,8 +292,24 @@ def _root(
 ) -> None:
     """Manage projects from the terminal and CI; every change is journaled as an event.
 
-    Exit codes: 0 ok, 1 unexpected failure, 2 invalid input or usage,
-    3 project not found, 4 database error.
+    Results go to stdout, messages to stderr; every command that prints data takes --json.
+
+    \b
+    Environment:
+      PROJCTL_DB             database file, like --db
+                             [default: <user data dir>/projctl/projects.json]
+      PROJCTL_OWNER          owner of new projects [default: your user name]
+      PROJCTL_HOST           address of the broadcast server [default: localhost]
+      PROJCTL_PORT           port of the broadcast server (0: any free) [default: 8000]
+      PROJCTL_NO_BROADCAST   1: commit and journal only, contact no server
+      PROJCTL_IDLE_TIMEOUT   seconds before an idle background server stops [default: 900]
+      PROJCTL_JOURNAL_LIMIT  how many events the journal keeps [default: 1000]
+      NO_COLOR               no colour in tables
+
+    \b
+    Exit codes:
+      0 ok, 1 unexpected failure, 2 invalid input or usage, 3 project not found,
+      4 database error, 5 server error, 124 watch timed out, 130 interrupted
     """
 
 
@@ -290,6 +333,7 @@ def create(
         str, typer.Option("--description", "-d", help="Up to 10,000 characters.")
     ] = "",
     json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
@@ -305,7 +349,9 @@ def create(
     project, event = store.create(
         name, type=type, status=status, owner_id=owner, description=description
     )
-    _broadcast(store, event, no_broadcast=no_broadcast)
+    _broadcast(store, event, no_broadcast=no_broadcast, quiet=quiet)
+    if quiet:
+        return
     if json_output:
         _print_json(project.to_dict())
     else:
@@ -323,6 +369,7 @@ def update(
         str | None, typer.Option("--description", "-d", help="New description.")
     ] = None,
     json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
@@ -348,7 +395,9 @@ def update(
         )
     store = _open_store(db)
     project, updated_fields, event = store.update(project_id, changes)
-    _broadcast(store, event, no_broadcast=no_broadcast)
+    _broadcast(store, event, no_broadcast=no_broadcast, quiet=quiet)
+    if quiet:
+        return
     if json_output:
         _print_json({"project": project.to_dict(), "updated_fields": updated_fields})
     elif updated_fields:
@@ -364,6 +413,7 @@ def delete(
         bool, typer.Option("--missing-ok", help="Exit 0 when the project does not exist.")
     ] = False,
     json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
@@ -381,9 +431,12 @@ def delete(
     except ProjectNotFoundError:
         if not missing_ok:
             raise
-        typer.echo(f"{project_id}: not found, nothing deleted", err=True)
+        if not quiet:
+            typer.echo(f"{project_id}: not found, nothing deleted", err=True)
         return
-    _broadcast(store, event, no_broadcast=no_broadcast)
+    _broadcast(store, event, no_broadcast=no_broadcast, quiet=quiet)
+    if quiet:
+        return
     if json_output:
         _print_json({"project_id": project.project_id, "name": project.name})
     else:
@@ -574,7 +627,11 @@ def watch(
     project: Annotated[
         list[str] | None,
         typer.Option(
-            "--project", "-p", metavar="PROJECT_ID", help="Only this project (repeatable)."
+            "--project",
+            "-p",
+            metavar="PROJECT_ID",
+            help="Only this project (repeatable).",
+            autocompletion=_complete_project_ids,
         ),
     ] = None,
     status: Annotated[

@@ -282,3 +282,25 @@ def test_render_projects_table(cli: Cli, store: ProjectStore) -> None:
 
 def test_app_is_the_module_app() -> None:
     assert app.info.name == "projctl"
+
+
+def test_quiet_prints_nothing_but_errors(cli: Cli, store: ProjectStore) -> None:
+    created = cli("create", "Silent", "--quiet")
+    assert (created.exit_code, created.stdout, created.stderr) == (0, "", "")
+    [project] = store.list_projects()
+    for args in (
+        ("update", project.project_id, "-q", "--status", "archived"),
+        ("update", project.project_id, "-q", "--status", "archived"),  # unchanged
+        ("delete", project.project_id, "-q"),
+        ("delete", project.project_id, "-q", "--missing-ok"),
+    ):
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "", ""), args
+    failed = cli("delete", project.project_id, "-q")
+    assert failed.exit_code == 3
+    assert failed.stderr.startswith("Error: ")
+    assert [event["event_type"] for event in store.journal()] == [
+        "project_created",
+        "project_updated",
+        "project_deleted",
+    ]

@@ -74,3 +74,33 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
     assert README.index("```sh") < README.index("\n## ")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci
+
+
+def test_every_environment_variable_is_in_the_readme_and_in_help(cli) -> None:
+    section = README.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    variables = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
+    assert {
+        "PROJCTL_DB",
+        "PROJCTL_HOST",
+        "PROJCTL_PORT",
+        "PROJCTL_OWNER",
+        "PROJCTL_NO_BROADCAST",
+        "PROJCTL_IDLE_TIMEOUT",
+        "PROJCTL_JOURNAL_LIMIT",
+        "NO_COLOR",
+    } <= set(variables)
+    help_text = cli("--help").stdout
+    for variable in variables:
+        if variable != "PROJCTL_DEBUG":
+            assert variable in help_text, variable
+
+
+def test_readme_has_browser_and_ci_sections() -> None:
+    browser = README.split("## Use from the browser", 1)[1].split("\n## ", 1)[0]
+    assert "new WebSocket('ws://localhost:8000/ws')" in browser
+    assert "JSON.parse(event.data)" in browser
+    ci = README.split("## Use from CI", 1)[1].split("\n## ", 1)[0]
+    assert "examples/ci.sh" in ci
+    assert "watch --json" in ci
+    for shell in ("bash", "zsh", "fish"):
+        assert f"completions/projctl.{shell}" in README

@@ -1,0 +1,1 @@
+complete --command projctl --no-files --arguments "(env _PROJCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) projctl)" --condition "env _PROJCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) projctl"

@@ -1,0 +1,245 @@
+"""Shell completion: the checked-in scripts are current, and real shells offer useful candidates."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from projctl.store import ProjectStore
+
+from .conftest import PROJCTL
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPLETIONS = ROOT / "completions"
+BIN = str(Path(PROJCTL).parent)
+
+COMMANDS = {"create", "update", "delete", "list", "show", "watch", "serve", "server"}
+STATUSES = {"created", "in_progress", "on_hold", "completed", "archived"}
+
+
+def _generator() -> Callable[[str], str]:
+    spec = importlib.util.spec_from_file_location("generate", COMPLETIONS / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_checked_in_scripts_are_current(shell: str) -> None:
+    checked_in = (COMPLETIONS / f"projctl.{shell}").read_text()
+    assert checked_in == _generator()(shell), (
+        f"completions/projctl.{shell} is stale: run python completions/generate.py"
+    )
+
+
+@pytest.fixture
+def projects(store: ProjectStore) -> dict[str, str]:
+    """Two projects whose ids completion must offer, id -> name."""
+    created = [store.create(name)[0] for name in ("Billing API", "Web shop")]
+    return {project.project_id: project.name for project in created}
+
+
+def shell_environment() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def need(shell: str) -> str:
+    path = shutil.which(shell)
+    assert path, f"{shell} is needed for the completion tests (.ci/run installs it)"
+    return path
+
+
+# -- bash: the real completion function, called the way readline calls it ----------------
+
+
+def bash_complete(words: list[str]) -> list[str]:
+    script = (
+        f"source {shlex.quote(str(COMPLETIONS / 'projctl.bash'))}\n"
+        f"COMP_WORDS=({' '.join(shlex.quote(word) for word in words)})\n"
+        f"COMP_CWORD={len(words) - 1}\n"
+        "_projctl_completion projctl\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(
+        [need("bash"), "--norc", "--noprofile", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=shell_environment(),
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_bash_completes_commands() -> None:
+    assert set(bash_complete(["projctl", ""])) >= COMMANDS
+
+
+def test_bash_completes_existing_ids(projects: dict[str, str]) -> None:
+    assert sorted(bash_complete(["projctl", "update", ""])) == sorted(projects)
+    assert sorted(bash_complete(["projctl", "show", "proj_"])) == sorted(projects)
+    assert sorted(bash_complete(["projctl", "watch", "--project", ""])) == sorted(projects)
+
+
+def test_bash_completes_statuses_and_event_types() -> None:
+    assert set(bash_complete(["projctl", "create", "--status", ""])) == STATUSES
+    assert set(bash_complete(["projctl", "watch", "--event", ""])) == {
+        "project_created",
+        "project_updated",
+        "project_deleted",
+    }
+
+
+def test_bash_completes_options() -> None:
+    offered = set(bash_complete(["projctl", "create", "--"]))
+    assert {"--type", "--status", "--owner", "--description", "--json", "--quiet"} <= offered
+
+
+# -- fish: its own completion engine, names shown as descriptions ----------------------------
+
+
+def fish_complete(line: str) -> list[str]:
+    script = (
+        f"source {shlex.quote(str(COMPLETIONS / 'projctl.fish'))}; "
+        f"complete --do-complete {shlex.quote(line)}"
+    )
+    done = subprocess.run(
+        [need("fish"), "--no-config", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=shell_environment(),
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_fish_completes_commands_ids_and_statuses(projects: dict[str, str]) -> None:
+    commands = {line.split("\t")[0] for line in fish_complete("projctl ")}
+    assert commands >= COMMANDS
+    ids = fish_complete("projctl update ")
+    assert sorted(ids) == sorted(f"{pid}\t{name}" for pid, name in projects.items())
+    statuses = {line.split("\t")[0] for line in fish_complete("projctl create --status ")}
+    assert statuses == STATUSES
+
+
+# -- zsh: an interactive shell on a real terminal, TAB pressed as a person would -------------
+
+
+class Zsh:
+    def __init__(self) -> None:
+        need("tmux")
+        self.socket = f"projctl-zsh-{os.getpid()}-{time.monotonic_ns()}"
+        environment = " ".join(
+            f"{name}={shlex.quote(value)}"
+            for name, value in shell_environment().items()
+            if name in ("PATH", "HOME", "PROJCTL_DB", "PROJCTL_NO_BROADCAST", "PROJCTL_OWNER")
+        )
+        self._tmux(
+            "new-session", "-d", "-s", "z", "-x", "160", "-y", "40",
+            f"env -i TERM=xterm {environment} {need('zsh')} -f",
+        )  # fmt: skip
+        self.type_line(
+            "autoload -Uz compinit && compinit -u && "
+            f"source {shlex.quote(str(COMPLETIONS / 'projctl.zsh'))} && "
+            "zstyle ':completion:*' list-rows-first true && clear"
+        )
+        time.sleep(0.5)
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+
+    def type_line(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "z", text, "Enter")
+
+    def complete(self, text: str, expect: Callable[[str], bool]) -> str:
+        """Type ``text``, press TAB twice (insert, then list), return the screen."""
+        self._tmux("send-keys", "-t", "z", "C-u")
+        self._tmux("send-keys", "-t", "z", "clear", "Enter")
+        time.sleep(0.2)
+        self._tmux("send-keys", "-t", "z", "-l", text)
+        deadline = time.monotonic() + 20
+        while True:
+            self._tmux("send-keys", "-t", "z", "Tab")
+            time.sleep(0.4)
+            screen = self._tmux("capture-pane", "-p", "-t", "z")
+            if expect(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"zsh never offered what was expected:\n{screen}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def zsh() -> Iterator[Zsh]:
+    shell = Zsh()
+    yield shell
+    shell.close()
+
+
+def test_zsh_completes_commands_ids_and_statuses(zsh: Zsh, projects: dict[str, str]) -> None:
+    screen = zsh.complete("projctl ", lambda s: all(c in s for c in ("create", "watch", "serve")))
+    assert all(command in screen for command in COMMANDS)
+    screen = zsh.complete("projctl update ", lambda s: all(pid in s for pid in projects))
+    assert all(name in screen for name in projects.values())  # names shown as descriptions
+    screen = zsh.complete("projctl create --status ", lambda s: "in_progress" in s)
+    assert all(status in screen for status in STATUSES)
+
+
+# -- the cost of a TAB ----------------------------------------------------------------------
+
+
+def test_completing_ids_imports_nothing_heavy(projects: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", PROJCTL],
+        env={
+            **os.environ,
+            "_PROJCTL_COMPLETE": "complete_bash",
+            "COMP_WORDS": "projctl update ",
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert sorted(done.stdout.split()) == sorted(projects)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    heavy = {"rich", "rich.live", "websockets", "projctl.server", "projctl.watch", "pydantic"}
+    assert imported & heavy == set()
+
+
+def test_install_completion_still_works(tmp_path: Path) -> None:
+    home = Path(os.environ["HOME"])
+    done = subprocess.run(
+        [PROJCTL, "--install-completion", "bash"],
+        env={**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bash completion installed" in done.stdout
+    installed = (home / ".bash_completions" / "projctl.sh").read_text()
+    assert installed.strip() == (COMPLETIONS / "projctl.bash").read_text().strip()
+    assert "projctl.sh" in (home / ".bashrc").read_text()
