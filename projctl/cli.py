@@ -6,7 +6,8 @@ traceback. Heavy modules (rich) are imported inside the commands that need them
 so that ``projctl create`` starts fast.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here, unlike the other modules: typer reads
+# these signatures at every start, and evaluating string annotations cost ~15 ms of it.
 
 import os
 import sys
@@ -15,7 +16,6 @@ from enum import Enum, IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 from typer._click.core import ParameterSource  # typer vendors click; no public alias
 from typer._click.exceptions import ClickException
@@ -31,11 +31,11 @@ from projctl.errors import (
 )
 from projctl.events import EVENT_TYPES
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, EDITABLE_FIELDS, STATUSES, Project, Status
-from projctl.store import DEFAULT_JOURNAL_LIMIT, ProjectStore, default_db_path
 
 if TYPE_CHECKING:
     from projctl import client
     from projctl.events import Event
+    from projctl.store import ProjectStore
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -198,7 +198,10 @@ TypeHelp = "Lowercase slug: 1-32 of a-z, 0-9, '_' or '-'."
 OwnerHelp = "Owner id (1-100 characters)."
 
 
-def _open_store(db: Path | None) -> ProjectStore:
+def _open_store(db: Path | None) -> "ProjectStore":
+    # Imported here: `--help` and `--version` need no database (and no tinydb, no orjson).
+    from projctl.store import DEFAULT_JOURNAL_LIMIT, ProjectStore, default_db_path
+
     raw_limit = os.environ.get("PROJCTL_JOURNAL_LIMIT")
     journal_limit = DEFAULT_JOURNAL_LIMIT
     if raw_limit:
@@ -228,7 +231,7 @@ def _env_number(name: str, default: float, *, minimum: float = 0) -> float:
     return value
 
 
-def _start_options() -> client.StartOptions:
+def _start_options() -> "client.StartOptions":
     """How commands start a background server: PROJCTL_HOST/PORT/IDLE_TIMEOUT or defaults."""
     from projctl import client
 
@@ -240,7 +243,7 @@ def _start_options() -> client.StartOptions:
 
 
 def _broadcast(
-    store: ProjectStore, event: Event | None, *, no_broadcast: bool, quiet: bool = False
+    store: "ProjectStore", event: "Event | None", *, no_broadcast: bool, quiet: bool = False
 ) -> None:
     """Forward a committed event to the database's server, starting one if none runs.
 
@@ -269,6 +272,8 @@ def _broadcast(
 
 
 def _print_json(value: Any) -> None:
+    import orjson
+
     typer.echo(orjson.dumps(value).decode())
 
 
@@ -724,7 +729,7 @@ def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
     """
     from projctl import client
 
-    path = db or default_db_path()
+    path = _open_store(db).path
     status = client.server_status(path)
     if json_output:
         _print_json({"running": status is not None, **(status or {})})
@@ -747,7 +752,7 @@ def server_stop(db: DbOption = None) -> None:
     """
     from projctl import client
 
-    path = db or default_db_path()
+    path = _open_store(db).path
     stopped = client.stop_server(path)
     if stopped is None:
         typer.echo(f"no server is running for {path}", err=True)

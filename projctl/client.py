@@ -21,7 +21,6 @@ WebSocket client library costs more to import than the whole exchange takes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -32,7 +31,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 import orjson
 
@@ -446,6 +444,11 @@ async def follow(
     none is yielded twice. Lifecycle events, ``snapshot`` and ``resync``
     messages are yielded as :class:`Message`.
     """
+    # Imported here, not at the top: forwarding an event (the hot path of every
+    # command) needs neither, and asyncio alone costs ~40 ms to import.
+    import asyncio
+    from urllib.parse import urlencode
+
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 

@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, cast
 
-import orjson
-
 __all__ = [
     "EVENT_TYPES",
     "Event",
@@ -102,6 +100,8 @@ def projects_message(
     resuming subscriber that the events it missed are gone and it must rebuild
     its state from this list. Live events with ``seq`` above it follow.
     """
+    import orjson
+
     return orjson.dumps(
         {
             "event_type": event_type,
@@ -114,6 +114,10 @@ def projects_message(
 
 def encode_event(event: Event) -> bytes:
     """The event as one compact UTF-8 JSON object, keys in contract order."""
+    # orjson (and the json module it builds on) is imported on first use, not with
+    # this module: `projctl --help` needs the event names but never encodes one.
+    import orjson
+
     return orjson.dumps(event)
 
 
@@ -122,6 +126,8 @@ def decode_event(message: str | bytes) -> Event:
 
     Raises :class:`EventDecodeError` for anything else. Unknown extra keys are kept.
     """
+    import orjson
+
     try:
         value = orjson.loads(message)
     except orjson.JSONDecodeError as error:
