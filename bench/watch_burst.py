@@ -108,7 +108,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="20 projects, 100 events")
     args = parser.parse_args()
+    if args.quick:
+        args.projects, args.events = 20, 100
     if not shutil.which("tmux"):
         raise SystemExit("needs tmux")
     folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))

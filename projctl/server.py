@@ -588,6 +588,17 @@ def _parse_since(query: dict[str, list[str]]) -> int | None:
     return int(raw)
 
 
+def _raise_open_file_limit() -> None:
+    """Let one server hold thousands of subscribers: the usual soft limit is 1024 sockets."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def run_server(
     store: ProjectStore,
     config: ServerConfig,
@@ -598,6 +609,8 @@ def run_server(
 
     Raises :class:`ServerError` when it cannot listen.
     """
+
+    _raise_open_file_limit()
 
     async def main() -> None:
         server = BroadcastServer(store, config)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import stat
 import time
@@ -144,6 +145,17 @@ class _ProjectsTable(Table):
     def discard(self, project_id: str) -> None:
         self.remove(doc_ids=[cast(int, project_id)])
 
+    def _update_table(self, updater: Callable[[dict[Any, Mapping[str, Any]]], None]) -> None:
+        # TinyDB's version copies the whole table twice per change, converting every
+        # key to ``document_id_class`` and back to ``str``. Our keys are ``str`` both
+        # ways, so the copies change nothing; at 100,000 projects they cost ~130 ms.
+        tables = self._storage.read()
+        if tables is None:
+            tables = {}
+        updater(tables.setdefault(self.name, {}))
+        self._storage.write(tables)
+        self.clear_cache()
+
 
 class _Tables:
     """The three tables of one database state, backed by one :class:`_MemoryStorage`."""
@@ -170,8 +182,10 @@ class _Tables:
         """Journal ``event``, drop what falls out of the retained window, advance ``meta``."""
         seq = event["seq"]
         self.journal.insert(Document(event, doc_id=seq))
-        if seq > journal_limit:
-            self.journal.remove(where("seq") <= seq - journal_limit)
+        excess = len(self.journal) - journal_limit
+        if excess > 0:
+            oldest = sorted(document.doc_id for document in self.journal)[:excess]
+            self.journal.remove(doc_ids=oldest)
         new_meta = {
             "format": _FORMAT,
             "schema": _SCHEMA,
@@ -432,12 +446,19 @@ class ProjectStore:
             ) from None
         if not raw:
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
+        # Parsing builds one dict per project, none of which can be part of a cycle;
+        # without this the cyclic GC walks the growing heap again and again.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise CorruptDatabaseError(
                 f"database {self.path} is not valid JSON; it was left untouched"
             ) from None
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self._check_format(data)
         return data, version
 
