@@ -16,6 +16,7 @@ __all__ = [
     "Event",
     "EventDecodeError",
     "EventType",
+    "check_event",
     "decode_event",
     "encode_event",
     "format_timestamp",
@@ -132,6 +133,11 @@ def decode_event(message: str | bytes) -> Event:
         value = orjson.loads(message)
     except orjson.JSONDecodeError as error:
         raise EventDecodeError(f"not JSON: {error}") from None
+    return check_event(value)
+
+
+def check_event(value: Any) -> Event:
+    """``value`` itself, if it has the event envelope; :class:`EventDecodeError` if not."""
     if not isinstance(value, dict):
         raise EventDecodeError("not a JSON object")
     if value.get("event_type") not in EVENT_TYPES:

@@ -59,6 +59,7 @@ from projctl.errors import ServerError, StoreError
 from projctl.events import (
     Event,
     EventDecodeError,
+    check_event,
     decode_event,
     encode_event,
     format_timestamp,
@@ -134,7 +135,8 @@ class BroadcastServer:
         self.last_seq = 0
         self.database_id = ""
         # Encoded recent events, oldest first, for replay; at least the journal's size.
-        self._recent: deque[tuple[int, bytes, Event]] = deque(maxlen=config.journal_window)
+        # Only the encoded form: the rare snapshot that needs an event's data decodes it again.
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=config.journal_window)
         self._pending: dict[int, Event] = {}
         self._highest_forwarded = 0
         self._explained_version: FileVersion | None = None
@@ -235,7 +237,7 @@ class BroadcastServer:
         self._explained_version = state.version
         window = max(self.config.journal_window, len(state.journal))
         self._recent = deque(
-            ((event["seq"], encode_event(event), event) for event in state.journal), maxlen=window
+            ((event["seq"], encode_event(event)) for event in state.journal), maxlen=window
         )
         self._pending.clear()
 
@@ -263,7 +265,7 @@ class BroadcastServer:
     def _emit(self, event: Event) -> None:
         message = encode_event(event)
         self.last_seq = event["seq"]
-        self._recent.append((event["seq"], message, event))
+        self._recent.append((event["seq"], message))
         self.stats.events += 1
         broadcast(self.subscribers, message, text=True)
         self._cut_off_slow_subscribers()
@@ -334,9 +336,10 @@ class BroadcastServer:
     def _projects_at_last_seq(self, state: StoreState) -> list[dict[str, Any]]:
         """The projects as of ``last_seq``, from a read of the file at or before it."""
         projects = {record["project_id"]: record for record in state.project_records}
-        for seq, _message, event in self._recent:
+        for seq, message in self._recent:
             if seq <= state.latest_seq:
                 continue
+            event = decode_event(message)
             data = event["data"]
             if event["event_type"] == "project_deleted":
                 projects.pop(data["project_id"], None)
@@ -437,7 +440,7 @@ class BroadcastServer:
         if state is not None and state.latest_seq > self.last_seq:
             self._catch_up(state)
         if since is not None and self._can_replay(since):
-            for seq, message, _event in self._recent:
+            for seq, message in self._recent:
                 if seq > since:
                     broadcast([connection], message, text=True)
         elif state is not None:
@@ -466,26 +469,25 @@ class BroadcastServer:
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:
-            reply = self._handle_forward(message)
+            try:
+                request = orjson.loads(message)
+            except orjson.JSONDecodeError as error:
+                reply = {"ok": False, "error": f"not JSON: {error}"}
+            else:
+                reply = self._handle_forward(request)
             await connection.send(orjson.dumps(reply).decode())
 
-    def _handle_forward(self, message: str | bytes) -> dict[str, Any]:
+    def _handle_forward(self, request: Any) -> dict[str, Any]:
+        """Accept one forward, ``{"event": {...}, "version": [...]}``, already parsed."""
         try:
-            request = orjson.loads(message)
-            event = decode_event(orjson.dumps(request.get("event")))
+            event = check_event(request.get("event"))
             raw_version = request.get("version")
             version = (
                 (int(raw_version[0]), int(raw_version[1]), int(raw_version[2]))
                 if isinstance(raw_version, list) and len(raw_version) == 3
                 else None
             )
-        except (
-            orjson.JSONDecodeError,
-            EventDecodeError,
-            AttributeError,
-            TypeError,
-            ValueError,
-        ) as error:
+        except (EventDecodeError, AttributeError, TypeError, ValueError) as error:
             return {"ok": False, "error": f"not a forward: {error}"}
         self.accept(event, version)
         return {"ok": True, "seq": event["seq"]}
@@ -497,11 +499,12 @@ class BroadcastServer:
         try:
             while line := await reader.readline():
                 try:
-                    operation = orjson.loads(line).get("op")
+                    request = orjson.loads(line)
+                    operation = request.get("op")
                 except (orjson.JSONDecodeError, AttributeError):
                     operation = None
                 if operation == "forward":
-                    reply = self._handle_forward(line)
+                    reply = self._handle_forward(request)
                 elif operation == "status":
                     reply = {"ok": True, **self.health()}
                 elif operation == "stop":

@@ -1,0 +1,25 @@
+"""The benchmarks still run (tiny sizes). Targets are read from the full run, never timed here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory"):
+        assert f"## {name}\n" in done.stdout
+    for figure in ("projctl --help", "projctl create", "deliv/s", "arrival", "on screen", "RSS"):
+        assert figure in done.stdout, figure
