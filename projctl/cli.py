@@ -113,6 +113,54 @@ class _ProjctlGroup(TyperGroup):
             sys.exit(code)
         return code
 
+    # Commands are built from their signatures only when used: typer would build all
+    # of them (every option of every command) at every start, ~8 ms of each run.
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*_command_infos(), *_SUBGROUPS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            info = _command_infos().get(cmd_name)
+            if info is not None:
+                self.commands[cmd_name] = typer.main.get_command_from_info(
+                    info, pretty_exceptions_short=True, rich_markup_mode=None
+                )
+            elif cmd_name in _SUBGROUPS:
+                self.commands[cmd_name] = typer.main.get_command(_SUBGROUPS[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list of ``--help``, from docstrings, without building the commands."""
+        from typer._click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(name, make_default_short_help(_summary(name), limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _command_infos() -> dict[str, Any]:
+    """The registered commands by name, in the order they are defined."""
+    return {
+        info.name or typer.main.get_command_name(info.callback.__name__): info
+        for info in commands.registered_commands
+        if info.callback is not None
+    }
+
+
+def _summary(name: str) -> str:
+    info = _command_infos().get(name)
+    if info is not None:
+        doc = info.help or info.callback.__doc__ or ""
+    else:
+        doc = _SUBGROUPS[name].info.help or ""
+    return str(doc).strip().split("\n", 1)[0]
+
+
+#: Every command registers here; ``app`` (see ``_ProjctlGroup``) builds one when it is run.
+commands = typer.Typer()
 
 app = typer.Typer(
     cls=_ProjctlGroup,
@@ -318,7 +366,7 @@ def _root(
     """
 
 
-@app.command()
+@commands.command()
 def create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Project name (1-200 characters).")],
     type: Annotated[str, typer.Option("--type", "-t", help=TypeHelp)] = DEFAULT_TYPE,
@@ -363,7 +411,7 @@ def create(
         typer.echo(project.project_id)
 
 
-@app.command()
+@commands.command()
 def update(
     project_id: ProjectIdArgument,
     name: Annotated[str | None, typer.Option("--name", "-n", help="New name.")] = None,
@@ -411,7 +459,7 @@ def update(
         typer.echo(f"{project.project_id}: unchanged")
 
 
-@app.command()
+@commands.command()
 def delete(
     project_id: ProjectIdArgument,
     missing_ok: Annotated[
@@ -448,7 +496,7 @@ def delete(
         typer.echo(f"{project.project_id}: deleted")
 
 
-@app.command("list")
+@commands.command("list")
 def list_projects(
     status: Annotated[
         Status | None, typer.Option("--status", "-s", help="Only this status.")
@@ -496,7 +544,7 @@ def _tsv_fields(project: Project) -> tuple[str, ...]:
     )
 
 
-@app.command()
+@commands.command()
 def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOption = None) -> None:
     """Show one project.
 
@@ -514,7 +562,7 @@ def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOpt
         typer.echo(f"{field:<{width}}  {value}")
 
 
-@app.command()
+@commands.command()
 def serve(
     context: typer.Context,
     host: HostOption = DEFAULT_HOST,
@@ -605,7 +653,7 @@ def serve(
     run_server(store, config, on_ready=announce)
 
 
-@app.command()
+@commands.command()
 def watch(
     json_output: Annotated[
         bool,
@@ -715,8 +763,10 @@ server_app = typer.Typer(
     name="server",
     help="Inspect or stop the database's background broadcast server.",
     no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(server_app)
+_SUBGROUPS = {"server": server_app}
 
 
 @server_app.command("status")

@@ -7,7 +7,6 @@ Pure: no I/O beyond reading the environment for the default owner. Every
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import unicodedata
@@ -208,6 +207,8 @@ def default_owner() -> str:
             return validate_owner_id(owner)
         except InvalidInputError as error:
             raise InvalidInputError(f"PROJCTL_OWNER: {error}") from None
+    import getpass  # only when PROJCTL_OWNER is unset; it pulls in termios
+
     try:
         return validate_owner_id(getpass.getuser())
     except (OSError, KeyError, InvalidInputError):

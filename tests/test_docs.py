@@ -17,9 +17,10 @@ README = (ROOT / "README.md").read_text()
 
 def _leaf_commands(group: Any, prefix: str = "") -> list[str]:
     names = []
-    for name, command in sorted(group.commands.items()):
+    for name in sorted(group.list_commands(None)):
+        command = group.get_command(None, name)
         path = f"{prefix}{name}"
-        if hasattr(command, "commands"):
+        if hasattr(command, "list_commands"):
             names += _leaf_commands(command, path + " ")
         else:
             names.append(path)
