@@ -32,6 +32,15 @@ _PROJCTL_VARIABLES = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=20.0,
+        help="how long the chaos soak runs (default 20; run longer by hand)",
+    )
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point every path projctl might touch at the test's own folder, never the real home.

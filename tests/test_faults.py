@@ -1,0 +1,274 @@
+"""Faults: a writer killed at every stage of its transaction, and a hostile environment.
+
+Each crash leaves a valid database, an unblocked next command, and every committed
+change delivered to subscribers through the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import Result
+from websockets.asyncio.client import connect
+
+from projctl import client
+from projctl.client import pid_alive
+from projctl.store import ProjectStore
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+# Runs `projctl create` in-process with one function wrapped to announce the stage on stdout
+# and then hang, so the test can SIGKILL it exactly there.
+_STAGED_WRITER = """
+import os, sys, time
+import projctl.store as store
+import projctl.client as client
+
+stage = sys.argv[1]
+
+def hang(label):
+    sys.stdout.write(label + "\\n"); sys.stdout.flush()
+    time.sleep(600)
+
+real_flock, real_replace, real_fdopen, real_forward = (
+    store.fcntl.flock, store.os.replace, store.os.fdopen, client.forward)
+
+def flock(fd, operation):
+    if stage == "before-lock":
+        hang(stage)
+    real_flock(fd, operation)
+    if stage == "holding-lock":
+        hang(stage)
+
+class HalfWriter:
+    def __init__(self, file):
+        self.file = file
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.file.__exit__(*exc)
+    def write(self, data):
+        self.file.write(data[: len(data) // 2]); self.file.flush()
+        hang(stage)
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+def fdopen(fd, *args, **kwargs):
+    file = real_fdopen(fd, *args, **kwargs)
+    return HalfWriter(file) if stage == "mid-write" else file
+
+def forward(*args, **kwargs):
+    if stage == "after-replace":
+        hang(stage)
+    return real_forward(*args, **kwargs)
+
+store.fcntl.flock = flock
+store.os.fdopen = fdopen
+client.forward = forward
+
+from projctl.cli import main
+sys.argv = ["projctl", "create", "written by a doomed writer"]
+main()
+"""
+
+STAGES = ["before-lock", "holding-lock", "mid-write", "after-replace"]
+
+
+def kill_at(stage: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _STAGED_WRITER, stage],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            line = writer.stdout.readline()
+            assert line == f"{stage}\n", (line, writer.stderr.read() if writer.stderr else "")
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(timeout=10)
+
+
+@pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize("stage", STAGES)
+def test_writer_killed_at_each_stage(
+    stage: str, projctl: Run, store: ProjectStore, db_path: Path
+) -> None:
+    assert projctl("create", "before the crash").returncode == 0  # starts the server
+    info = client.read_server_info(client.runtime_paths(db_path))
+    assert info is not None
+    kill_at(stage)
+    # The database loads, and holds the doomed change only if it got past the rename.
+    names = [project.name for project in store.list_projects()]
+    committed = stage == "after-replace"
+    assert names == ["before the crash"] + (["written by a doomed writer"] if committed else [])
+    # The next command is not blocked by the dead writer's lock or its temp file.
+    started = time.monotonic()
+    after = projctl("create", "after the crash")
+    assert after.returncode == 0, after.stderr
+    assert time.monotonic() - started < 5
+    assert not [p for p in db_path.parent.iterdir() if ".tmp-" in p.name]
+    # Every committed change reaches a subscriber, through the journal where no forward came.
+    journal = store.journal()
+
+    async def replay() -> list[dict[str, Any]]:
+        async with connect(info.url + "?since=0") as ws:
+            return [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in journal]
+
+    assert asyncio.run(replay()) == journal
+    assert [event["seq"] for event in journal] == list(range(1, len(journal) + 1))
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_forward_lost_in_a_crash_reaches_live_subscribers(
+    projctl: Run, store: ProjectStore, db_path: Path
+) -> None:
+    assert projctl("create", "first").returncode == 0
+    info = client.read_server_info(client.runtime_paths(db_path))
+    assert info is not None
+
+    async def scenario() -> dict[str, Any]:
+        async with connect(info.url) as ws:
+            await asyncio.to_thread(kill_at, "after-replace")
+            return orjson.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
+
+    event = asyncio.run(scenario())
+    assert event == store.journal()[-1]
+    assert event["data"]["name"] == "written by a doomed writer"
+
+
+# -- a hostile environment --------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system (root only; skipped where mounting is not allowed)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; the simulated test covers ENOSPC")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+        timeout=10,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False, timeout=10)
+
+
+def test_disk_full_is_a_clean_error_and_loses_nothing(projctl: Run, small_disk: Path) -> None:
+    db = small_disk / "projects.json"
+    ids = []
+    for number in range(5):
+        done = projctl("create", f"fits {number}", "--db", str(db), "-d", "x" * 10_000)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    before = db.read_bytes()
+    failure = None
+    for number in range(40):  # each write needs the whole file twice: fill until one fails
+        done = projctl("create", f"too much {number}", "--db", str(db), "-d", "y" * 10_000)
+        if done.returncode != 0:
+            failure = done
+            break
+        before = db.read_bytes()
+    assert failure is not None, "the disk never filled up"
+    assert failure.returncode == 4
+    assert failure.stderr == f"Error: cannot write database {db}: No space left on device\n"
+    assert db.read_bytes() == before  # the old file is intact
+    assert not [p for p in small_disk.iterdir() if ".tmp-" in p.name]
+    listing = projctl("list", "--db", str(db))
+    assert listing.returncode == 0
+    assert [line.split("\t")[0] for line in listing.stdout.splitlines()][:5] == ids
+
+
+def test_failing_write_simulated(
+    cli: Callable[..., Result], store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("create", "kept").exit_code == 0
+    before = store.path.read_bytes()
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("projctl.store.os.fsync", no_space)
+    result = cli("create", "lost")
+    assert result.exit_code == 4
+    assert result.stderr == f"Error: cannot write database {store.path}: No space left on device\n"
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    assert [p.name for p in store.list_projects()] == ["kept"]
+    assert not [p for p in store.path.parent.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_garbage_database_under_a_running_server(
+    projctl: Run, store: ProjectStore, db_path: Path
+) -> None:
+    assert projctl("create", "x").returncode == 0
+    info = client.read_server_info(client.runtime_paths(db_path))
+    assert info is not None
+    db_path.write_bytes(b"\x89PNG garbage")
+    refused = projctl("create", "y")
+    assert refused.returncode == 4
+    assert db_path.read_bytes() == b"\x89PNG garbage"
+    time.sleep(1)  # give the server's file watcher time to trip over it
+    assert pid_alive(info.pid)
+    status = client.request(info, {"op": "status"})
+    assert status["ok"] is True
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_state_file_naming_a_live_stranger_and_a_foreign_port(
+    projctl: Run, store: ProjectStore, db_path: Path
+) -> None:
+    """The state file points at a live process that is no projctl server, on a port in use."""
+    paths = client.runtime_paths(db_path)
+    client.ensure_private_folder(paths.folder)
+    with (
+        subprocess.Popen(["sleep", "60"]) as stranger,
+        socket.create_server(("127.0.0.1", 0)) as foreign,
+    ):
+        try:
+            port = foreign.getsockname()[1]
+            paths.state_file.write_bytes(
+                orjson.dumps(
+                    {
+                        "pid": stranger.pid,
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "url": f"ws://127.0.0.1:{port}/ws",
+                        "token": "stolen",
+                        "socket": str(paths.socket),
+                        "db": str(paths.db_path),
+                    }
+                )
+            )
+            done = projctl("create", "still works")
+            assert done.returncode == 0
+            assert done.stderr == ""
+            info = client.read_server_info(paths)
+            assert info is not None
+            assert info.pid != stranger.pid
+            assert info.port != port
+            assert store.list_projects()[0].name == "still works"
+            assert pid_alive(stranger.pid)  # nobody killed the stranger
+        finally:
+            stranger.kill()
