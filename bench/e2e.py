@@ -20,23 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from _common import bench_database, run_bounded
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from projctl import client
-from projctl.store import ProjectStore
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 PROJECTS = 100
@@ -88,21 +84,13 @@ async def subscribe(connection: ClientConnection, arrivals: Arrivals) -> None:
 
 def run_create(name: str, env: dict[str, str]) -> tuple[float, float]:
     """Run `projctl create NAME` to its end; return its monotonic spawn and exit times."""
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [PROJCTL, "create", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    finished = run_bounded(
+        [PROJCTL, "create", name], env, timeout=COMMAND_TIMEOUT, stderr=subprocess.PIPE
     )
-    watchdog = threading.Timer(COMMAND_TIMEOUT, process.kill)
-    watchdog.start()
-    try:
-        # Reads stderr to its end, then a blocking waitpid: no polling step.
-        _, errors = process.communicate()
-    finally:
-        watchdog.cancel()
-    exited = time.monotonic()
-    if process.returncode != 0:
-        raise SystemExit(f"projctl create failed ({process.returncode}): {errors.decode()}")
-    return started, exited
+    if finished.returncode != 0:
+        errors = (finished.stderr or b"").decode()
+        raise SystemExit(f"projctl create failed ({finished.returncode}): {errors}")
+    return finished.started, finished.exited
 
 
 async def wait_subscribed(info: client.ServerInfo, timeout: float = 10.0) -> None:
@@ -155,28 +143,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 runs: checks the benchmark runs")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    db = folder / "projects.json"
-    env = {
-        **os.environ,
-        "PROJCTL_DB": str(db),
-        "PROJCTL_HOST": "127.0.0.1",
-        "PROJCTL_PORT": "0",
-        "PROJCTL_IDLE_TIMEOUT": "300",
-    }
-    os.environ.update(env)
-    store = ProjectStore(db)
-    for number in range(PROJECTS):
-        store.create(f"project {number}")
-    try:
-        info = client.ensure_server(
-            client.runtime_paths(db), client.StartOptions("127.0.0.1", 0, 300)
+    with bench_database(PROJECTS, idle_timeout=300) as bench:
+        results = asyncio.run(
+            asyncio.wait_for(measure(bench.server, bench.env, runs), 60 + 30 * runs)
         )
-        results = asyncio.run(asyncio.wait_for(measure(info, env, runs), 60 + 30 * runs))
         report(results)
-    finally:
-        client.stop_server(db)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,10 @@ import math
 import os
 import resource
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _common import bench_database
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -306,10 +305,13 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def start_ours(db: Path) -> Target:
-    """projctl's real server for a fresh database at ``db``."""
-    ProjectStore(db).create("seed")
-    info = client.ensure_server(client.runtime_paths(db), client.StartOptions("127.0.0.1", 0, 600))
+def seed(store: ProjectStore, _number: int) -> object:
+    """A fan-out database's one project: the events pushed are synthetic, so one will do."""
+    return store.create("seed")
+
+
+def projctl_target(info: client.ServerInfo) -> Target:
+    """projctl's real server, as :func:`bench_database` started it."""
     return Target("projctl", info.pid, info.url, info.socket)
 
 
@@ -486,24 +488,20 @@ def paced(ours: Target, bare: Target, subscribers: int, events: int) -> bool:
 
 
 def benchmark(quick: bool, events: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    db = folder / "projects.json"
-    os.environ.update({"PROJCTL_DB": str(db), "PROJCTL_HOST": "127.0.0.1", "PROJCTL_PORT": "0"})
-    bare: Target | None = None
-    try:
-        ours = start_ours(db)
-        bare = start_bare(folder)
-        # Untimed: the first round of each server pays for imports and warming caches.
-        for target in (ours, bare):
-            measure(target, 1, min(events, 200), None)
-        intact = fan_out(ours, bare, QUICK_SIZES if quick else SIZES, events)
-        paced_size = (5, 50) if quick else (PACED_SUBSCRIBERS, events)
-        intact = paced(ours, bare, *paced_size) and intact
-    finally:
-        if bare is not None and bare.process is not None:
-            stop_process(bare.process)
-        client.stop_server(db)
-        shutil.rmtree(folder, ignore_errors=True)
+    with bench_database(1, make_project=seed) as bench:
+        ours = projctl_target(bench.server)
+        bare: Target | None = None
+        try:
+            bare = start_bare(bench.folder)
+            # Untimed: the first round of each server pays for imports and warming caches.
+            for target in (ours, bare):
+                measure(target, 1, min(events, 200), None)
+            intact = fan_out(ours, bare, QUICK_SIZES if quick else SIZES, events)
+            paced_size = (5, 50) if quick else (PACED_SUBSCRIBERS, events)
+            intact = paced(ours, bare, *paced_size) and intact
+        finally:
+            if bare is not None and bare.process is not None:
+                stop_process(bare.process)
     if not intact:
         raise SystemExit("some deliveries were lost")
 

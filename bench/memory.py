@@ -26,11 +26,9 @@ import asyncio
 import base64
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,22 +38,23 @@ from urllib.parse import urlsplit
 
 import orjson
 
-# Run as a script, bench/ is on sys.path: the fan-out benchmark's helpers import from there.
+# Run as a script, bench/ is on sys.path: the shared set-up and the fan-out benchmark's
+# helpers import from there.
+from _common import bench_database
 from fanout import (
     Target,
     forward_lines,
     open_subscribers,
+    projctl_target,
     publish,
     raise_fd_limit,
     read_line,
-    start_ours,
+    seed,
     stop_process,
     wait_subscribers,
 )
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
-
-from projctl import client
 
 SCRIPT = os.path.abspath(__file__)
 GROWTH_TARGET_MIB = 16
@@ -157,14 +156,10 @@ async def subscribers_child(
 
 
 @contextlib.contextmanager
-def fresh_server(folder: Path, name: str) -> Iterator[Target]:
-    """projctl's real server for a new database ``name`` in ``folder``, stopped afterwards."""
-    db = folder / name
-    os.environ["PROJCTL_DB"] = str(db)
-    try:
-        yield start_ours(db)
-    finally:
-        client.stop_server(db)
+def fresh_server() -> Iterator[Target]:
+    """projctl's real server for a new database in a folder of its own, both gone afterwards."""
+    with bench_database(1, make_project=seed) as bench:
+        yield projctl_target(bench.server)
 
 
 @contextlib.contextmanager
@@ -225,9 +220,9 @@ def raw_subscriber(port: int) -> socket.socket:
     return raw
 
 
-def idle_subscribers(folder: Path, count: int) -> None:
+def idle_subscribers(count: int) -> None:
     """Part (a): memory idle, then with ``count`` idle subscribers."""
-    with fresh_server(folder, "idle.json") as target:
+    with fresh_server() as target:
         time.sleep(0.5)  # let start-up's allocations settle
         idle = memory(target.pid)
         print(f"(a) idle server: RSS {mib(idle.rss)}, peak (VmHWM) {mib(idle.peak)}")
@@ -244,12 +239,12 @@ def idle_subscribers(folder: Path, count: int) -> None:
         )
 
 
-def stalled_subscriber(folder: Path, events: int, event_bytes: int) -> bool:
+def stalled_subscriber(events: int, event_bytes: int) -> bool:
     """Part (b): a never-reading subscriber beside normal ones.
 
     Returns whether every normal subscriber received every event in order.
     """
-    with fresh_server(folder, "stalled.json") as target:
+    with fresh_server() as target:
         first_seq = int(target.status()["latest_seq"]) + 1
         lines = forward_lines(first_seq, events, event_bytes)
         timeout = 60 + events * NORMAL_SUBSCRIBERS / 10_000
@@ -341,13 +336,8 @@ def main() -> None:
         return
     if args.quick:
         args.idle, args.events, args.event_bytes = 20, 500, 16 * KIB
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    os.environ.update({"PROJCTL_HOST": "127.0.0.1", "PROJCTL_PORT": "0"})
-    try:
-        idle_subscribers(folder, args.idle)
-        intact = stalled_subscriber(folder, args.events, args.event_bytes)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    idle_subscribers(args.idle)
+    intact = stalled_subscriber(args.events, args.event_bytes)
     if not intact:
         raise SystemExit("a normal subscriber missed events")
 

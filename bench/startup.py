@@ -12,40 +12,20 @@ id <= 1.2x.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
-from projctl import client
-from projctl.store import ProjectStore
+from _common import bench_database, timed_run
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 REFERENCE = [sys.executable, "-c", "import typer"]
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
-    """Wall time of one run. A watchdog bounds it: ``wait(timeout=...)`` would poll in
-    steps of up to 50 ms and round every figure up to the next step."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
-    try:
-        returncode = process.wait()
-    finally:
-        watchdog.cancel()
-    elapsed = time.perf_counter() - started
-    if returncode != 0:
-        raise SystemExit(f"{command} failed with {returncode}")
-    return elapsed
+    """Wall time of one run, its output discarded, bounded to a minute."""
+    return timed_run(command, env, timeout=60, stderr=subprocess.DEVNULL)
 
 
 def measure(
@@ -76,21 +56,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 runs: checks the benchmark runs")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    db = folder / "projects.json"
-    env = {
-        **os.environ,
-        "PROJCTL_DB": str(db),
-        "PROJCTL_HOST": "127.0.0.1",
-        "PROJCTL_PORT": "0",
-        "PROJCTL_IDLE_TIMEOUT": "300",
-    }
-    store = ProjectStore(db)
-    for number in range(100):
-        store.create(f"project {number}")
-    os.environ.update(env)
-    client.ensure_server(client.runtime_paths(db), client.StartOptions("127.0.0.1", 0, 300))
-    try:
+    with bench_database(100, idle_timeout=300) as bench:
+        env = bench.env
         bare = statistics.median(timed([sys.executable, "-c", "pass"], env) for _ in range(5))
         print(f"python -c pass: {bare * 1000:.1f} ms")
         measure("projctl --help", [PROJCTL, "--help"], env, runs, 1.2)
@@ -105,9 +72,6 @@ def main() -> None:
         }
         measure("complete a project id (TAB)", [PROJCTL], completion, runs, 1.2)
         measure("projctl list (piped, 100+ projects)", [PROJCTL, "list"], env, runs, None)
-    finally:
-        client.stop_server(db)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import orjson
+from _common import BenchDatabase, bench_database, start_server
 from websockets.asyncio.client import connect
 
 from projctl import client
@@ -38,6 +38,7 @@ from projctl.store import ProjectStore
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_TIMEOUT = 120
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,26 +115,27 @@ def main() -> None:
         args.projects, args.events = 20, 100
     if not shutil.which("tmux"):
         raise SystemExit("needs tmux")
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    db = folder / "projects.json"
-    env = {
-        **os.environ,
-        "PROJCTL_DB": str(db),
-        "PROJCTL_HOST": "127.0.0.1",
-        "PROJCTL_PORT": "0",
-        "PROJCTL_IDLE_TIMEOUT": "120",
-    }
-    os.environ.update(env)
-    store = ProjectStore(db)
+    # Timed from before the folder and environment are set up (microseconds), so the
+    # figure is the projects' creation; the server starts after it, untimed.
     started = time.perf_counter()
-    for number in range(args.projects):
-        store.create(f"project {number}", owner_id=f"owner{number % 17}")
-    print(f"setup: {args.projects} projects in {time.perf_counter() - started:.1f}s")
-    paths = client.runtime_paths(db)
-    info = client.ensure_server(paths, client.StartOptions("127.0.0.1", 0, 120))
+    with bench_database(
+        args.projects, serve=False, idle_timeout=IDLE_TIMEOUT, make_project=owned_project
+    ) as bench:
+        print(f"setup: {args.projects} projects in {time.perf_counter() - started:.1f}s")
+        bursts(args, bench, start_server(bench.db, IDLE_TIMEOUT))
+
+
+def owned_project(store: ProjectStore, number: int) -> object:
+    """Project ``number`` of the database, its owner one of 17."""
+    return store.create(f"project {number}", owner_id=f"owner{number % 17}")
+
+
+def bursts(args: argparse.Namespace, bench: BenchDatabase, info: client.ServerInfo) -> None:
+    """The burst into `projctl watch` on a terminal, then into `projctl watch --json`."""
+    store = ProjectStore(bench.db)
     socket = f"projctl-bench-{os.getpid()}"
     try:
-        command = f"exec env PROJCTL_DB={db} {PROJCTL} watch"
+        command = f"exec env PROJCTL_DB={bench.db} {PROJCTL} watch"
         tmux(socket, "new-session", "-d", "-s", "w", "-x", "110", "-y", "40", command)
         watch_pid = int(tmux(socket, "list-panes", "-t", "w", "-F", "#{pane_pid}").strip())
         wait_screen(socket, f"last seq {store.latest_seq()}", 30)
@@ -158,7 +160,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=bench.env,
         ) as json_watch:
             assert json_watch.stderr is not None
             json_watch.stderr.readline()  # "connected to ..."
@@ -173,8 +175,6 @@ def main() -> None:
         )
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
-        client.stop_server(db)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_events_after(previous: list[dict[str, object]], count: int) -> list[dict[str, object]]:

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import orjson
+from _common import bench_folder, timed_run
 
 from projctl.store import ProjectStore
 
@@ -76,19 +73,9 @@ def whole_process(db: Path, runs: int) -> float:
     env = {**os.environ, "PROJCTL_DB": str(db), "PROJCTL_NO_BROADCAST": "1"}
     figures = []
     for number in range(runs + 1):
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [PROJCTL, "create", f"bench {number}"], env=env, stdout=subprocess.DEVNULL
-        )
-        watchdog = threading.Timer(120, process.kill)  # bounded, without 50 ms polling
-        watchdog.start()
-        try:
-            if process.wait() != 0:
-                raise SystemExit("projctl create failed")
-        finally:
-            watchdog.cancel()
+        figure = timed_run([PROJCTL, "create", f"bench {number}"], env, timeout=120)
         if number:  # the first run warms the page cache
-            figures.append(time.perf_counter() - started)
+            figures.append(figure)
     return statistics.median(figures)
 
 
@@ -151,8 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [100, 1_000] if args.quick else [100, 1_000, 10_000, 100_000]
     runs = 2 if args.quick else args.runs
-    folder = Path(tempfile.mkdtemp(prefix="projctl-bench-"))
-    try:
+    with bench_folder() as folder:
         print(
             f"{'projects':>9} {'file':>9} {'projctl create':>15} {'ratio':>6} "
             f"{'store.create':>13} {'JSON floor':>11} {'sqlite3 floor':>14}"
@@ -179,8 +165,6 @@ def main() -> None:
                 f"{store_time * 1000:>10.1f} ms {whole_file * 1000:>8.1f} ms "
                 f"{floor * 1000:>11.2f} ms{verdict}"
             )
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
