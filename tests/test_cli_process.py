@@ -17,7 +17,7 @@ import pytest
 
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL
+from .conftest import PROJCTL, mounted_tmpfs
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -90,18 +90,8 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
         yield folder
         folder.chmod(0o755)
         return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-        timeout=10,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"root cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(folder, "ro,size=64k"):
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False, timeout=10)
 
 
 def test_unwritable_folder_exits_4(projctl: Run, read_only_folder: Path) -> None:

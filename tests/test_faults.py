@@ -27,6 +27,8 @@ from projctl import client
 from projctl.client import pid_alive
 from projctl.store import ProjectStore
 
+from .conftest import mounted_tmpfs
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 # Runs `projctl create` in-process with one function wrapped to announce the stage on stdout
@@ -158,20 +160,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB file system (root only; skipped where mounting is not allowed)."""
     folder = tmp_path / "small"
     folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; the simulated test covers ENOSPC")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-        timeout=10,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(folder, "size=256k"):  # elsewhere, the simulated test covers ENOSPC
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False, timeout=10)
 
 
 def test_disk_full_is_a_clean_error_and_loses_nothing(projctl: Run, small_disk: Path) -> None:
