@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -221,3 +222,46 @@ def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> 
     assert time.monotonic() - started < 5
     leftovers = [p.name for p in store.path.parent.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def _run_on_a_terminal(*args: str, env: dict[str, str]) -> str:
+    """Run projctl with stdout on a pseudo-terminal; return what it wrote there."""
+    leader, follower = os.openpty()
+    try:
+        done = subprocess.run(
+            [PROJCTL, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **env},
+            timeout=30,
+            check=True,
+        )
+        assert done.stderr == b""
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            output += chunk
+        return output.decode()
+    finally:
+        os.close(leader)
+
+
+def test_list_on_a_terminal_has_colour_unless_no_color(projctl: Run) -> None:
+    assert projctl("create", "Coloured", "--status", "in_progress").returncode == 0
+    # An SGR sequence that sets a foreground colour (30-38, 90-97); bold or italic are not colour.
+    colour = re.compile(r"\x1b\[(?:\d+;)*(?:3[0-8]|9[0-7])(?:;\d+)*m")
+    coloured = _run_on_a_terminal("list", env={})
+    assert "Coloured" in coloured
+    assert colour.search(coloured)  # in_progress is yellow
+    assert "┃" in coloured  # a boxed table, not tab-separated lines
+    plain = _run_on_a_terminal("list", env={"NO_COLOR": "1"})
+    assert "Coloured" in plain
+    assert not colour.search(plain)
+    assert "┃" in plain
