@@ -265,3 +265,25 @@ def test_list_on_a_terminal_has_colour_unless_no_color(projctl: Run) -> None:
     assert "Coloured" in plain
     assert not colour.search(plain)
     assert "┃" in plain
+
+
+def test_readers_never_see_a_half_written_file(store: ProjectStore) -> None:
+    store.create("seed")
+    reads = 0
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(store.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline() == b"ready\n"
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                store.list_projects()  # raises CorruptDatabaseError on a torn file
+                reads += 1
+        finally:
+            writer.kill()
+            writer.wait(timeout=10)
+    assert reads > 50
+    assert len(store.list_projects()) > 1  # the writer really wrote meanwhile
