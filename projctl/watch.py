@@ -11,6 +11,7 @@ of events never queues up redraws. :func:`run_json` prints events as JSON Lines.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -419,16 +420,31 @@ async def run_live(
             while True:
                 now = time.time()
                 state.expire(now)
-                size = console.size
+                width, height = _terminal_size(console)
                 live.update(
                     render_screen(
-                        state, now, width=size.width, height=size.height, event_filter=event_filter
+                        state, now, width=width, height=height, event_filter=event_filter
                     ),
                     refresh=True,
                 )
                 await asyncio.sleep(REFRESH_INTERVAL)
 
         await asyncio.gather(consume(), redraw())
+
+
+def _terminal_size(console: Console) -> tuple[int, int]:
+    """The terminal's size now, and make ``console`` draw at it.
+
+    Rich prefers ``COLUMNS``/``LINES`` from the environment, which many shells export
+    once and never update: a full-screen view that trusted them would draw at a stale
+    size after every resize.
+    """
+    try:
+        size = os.get_terminal_size(console.file.fileno())
+    except (AttributeError, OSError, ValueError):
+        return console.size.width, console.size.height
+    console.size = (size.columns, size.lines)
+    return size.columns, size.lines
 
 
 async def run_json(

@@ -47,6 +47,9 @@ class Terminal:
                 raise AssertionError(f"screen never showed {what}:\n{text}")
             time.sleep(0.1)
 
+    def resize(self, width: int, height: int) -> None:
+        self._tmux("resize-window", "-t", "watch", "-x", str(width), "-y", str(height))
+
     def press(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", "watch", *keys)
 
@@ -79,6 +82,7 @@ def test_live_table_follows_create_update_delete(
         name: os.environ[name]
         for name in ("PROJCTL_DB", "PROJCTL_HOST", "PROJCTL_PORT", "PROJCTL_OWNER", "HOME")
     }
+    keep.update(COLUMNS="80", LINES="24")  # exported once by a shell, stale after a resize
     environment = " ".join(f"{name}={shlex.quote(value)}" for name, value in keep.items())
     term = terminal(f"env {environment} {shlex.quote(PROJCTL)} watch; echo EXIT=$?; sleep 60")
     term.wait_for(lambda s: "● connected" in s, "the connection")
@@ -97,6 +101,14 @@ def test_live_table_follows_create_update_delete(
     assert projctl("delete", project_id).returncode == 0
     term.wait_for(lambda s: "DELETED" in row_of(s, project_id), "the deleted row")
     term.wait_for(lambda s: row_of(s, project_id) == "", "the row gone", timeout=20)
+
+    # The table follows the terminal's size, whatever COLUMNS and LINES say:
+    # a narrow window drops the Owner column, a wide one brings it back.
+    assert "Owner" in term.screen()
+    term.resize(70, 20)
+    term.wait_for(lambda s: "Owner" not in s and "Status" in s, "the narrow layout")
+    term.resize(110, 30)
+    term.wait_for(lambda s: "Owner" in s, "the wide layout again")
 
     term.press("C-c")
     screen = term.wait_for(lambda s: "EXIT=" in s, "watch exiting")
