@@ -23,7 +23,6 @@ from typing import IO, Any, Literal
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -234,16 +233,12 @@ def render_watch_table(
             max_width=34 if column == "Last change" else None,
         )
     for row in rows:
-        table.add_row(*_cells(row, now, columns), style=_row_style(row, now))
+        table.add_row(
+            *_cells(row, now, columns), style="dim strike" if row.change == "deleted" else ""
+        )
     if hidden:
         table.caption = f"{hidden} more not shown (least recently changed)"
     return table
-
-
-def _row_style(row: Row, now: float) -> Style | str:
-    if row.change == "deleted":
-        return "dim strike"
-    return ""
 
 
 def _cells(row: Row, now: float, columns: Sequence[str]) -> list[RenderableType]:
