@@ -59,6 +59,8 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` everywhere (104 on macOS).
 SOCKET_PATH_MAX = 100
 START_TIMEOUT = 15.0
+#: A background server's log past this size is moved to ``server.log.1`` at the next start.
+LOG_ROTATE_BYTES = 1 << 20
 REQUEST_TIMEOUT = 10.0
 
 
@@ -295,6 +297,9 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerInfo:
         "--idle-timeout",
         f"{options.idle_timeout:g}",
     ]
+    with contextlib.suppress(OSError):  # every start appends; keep one previous log, bounded
+        if paths.log_file.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(paths.log_file, paths.log_file.with_name("server.log.1"))
     log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         # posix_spawn rather than subprocess: the server outlives us, and a

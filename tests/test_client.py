@@ -293,3 +293,14 @@ def test_beyond_loopback_needs_an_explicit_host(projctl: Run, db_path: Path) -> 
     assert done.returncode == 0
     assert "no server is running for this database" in done.stderr
     assert server_processes(db_path) == []
+
+
+def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: Path) -> None:
+    paths = client.runtime_paths(db_path)
+    client.ensure_private_folder(paths.folder)
+    old = b"an old line\n" * 200_000  # 2.4 MB
+    paths.log_file.write_bytes(old)
+    assert projctl("create", "x").returncode == 0
+    assert (paths.folder / "server.log.1").read_bytes() == old
+    assert paths.log_file.stat().st_size < 10_000
+    assert b"serving ws://" in paths.log_file.read_bytes()
