@@ -170,6 +170,10 @@ class _Tables:
         meta = self.meta.get(doc_id=_META_ID)
         return dict(meta) if isinstance(meta, dict) else {}
 
+    def events(self) -> list[Event]:
+        """The journaled events, oldest first."""
+        return [cast(Event, dict(entry)) for entry in self.journal.all()]
+
     def project(self, project_id: str) -> Project:
         record = self.projects.find(project_id)
         if record is None:
@@ -342,7 +346,7 @@ class ProjectStore:
 
     def journal(self) -> list[Event]:
         """The retained events, oldest first."""
-        return self.read_state().journal
+        return self._snapshot().events()
 
     def read_state(self) -> StoreState:
         """Everything a broadcast server needs from one read of the file, without locking."""
@@ -350,11 +354,12 @@ class ProjectStore:
         tables = _Tables(data)
         meta = tables.read_meta()
         return StoreState(
-            journal=[cast(Event, dict(entry)) for entry in tables.journal.all()],
+            journal=tables.events(),
             latest_seq=int(meta.get("last_seq", 0)),
             database_id=str(meta.get("database_id", "")),
             version=version,
-            project_records=[dict(record) for record in tables.projects.all()],
+            # TinyDB's documents are already fresh dict copies: no second copy.
+            project_records=list(tables.projects.all()),
         )
 
     def file_version(self) -> FileVersion | None:
