@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -185,23 +186,30 @@ while True:
 """
 
 
+@contextlib.contextmanager
+def busy_writer(path: Path) -> Iterator[None]:
+    """A process rewriting the database as fast as it can, SIGKILLed on exit from the block."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline() == b"ready\n"
+            yield
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(timeout=10)
+
+
 def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> None:
     rng = random.Random(1234)
     store.create("Before the storm")
     kills = 40
     for _ in range(kills):
-        with subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(store.path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        ) as writer:
-            try:
-                assert writer.stdout is not None
-                assert writer.stdout.readline() == b"ready\n"
-                time.sleep(rng.uniform(0, 0.05))
-            finally:
-                writer.send_signal(signal.SIGKILL)
-                writer.wait(timeout=10)
+        with busy_writer(store.path):
+            time.sleep(rng.uniform(0, 0.05))
         # The file always loads, and the change and its event landed together or not at all.
         data = orjson.loads(store.path.read_bytes())
         projects = store.list_projects()
@@ -270,20 +278,10 @@ def test_list_on_a_terminal_has_colour_unless_no_color(projctl: Run) -> None:
 def test_readers_never_see_a_half_written_file(store: ProjectStore) -> None:
     store.create("seed")
     reads = 0
-    with subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(store.path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    ) as writer:
-        try:
-            assert writer.stdout is not None
-            assert writer.stdout.readline() == b"ready\n"
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
-                store.list_projects()  # raises CorruptDatabaseError on a torn file
-                reads += 1
-        finally:
-            writer.kill()
-            writer.wait(timeout=10)
+    with busy_writer(store.path):
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            store.list_projects()  # raises CorruptDatabaseError on a torn file
+            reads += 1
     assert reads > 50
     assert len(store.list_projects()) > 1  # the writer really wrote meanwhile
