@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from projctl import client
+from projctl import runtime
 from projctl.store import ProjectStore
 
 #: Every server a benchmark starts binds loopback with a free port.
@@ -34,10 +34,10 @@ def bench_folder() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start_server(db: Path, idle_timeout: float) -> client.ServerInfo:
+def start_server(db: Path, idle_timeout: float) -> runtime.ServerState:
     """projctl's server for ``db`` (on ``HOST``, a free port), started if none runs yet."""
-    return client.ensure_server(
-        client.runtime_paths(db), client.StartOptions(HOST, 0, idle_timeout)
+    return runtime.ensure_server(
+        runtime.runtime_paths(db), runtime.StartOptions(HOST, 0, idle_timeout)
     )
 
 
@@ -52,10 +52,10 @@ class BenchDatabase:
     #: ``os.environ`` plus the ``PROJCTL_*`` variables naming this database: for child processes.
     env: dict[str, str]
     #: The server started on entry; ``None`` with ``serve=False``.
-    info: client.ServerInfo | None
+    info: runtime.ServerState | None
 
     @property
-    def server(self) -> client.ServerInfo:
+    def server(self) -> runtime.ServerState:
         """``info``, for a database opened with ``serve=True``."""
         if self.info is None:
             raise RuntimeError("no server was started for this database (serve=False)")
@@ -98,7 +98,7 @@ def bench_database(
         # commands it spawns without an explicit env) find the same database and loopback.
         os.environ.update(env)
         try:
-            store = ProjectStore(db)
+            store = ProjectStore(db, default_owner="bench")
             create = make_project or _default_project
             for number in range(projects):
                 create(store, number)
@@ -106,7 +106,7 @@ def bench_database(
             yield BenchDatabase(folder=folder, db=db, env=env, info=info)
         finally:
             # Harmless when no server runs: it only finds no state file.
-            client.stop_server(db)
+            runtime.stop_server(runtime.runtime_paths(db))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from _common import bench_database, run_bounded
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from projctl import client
+from projctl import rpc, runtime
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 PROJECTS = 100
@@ -93,16 +93,16 @@ def run_create(name: str, env: dict[str, str]) -> tuple[float, float]:
     return finished.started, finished.exited
 
 
-async def wait_subscribed(info: client.ServerInfo, timeout: float = 10.0) -> None:
+async def wait_subscribed(info: runtime.ServerState, timeout: float = 10.0) -> None:
     """Return once the server counts our subscriber."""
     deadline = time.monotonic() + timeout
-    while (await asyncio.to_thread(client.request, info, {"op": "status"}))["subscribers"] < 1:
+    while (await asyncio.to_thread(rpc.request, info.socket, rpc.OP_STATUS))["subscribers"] < 1:
         if time.monotonic() >= deadline:
             raise SystemExit("the server never counted the subscriber")
         await asyncio.sleep(0.01)
 
 
-async def measure(info: client.ServerInfo, env: dict[str, str], runs: int) -> list[Run]:
+async def measure(info: runtime.ServerState, env: dict[str, str], runs: int) -> list[Run]:
     """Subscribe, then time ``runs`` creates after one untimed warm-up."""
     arrivals = Arrivals()
     async with connect(info.url, compression=None, max_size=None, open_timeout=10) as connection:

@@ -47,7 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from projctl import client
+from projctl import runtime
 from projctl.events import format_timestamp, project_updated, utc_now
 from projctl.store import ProjectStore
 
@@ -310,7 +310,7 @@ def seed(store: ProjectStore, _number: int) -> object:
     return store.create("seed")
 
 
-def projctl_target(info: client.ServerInfo) -> Target:
+def projctl_target(info: runtime.ServerState) -> Target:
     """projctl's real server, as :func:`bench_database` started it."""
     return Target("projctl", info.pid, info.url, info.socket)
 

@@ -26,7 +26,7 @@ import orjson
 from _common import BenchDatabase, bench_database, start_server
 from websockets.asyncio.client import connect
 
-from projctl import client
+from projctl import runtime
 from projctl.events import (
     format_timestamp,
     project_created,
@@ -79,7 +79,7 @@ def make_events(store: ProjectStore, count: int) -> list[dict[str, object]]:
     return events
 
 
-async def publish(info: client.ServerInfo, events: list[dict[str, object]]) -> float:
+async def publish(info: runtime.ServerState, events: list[dict[str, object]]) -> float:
     """Send every event through /publish; return the moment the last one was accepted."""
     url = f"ws://127.0.0.1:{info.port}/publish"
     async with connect(url, additional_headers={"Authorization": f"Bearer {info.token}"}) as ws:
@@ -130,9 +130,9 @@ def owned_project(store: ProjectStore, number: int) -> object:
     return store.create(f"project {number}", owner_id=f"owner{number % 17}")
 
 
-def bursts(args: argparse.Namespace, bench: BenchDatabase, info: client.ServerInfo) -> None:
+def bursts(args: argparse.Namespace, bench: BenchDatabase, info: runtime.ServerState) -> None:
     """The burst into `projctl watch` on a terminal, then into `projctl watch --json`."""
-    store = ProjectStore(bench.db)
+    store = ProjectStore(bench.db, default_owner="bench")
     socket = f"projctl-bench-{os.getpid()}"
     try:
         command = f"exec env PROJCTL_DB={bench.db} {PROJCTL} watch"

@@ -1,3 +1,413 @@
-"""projctl: manage projects from the terminal and CI, with a live feed of every change."""
+"""projctl: manage projects from the terminal and CI, with a live feed of every change.
+
+The Python API is the same set of operations the command line runs, and the
+command line is a thin layer over it::
+
+    import projctl
+
+    db = projctl.open_database("projects.json")
+    change = db.create("Billing API", type="api", owner_id="alice")
+    print(change.project.project_id, change.event["seq"])
+    db.update(change.project.project_id, status="in_progress")
+    for project in db.list(status="in_progress"):
+        print(project.name)
+
+Every change commits the project and its lifecycle event in one locked
+transaction, then forwards the event to the database's broadcast server
+(starting one in the background when none runs), exactly as ``projctl create``
+does. :meth:`Database.subscribe` follows the feed as an async iterator that
+resumes after any disconnect; :meth:`Database.serve` and :meth:`Database.serving`
+run the server in this process.
+
+Heavy modules (tinydb, asyncio, websockets) are imported by the methods that
+need them, so ``import projctl`` stays cheap for the command line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from projctl.config import Settings, load_settings
+from projctl.errors import (
+    ConfigError,
+    CorruptDatabaseError,
+    InvalidInputError,
+    LockTimeoutError,
+    ProjctlError,
+    ProjectNotFoundError,
+    ServerError,
+    StoreError,
+)
+from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
+
+if TYPE_CHECKING:
+    from projctl.events import Event
+    from projctl.runtime import Endpoint, RuntimePaths, ServerState, StartOptions
+    from projctl.server import BroadcastServer
+    from projctl.store import Change, ProjectStore
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Change",
+    "ConfigError",
+    "CorruptDatabaseError",
+    "Database",
+    "Event",
+    "InvalidInputError",
+    "LockTimeoutError",
+    "ProjctlError",
+    "Project",
+    "ProjectNotFoundError",
+    "ServerError",
+    "StoreError",
+    "__version__",
+    "open_database",
+]
+
+log = logging.getLogger("projctl")
+
+#: Called when a committed event could not be forwarded to the server.
+BroadcastErrorHandler = Callable[["Event", ServerError], None]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Change`` and ``Event`` live with tinydb and orjson users; import them on demand.
+    if name == "Change":
+        from projctl.store import Change
+
+        return Change
+    if name == "Event":
+        from projctl.events import Event
+
+        return Event
+    raise AttributeError(f"module 'projctl' has no attribute {name!r}")
+
+
+def _log_broadcast_error(event: Event, error: ServerError) -> None:
+    log.warning("event %d is committed but was not broadcast: %s", event["seq"], error)
+
+
+def open_database(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    broadcast: bool | None = None,
+    on_broadcast_error: BroadcastErrorHandler | None = None,
+) -> Database:
+    """Open the database at ``path`` (default: ``PROJCTL_DB``, else the user's data folder).
+
+    Every other setting comes from the ``PROJCTL_*`` variables, as for the command
+    line. ``broadcast=False`` commits and journals only and contacts no server
+    (default: on unless ``PROJCTL_NO_BROADCAST`` is set). Nothing is read or
+    created until the first operation. Raises :class:`ConfigError` for a bad setting.
+    """
+    settings = load_settings(db=None if path is None else os.fspath(path))
+    return Database(settings, broadcast=broadcast, on_broadcast_error=on_broadcast_error)
+
+
+class Database:
+    """One projctl database and its broadcast server. Build it with :func:`open_database`.
+
+    Changes (:meth:`create`, :meth:`update`, :meth:`delete`) return a :class:`Change`
+    and raise :class:`InvalidInputError` for values that break the rules,
+    :class:`ProjectNotFoundError` for an unknown id and :class:`StoreError` when the
+    file cannot be read, locked or written; nothing is written when they raise.
+    A change is committed before it is broadcast, so a broadcast that fails never
+    raises: it is reported to ``on_broadcast_error`` (default: a logged warning),
+    and subscribers still get the event from the journal.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broadcast: bool | None = None,
+        on_broadcast_error: BroadcastErrorHandler | None = None,
+        on_lock_wait: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broadcast = not settings.no_broadcast if broadcast is None else broadcast
+        self.on_broadcast_error = on_broadcast_error or _log_broadcast_error
+        self._on_lock_wait = on_lock_wait
+
+    def __repr__(self) -> str:
+        return f"<projctl.Database {str(self.path)!r}>"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.settings.db_path
+
+    @cached_property
+    def store(self) -> ProjectStore:
+        """The underlying store (no broadcasting): for reads and tools that need the file."""
+        from projctl.store import ProjectStore
+
+        return ProjectStore(
+            self.path,
+            journal_limit=self.settings.journal_limit,
+            lock_timeout=self.settings.lock_timeout,
+            on_lock_wait=self._on_lock_wait,
+        )
+
+    # -- changes -----------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        type: str = DEFAULT_TYPE,
+        status: str = DEFAULT_STATUS,
+        owner_id: str | None = None,
+        description: str = "",
+    ) -> Change:
+        """Create a project, journal its ``project_created`` event and broadcast it.
+
+        ``owner_id`` defaults to ``PROJCTL_OWNER``, else the name of the user running.
+        """
+        change = self.store.create(
+            name,
+            type=type,
+            status=status,
+            owner_id=self.default_owner if owner_id is None else owner_id,
+            description=description,
+        )
+        self._forward(change)
+        return change
+
+    def update(self, project_id: str, **changes: str) -> Change:
+        """Change the given fields (``name``, ``type``, ``status``, ``owner_id``, ``description``).
+
+        Only fields whose value really changes are recorded (``Change.updated_fields``);
+        when none does, nothing is written and ``Change.event`` is ``None``.
+        """
+        change = self.store.update(project_id, changes)
+        self._forward(change)
+        return change
+
+    def delete(self, project_id: str) -> Change:
+        """Delete a project, journal its ``project_deleted`` event and broadcast it."""
+        change = self.store.delete(project_id)
+        self._forward(change)
+        return change
+
+    @cached_property
+    def default_owner(self) -> str:
+        """The owner of projects created without one: ``PROJCTL_OWNER`` or the user's name."""
+        from projctl import config, model
+
+        if self.settings.owner is not None:
+            try:
+                return model.validate_owner_id(self.settings.owner)
+            except InvalidInputError as error:
+                raise ConfigError(f"PROJCTL_OWNER: {error}") from None
+        name = config.login_name()
+        try:
+            return model.validate_owner_id(name)
+        except InvalidInputError:
+            return f"uid-{os.getuid()}"
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, project_id: str) -> Project:
+        """The project with this id; :class:`ProjectNotFoundError` if there is none."""
+        return self.store.get(project_id)
+
+    def list(
+        self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
+    ) -> list[Project]:
+        """Every project in creation order, keeping those that match every filter given."""
+        return self.store.list_projects(status=status, type=type, owner_id=owner_id)
+
+    def journal(self) -> builtins.list[Event]:
+        """The retained events, oldest first."""
+        return self.store.journal()
+
+    def latest_seq(self) -> int:
+        """The ``seq`` of the newest event; 0 for a database with none."""
+        return self.store.latest_seq()
+
+    # -- the server --------------------------------------------------------------
+
+    @property
+    def runtime_paths(self) -> RuntimePaths:
+        """Where this database's server keeps its state on this machine."""
+        from projctl import runtime
+
+        return runtime.runtime_paths(self.path)
+
+    def start_options(self) -> StartOptions | None:
+        """How a background server is started; ``None`` when it must not be.
+
+        A server reachable from other machines is only ever started on purpose
+        (``serve --host``), never as a side effect of a command.
+        """
+        from projctl import runtime
+
+        if not runtime.is_loopback(self.settings.host):
+            return None
+        return runtime.StartOptions(
+            host=self.settings.host,
+            port=self.settings.port,
+            idle_timeout=self.settings.idle_timeout,
+        )
+
+    def ensure_server(self) -> ServerState:
+        """The running server for this database, started in the background if none runs."""
+        from projctl import runtime
+
+        start = self.start_options()
+        if start is None:
+            raise ServerError(
+                f"no background server is started for host {self.settings.host}; "
+                "run projctl serve --host"
+            )
+        return runtime.ensure_server(self.runtime_paths, start)
+
+    def server_status(self) -> dict[str, Any] | None:
+        """The running server's health report, or ``None`` when none runs."""
+        from projctl import runtime
+
+        return runtime.server_status(self.runtime_paths)
+
+    def stop_server(self) -> ServerState | None:
+        """Stop the database's server and wait until it has exited; ``None`` if none ran."""
+        from projctl import runtime
+
+        return runtime.stop_server(self.runtime_paths)
+
+    def _forward(self, change: Change) -> None:
+        """Hand a committed event to the database's server, starting one if none runs."""
+        event = change.event
+        if event is None or not self.broadcast:
+            return
+        from projctl import rpc, runtime
+        from projctl.errors import ServerUnavailableError
+
+        paths = self.runtime_paths
+        try:
+            state = runtime.read_server_state(paths)
+            if state is not None:
+                try:
+                    rpc.request(state.socket, rpc.OP_FORWARD, event=event, version=change.version)
+                    return
+                except ServerUnavailableError:
+                    pass  # it died since it wrote its state: start another below
+            start = self.start_options()
+            if start is None:
+                raise ServerError("no server is running for this database")
+            state = runtime.ensure_server(paths, start)
+            rpc.request(state.socket, rpc.OP_FORWARD, event=event, version=change.version)
+        except ServerError as error:
+            self.on_broadcast_error(event, error)
+
+    def serve(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        allow_origins: Sequence[str] = (),
+        idle_timeout: float | None = None,
+        on_ready: Callable[[BroadcastServer], None] | None = None,
+    ) -> None:
+        """Run this database's broadcast server in the foreground until SIGINT or SIGTERM.
+
+        ``host`` and ``port`` default to the settings (``PROJCTL_HOST``, ``PROJCTL_PORT``).
+        Beyond loopback, subscribers need a token (``server.config.subscriber_token``,
+        reported to ``on_ready``). Raises :class:`ServerError` when a server already runs
+        for the database or this one cannot listen.
+        """
+        from projctl.server import run_server
+
+        run_server(
+            self.store,
+            self._server_config(host, port, allow_origins, idle_timeout),
+            on_ready=on_ready,
+        )
+
+    @contextlib.asynccontextmanager
+    async def serving(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        allow_origins: Sequence[str] = (),
+    ) -> AsyncIterator[BroadcastServer]:
+        """Run the broadcast server inside the running event loop for the ``async with`` block.
+
+        Yields the started server (``server.url`` is where subscribers connect);
+        stops it, closing every connection, when the block ends.
+        """
+        from projctl import runtime
+        from projctl.server import BroadcastServer
+
+        paths = self.runtime_paths
+        runtime.ensure_private_folder(paths.folder)
+        runtime.ensure_private_folder(paths.socket.parent)
+        server = BroadcastServer(
+            self.store, paths, self._server_config(host, port, allow_origins, None)
+        )
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.close()
+
+    def _server_config(
+        self,
+        host: str | None,
+        port: int | None,
+        allow_origins: Sequence[str],
+        idle_timeout: float | None,
+    ) -> Any:
+        import secrets
+
+        from projctl import runtime
+        from projctl.server import ServerConfig
+
+        host = self.settings.host if host is None else host
+        return ServerConfig(
+            host=host,
+            port=self.settings.port if port is None else port,
+            allow_origins=tuple(allow_origins),
+            idle_timeout=idle_timeout or None,
+            subscriber_token=None if runtime.is_loopback(host) else secrets.token_urlsafe(24),
+            journal_window=self.settings.journal_limit,
+        )
+
+    # -- the feed ----------------------------------------------------------------
+
+    def locate_server(self, *, start: bool = True) -> Endpoint:
+        """Where a subscriber connects to this database's server (starting one if ``start``)."""
+        from projctl import runtime
+
+        return runtime.locate(self.runtime_paths, self.start_options() if start else None)
+
+    async def subscribe(
+        self, *, since: int | None = None, snapshot: bool = False, start_server: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every message of the database's feed, decoded, in ``seq`` order, forever.
+
+        ``since=N`` replays the retained events after ``N`` first (``0``: all), and
+        ``snapshot=True`` starts with a ``snapshot`` message holding every project;
+        neither: only what happens from now on. After a disconnect it reconnects
+        and resumes after the last ``seq`` it yielded: nothing lost, nothing twice.
+        When the events after ``N`` are gone from the journal, a ``resync`` message
+        with every project comes instead (rebuild with :func:`projctl.events.apply`).
+        ``start_server`` starts a background server when none runs.
+        Raises :class:`ServerError` when the server cannot be started or misbehaves.
+        """
+        from projctl.subscribe import Message, follow
+
+        async for item in follow(
+            lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot
+        ):
+            if isinstance(item, Message):
+                yield item.data

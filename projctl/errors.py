@@ -2,17 +2,20 @@
 
 Core modules raise these; only the command-line layer turns them into a message
 and an exit code. Each message is one line that makes sense on its own.
+Stdlib only: every module may import this one.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "CorruptDatabaseError",
     "InvalidInputError",
     "LockTimeoutError",
     "ProjctlError",
     "ProjectNotFoundError",
     "ServerError",
+    "ServerUnavailableError",
     "StoreError",
 ]
 
@@ -23,6 +26,10 @@ class ProjctlError(Exception):
 
 class InvalidInputError(ProjctlError, ValueError):
     """A value given by the user breaks a rule (too long, wrong format, ...)."""
+
+
+class ConfigError(InvalidInputError):
+    """A setting (an option or a ``PROJCTL_*`` variable) has a value that is not accepted."""
 
 
 class ProjectNotFoundError(ProjctlError, LookupError):
@@ -42,8 +49,16 @@ class CorruptDatabaseError(StoreError):
 
 
 class LockTimeoutError(StoreError):
-    """Another process held the database lock for longer than we were willing to wait."""
+    """Another process held a lock for longer than we were willing to wait."""
 
 
 class ServerError(ProjctlError):
     """The broadcast server cannot be started, reached or stopped."""
+
+
+class ServerUnavailableError(ServerError):
+    """The server named by the runtime state does not answer: it is gone, or not there yet.
+
+    The one server failure worth retrying after a pause; every other :class:`ServerError`
+    is permanent.
+    """

@@ -7,21 +7,26 @@ renamed or removed. Pure: nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, cast
 
 __all__ = [
     "EVENT_TYPES",
+    "PROJECTS_MESSAGE_TYPES",
+    "TIMESTAMP_FORMAT",
     "Event",
     "EventDecodeError",
     "EventType",
+    "apply",
     "check_event",
     "decode_event",
     "encode_event",
     "format_timestamp",
+    "parse_timestamp",
     "project_created",
     "project_deleted",
+    "project_record",
     "project_updated",
     "projects_message",
     "utc_now",
@@ -29,6 +34,8 @@ __all__ = [
 
 EventType = Literal["project_created", "project_updated", "project_deleted"]
 EVENT_TYPES: tuple[EventType, ...] = ("project_created", "project_updated", "project_deleted")
+#: Messages that carry the whole project list instead of one change (see :func:`projects_message`).
+PROJECTS_MESSAGE_TYPES: tuple[str, ...] = ("snapshot", "resync")
 
 
 class Event(TypedDict):
@@ -44,7 +51,8 @@ class EventDecodeError(ValueError):
     """A message is not a lifecycle event."""
 
 
-_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+#: ``YYYY-MM-DDTHH:MM:SS.ffffff``, UTC, no zone suffix: the contract's one timestamp format.
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
 def utc_now() -> datetime:
@@ -56,7 +64,17 @@ def format_timestamp(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC with no zone suffix, as the contract fixes."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
-    return moment.strftime(_TIMESTAMP_FORMAT)
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """The aware UTC moment of a contract timestamp; ``None`` for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def project_created(project: Mapping[str, Any], *, seq: int, timestamp: str) -> Event:
@@ -111,6 +129,42 @@ def projects_message(
             "data": {"projects": list(projects)},
         }
     )
+
+
+def project_record(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The project as stored, from an event's ``data`` (which may add ``updated_fields``)."""
+    return {key: value for key, value in data.items() if key != "updated_fields"}
+
+
+def apply(
+    projects: MutableMapping[str, dict[str, Any]], message: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Fold one message into ``projects`` (project id -> record as stored), in place.
+
+    The one fold of the event stream: the server, ``watch``, the Python API and the
+    tests all rebuild projects with it. A lifecycle event adds, replaces or removes
+    one project; a ``snapshot`` or ``resync`` message replaces them all. Returns the
+    project as it was before the event (``None`` when it was unknown, and for a
+    snapshot or resync), which is all a deleted project leaves behind. Messages of
+    any other type change nothing. No I/O.
+    """
+    event_type = message.get("event_type")
+    data = message.get("data")
+    if not isinstance(data, Mapping):
+        return None
+    if event_type in PROJECTS_MESSAGE_TYPES:
+        projects.clear()
+        for record in data.get("projects", ()):
+            projects[str(record["project_id"])] = dict(record)
+        return None
+    if event_type not in EVENT_TYPES:
+        return None
+    project_id = str(data.get("project_id", ""))
+    if event_type == "project_deleted":
+        return projects.pop(project_id, None)
+    before = projects.get(project_id)
+    projects[project_id] = project_record(data)
+    return before
 
 
 def encode_event(event: Event) -> bytes:

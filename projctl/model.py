@@ -1,13 +1,12 @@
 """The Project record: its fields, their rules and defaults, and the id scheme.
 
-Pure: no I/O beyond reading the environment for the default owner. Every
+Pure: no I/O, no environment (the default owner comes from ``config``). Every
 ``validate_*`` function returns the normalised value or raises
 :class:`~projctl.errors.InvalidInputError` with a message naming the field.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -24,7 +23,6 @@ __all__ = [
     "STATUSES",
     "Project",
     "Status",
-    "default_owner",
     "next_project_id",
     "validate_description",
     "validate_fields",
@@ -197,20 +195,3 @@ def validate_fields(fields: Mapping[str, str]) -> dict[str, str]:
     return {
         field: _VALIDATORS[field](fields[field]) for field in EDITABLE_FIELDS if field in fields
     }
-
-
-def default_owner() -> str:
-    """``PROJCTL_OWNER`` when set, else the name of the user running projctl."""
-    owner = os.environ.get("PROJCTL_OWNER")
-    if owner is not None:
-        try:
-            return validate_owner_id(owner)
-        except InvalidInputError as error:
-            raise InvalidInputError(f"PROJCTL_OWNER: {error}") from None
-    import getpass  # only when PROJCTL_OWNER is unset; it pulls in termios
-
-    try:
-        return validate_owner_id(getpass.getuser())
-    except (OSError, KeyError, InvalidInputError):
-        # No usable login name and no passwd entry (a bare container, say).
-        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"

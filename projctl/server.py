@@ -1,4 +1,4 @@
-"""The broadcast server: /ws subscribers, authenticated publishing, replay from the journal.
+"""The broadcast server's I/O: /ws subscribers, publishers, the Unix socket, the file watcher.
 
 One server serves one database file. It listens on
 
@@ -18,15 +18,12 @@ One server serves one database file. It listens on
   ``GET /healthz``
       a small JSON status.
 
-- a Unix socket in the database's private runtime folder, for local commands:
-  one JSON request per line, one JSON reply per line. The folder is only
-  accessible to its owner, which is what authenticates a local publisher.
+- a Unix socket in the database's private runtime folder, for local commands
+  (the ``rpc`` protocol: forward, status, stop).
 
-**The journal is the truth.** A forward is a fast hint: an event whose
-``seq`` is the next one is broadcast at once; events that arrive early wait
-for the ones before them; and when a forward never comes (the command died
-after committing), the server notices that the database file changed without
-a forward explaining it and reads the missing events from the journal.
+Every decision (order, gaps, replay, snapshots) is the :class:`~projctl.sequencer.Sequencer`'s;
+this module only moves bytes between it, the sockets and the database file.
+``python -m projctl.server`` runs a background server (see ``runtime.ServerLaunch``).
 """
 
 from __future__ import annotations
@@ -40,11 +37,10 @@ import os
 import re
 import secrets
 import signal
+import sys
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,23 +50,18 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from projctl import __version__
-from projctl.errors import ServerError, StoreError
-from projctl.events import (
-    Event,
-    EventDecodeError,
-    check_event,
-    decode_event,
-    encode_event,
-    format_timestamp,
-    projects_message,
-    utc_now,
-)
-from projctl.store import FileVersion, ProjectStore, StoreState
+from projctl import __version__, rpc, runtime
+from projctl.errors import ProjctlError, ServerError, StoreError
+from projctl.events import Event, EventDecodeError, check_event
+from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
+from projctl.sequencer import Sequencer
+from projctl.store import FileVersion, ProjectStore
 
 __all__ = [
     "BroadcastServer",
     "ServerConfig",
+    "configure_logging",
+    "main",
     "run_server",
 ]
 
@@ -80,18 +71,13 @@ log = logging.getLogger("projctl.server")
 _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
-#: One forward: an event with a 10,000-character description fits with room to spare.
-PUBLISHER_MAX_MESSAGE = 1 << 20
 _MAX_SINCE_DIGITS = 19
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How one server runs. Paths come from the client's runtime folder for the database."""
+    """How one server runs."""
 
-    db_path: Path
-    state_file: Path
-    socket_path: Path
     host: str = "localhost"
     port: int = 8000
     #: Extra browser origins allowed to subscribe; ``"*"`` allows any.
@@ -113,46 +99,45 @@ class ServerConfig:
 @dataclass
 class _Stats:
     started: float = field(default_factory=time.time)
-    events: int = 0
-    gap_fills: int = 0
     slow_closed: int = 0
 
 
 class BroadcastServer:
     """Fans committed events out to subscribers, in ``seq`` order, with nothing lost.
 
-    Everything runs on one event loop; methods that touch the stream state
-    never await in the middle, so a subscriber is registered, replayed to and
-    switched to the live feed in one step and no event can slip in between.
+    Everything runs on one event loop; the :class:`Sequencer` decides, this class
+    sends. Methods that feed the sequencer never await in the middle, so a
+    subscriber is registered, replayed to and switched to the live feed in one
+    step and no event can slip in between.
     """
 
-    def __init__(self, store: ProjectStore, config: ServerConfig) -> None:
+    def __init__(self, store: ProjectStore, paths: RuntimePaths, config: ServerConfig) -> None:
         self.store = store
+        self.paths = paths
         self.config = config
         self.token = secrets.token_urlsafe(32)
         self.subscribers: set[ServerConnection] = set()
         self.stats = _Stats()
-        self.last_seq = 0
-        self.database_id = ""
-        # Encoded recent events, oldest first, for replay; at least the journal's size.
-        # Only the encoded form: the rare snapshot that needs an event's data decodes it again.
-        self._recent: deque[tuple[int, bytes]] = deque(maxlen=config.journal_window)
-        self._pending: dict[int, Event] = {}
-        self._highest_forwarded = 0
-        self._explained_version: FileVersion | None = None
+        self.sequencer = Sequencer(window=config.journal_window)
         self._gap_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._last_activity = time.monotonic()
         self._stopping = asyncio.Event()
         self._ws_server: Server | None = None
         self._unix_server: asyncio.Server | None = None
+        self._state: ServerState | None = None
         self.port = config.port
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest event broadcast."""
+        return self.sequencer.last_seq
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the journal, listen on TCP and the Unix socket, then publish the state file."""
-        self._load(await asyncio.to_thread(self.store.read_state))
+        self.sequencer.load(await asyncio.to_thread(self.store.read_state))
         origins: list[Any] | None = [None, _LOCAL_ORIGIN, *self.config.allow_origins]
         if "*" in self.config.allow_origins:
             origins = None
@@ -164,7 +149,7 @@ class BroadcastServer:
                 origins=origins,
                 process_request=self._process_request,
                 compression=None,  # small JSON gains nothing; deflate costs CPU per connection
-                max_size=PUBLISHER_MAX_MESSAGE,
+                max_size=rpc.MAX_MESSAGE,
                 ping_interval=self.config.ping_interval,
                 ping_timeout=self.config.ping_interval,
                 close_timeout=5,
@@ -178,21 +163,33 @@ class BroadcastServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         with contextlib.suppress(FileNotFoundError):
-            self.config.socket_path.unlink()
+            self.paths.socket.unlink()
         old_umask = os.umask(0o077)
         try:
             self._unix_server = await asyncio.start_unix_server(
-                self._handle_local,
-                path=str(self.config.socket_path),
-                limit=2 * PUBLISHER_MAX_MESSAGE,
+                self._handle_local, path=str(self.paths.socket), limit=2 * rpc.MAX_MESSAGE
             )
         finally:
             os.umask(old_umask)
-        self._write_state_file()
+        self._state = ServerState(
+            pid=os.getpid(),
+            host=self.config.host,
+            port=self.port,
+            url=self.url,
+            token=self.token,
+            socket=self.paths.socket,
+            db=str(self.paths.db_path),
+            database_id=self.sequencer.database_id,
+            version=__version__,
+            auto=self.config.idle_timeout is not None,
+            subscriber_token=self.config.subscriber_token,
+            started_at=self.stats.started,
+        )
+        self._state.write(self.paths.state_file)
         self._spawn(self._watch_database())
         if self.config.idle_timeout is not None:
             self._spawn(self._stop_when_idle(self.config.idle_timeout))
-        log.info("serving %s for %s (pid %d)", self.url, self.config.db_path, os.getpid())
+        log.info("serving %s for %s (pid %d)", self.url, self.paths.db_path, os.getpid())
 
     @property
     def url(self) -> str:
@@ -221,7 +218,8 @@ class BroadcastServer:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        self._remove_state_file()
+        if self._state is not None:
+            self._state.remove(self.paths)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -230,44 +228,16 @@ class BroadcastServer:
 
     # -- the event stream --------------------------------------------------------
 
-    def _load(self, state: StoreState) -> None:
-        self.database_id = state.database_id
-        self.last_seq = state.latest_seq
-        self._highest_forwarded = state.latest_seq
-        self._explained_version = state.version
-        window = max(self.config.journal_window, len(state.journal))
-        self._recent = deque(
-            ((event["seq"], encode_event(event)) for event in state.journal), maxlen=window
-        )
-        self._pending.clear()
-
     def accept(self, event: Event, version: FileVersion | None = None) -> None:
-        """Take one committed event (from a forward or the journal) into the stream.
-
-        The next ``seq`` is broadcast at once, together with any early events
-        waiting behind it; an event already broadcast is ignored; an early one
-        waits, and after ``gap_grace`` the journal fills the gap.
-        """
-        seq = event["seq"]
+        """Take one committed event (from a forward or the journal) into the stream."""
         self._last_activity = time.monotonic()
-        if seq > self._highest_forwarded:
-            self._highest_forwarded = seq
-            if version is not None:
-                self._explained_version = version
-        if seq <= self.last_seq:
-            return
-        self._pending[seq] = event
-        while self.last_seq + 1 in self._pending:
-            self._emit(self._pending.pop(self.last_seq + 1))
-        if self._pending and self._gap_task is None:
+        self._send_to_all(self.sequencer.accept(event, version))
+        if self.sequencer.waiting and self._gap_task is None:
             self._gap_task = asyncio.ensure_future(self._fill_gap_later())
 
-    def _emit(self, event: Event) -> None:
-        message = encode_event(event)
-        self.last_seq = event["seq"]
-        self._recent.append((event["seq"], message))
-        self.stats.events += 1
-        broadcast(self.subscribers, message, text=True)
+    def _send_to_all(self, messages: Iterable[bytes]) -> None:
+        for message in messages:
+            broadcast(self.subscribers, message, text=True)
         self._cut_off_slow_subscribers()
 
     def _cut_off_slow_subscribers(self) -> None:
@@ -284,7 +254,7 @@ class BroadcastServer:
     async def _fill_gap_later(self) -> None:
         try:
             await asyncio.sleep(self.config.gap_grace)
-            if self._pending:
+            if self.sequencer.waiting:
                 await self.reconcile()
         finally:
             self._gap_task = None
@@ -296,58 +266,7 @@ class BroadcastServer:
         except StoreError as error:
             log.error("cannot read the journal: %s", error)
             return
-        self._catch_up(state)
-
-    def _catch_up(self, state: StoreState) -> None:
-        """Bring the stream up to ``state`` (synchronously: nothing else runs meanwhile)."""
-        self.stats.gap_fills += 1
-        # A read older than what forwards already told us is merely stale (it ran in a
-        # thread while events kept arriving); only a new database id means a new database.
-        if self.database_id and state.database_id != self.database_id:
-            log.warning("the database was replaced; sending everyone a resync")
-            self._load(state)
-            self._broadcast_resync(state)
-            return
-        self.database_id = state.database_id  # adopts the id of a database created meanwhile
-        missing = [event for event in state.journal if event["seq"] > self.last_seq]
-        if missing and missing[0]["seq"] != self.last_seq + 1:
-            log.warning(
-                "events %d..%d left the journal unbroadcast",
-                self.last_seq + 1,
-                missing[0]["seq"] - 1,
-            )
-            self._load(state)
-            self._broadcast_resync(state)
-            return
-        for event in missing:
-            self.accept(event)
-        for seq in [seq for seq in self._pending if seq <= self.last_seq]:
-            del self._pending[seq]
-        if self.last_seq == state.latest_seq:
-            self._explained_version = state.version
-            self._highest_forwarded = max(self._highest_forwarded, state.latest_seq)
-
-    def _broadcast_resync(self, state: StoreState) -> None:
-        message = projects_message(
-            "resync", state.project_records, seq=state.latest_seq, timestamp=_now()
-        )
-        broadcast(self.subscribers, message, text=True)
-
-    def _projects_at_last_seq(self, state: StoreState) -> list[dict[str, Any]]:
-        """The projects as of ``last_seq``, from a read of the file at or before it."""
-        projects = {record["project_id"]: record for record in state.project_records}
-        for seq, message in self._recent:
-            if seq <= state.latest_seq:
-                continue
-            event = decode_event(message)
-            data = event["data"]
-            if event["event_type"] == "project_deleted":
-                projects.pop(data["project_id"], None)
-            else:
-                projects[data["project_id"]] = {
-                    key: value for key, value in data.items() if key != "updated_fields"
-                }
-        return list(projects.values())
+        self._send_to_all(self.sequencer.catch_up(state))
 
     async def _watch_database(self) -> None:
         """Notice commits whose forward never came: the file changed and no forward explains it."""
@@ -355,7 +274,7 @@ class BroadcastServer:
         while True:
             await asyncio.sleep(self.config.poll_interval)
             version = self.store.file_version()
-            if version == self._explained_version:
+            if self.sequencer.is_explained(version):
                 unexplained_since = None
                 continue
             now = time.monotonic()
@@ -383,11 +302,11 @@ class BroadcastServer:
             "version": __version__,
             "pid": os.getpid(),
             "url": self.url,
-            "database": {"path": str(self.config.db_path), "id": self.database_id},
+            "database": {"path": str(self.paths.db_path), "id": self.sequencer.database_id},
             "latest_seq": self.last_seq,
             "subscribers": len(self.subscribers),
-            "events_broadcast": self.stats.events,
-            "gap_fills": self.stats.gap_fills,
+            "events_broadcast": self.sequencer.stats.events,
+            "gap_fills": self.sequencer.stats.gap_fills,
             "slow_subscribers_closed": self.stats.slow_closed,
             "uptime_seconds": round(time.time() - self.stats.started, 3),
             "idle_timeout": self.config.idle_timeout,
@@ -434,22 +353,14 @@ class BroadcastServer:
         self, connection: ServerConnection, *, since: int | None, snapshot: bool
     ) -> None:
         connection.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
-        needs_projects = snapshot or (since is not None and not self._can_replay(since))
-        state = await asyncio.to_thread(self.store.read_state) if needs_projects else None
+        sequencer = self.sequencer
+        state = None
+        if sequencer.needs_projects(since=since, snapshot=snapshot):
+            state = await asyncio.to_thread(self.store.read_state)
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
-        if state is not None and state.latest_seq > self.last_seq:
-            self._catch_up(state)
-        if since is not None and self._can_replay(since):
-            for seq, message in self._recent:
-                if seq > since:
-                    broadcast([connection], message, text=True)
-        elif state is not None:
-            message = projects_message(
-                "snapshot" if since is None else "resync",
-                self._projects_at_last_seq(state),
-                seq=self.last_seq,
-                timestamp=_now(),
-            )
+        if state is not None and state.latest_seq > sequencer.last_seq:
+            self._send_to_all(sequencer.catch_up(state))
+        for message in sequencer.opening(since=since, snapshot=snapshot, state=state):
             broadcast([connection], message, text=True)
         self.subscribers.add(connection)
         self._last_activity = time.monotonic()
@@ -462,11 +373,6 @@ class BroadcastServer:
             self.subscribers.discard(connection)
             self._last_activity = time.monotonic()
 
-    def _can_replay(self, since: int) -> bool:
-        """Whether every event after ``since`` is still in the replay window."""
-        oldest = self._recent[0][0] if self._recent else self.last_seq + 1
-        return oldest - 1 <= since <= self.last_seq
-
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:
             try:
@@ -477,11 +383,11 @@ class BroadcastServer:
                 reply = self._handle_forward(request)
             await connection.send(orjson.dumps(reply).decode())
 
-    def _handle_forward(self, request: Any) -> dict[str, Any]:
+    def _handle_forward(self, args: Any) -> dict[str, Any]:
         """Accept one forward, ``{"event": {...}, "version": [...]}``, already parsed."""
         try:
-            event = check_event(request.get("event"))
-            raw_version = request.get("version")
+            event = check_event(args.get("event"))
+            raw_version = args.get("version")
             version = (
                 (int(raw_version[0]), int(raw_version[1]), int(raw_version[2]))
                 if isinstance(raw_version, list) and len(raw_version) == 3
@@ -495,69 +401,30 @@ class BroadcastServer:
     async def _handle_local(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Requests on the private Unix socket: forward, status, stop."""
+        """Requests on the private Unix socket (the ``rpc`` protocol)."""
         try:
             while line := await reader.readline():
-                try:
-                    request = orjson.loads(line)
-                    operation = request.get("op")
-                except (orjson.JSONDecodeError, AttributeError):
-                    operation = None
-                if operation == "forward":
-                    reply = self._handle_forward(request)
-                elif operation == "status":
-                    reply = {"ok": True, **self.health()}
-                elif operation == "stop":
-                    reply = {"ok": True}
-                    self.stop()
-                else:
-                    reply = {"ok": False, "error": "unknown request"}
-                writer.write(orjson.dumps(reply) + b"\n")
+                writer.write(self._answer(line))
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()
 
-    # -- the state file ------------------------------------------------------------
-
-    def _write_state_file(self) -> None:
-        state = {
-            "pid": os.getpid(),
-            "host": self.config.host,
-            "port": self.port,
-            "url": self.url,
-            "token": self.token,
-            "socket": str(self.config.socket_path),
-            "db": str(self.config.db_path),
-            "database_id": self.database_id,
-            "version": __version__,
-            "auto": self.config.idle_timeout is not None,
-            "subscriber_token": self.config.subscriber_token,
-            "started_at": self.stats.started,
-        }
-        path = self.config.state_file
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(orjson.dumps(state))
-        os.replace(temp, path)
-
-    def _remove_state_file(self) -> None:
-        # Only our own: a server started after us may already have replaced it.
+    def _answer(self, line: bytes) -> bytes:
         try:
-            state = orjson.loads(self.config.state_file.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return
-        if state.get("pid") == os.getpid():
-            with contextlib.suppress(OSError):
-                self.config.state_file.unlink()
-            with contextlib.suppress(OSError):
-                self.config.socket_path.unlink()
-
-
-def _now() -> str:
-    return format_timestamp(utc_now())
+            request = rpc.decode_request(line)
+        except rpc.RequestDecodeError as error:
+            return rpc.encode_error(str(error))
+        if request.op == rpc.OP_FORWARD:
+            reply = self._handle_forward(request.args)
+            if not reply.pop("ok"):
+                return rpc.encode_error(reply["error"])
+            return rpc.encode_reply(reply)
+        if request.op == rpc.OP_STATUS:
+            return rpc.encode_reply(self.health())
+        self.stop()  # rpc.OP_STOP
+        return rpc.encode_reply()
 
 
 def _json_response(status: http.HTTPStatus, body: Any) -> Response:
@@ -602,21 +469,40 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+def configure_logging() -> None:
+    """Timestamped log lines on stderr: what ``serve`` shows and a background server's log keeps."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # One line per connection would drown the log of a server with many subscribers.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
 def run_server(
     store: ProjectStore,
     config: ServerConfig,
     *,
     on_ready: Callable[[BroadcastServer], None] | None = None,
 ) -> None:
-    """Run a server in the foreground until SIGINT/SIGTERM or a ``stop`` request.
+    """Serve ``store``'s database in the foreground until SIGINT/SIGTERM or a ``stop`` request.
 
-    Raises :class:`ServerError` when it cannot listen.
+    Raises :class:`~projctl.errors.ServerError` when a server already runs for the
+    database or this one cannot listen.
     """
-
+    paths = runtime.runtime_paths(store.path)
+    runtime.ensure_private_folder(paths.folder)
+    runtime.ensure_private_folder(paths.socket.parent)
+    running = runtime.read_server_state(paths)
+    if running is not None:
+        raise ServerError(
+            f"a server for this database is already running: pid {running.pid}, {running.url}"
+        )
     _raise_open_file_limit()
 
     async def main() -> None:
-        server = BroadcastServer(store, config)
+        server = BroadcastServer(store, paths, config)
         await server.start()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -626,3 +512,30 @@ def run_server(
         await server.serve_until_stopped()
 
     asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m projctl.server ARGS``: a background server, as ``runtime`` launches it.
+
+    Its output goes to the server log, where the launching command reads the last
+    line when the server could not start.
+    """
+    configure_logging()
+    try:
+        launch = ServerLaunch.parse(sys.argv[1:] if argv is None else argv)
+        run_server(
+            ProjectStore(launch.db_path),
+            ServerConfig(
+                host=launch.options.host,
+                port=launch.options.port,
+                idle_timeout=launch.options.idle_timeout or None,
+            ),
+        )
+    except ProjctlError as error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,23 +10,19 @@ The file is an ordinary TinyDB JSON database with three tables:
     one document: the format marker, the last ``seq`` and the last issued id.
 
 TinyDB alone is not safe across processes, so every change runs as one
-transaction: take an exclusive ``flock`` on ``<db>.lock`` (the kernel drops it
-when the holder dies, so a crash never leaves a stale lock), read the file,
-apply every table operation in memory, then write the whole file once to a
-temporary file beside it, ``fsync`` it and ``os.replace`` it over the old one.
-Readers never lock: a rename is atomic, so they see the old or the new file,
-never half of one. A change and its journal entry land in the same write.
+transaction: take an exclusive ``flock`` on ``<db>.lock`` (``_files.locked``),
+read the file, apply every table operation in memory, then replace the whole
+file once (``_files.atomic_write``). Readers never lock: a rename is atomic, so
+they see the old or the new file, never half of one. A change and its journal
+entry land in the same write, and every change returns one :class:`Change`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
+import functools
 import gc
 import os
-import stat
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import reduce
@@ -40,7 +36,7 @@ from tinydb.queries import QueryLike
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from projctl import events
+from projctl import _files, events
 from projctl.errors import (
     CorruptDatabaseError,
     InvalidInputError,
@@ -53,7 +49,6 @@ from projctl.model import (
     DEFAULT_STATUS,
     DEFAULT_TYPE,
     Project,
-    default_owner,
     next_project_id,
     validate_fields,
 )
@@ -61,14 +56,18 @@ from projctl.model import (
 __all__ = [
     "DEFAULT_JOURNAL_LIMIT",
     "DEFAULT_LOCK_TIMEOUT",
+    "Change",
     "FileVersion",
     "ProjectStore",
     "StoreState",
-    "default_db_path",
 ]
 
 DEFAULT_JOURNAL_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 10.0
+#: A new database file is private: readable and writable by its owner only.
+NEW_FILE_MODE = 0o600
+#: The lock file: anyone who can open it can block every write, so never "others".
+LOCK_FILE_MODE = 0o660
 
 _FORMAT = "projctl"
 _SCHEMA = 1
@@ -87,6 +86,24 @@ def _version_of(status: os.stat_result) -> FileVersion:
 
 
 @dataclass(frozen=True)
+class Change:
+    """What one change did: the result of :meth:`ProjectStore.create`, ``update`` and ``delete``.
+
+    ``project`` is the project after the change (for a deletion: as it was when
+    deleted). ``event`` is the journaled event, ``None`` when an update changed no
+    value (then nothing was written). ``updated_fields`` lists the fields whose value
+    changed, in :data:`~projctl.model.EDITABLE_FIELDS` order (empty for create and
+    delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
+    carries so the server can tell whether the file holds commits it was not told about.
+    """
+
+    project: Project
+    event: Event | None
+    updated_fields: tuple[str, ...] = ()
+    version: FileVersion | None = None
+
+
+@dataclass(frozen=True)
 class StoreState:
     """One consistent read of the database: its journal, latest ``seq`` and projects."""
 
@@ -95,13 +112,6 @@ class StoreState:
     database_id: str
     version: FileVersion | None
     project_records: list[dict[str, Any]]
-
-
-def default_db_path() -> Path:
-    """``<user data dir>/projctl/projects.json`` (XDG on Linux, the platform's own elsewhere)."""
-    import platformdirs  # only needed when neither --db nor PROJCTL_DB is given
-
-    return Path(platformdirs.user_data_dir("projctl", appauthor=False)) / "projects.json"
 
 
 class _MemoryStorage(Storage):
@@ -146,9 +156,13 @@ class _ProjectsTable(Table):
         self.remove(doc_ids=[cast(int, project_id)])
 
     def _update_table(self, updater: Callable[[dict[Any, Mapping[str, Any]]], None]) -> None:
-        # TinyDB's version copies the whole table twice per change, converting every
-        # key to ``document_id_class`` and back to ``str``. Our keys are ``str`` both
-        # ways, so the copies change nothing; at 100,000 projects they cost ~130 ms.
+        # The one override of a private TinyDB method, kept on purpose: TinyDB's version
+        # copies the whole table twice per change, converting every key to
+        # ``document_id_class`` and back to ``str``. No public hook reaches that loop (a
+        # Storage or middleware sees the tables only before and after it), and our keys
+        # are ``str`` both ways, so the copies change nothing but cost O(projects) per
+        # change (bench/write_scaling.py). tests/test_store.py pins the TinyDB behaviour
+        # this relies on.
         tables = self._storage.read()
         if tables is None:
             tables = {}
@@ -220,15 +234,18 @@ class ProjectStore:
         *,
         journal_limit: int = DEFAULT_JOURNAL_LIMIT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        default_owner: str | None = None,
+        on_lock_wait: Callable[[Path], None] | None = None,
     ) -> None:
         if journal_limit < 1:
             raise InvalidInputError(f"journal limit must be at least 1, got {journal_limit}")
         self.path = Path(path)
         self.journal_limit = journal_limit
         self.lock_timeout = lock_timeout
-        #: The :data:`FileVersion` this store last wrote: a forwarded event carries it so the
-        #: server can tell whether the file holds commits it has not been told about.
-        self.last_written_version: FileVersion | None = None
+        #: The owner of projects created without an ``owner_id``.
+        self.default_owner = default_owner
+        #: Called once when a change has waited about a second for the lock.
+        self.on_lock_wait = on_lock_wait
 
     # -- changes ---------------------------------------------------------------
 
@@ -240,18 +257,25 @@ class ProjectStore:
         status: str = DEFAULT_STATUS,
         owner_id: str | None = None,
         description: str = "",
-    ) -> tuple[Project, Event]:
-        """Store a new project and journal its ``project_created`` event."""
+    ) -> Change:
+        """Store a new project and journal its ``project_created`` event.
+
+        ``owner_id`` defaults to the store's ``default_owner``; with neither, the
+        change is refused.
+        """
+        owner = self.default_owner if owner_id is None else owner_id
+        if owner is None:
+            raise InvalidInputError("owner must be given: this store has no default owner")
         fields = validate_fields(
             {
                 "name": name,
                 "type": type,
                 "status": status,
-                "owner_id": default_owner() if owner_id is None else owner_id,
+                "owner_id": owner,
                 "description": description,
             }
         )
-        with self._transaction() as tables:
+        with self._transaction() as (tables, written):
             meta = tables.read_meta()
             now = utc_now()
             timestamp = format_timestamp(now)
@@ -271,27 +295,24 @@ class ProjectStore:
             tables.append_event(
                 event, meta=meta, journal_limit=self.journal_limit, last_issued=project_id
             )
-        return project, event
+        return Change(project, event, version=written.version)
 
-    def update(
-        self, project_id: str, changes: Mapping[str, str]
-    ) -> tuple[Project, list[str], Event | None]:
+    def update(self, project_id: str, changes: Mapping[str, str]) -> Change:
         """Apply ``changes`` (editable field -> new value) to one project.
 
-        Returns the project after the change, the fields whose value really
-        changed (in :data:`~projctl.model.EDITABLE_FIELDS` order) and the
-        ``project_updated`` event. When no value changes, nothing is written
-        and the event is ``None``.
+        The :class:`Change` holds the project after the change, the fields whose
+        value really changed and the ``project_updated`` event. When no value
+        changes, nothing is written and its ``event`` is ``None``.
         """
         if not changes:
             raise InvalidInputError("nothing to update: give at least one field to change")
         wanted = validate_fields(changes)
-        with self._transaction() as tables:
+        with self._transaction() as (tables, written):
             before = tables.project(project_id)
             current = before.to_dict()
             updated_fields = [field for field, value in wanted.items() if current[field] != value]
             if not updated_fields:
-                return before, [], None
+                return Change(before, None)
             meta = tables.read_meta()
             timestamp = format_timestamp(utc_now())
             record = {**current, **wanted, "updated_at": timestamp}
@@ -301,11 +322,14 @@ class ProjectStore:
                 record, updated_fields, seq=meta["last_seq"] + 1, timestamp=timestamp
             )
             tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
-        return after, updated_fields, event
+        return Change(after, event, tuple(updated_fields), written.version)
 
-    def delete(self, project_id: str) -> tuple[Project, Event]:
-        """Remove one project and journal its ``project_deleted`` event; return what was removed."""
-        with self._transaction() as tables:
+    def delete(self, project_id: str) -> Change:
+        """Remove one project and journal its ``project_deleted`` event.
+
+        The :class:`Change`'s ``project`` is the project as it was when deleted.
+        """
+        with self._transaction() as (tables, written):
             project = tables.project(project_id)
             meta = tables.read_meta()
             tables.projects.discard(project_id)
@@ -313,7 +337,7 @@ class ProjectStore:
                 project.to_dict(), seq=meta["last_seq"] + 1, timestamp=format_timestamp(utc_now())
             )
             tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
-        return project, event
+        return Change(project, event, version=written.version)
 
     # -- reads (lock-free: the file is only ever replaced whole) -------------
 
@@ -387,7 +411,12 @@ class ProjectStore:
         return _Tables(self._read_file_with_version()[0])
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[_Tables]:
+    def _transaction(self) -> Iterator[tuple[_Tables, _Written]]:
+        """Lock, read, let the caller change the tables, write once if anything changed.
+
+        The caller's :class:`_Written` holds the new file's version once the block
+        has ended without an exception.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -396,59 +425,52 @@ class ProjectStore:
             ) from None
         with self._locked():
             tables = _Tables(self._read_file_with_version()[0])
+            written = _Written()
             try:
-                yield tables
+                yield tables, written
             except (KeyError, TypeError) as error:
                 raise CorruptDatabaseError(
                     f"database {self.path} holds a malformed record ({error}); "
                     "it was left untouched"
                 ) from None
             if tables.storage.changed:
-                self._write_file(tables.storage.data)
+                written.version = self._write_file(tables.storage.data)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on the lock file, polling until ``lock_timeout``.
-
-        ``flock`` rather than a lock library: it is all we need on POSIX, the
-        kernel releases it when the holder dies, and it adds nothing to start-up.
-        """
+        """Hold the database's inter-process lock for one transaction."""
+        on_slow = None
+        if self.on_lock_wait is not None:
+            on_slow = functools.partial(self.on_lock_wait, self.lock_path)
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as error:
+            with _files.locked(
+                self.lock_path, self.lock_timeout, mode=LOCK_FILE_MODE, on_slow=on_slow
+            ):
+                yield
+        except _files.LockTimeout:
+            raise LockTimeoutError(
+                f"database {self.path} is locked by another process (waited {self.lock_timeout:g}s)"
+            ) from None
+        except _files.LockFileError as error:
             raise StoreError(
                 f"cannot open lock file {self.lock_path}: {error.strerror or error}"
             ) from None
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            pause = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeoutError(
-                            f"database {self.path} is locked by another process "
-                            f"(waited {self.lock_timeout:g}s)"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.025)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
 
     def _read_file_with_version(self) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
         try:
-            with open(self.path, "rb") as file:
-                raw = file.read()
-                version = _version_of(os.fstat(file.fileno()))
-        except FileNotFoundError:
-            return {}, None
+            found = _files.read_regular(self.path)
+        except _files.NotRegularFile:
+            raise StoreError(
+                f"database {self.path} is not a regular file; it was left untouched"
+            ) from None
         except OSError as error:
             raise StoreError(
                 f"cannot read database {self.path}: {error.strerror or error}"
             ) from None
+        if found is None:
+            return {}, None
+        raw, status = found
+        version = _version_of(status)
         if not raw:
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
         # Parsing builds one dict per project, none of which can be part of a cycle;
@@ -489,64 +511,21 @@ class ProjectStore:
         if not isinstance(meta.get("last_seq"), int):
             raise not_ours
 
-    def _write_file(self, data: dict[str, dict[str, Any]]) -> None:
-        """Replace the database atomically: temp file beside it, fsync, rename, fsync the folder."""
+    def _write_file(self, data: dict[str, dict[str, Any]]) -> FileVersion:
+        """Replace the database atomically; return the version written."""
         payload = orjson.dumps(data)
-        folder = self.path.parent
-        temp_prefix = f".{self.path.name}.tmp-"
-        self._remove_orphaned_temp_files(folder, temp_prefix)
-        temp_path = folder / f"{temp_prefix}{os.getpid()}"
+        _files.remove_temp_files(self.path)
         try:
-            mode = stat.S_IMODE(self.path.stat().st_mode)
-        except OSError:
-            mode = 0o666 & ~_umask()
-        try:
-            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-            try:
-                with os.fdopen(fd, "wb") as temp_file:
-                    temp_file.write(payload)
-                    temp_file.flush()
-                    os.fsync(temp_file.fileno())
-                    version = _version_of(os.fstat(temp_file.fileno()))
-                os.replace(temp_path, self.path)
-                self.last_written_version = version
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    temp_path.unlink()
-                raise
-            _fsync_folder(folder)
+            status = _files.atomic_write(self.path, payload, mode=NEW_FILE_MODE)
         except OSError as error:
             raise StoreError(
                 f"cannot write database {self.path}: {error.strerror or error}"
             ) from None
-
-    @staticmethod
-    def _remove_orphaned_temp_files(folder: Path, prefix: str) -> None:
-        # Temp files are only made while holding the lock, and we hold it now,
-        # so any we find belong to a writer that died mid-write.
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith(prefix):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+        return _version_of(status)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+@dataclass
+class _Written:
+    """Filled in by :meth:`ProjectStore._transaction` once its write has landed."""
 
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable. Some file systems refuse fsync on folders: that is fine."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.EBADF, errno.EACCES):
-            raise
-    finally:
-        os.close(fd)
+    version: FileVersion | None = None

@@ -16,8 +16,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import IO, Any, Literal
 
 from rich import box
@@ -26,7 +24,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from projctl.client import Connection, Message, StartOptions, follow
+from projctl import events
+from projctl.events import PROJECTS_MESSAGE_TYPES
+from projctl.subscribe import Connection, Locate, Message, follow
 
 __all__ = [
     "STATUS_STYLES",
@@ -73,13 +73,10 @@ def relative_time(seconds: float) -> str:
     return f"{int(seconds)}s ago"
 
 
-def timestamp_to_epoch(timestamp: str) -> float | None:
-    """Seconds since the epoch for an event-format timestamp (UTC, no zone)."""
-    try:
-        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%f")
-    except (TypeError, ValueError):
-        return None
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+def timestamp_to_epoch(timestamp: object) -> float | None:
+    """Seconds since the epoch for a contract timestamp; ``None`` for anything else."""
+    moment = events.parse_timestamp(timestamp)
+    return None if moment is None else moment.timestamp()
 
 
 @dataclass(frozen=True)
@@ -138,6 +135,8 @@ class WatchState:
     """Everything the live screen shows; changed only by :meth:`apply` and :meth:`expire`."""
 
     rows: dict[str, Row] = field(default_factory=dict)
+    #: The live projects, folded from the feed by :func:`projctl.events.apply`.
+    projects: dict[str, dict[str, Any]] = field(default_factory=dict)
     feed: deque[FeedEntry] = field(default_factory=lambda: deque(maxlen=FEED_LENGTH))
     connection: Connection = field(default_factory=lambda: Connection("starting"))
     connection_changed_at: float = 0.0
@@ -153,40 +152,41 @@ class WatchState:
             if item.url:
                 self.server_url = item.url
             return
-        data = item.data
         event_type = item.event_type
         if item.seq is not None:
             self.last_seq = item.seq
-        if event_type in ("snapshot", "resync"):
-            projects = data.get("data", {}).get("projects", [])
+        before = events.apply(self.projects, item.data)
+        if event_type in PROJECTS_MESSAGE_TYPES:
             self.rows = {
-                project["project_id"]: Row(dict(project), now, "loaded") for project in projects
+                project_id: Row(project, now, "loaded")
+                for project_id, project in self.projects.items()
             }
             if event_type == "resync":
                 self.feed.append(
                     FeedEntry(
-                        now, item.seq, "resync", "", f"{plural(len(projects), 'project')} reloaded"
+                        now,
+                        item.seq,
+                        "resync",
+                        "",
+                        f"{plural(len(self.projects), 'project')} reloaded",
                     )
                 )
             return
-        payload = data.get("data", {})
+        if event_type not in events.EVENT_TYPES:
+            return
+        payload = item.data.get("data", {})
         project_id = str(payload.get("project_id", ""))
         self.events_seen += 1
         fields: tuple[str, ...] = ()
+        # Re-inserted at the end: the newest change is last in ``rows``.
+        self.rows.pop(project_id, None)
         if event_type == "project_created":
-            self.rows.pop(project_id, None)  # re-inserted at the end: most recent
-            self.rows[project_id] = Row(dict(payload), now, "new")
+            self.rows[project_id] = Row(self.projects[project_id], now, "new")
         elif event_type == "project_updated":
             fields = tuple(payload.get("updated_fields", ()))
-            record = {key: value for key, value in payload.items() if key != "updated_fields"}
-            self.rows.pop(project_id, None)
-            self.rows[project_id] = Row(record, now, "updated", fields)
-        elif event_type == "project_deleted":
-            previous = self.rows.pop(project_id, None)
-            record = previous.project if previous else dict(payload)
-            self.rows[project_id] = Row(record, now, "deleted")
+            self.rows[project_id] = Row(self.projects[project_id], now, "updated", fields)
         else:
-            return
+            self.rows[project_id] = Row(before or dict(payload), now, "deleted")
         self.feed.append(
             FeedEntry(now, item.seq, event_type, project_id, str(payload.get("name", "")), fields)
         )
@@ -390,16 +390,13 @@ def render_projects_table(projects: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-async def run_live(
-    db_path: Path,
-    *,
-    start: StartOptions,
-    console: Console,
-    event_filter: EventFilter,
-) -> None:
-    """Show the live screen until cancelled (Ctrl-C). Restores the terminal on the way out."""
+async def run_live(locate: Locate, *, console: Console, event_filter: EventFilter) -> None:
+    """Show the live screen until cancelled (Ctrl-C). Restores the terminal on the way out.
+
+    ``locate`` finds the server to follow (see :func:`projctl.subscribe.follow`).
+    """
     state = WatchState()
-    messages = follow(db_path, since=None, snapshot=True, start=start)
+    messages = follow(locate, since=None, snapshot=True)
 
     async def consume() -> None:
         applied = 0
@@ -443,10 +440,9 @@ def _terminal_size(console: Console) -> tuple[int, int]:
 
 
 async def run_json(
-    db_path: Path,
+    locate: Locate,
     *,
     since: int | None,
-    start: StartOptions,
     event_filter: EventFilter,
     count: int | None,
     out: IO[str],
@@ -457,32 +453,26 @@ async def run_json(
 
     Returns after ``count`` matches (never, when ``count`` is ``None``).
     ``snapshot`` and ``resync`` messages are printed too unless ``--event`` filters.
-    Connection changes go to ``err``.
+    Connection changes go to ``err``. ``known_projects`` are the projects before the
+    first event, so a filter on status or owner can judge a deletion.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
-    async for item in follow(db_path, since=since, snapshot=False, start=start):
+    async for item in follow(locate, since=since):
         if isinstance(item, Connection):
             err.write(_connection_line(item) + "\n")
             err.flush()
             continue
-        if item.event_type in ("snapshot", "resync"):
-            projects = item.data.get("data", {}).get("projects", [])
-            known = {str(p["project_id"]): dict(p) for p in projects}
+        before = events.apply(known, item.data)
+        if item.event_type in PROJECTS_MESSAGE_TYPES:
             if not event_filter.event_types:
                 out.write(item.text + "\n")
                 out.flush()
             continue
-        payload = item.data.get("data", {})
-        project_id = str(payload.get("project_id", ""))
-        if event_filter.matches(item.data, known.get(project_id)):
+        if event_filter.matches(item.data, before):
             out.write(item.text + "\n")
             out.flush()
             matched += 1
-        if item.event_type == "project_deleted":
-            known.pop(project_id, None)
-        else:
-            known[project_id] = {k: v for k, v in payload.items() if k != "updated_fields"}
         if count is not None and matched >= count:
             return matched
     return matched

@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
 from projctl.cli import app
+from projctl.config import VARIABLES
+from projctl.runtime import ServerState, pid_alive
 from projctl.store import ProjectStore
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 
-# Variables projctl reads; a developer's own settings must not leak into the tests.
-_PROJCTL_VARIABLES = (
-    "PROJCTL_DB",
-    "PROJCTL_OWNER",
-    "PROJCTL_JOURNAL_LIMIT",
-    "PROJCTL_DEBUG",
-    "PROJCTL_HOST",
-    "PROJCTL_PORT",
-    "PROJCTL_IDLE_TIMEOUT",
-    "PROJCTL_NO_BROADCAST",
-    "NO_COLOR",
-)
+_T = TypeVar("_T")
+
+
+def _polls(timeout: float, what: str) -> Iterator[None]:
+    deadline = time.monotonic() + timeout
+    while True:
+        yield
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met within {timeout:g}s")
+
+
+def wait_until(condition: Callable[[], _T], timeout: float = 10.0, what: str = "condition") -> _T:
+    """Poll ``condition`` until it returns something true, and return that; fail at ``timeout``.
+
+    The suite's one way to wait: never a bare sleep as synchronisation.
+    """
+    for _ in _polls(timeout, what):
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("unreachable")
+
+
+async def until(condition: Callable[[], _T], timeout: float = 10.0, what: str = "condition") -> _T:
+    """:func:`wait_until` for a test running on an event loop (the loop keeps running)."""
+    for _ in _polls(timeout, what):
+        result = condition()
+        if result:
+            return result
+        await asyncio.sleep(0.01)
+    raise AssertionError("unreachable")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,8 +73,9 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     Commands do not broadcast unless a test asks (``broadcasting`` fixture); any
     server a test started is stopped when it ends, so no test leaves a process behind.
     """
-    for name in _PROJCTL_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    # A developer's own settings must not leak into the tests.
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable.name, raising=False)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -71,22 +96,17 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 def reap_servers(folder: Path) -> list[int]:
     """Kill every server whose state file lies under ``folder``; return their pids."""
     import signal
-    import time
-
-    from projctl.client import pid_alive
 
     killed = []
     for state_file in folder.rglob("server.json"):
         try:
-            pid = int(orjson.loads(state_file.read_bytes())["pid"])
-        except (OSError, ValueError, KeyError):
+            pid = ServerState.decode(state_file.read_bytes()).pid
+        except (OSError, ValueError):
             continue
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-            deadline = time.monotonic() + 10
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda pid=pid: not pid_alive(pid), what=f"server pid {pid} gone")
     return killed
 
 
@@ -103,7 +123,7 @@ def db_path() -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> ProjectStore:
-    return ProjectStore(db_path)
+    return ProjectStore(db_path, default_owner="tester")
 
 
 @pytest.fixture

@@ -234,7 +234,10 @@ def test_corrupt_database_exits_4_and_is_untouched(cli: Cli, db_path: Path) -> N
 def test_bad_journal_limit(cli: Cli) -> None:
     result = cli("create", "x", env={"PROJCTL_JOURNAL_LIMIT": "lots"})
     assert result.exit_code == 2
-    assert result.stderr == "Error: PROJCTL_JOURNAL_LIMIT must be a whole number, got 'lots'\n"
+    assert result.stderr == (
+        "Error: PROJCTL_JOURNAL_LIMIT='lots' is not accepted: "
+        "expected a whole number of at least 1\n"
+    )
 
 
 def test_journal_limit_from_environment(cli: Cli, store: ProjectStore) -> None:

@@ -142,7 +142,7 @@ def test_concurrent_creates_lose_nothing(store: ProjectStore) -> None:
 
 
 def test_parallel_updates_to_different_fields_all_survive(store: ProjectStore) -> None:
-    project, _ = store.create("Shared")
+    project = store.create("Shared").project
     changes = {
         "--name": [f"name {n}" for n in range(6)],
         "--type": [f"type-{n}" for n in range(6)],
@@ -176,11 +176,11 @@ def test_parallel_updates_to_different_fields_all_survive(store: ProjectStore) -
 _WRITER = """
 import sys
 from projctl.store import ProjectStore
-store = ProjectStore(sys.argv[1])
+store = ProjectStore(sys.argv[1], default_owner="writer")
 sys.stdout.write("ready\\n"); sys.stdout.flush()
 number = 0
 while True:
-    project, _ = store.create(f"crash {number} " + "x" * 150, description="y" * 2000)
+    project = store.create(f"crash {number} " + "x" * 150, description="y" * 2000).project
     store.update(project.project_id, {"status": "in_progress"})
     number += 1
 """
@@ -217,8 +217,8 @@ def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> 
         assert data["meta"]["1"]["last_seq"] == journal[-1]["seq"] == len(journal)
         created = {e["data"]["project_id"] for e in journal if e["event_type"] == "project_created"}
         assert {p.project_id for p in projects} == created
-    # The next command is not blocked by the dead writers' lock.
-    started = time.monotonic()
+    # The next command is not blocked by the dead writers' lock (it would wait for the 10 s
+    # lock timeout and fail with exit 4).
     done = subprocess.run(
         [PROJCTL, "create", "After the storm"],
         capture_output=True,
@@ -227,7 +227,6 @@ def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> 
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started < 5
     leftovers = [p.name for p in store.path.parent.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
 

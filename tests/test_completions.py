@@ -46,7 +46,7 @@ def test_checked_in_scripts_are_current(shell: str) -> None:
 @pytest.fixture
 def projects(store: ProjectStore) -> dict[str, str]:
     """Two projects whose ids completion must offer, id -> name."""
-    created = [store.create(name)[0] for name in ("Billing API", "Web shop")]
+    created = [store.create(name).project for name in ("Billing API", "Web shop")]
     return {project.project_id: project.name for project in created}
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from projctl import client
+from projctl import rpc, runtime
 from projctl.cli import app
 from projctl.model import (
     validate_description,
@@ -157,6 +157,20 @@ def _abandon_handshakes(port: int, count: int) -> list[socket.socket]:
     return left_open
 
 
+def _raw_request(path: Path, line: bytes) -> dict[str, Any]:
+    """Send one raw line on the server's private socket and return its decoded reply."""
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(5)
+        raw.connect(str(path))
+        raw.sendall(line)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = raw.recv(65536)
+            assert chunk, "the server hung up without answering"
+            reply += chunk
+    return orjson.loads(reply)  # type: ignore[no-any-return]
+
+
 def test_server_shrugs_off_abuse_and_broadcasts_only_commits(store: Any) -> None:
     async def scenario() -> None:
         async with serving(store, gap_grace=60, poll_interval=60) as server:
@@ -184,20 +198,23 @@ def test_server_shrugs_off_abuse_and_broadcasts_only_commits(store: Any) -> None
                         f"ws://127.0.0.1:{server.port}/publish", additional_headers=headers
                     )
             # Garbage on the private socket is answered, never broadcast.
-            info = client.read_server_info(client.runtime_paths(store.path))
+            info = runtime.read_server_state(runtime.runtime_paths(store.path))
             assert info is not None
-            for payload in ({"op": "forward", "event": {"nope": 1}}, {"op": "explode"}, []):
-                reply = await asyncio.to_thread(client.request, info, payload)  # type: ignore[arg-type]
+            for line in (
+                b'{"op": "forward", "event": {"nope": 1}}\n',
+                b'{"op": "explode"}\n',
+                b"[]\n",
+                b"\xff\xfe not even text\n",
+            ):
+                reply = await asyncio.to_thread(_raw_request, info.socket, line)
                 assert reply["ok"] is False
             with pytest.raises(asyncio.TimeoutError):
                 await receive(well_behaved, timeout=0.5)  # nothing uncommitted went out
             # A real commit still reaches the well-behaved subscriber.
-            _, event = await asyncio.to_thread(store.create, "real")
-            await asyncio.to_thread(
-                client.forward, store.path, event, store.last_written_version, start=None
-            )
+            event = (await asyncio.to_thread(store.create, "real")).event
+            await asyncio.to_thread(rpc.request, info.socket, rpc.OP_FORWARD, event=event)
             assert await receive(well_behaved) == event
-            status = await asyncio.to_thread(client.request, info, {"op": "status"})
+            status = await asyncio.to_thread(rpc.request, info.socket, rpc.OP_STATUS)
             assert status["latest_seq"] == 1
             for raw in abandoned:
                 raw.close()
@@ -233,7 +250,7 @@ def test_oversized_frames_close_the_connection(store: Any) -> None:
 def test_huge_line_on_the_private_socket_is_dropped(store: Any) -> None:
     async def scenario() -> None:
         async with serving(store) as server:
-            path = str(client.runtime_paths(store.path).socket)
+            path = str(runtime.runtime_paths(store.path).socket)
 
             def flood() -> bytes:
                 with socket.socket(socket.AF_UNIX) as raw:
@@ -247,10 +264,10 @@ def test_huge_line_on_the_private_socket_is_dropped(store: Any) -> None:
                     return raw.recv(100)
 
             assert await asyncio.to_thread(flood) == b""
-            info = client.read_server_info(client.runtime_paths(store.path))
+            info = runtime.read_server_state(runtime.runtime_paths(store.path))
             assert info is not None
-            reply = await asyncio.to_thread(client.request, info, {"op": "status"})
-            assert reply["ok"] is True
+            reply = await asyncio.to_thread(rpc.request, info.socket, rpc.OP_STATUS)
+            assert reply["latest_seq"] == 0
             assert server.last_seq == 0
 
     run(scenario())

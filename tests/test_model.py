@@ -9,7 +9,6 @@ from projctl.model import (
     EDITABLE_FIELDS,
     STATUSES,
     Project,
-    default_owner,
     next_project_id,
     validate_description,
     validate_fields,
@@ -118,20 +117,6 @@ def test_validate_fields_orders_and_rejects_unknown() -> None:
     with pytest.raises(InvalidInputError, match="unknown project field"):
         validate_fields({"colour": "red"})
     assert EDITABLE_FIELDS == ("name", "type", "status", "owner_id", "description")
-
-
-def test_default_owner_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROJCTL_OWNER", "  ci-bot ")
-    assert default_owner() == "ci-bot"
-    monkeypatch.setenv("PROJCTL_OWNER", "")
-    with pytest.raises(InvalidInputError, match="PROJCTL_OWNER"):
-        default_owner()
-
-
-def test_default_owner_falls_back_to_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROJCTL_OWNER")
-    monkeypatch.setenv("LOGNAME", "dana")
-    assert default_owner() == "dana"
 
 
 def test_project_round_trips_through_dict() -> None:

@@ -18,11 +18,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from projctl import client
-from projctl.client import is_loopback
+from projctl import rpc, runtime
 from projctl.events import Event, project_updated
+from projctl.runtime import is_loopback, runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
-from projctl.store import ProjectStore
+from projctl.store import Change, ProjectStore
+
+from .conftest import until
 
 RECEIVE_TIMEOUT = 5.0
 
@@ -34,18 +36,11 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(store: ProjectStore, **overrides: Any) -> AsyncIterator[BroadcastServer]:
-    paths = client.runtime_paths(store.path)
-    client.ensure_private_folder(paths.folder)
-    client.ensure_private_folder(paths.socket.parent)
-    config = ServerConfig(
-        db_path=paths.db_path,
-        state_file=paths.state_file,
-        socket_path=paths.socket,
-        host="127.0.0.1",
-        port=0,
-        **overrides,
-    )
-    server = BroadcastServer(store, config)
+    paths = runtime_paths(store.path)
+    runtime.ensure_private_folder(paths.folder)
+    runtime.ensure_private_folder(paths.socket.parent)
+    config = ServerConfig(host="127.0.0.1", port=0, **overrides)
+    server = BroadcastServer(store, paths, config)
     await server.start()
     try:
         yield server
@@ -63,23 +58,18 @@ async def receive(ws: ClientConnection, timeout: float = RECEIVE_TIMEOUT) -> dic
     return orjson.loads(message)  # type: ignore[no-any-return]
 
 
-async def commit(store: ProjectStore, change: Callable[[], Any]) -> Event:
+async def commit(store: ProjectStore, change: Callable[[], Change]) -> Event:
     """Commit a change off the event loop and forward it the way a command does."""
 
     def work() -> Event:
         result = change()
-        event = result[-1]
-        client.forward(store.path, event, store.last_written_version, start=None)
-        return event  # type: ignore[no-any-return]
+        assert result.event is not None
+        state = runtime.read_server_state(runtime_paths(store.path))
+        assert state is not None
+        rpc.request(state.socket, rpc.OP_FORWARD, event=result.event, version=result.version)
+        return result.event
 
     return await asyncio.to_thread(work)
-
-
-async def until(condition: Callable[[], bool], timeout: float = RECEIVE_TIMEOUT) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_each_event_type_reaches_a_subscriber_exactly(store: ProjectStore) -> None:
@@ -140,7 +130,7 @@ def test_no_subscribers_is_fine(store: ProjectStore) -> None:
             for number in range(3):
                 await commit(store, lambda n=number: store.create(f"p{n}"))
             assert server.last_seq == 3
-            assert server.stats.events == 3
+            assert server.sequencer.stats.events == 3
 
     run(scenario())
 
@@ -199,8 +189,8 @@ def test_seam_between_replay_and_live_has_no_gap_or_duplicate(store: ProjectStor
 
 
 def test_since_older_than_the_journal_gets_a_resync(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "db.json", journal_limit=3)
-    kept, _ = store.create("kept")
+    store = ProjectStore(tmp_path / "db.json", journal_limit=3, default_owner="tester")
+    kept = store.create("kept").project
     for number in range(5):
         store.update(kept.project_id, {"description": str(number)})
 
@@ -220,8 +210,8 @@ def test_since_older_than_the_journal_gets_a_resync(tmp_path: Path) -> None:
 
 
 def test_snapshot_then_live(store: ProjectStore) -> None:
-    alpha, _ = store.create("alpha")
-    beta, _ = store.create("beta")
+    alpha = store.create("alpha").project
+    beta = store.create("beta").project
     store.delete(beta.project_id)
 
     async def scenario() -> None:
@@ -245,7 +235,7 @@ def test_snapshot_includes_events_the_file_read_missed(store: ProjectStore) -> N
             stale = store.read_state()
             created = await commit(store, lambda: store.create("late"))
             assert isinstance(stale, StoreState)
-            records = server._projects_at_last_seq(stale)
+            records = server.sequencer.projects_at_last_seq(stale)
             assert records == [created["data"]]
 
     run(scenario())
@@ -259,11 +249,11 @@ def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None
         ):
             await until(lambda: len(server.subscribers) == 1)
             # Committed, never forwarded: as if the command died right after its commit.
-            _project, silent = await asyncio.to_thread(store.create, "silent")
+            silent = (await asyncio.to_thread(store.create, "silent")).event
             assert await receive(ws, timeout=3) == silent
             forwarded = await commit(store, lambda: store.create("loud"))
             assert await receive(ws) == forwarded
-            assert server.stats.gap_fills >= 1
+            assert server.sequencer.stats.gap_fills >= 1
 
     run(scenario())
 
@@ -272,8 +262,8 @@ def test_early_forward_waits_for_the_one_before_it(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store, gap_grace=5) as server, connect(ws_url(server)) as ws:
             await until(lambda: len(server.subscribers) == 1)
-            _, first = await asyncio.to_thread(store.create, "first")
-            _, second = await asyncio.to_thread(store.create, "second")
+            first = (await asyncio.to_thread(store.create, "first")).event
+            second = (await asyncio.to_thread(store.create, "second")).event
             server.accept(second)
             with pytest.raises(asyncio.TimeoutError):
                 await receive(ws, timeout=0.2)
@@ -293,8 +283,8 @@ def test_missing_forward_behind_an_early_one_is_filled(store: ProjectStore) -> N
             connect(ws_url(server)) as ws,
         ):
             await until(lambda: len(server.subscribers) == 1)
-            _, lost = await asyncio.to_thread(store.create, "lost")
-            _, second = await asyncio.to_thread(store.create, "second")
+            lost = (await asyncio.to_thread(store.create, "lost")).event
+            second = (await asyncio.to_thread(store.create, "second")).event
             server.accept(second)
             assert [await receive(ws), await receive(ws)] == [lost, second]
 
@@ -356,7 +346,7 @@ def test_publish_needs_the_token_and_is_never_broadcast_without_it(store: Projec
             connect(ws_url(server)) as ws,
         ):
             await until(lambda: len(server.subscribers) == 1)
-            _, event = await asyncio.to_thread(store.create, "real")
+            event = (await asyncio.to_thread(store.create, "real")).event
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "x"}):
                 with pytest.raises(InvalidStatus) as refused:
                     await connect(
@@ -509,7 +499,7 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
 
 def test_state_file_is_private_and_removed_on_close(store: ProjectStore) -> None:
     async def scenario() -> None:
-        paths = client.runtime_paths(store.path)
+        paths = runtime_paths(store.path)
         async with serving(store) as server:
             state = orjson.loads(paths.state_file.read_bytes())
             assert state["pid"] == os.getpid()
@@ -575,7 +565,7 @@ def test_a_stale_journal_read_neither_rewinds_nor_resyncs(store: ProjectStore) -
             first = await commit(store, lambda: store.create("first"))
             stale = await asyncio.to_thread(store.read_state)
             second = await commit(store, lambda: store.create("second"))
-            server._catch_up(stale)
+            assert server.sequencer.catch_up(stale) == []
             assert server.last_seq == 2
             assert [await receive(ws), await receive(ws)] == [first, second]
             with pytest.raises(asyncio.TimeoutError):

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from projctl import client
-from projctl.client import pid_alive
+from projctl import events, runtime
+from projctl.runtime import pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL
+from .conftest import PROJCTL, wait_until
 
 CATCH_UP_TIMEOUT = 90.0
 
@@ -101,10 +100,10 @@ def writer(number: int, deadline: float, failures: list[str]) -> None:
 def killer(db_path: Path, deadline: float, kills: list[int]) -> None:
     """SIGKILL the database's server every 2-4 seconds."""
     rng = random.Random(99)
-    paths = client.runtime_paths(db_path)
+    paths = runtime_paths(db_path)
     while time.monotonic() < deadline - 1:
-        time.sleep(rng.uniform(2, 4))
-        info = client.read_server_info(paths)
+        time.sleep(rng.uniform(2, 4))  # the chaos schedule, not synchronisation
+        info = runtime.read_server_state(paths)
         if info is not None and pid_alive(info.pid):
             os.kill(info.pid, signal.SIGKILL)
             kills.append(info.pid)
@@ -121,11 +120,11 @@ async def raw_client(
 ) -> None:
     """A plain WebSocket client that hangs up at random and resumes from its last seq."""
     rng = random.Random(seed)
-    paths = client.runtime_paths(db_path)
-    start = client.StartOptions("127.0.0.1", 0, 600)
+    paths = runtime_paths(db_path)
+    start = runtime.StartOptions("127.0.0.1", 0, 600)
     while not stop.is_set():
         try:
-            info = await asyncio.to_thread(client.ensure_server, paths, start)
+            info = await asyncio.to_thread(runtime.ensure_server, paths, start)
             url = f"{info.url}?since={subscriber.last_seq}"
             async with connect(url, open_timeout=5) as ws:
                 hang_up_at = time.monotonic() + rng.uniform(0.2, 3)
@@ -148,19 +147,8 @@ async def raw_client(
 def rebuild(journal: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     projects: dict[str, dict[str, Any]] = {}
     for event in journal:
-        data = event["data"]
-        if event["event_type"] == "project_deleted":
-            del projects[data["project_id"]]
-        else:
-            projects[data["project_id"]] = {k: v for k, v in data.items() if k != "updated_fields"}
+        events.apply(projects, event)
     return projects
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "subscribers did not catch up in time"
-        time.sleep(0.1)
 
 
 @pytest.mark.soak

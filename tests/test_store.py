@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from projctl.config import default_db_path
 from projctl.errors import (
     CorruptDatabaseError,
     InvalidInputError,
@@ -14,21 +15,29 @@ from projctl.errors import (
     ProjectNotFoundError,
     StoreError,
 )
-from projctl.store import ProjectStore, default_db_path
+from projctl.events import Event
+from projctl.model import Project
+from projctl.store import Change, ProjectStore
 
 
 @pytest.fixture(params=["missing-folder", "empty-file"])
 def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> ProjectStore:
     """A store on each kind of new database the code accepts: no file at all, or a 0-byte file."""
     if request.param == "missing-folder":
-        return ProjectStore(tmp_path / "a" / "b" / "projects.json")
+        return ProjectStore(tmp_path / "a" / "b" / "projects.json", default_owner="tester")
     path = tmp_path / "projects.json"
     path.touch()
-    return ProjectStore(path)
+    return ProjectStore(path, default_owner="tester")
+
+
+def _split(change: Change) -> tuple[Project, Event]:
+    """The project and event of a change that journaled one."""
+    assert change.event is not None
+    return change.project, change.event
 
 
 def test_create_stores_project_and_journals_event(fresh_store: ProjectStore) -> None:
-    project, event = fresh_store.create("Alpha", description="first")
+    project, event = _split(fresh_store.create("Alpha", description="first"))
     assert fresh_store.get(project.project_id) == project
     assert project.type == "api"
     assert project.status == "created"
@@ -47,7 +56,7 @@ def test_file_is_plain_tinydb_json(store: ProjectStore) -> None:
     class ProjectsById(Table):
         document_id_class = str  # type: ignore[assignment]
 
-    project, _ = store.create("Alpha")
+    project = store.create("Alpha").project
     with TinyDB(store.path) as db:
         projects = ProjectsById(db.storage, "projects")
         assert projects.all() == [project.to_dict()]
@@ -56,12 +65,13 @@ def test_file_is_plain_tinydb_json(store: ProjectStore) -> None:
 
 
 def test_update_reports_only_really_changed_fields_in_order(store: ProjectStore) -> None:
-    project, _ = store.create("Alpha", status="created")
-    after, updated_fields, event = store.update(
+    project = store.create("Alpha", status="created").project
+    change = store.update(
         project.project_id,
         {"description": "new", "status": "in_progress", "name": "Alpha", "owner_id": "bob"},
     )
-    assert updated_fields == ["status", "owner_id", "description"]
+    after, event = change.project, change.event
+    assert change.updated_fields == ("status", "owner_id", "description")
     assert event is not None
     assert event["event_type"] == "project_updated"
     assert event["seq"] == 2
@@ -73,23 +83,23 @@ def test_update_reports_only_really_changed_fields_in_order(store: ProjectStore)
 
 
 def test_update_that_changes_nothing_writes_nothing(store: ProjectStore) -> None:
-    project, _ = store.create("Alpha")
+    project = store.create("Alpha").project
     before = store.path.read_bytes()
-    after, updated_fields, event = store.update(project.project_id, {"name": "  Alpha "})
-    assert (after, updated_fields, event) == (project, [], None)
+    change = store.update(project.project_id, {"name": "  Alpha "})
+    assert change == Change(project, None)
     assert store.path.read_bytes() == before
     assert store.latest_seq() == 1
 
 
 def test_update_without_changes_is_invalid(store: ProjectStore) -> None:
-    project, _ = store.create("Alpha")
+    project = store.create("Alpha").project
     with pytest.raises(InvalidInputError, match="nothing to update"):
         store.update(project.project_id, {})
 
 
 def test_delete_journals_id_and_name(store: ProjectStore) -> None:
-    project, _ = store.create("Alpha")
-    removed, event = store.delete(project.project_id)
+    project = store.create("Alpha").project
+    removed, event = _split(store.delete(project.project_id))
     assert removed == project
     assert event["data"] == {"project_id": project.project_id, "name": "Alpha"}
     assert event["seq"] == 2
@@ -115,7 +125,7 @@ def test_invalid_input_writes_nothing(store: ProjectStore) -> None:
     with pytest.raises(InvalidInputError):
         store.create("")
     assert not store.path.exists()
-    project, _ = store.create("Alpha")
+    project = store.create("Alpha").project
     before = store.path.read_bytes()
     with pytest.raises(InvalidInputError):
         store.update(project.project_id, {"status": "done"})
@@ -123,7 +133,7 @@ def test_invalid_input_writes_nothing(store: ProjectStore) -> None:
 
 
 def test_same_second_ids_get_suffixes(store: ProjectStore) -> None:
-    ids = [store.create(f"p{i}")[0].project_id for i in range(30)]
+    ids = [store.create(f"p{i}").project.project_id for i in range(30)]
     assert len(set(ids)) == 30
     bases = {project_id[:20] for project_id in ids}  # proj_YYYYMMDD_HHMMSS
     for base in bases:
@@ -133,8 +143,8 @@ def test_same_second_ids_get_suffixes(store: ProjectStore) -> None:
 
 
 def test_seq_keeps_counting_after_compaction(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "db.json", journal_limit=5)
-    project, _ = store.create("Alpha")
+    store = ProjectStore(tmp_path / "db.json", journal_limit=5, default_owner="tester")
+    project = store.create("Alpha").project
     for number in range(10):
         store.update(project.project_id, {"description": str(number)})
     journal = store.journal()
@@ -147,16 +157,16 @@ def test_seq_keeps_counting_after_compaction(tmp_path: Path) -> None:
 def test_seq_is_never_reused_after_deletes(store: ProjectStore) -> None:
     seqs = []
     for _ in range(3):
-        project, created = store.create("x")
-        _, deleted = store.delete(project.project_id)
+        project, created = _split(store.create("x"))
+        deleted = store.delete(project.project_id).event
         seqs += [created["seq"], deleted["seq"]]
     assert seqs == [1, 2, 3, 4, 5, 6]
 
 
 def test_list_filters_combine(store: ProjectStore) -> None:
-    a, _ = store.create("a", type="web", status="in_progress", owner_id="ann")
-    b, _ = store.create("b", type="web", status="created", owner_id="bob")
-    c, _ = store.create("c", type="api", status="in_progress", owner_id="ann")
+    a = store.create("a", type="web", status="in_progress", owner_id="ann").project
+    b = store.create("b", type="web", status="created", owner_id="bob").project
+    c = store.create("c", type="api", status="in_progress", owner_id="ann").project
     assert store.list_projects() == [a, b, c]
     assert store.list_projects(type="web") == [a, b]
     assert store.list_projects(status="in_progress", owner_id="ann") == [a, c]
@@ -165,7 +175,7 @@ def test_list_filters_combine(store: ProjectStore) -> None:
 
 
 def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "nowhere" / "db.json")
+    store = ProjectStore(tmp_path / "nowhere" / "db.json", default_owner="tester")
     assert store.list_projects() == []
     assert store.latest_seq() == 0
     assert not (tmp_path / "nowhere").exists()
@@ -198,7 +208,7 @@ def test_corrupt_database_is_never_overwritten(
 
 
 def test_malformed_project_record_is_a_store_error(store: ProjectStore) -> None:
-    project, _ = store.create("Alpha")
+    project = store.create("Alpha").project
     data = orjson.loads(store.path.read_bytes())
     del data["projects"][project.project_id]["name"]
     store.path.write_bytes(orjson.dumps(data))
@@ -230,7 +240,7 @@ def test_write_keeps_file_mode_and_leaves_no_temp_files(store: ProjectStore) -> 
 
 def test_orphaned_temp_file_of_a_dead_writer_is_removed(store: ProjectStore) -> None:
     store.create("Alpha")
-    orphan = store.path.parent / ".projects.json.tmp-999999"
+    orphan = store.path.parent / ".projects.json.tmp-0123456789abcdef"
     orphan.write_bytes(b'{"half": ')
     store.create("Beta")
     assert not orphan.exists()
@@ -240,7 +250,7 @@ def test_lock_timeout(store: ProjectStore) -> None:
     import fcntl
 
     store.create("Alpha")
-    impatient = ProjectStore(store.path, lock_timeout=0.2)
+    impatient = ProjectStore(store.path, lock_timeout=0.2, default_owner="tester")
     with open(store.lock_path, "a") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         with pytest.raises(LockTimeoutError, match="locked by another process"):
@@ -252,7 +262,7 @@ def test_lock_timeout(store: ProjectStore) -> None:
 def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    store = ProjectStore(blocker / "db.json")
+    store = ProjectStore(blocker / "db.json", default_owner="tester")
     with pytest.raises(StoreError, match="cannot create folder"):
         store.create("Alpha")
 
@@ -270,8 +280,9 @@ def test_read_state_and_file_versions(store: ProjectStore) -> None:
     assert store.file_version() is None
     empty = store.read_state()
     assert (empty.latest_seq, empty.journal, empty.version) == (0, [], None)
-    project, event = store.create("Alpha")
-    written = store.last_written_version
+    change = store.create("Alpha")
+    project, event = _split(change)
+    written = change.version
     assert written is not None
     assert store.file_version() == written
     state = store.read_state()
@@ -280,7 +291,7 @@ def test_read_state_and_file_versions(store: ProjectStore) -> None:
     assert state.journal == [event]
     assert state.project_records == [project.to_dict()]
     assert len(state.database_id) == 16
-    store.update(project.project_id, {"name": "Beta"})
-    assert store.last_written_version != written  # every commit makes a new version
-    assert store.file_version() == store.last_written_version
+    renamed = store.update(project.project_id, {"name": "Beta"})
+    assert renamed.version != written  # every commit makes a new version
+    assert store.file_version() == renamed.version
     assert store.read_state().database_id == state.database_id  # stable across commits

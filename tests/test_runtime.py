@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,28 +16,21 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from projctl import client
-from projctl.client import pid_alive
+from projctl import runtime
+from projctl.runtime import ServerState, pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL
+from .conftest import PROJCTL, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 pytestmark = pytest.mark.usefixtures("broadcasting")
 
 
-def server_info(db_path: Path) -> client.ServerInfo:
-    info = client.read_server_info(client.runtime_paths(db_path))
+def server_info(db_path: Path) -> ServerState:
+    info = runtime.read_server_state(runtime_paths(db_path))
     assert info is not None, "no server is running"
     return info
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def collect(url: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -62,7 +54,7 @@ def server_processes(db_path: Path) -> list[int]:
         except OSError:
             continue
         if (
-            b"serve" in argv
+            (b"serve" in argv or b"projctl.server" in argv)
             and os.fsencode(db_path.resolve()) in argv
             and pid_alive(int(entry.name))
         ):
@@ -110,7 +102,8 @@ def test_live_subscriber_sees_commands_as_they_happen(projctl: Run, db_path: Pat
 
 
 def test_command_substitution_returns_promptly_when_it_starts_the_server(db_path: Path) -> None:
-    started = time.monotonic()
+    # Were the server to keep the command's stdout open, `$(...)` would wait for it to
+    # exit (15 minutes idle): the timeout is the assertion.
     done = subprocess.run(
         ["bash", "-c", f'id=$("{PROJCTL}" create "In a subshell"); echo "got $id"'],
         capture_output=True,
@@ -118,9 +111,7 @@ def test_command_substitution_returns_promptly_when_it_starts_the_server(db_path
         timeout=30,
         check=True,
     )
-    elapsed = time.monotonic() - started
     assert done.stdout.startswith("got proj_")
-    assert elapsed < 5, f"took {elapsed:.1f}s"
     info = server_info(db_path)
     assert pid_alive(info.pid)
     assert os.getsid(info.pid) == info.pid  # detached: its own session
@@ -192,7 +183,7 @@ def test_no_broadcast_contacts_and_starts_nothing(projctl: Run, db_path: Path, h
         done = projctl("create", "quiet", env={"PROJCTL_NO_BROADCAST": "1"})
     assert done.returncode == 0
     assert done.stderr == ""
-    assert not client.runtime_paths(db_path).folder.exists()
+    assert not runtime_paths(db_path).folder.exists()
     assert server_processes(db_path) == []
 
 
@@ -209,12 +200,12 @@ def test_idle_server_stops_itself_but_not_while_someone_listens(
     asyncio.run(listen_for(2.5))
     assert pid_alive(info.pid), "stopped while a subscriber was connected"
     wait_until(lambda: not pid_alive(info.pid), timeout=10)
-    assert not client.runtime_paths(db_path).state_file.exists()
+    assert not runtime_paths(db_path).state_file.exists()
 
 
 def test_stale_state_file_is_cleaned_up(projctl: Run, db_path: Path) -> None:
     assert projctl("create", "first").returncode == 0
-    paths = client.runtime_paths(db_path)
+    paths = runtime_paths(db_path)
     dead = subprocess.Popen(["true"])
     dead.wait()
     state = orjson.loads(paths.state_file.read_bytes())
@@ -248,7 +239,7 @@ def test_serve_in_the_foreground(projctl: Run, db_path: Path, stop_signal: signa
         text=True,
     ) as server:
         try:
-            wait_until(lambda: client.read_server_info(client.runtime_paths(db_path)) is not None)
+            wait_until(lambda: runtime.read_server_state(runtime_paths(db_path)) is not None)
             info = server_info(db_path)
             assert info.pid == server.pid
             assert not info.auto
@@ -268,7 +259,7 @@ def test_serve_in_the_foreground(projctl: Run, db_path: Path, stop_signal: signa
             _, stderr = server.communicate(timeout=10)
     assert server.returncode == 0
     assert "serving ws://127.0.0.1:" in stderr
-    assert not client.runtime_paths(db_path).state_file.exists()
+    assert not runtime_paths(db_path).state_file.exists()
 
 
 def test_server_status_and_stop_when_none_runs(projctl: Run, db_path: Path) -> None:
@@ -296,8 +287,8 @@ def test_beyond_loopback_needs_an_explicit_host(projctl: Run, db_path: Path) -> 
 
 
 def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: Path) -> None:
-    paths = client.runtime_paths(db_path)
-    client.ensure_private_folder(paths.folder)
+    paths = runtime_paths(db_path)
+    runtime.ensure_private_folder(paths.folder)
     old = b"an old line\n" * 200_000  # 2.4 MB
     paths.log_file.write_bytes(old)
     assert projctl("create", "x").returncode == 0

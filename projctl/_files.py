@@ -1,0 +1,179 @@
+"""File primitives with the safety rules every projctl file follows. Stdlib only.
+
+- :func:`locked`: an exclusive ``flock`` with a deadline. The kernel drops it
+  when the holder dies, so a crash never leaves a stale lock.
+- :func:`read_regular`: read a whole file that must be a regular file; a FIFO or
+  a device is refused before a byte is read (``O_NONBLOCK`` keeps a FIFO from
+  hanging the open itself).
+- :func:`atomic_write`: replace a file whole: a temporary file with a random
+  name opened ``O_CREAT|O_EXCL|O_NOFOLLOW`` beside it, ``fsync``, rename,
+  ``fsync`` of the folder. Readers see the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "LockFileError",
+    "LockTimeout",
+    "NotRegularFile",
+    "atomic_write",
+    "fsync_folder",
+    "locked",
+    "read_regular",
+    "remove_temp_files",
+    "temp_prefix",
+]
+
+#: ``O_NOFOLLOW`` and ``O_CLOEXEC`` where the platform has them (every POSIX we run on).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class NotRegularFile(OSError):
+    """The path exists but is a directory, device, FIFO or socket."""
+
+
+class LockFileError(OSError):
+    """The lock file cannot be opened, or is not a regular file."""
+
+
+class LockTimeout(TimeoutError):
+    """The lock was still held by another process when the deadline passed."""
+
+
+@contextlib.contextmanager
+def locked(
+    path: Path,
+    timeout: float,
+    *,
+    mode: int = 0o600,
+    on_slow: Callable[[], None] | None = None,
+    slow_after: float = 1.0,
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing).
+
+    Polls until ``timeout`` seconds have passed, then raises :class:`LockTimeout`.
+    ``on_slow`` is called once if the wait passes ``slow_after`` seconds, so a
+    person at a terminal learns what the command is waiting for. The lock file is
+    never followed through a symlink: a planted link cannot make us create or
+    lock a file elsewhere. Raises :class:`LockFileError` when the lock file cannot
+    be opened or is not a regular file.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as error:
+        raise LockFileError(error.errno, error.strerror, str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockFileError(errno.EINVAL, "not a regular file", str(path))
+        started = time.monotonic()
+        deadline = started + timeout
+        pause = 0.001
+        warned = on_slow is None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LockTimeout(f"{path} is still locked after {timeout:g}s") from None
+                if not warned and now - started >= slow_after:
+                    warned = True
+                    assert on_slow is not None
+                    on_slow()
+                time.sleep(min(pause, max(0.0, deadline - now)))
+                pause = min(pause * 2, 0.025)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of the regular file at ``path`` and its status; ``None`` if there is none.
+
+    Raises :class:`NotRegularFile` for anything but a regular file (symlinks to
+    one are followed), and ``OSError`` when it cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        return file.read(), status
+
+
+def temp_prefix(path: Path) -> str:
+    """The name prefix of :func:`atomic_write`'s temporary files for ``path``."""
+    return f".{path.name}.tmp-"
+
+
+def atomic_write(path: Path, payload: bytes, *, mode: int) -> os.stat_result:
+    """Replace ``path`` with ``payload`` atomically; return the new file's status.
+
+    ``mode`` is used for a new file; an existing file keeps its own mode. On any
+    failure the temporary file is removed and ``path`` is untouched.
+    """
+    folder = path.parent
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    temp_path = folder / f"{temp_prefix(path)}{secrets.token_hex(8)}"
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            # The umask may have narrowed ``mode`` at creation; an existing file's mode wins.
+            os.fchmod(file.fileno(), mode)
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+            status = os.fstat(file.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_path)
+        raise
+    fsync_folder(folder)
+    return status
+
+
+def remove_temp_files(path: Path) -> None:
+    """Remove :func:`atomic_write` leftovers of ``path`` (call only while holding its lock).
+
+    Temporary files are only made under the lock, so any found by its holder belong
+    to a writer that died mid-write. ``unlink`` removes a planted symlink itself,
+    never what it points to.
+    """
+    prefix = temp_prefix(path)
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable. Some file systems refuse fsync on folders: fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | _CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)

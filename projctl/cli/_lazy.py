@@ -1,0 +1,316 @@
+"""The app, its exit codes, and the only module that touches typer's and click's internals.
+
+Commands are registered with :func:`command` under a name listed in
+:data:`COMMANDS`, which also says which module defines it. The group imports a
+command's module and builds the command only when it runs, so ``projctl create``
+pays for ``create`` alone (typer would otherwise build every option of every
+command at every start). Registering a name that is not listed, or from a module
+other than the listed one, fails at import: a command cannot be silently lost.
+
+Every failure is reported here as one ``Error:`` line on stderr and an
+:class:`ExitCode`; nothing else in projctl picks an exit code.
+"""
+
+# No `from __future__ import annotations` in the command modules: typer reads their
+# signatures at every start, and evaluating string annotations costs ~15 ms.
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer._click.utils import make_default_short_help
+from typer.core import TyperGroup
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
+
+from projctl import __version__, config
+from projctl.errors import (
+    InvalidInputError,
+    ProjctlError,
+    ProjectNotFoundError,
+    ServerError,
+    StoreError,
+)
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_CODE_MEANINGS",
+    "GROUPS",
+    "ExitCode",
+    "app",
+    "command",
+    "exit_code_for",
+    "main",
+    "report",
+]
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every projctl command; the README documents them."""
+
+    OK = 0
+    FAILURE = 1  #: an unexpected failure (a bug, or an OS error we did not foresee)
+    INVALID_INPUT = 2  #: invalid input, usage or setting
+    NOT_FOUND = 3  #: no project with the given id
+    STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
+    SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
+    TIMEOUT = 124  #: ``watch --timeout`` ran out before ``--count`` events arrived
+    INTERRUPTED = 130  #: Ctrl-C
+
+
+#: What each exit code means, as ``--help`` and the README say it.
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILURE: "unexpected failure",
+    ExitCode.INVALID_INPUT: "invalid input, usage or setting",
+    ExitCode.NOT_FOUND: "project not found",
+    ExitCode.STORE_ERROR: "database error",
+    ExitCode.SERVER_ERROR: "server error",
+    ExitCode.TIMEOUT: "watch timed out",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+#: Every command, by its full name, and the module that defines it, in help order.
+COMMANDS: dict[str, str] = {
+    "create": "projctl.cli.projects",
+    "update": "projctl.cli.projects",
+    "delete": "projctl.cli.projects",
+    "list": "projctl.cli.projects",
+    "show": "projctl.cli.projects",
+    "watch": "projctl.cli.watching",
+    "serve": "projctl.cli.serving",
+    "server status": "projctl.cli.serving",
+    "server stop": "projctl.cli.serving",
+}
+#: Command groups and their one-line help.
+GROUPS: dict[str, str] = {
+    "server": "Inspect or stop the database's background broadcast server.",
+}
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+_registered: dict[str, CommandInfo] = {}
+_Callback = TypeVar("_Callback", bound=Callable[..., Any])
+
+
+def command(name: str) -> Callable[[_Callback], _Callback]:
+    """Register the decorated function as the command ``name`` (``"server status"`` for a
+    subcommand). Its docstring is its help; the first line is its summary."""
+
+    def register(callback: _Callback) -> _Callback:
+        listed = COMMANDS.get(name)
+        if listed is None:
+            raise RuntimeError(f"command {name!r} is not listed in projctl.cli._lazy.COMMANDS")
+        if listed != callback.__module__:
+            raise RuntimeError(f"command {name!r} is listed in {listed}, not {callback.__module__}")
+        _registered[name] = CommandInfo(
+            name=name.rpartition(" ")[2], callback=callback, context_settings=_CONTEXT
+        )
+        return callback
+
+    return register
+
+
+def exit_code_for(error: ProjctlError) -> ExitCode:
+    """The exit code that reports ``error``."""
+    if isinstance(error, InvalidInputError):
+        return ExitCode.INVALID_INPUT
+    if isinstance(error, ProjectNotFoundError):
+        return ExitCode.NOT_FOUND
+    if isinstance(error, StoreError):
+        return ExitCode.STORE_ERROR
+    if isinstance(error, ServerError):
+        return ExitCode.SERVER_ERROR
+    return ExitCode.FAILURE
+
+
+def report(message: str, prefix: str = "Error") -> None:
+    """Write one ``Error: ...`` (or ``Warning: ...``) line on stderr, whatever ``message`` holds."""
+    # One line: scripts grep for it.
+    sys.stderr.write(f"{prefix}: " + " ".join(message.split()) + "\n")
+    sys.stderr.flush()
+
+
+def _registered_info(name: str) -> CommandInfo:
+    if name not in _registered:
+        importlib.import_module(COMMANDS[name])
+    return _registered[name]
+
+
+def _summary(full_name: str) -> str:
+    if full_name in GROUPS:
+        return GROUPS[full_name]
+    callback = _registered_info(full_name).callback
+    return (callback.__doc__ or "").strip().split("\n", 1)[0] if callback else ""
+
+
+class ProjctlGroup(TyperGroup):
+    """A group whose commands are listed in :data:`COMMANDS` and built on first use.
+
+    The top-level group also runs the app: every failure becomes one ``Error:``
+    line and a documented exit code.
+    """
+
+    def __init__(self, *, prefix: str = "", **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.prefix = prefix
+
+    def _full_name(self, name: str) -> str:
+        return f"{self.prefix} {name}" if self.prefix else name
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names: list[str] = []
+        for full_name in COMMANDS:
+            group, _, rest = full_name.rpartition(" ")
+            name = rest if group == self.prefix else None
+            if not self.prefix and group:
+                name = group.split(" ")[0]
+            if name is not None and name not in names:
+                names.append(name)
+        return names
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            full_name = self._full_name(cmd_name)
+            if full_name in COMMANDS:
+                self.commands[cmd_name] = get_command_from_info(
+                    _registered_info(full_name),
+                    pretty_exceptions_short=True,
+                    rich_markup_mode=None,
+                )
+            elif full_name in GROUPS:
+                self.commands[cmd_name] = ProjctlGroup(
+                    name=cmd_name,
+                    prefix=full_name,
+                    help=GROUPS[full_name],
+                    no_args_is_help=True,
+                    rich_markup_mode=None,
+                    context_settings=_CONTEXT,
+                )
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            message = f"No such command {name!r}."
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            if close:
+                message += f" Did you mean {close[0]!r}?"
+            raise UsageError(message, ctx)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list of ``--help``, from docstrings, without building the commands."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [
+            (name, make_default_short_help(_summary(self._full_name(name)), limit))
+            for name in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else ExitCode.OK
+        except NoArgsIsHelpError as error:  # `projctl` or `projctl server` alone: the help
+            if error.ctx is not None:
+                typer.echo(error.ctx.get_help())
+            code = ExitCode.OK
+        except ClickException as error:  # usage errors: bad option, missing argument, ...
+            message = error.format_message()
+            context = getattr(error, "ctx", None)
+            if context is not None:
+                message += f" (see '{context.command_path} --help')"
+            report(message)
+            code = ExitCode.INVALID_INPUT if error.exit_code == 2 else error.exit_code
+        except ProjctlError as error:
+            report(str(error))
+            code = exit_code_for(error)
+        except (typer.Abort, KeyboardInterrupt):
+            report("interrupted")
+            code = ExitCode.INTERRUPTED
+        except Exception as error:
+            if _debug():
+                raise
+            report(f"unexpected {type(error).__name__}: {error} (set PROJCTL_DEBUG=1 for details)")
+            code = ExitCode.FAILURE
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _debug() -> bool:
+    try:
+        return config.parse_flag(os.environ.get("PROJCTL_DEBUG", ""), "PROJCTL_DEBUG")
+    except ProjctlError:
+        return False
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"projctl {__version__}")
+        raise typer.Exit()
+
+
+def _root_help() -> str:
+    width = max(len(variable.name) for variable in config.VARIABLES) + 2
+    environment = "\n".join(
+        f"  {variable.name:<{width}} {variable.meaning} [default: {variable.default}]"
+        for variable in config.VARIABLES
+    )
+    codes = ", ".join(f"{code.value} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+    return (
+        "Manage projects from the terminal and CI; every change is journaled as an event.\n\n"
+        "Results go to stdout, messages to stderr; every command that prints data takes "
+        "--json.\n\n\b\nEnvironment:\n" + environment + "\n\nExit codes: " + codes + "."
+    )
+
+
+app = typer.Typer(
+    cls=ProjctlGroup,
+    name="projctl",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings=_CONTEXT,
+    help=_root_help(),
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    pass
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(prog_name="projctl")
+    except Exception as error:  # raised while building the app, before ProjctlGroup runs
+        if _debug():
+            raise
+        report(f"unexpected {type(error).__name__}: {error} (set PROJCTL_DEBUG=1 for details)")
+        sys.exit(ExitCode.FAILURE)

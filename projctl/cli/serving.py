@@ -1,0 +1,113 @@
+"""``serve``, ``server status``, ``server stop``: the database's broadcast server."""
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from projctl.cli._lazy import command
+from projctl.cli._options import (
+    DbOption,
+    HostOption,
+    JsonFlag,
+    PortOption,
+    open_database,
+    print_json,
+)
+from projctl.config import parse_seconds
+from projctl.errors import InvalidInputError
+
+
+@command("serve")
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="Also accept browser pages from ORIGIN (repeatable; '*' for any). "
+            "Pages on localhost, 127.0.0.1 and [::1] are always accepted.",
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        str,
+        typer.Option(
+            "--idle-timeout",
+            metavar="SECONDS",
+            help="Stop after this long with no subscribers and no events (0: never). "
+            "Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
+        ),
+    ] = "0",
+    db: DbOption = None,
+) -> None:
+    """Run the broadcast server for a database in the foreground until Ctrl-C.
+
+    Subscribers connect to ws://HOST:PORT/ws (?since=N to resume, ?snapshot=1 for
+    the current projects first); GET /healthz reports status. Commands start a
+    server in the background by themselves; run this one to choose its address.
+
+    \b
+    Example:
+        projctl serve --port 8000 --allow-origin https://dashboard.example
+    """
+    from projctl import runtime
+    from projctl.server import configure_logging
+
+    seconds = parse_seconds(idle_timeout, "--idle-timeout")
+    database = open_database(db, host=host, port=port)
+    settings = database.settings
+    if host is None and not runtime.is_loopback(settings.host):
+        raise InvalidInputError(
+            f"listening beyond loopback ({settings.host}) needs --host on the command line, "
+            "not only PROJCTL_HOST"
+        )
+    configure_logging()
+
+    def announce(server: Any) -> None:
+        token = server.config.subscriber_token
+        if token is not None:
+            sys.stderr.write(
+                f"projctl: listening beyond loopback; subscribers need ?token={token}\n"
+            )
+            sys.stderr.flush()
+
+    database.serve(allow_origins=allow_origin or (), idle_timeout=seconds, on_ready=announce)
+
+
+@command("server status")
+def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
+    """Show whether a server runs for the database, and its health.
+
+    \b
+    Example:
+        projctl server status --json
+    """
+    database = open_database(db)
+    status = database.server_status()
+    if json_output:
+        print_json({"running": status is not None, **(status or {})})
+    elif status is None:
+        typer.echo(f"no server is running for {database.path}")
+    else:
+        typer.echo(
+            f"running: pid {status['pid']}, {status['url']}, latest seq {status['latest_seq']}, "
+            f"{status['subscribers']} subscriber(s)"
+        )
+
+
+@command("server stop")
+def server_stop(db: DbOption = None) -> None:
+    """Stop the database's server and wait until it has exited.
+
+    \b
+    Example:
+        projctl server stop
+    """
+    database = open_database(db)
+    stopped = database.stop_server()
+    if stopped is None:
+        typer.echo(f"no server is running for {database.path}", err=True)
+    else:
+        typer.echo(f"stopped server pid {stopped.pid}")

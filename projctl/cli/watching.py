@@ -1,0 +1,123 @@
+"""``watch``: a live table on a terminal, JSON Lines for scripts."""
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from projctl.cli._lazy import ExitCode, command, report
+from projctl.cli._options import DbOption, complete_project_ids, open_database
+from projctl.config import parse_count, parse_seconds
+from projctl.events import EVENT_TYPES
+from projctl.model import STATUSES
+
+# Typer takes a list of choices only as an Enum (a list of Literal is not supported).
+EventChoice = Enum("EventChoice", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
+StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
+
+
+@command("watch")
+def watch(
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print each event as one JSON object per line, exactly as received. "
+            "Automatic when stdout is not a terminal.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="SEQ",
+            help="Replay journaled events after SEQ first (0: all retained). "
+            "Without it, only new events. JSON mode only: the table starts from a snapshot.",
+        ),
+    ] = None,
+    event: Annotated[
+        list[EventChoice] | None,
+        typer.Option("--event", "-e", help="Only this event type (repeatable)."),
+    ] = None,
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project",
+            "-p",
+            metavar="PROJECT_ID",
+            help="Only this project (repeatable).",
+            autocompletion=complete_project_ids,
+        ),
+    ] = None,
+    status: Annotated[
+        list[StatusChoice] | None,
+        typer.Option("--status", "-s", help="Only projects in this status."),
+    ] = None,
+    owner: Annotated[
+        list[str] | None, typer.Option("--owner", "-o", help="Only projects of this owner.")
+    ] = None,
+    count: Annotated[
+        str | None,
+        typer.Option("--count", "-n", metavar="N", help="Exit 0 after N matching events."),
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Exit 124 if --count events have not arrived by then.",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Watch projects change live: a table on a terminal, JSON Lines for scripts.
+
+    Filters: the same filter repeated means OR, different filters mean AND.
+    Reconnects by itself and resumes where it left off; Ctrl-C exits with 130.
+
+    \b
+    Example:
+        projctl watch --json --event project_deleted --project "$id" --count 1 --timeout 30
+    """
+    from projctl import watch as watching
+
+    since_seq = None if since is None else parse_count(since, "--since")
+    wanted = None if count is None else parse_count(count, "--count", minimum=1)
+    seconds = None if timeout is None else parse_seconds(timeout, "--timeout")
+    database = open_database(db)
+    event_filter = watching.EventFilter(
+        event_types=frozenset(choice.value for choice in event or ()),
+        project_ids=frozenset(project or ()),
+        statuses=frozenset(choice.value for choice in status or ()),
+        owners=frozenset(owner or ()),
+    )
+    job: Coroutine[Any, Any, object]
+    if json_output or not sys.stdout.isatty():
+        known = database.list() if (status or owner) else []
+        job = watching.run_json(
+            database.locate_server,
+            since=since_seq,
+            event_filter=event_filter,
+            count=wanted,
+            out=sys.stdout,
+            err=sys.stderr,
+            known_projects=[project.to_dict() for project in known],
+        )
+    else:
+        from rich.console import Console
+
+        job = watching.run_live(
+            database.locate_server, console=Console(), event_filter=event_filter
+        )
+    try:
+        asyncio.run(asyncio.wait_for(job, seconds))
+    except (asyncio.TimeoutError, TimeoutError):
+        report(f"timed out after {seconds:g}s waiting for events")
+        raise typer.Exit(ExitCode.TIMEOUT) from None
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): nothing left to do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

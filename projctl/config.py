@@ -1,0 +1,238 @@
+"""Every ``PROJCTL_*`` setting: its name, default and rule, parsed and validated once.
+
+:func:`load_settings` reads the environment (and the command-line values that
+override it) into one frozen :class:`Settings`. A value that breaks its rule
+raises :class:`~projctl.errors.ConfigError` with one line that names where the
+value came from (the variable or the option), the value itself, and what is
+accepted. Nothing else in projctl reads a ``PROJCTL_*`` variable.
+
+The ``parse_*`` functions are the rules, reused for options that are not
+settings (``watch --timeout``, ``--count``): a number is always finite, a port
+always 0-65535, whatever the source.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from projctl.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_JOURNAL_LIMIT",
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_PORT",
+    "VARIABLES",
+    "DbSource",
+    "Settings",
+    "Variable",
+    "default_db_path",
+    "load_settings",
+    "login_name",
+    "parse_count",
+    "parse_db_path",
+    "parse_flag",
+    "parse_host",
+    "parse_port",
+    "parse_seconds",
+]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8000
+DEFAULT_IDLE_TIMEOUT = 900.0
+DEFAULT_JOURNAL_LIMIT = 1000
+DEFAULT_LOCK_TIMEOUT = 10.0
+
+#: Where the database path came from, as ``projctl info`` will say it.
+DbSource = Literal["--db", "PROJCTL_DB", "default"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable projctl reads: the README and ``--help`` list these."""
+
+    name: str
+    meaning: str
+    default: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("PROJCTL_DB", "database file, like --db", "<user data dir>/projctl/projects.json"),
+    Variable("PROJCTL_OWNER", "owner of new projects", "your user name"),
+    Variable("PROJCTL_HOST", "address of the broadcast server", DEFAULT_HOST),
+    Variable("PROJCTL_PORT", "port of the broadcast server (0: any free)", "8000"),
+    Variable("PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"),
+    Variable("PROJCTL_IDLE_TIMEOUT", "seconds before an idle background server stops", "900"),
+    Variable("PROJCTL_JOURNAL_LIMIT", "how many events the journal keeps", "1000"),
+    Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset"),
+    Variable("NO_COLOR", "no colour in tables", "unset"),
+)
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+_HOST_MAX = 253
+
+
+def _refuse(source: str, raw: str, accepted: str) -> ConfigError:
+    shown = raw if len(raw) <= 60 else raw[:57] + "..."
+    return ConfigError(f"{source}={shown!r} is not accepted: expected {accepted}")
+
+
+def parse_port(raw: str, source: str) -> int:
+    """A TCP port: a whole number from 0 (any free port) to 65535."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise _refuse(source, raw, "a whole number from 0 to 65535")
+    return int(text)
+
+
+def parse_count(raw: str, source: str, *, minimum: int = 0) -> int:
+    """A whole number of at least ``minimum``."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < minimum:
+        raise _refuse(source, raw, f"a whole number of at least {minimum}")
+    return int(text)
+
+
+def parse_seconds(raw: str, source: str) -> float:
+    """A duration in seconds: a finite number >= 0 (never ``nan`` or ``inf``)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise _refuse(source, raw, "a number of seconds, 0 or more (like 30 or 2.5)")
+    return value
+
+
+def parse_flag(raw: str, source: str) -> bool:
+    """A yes/no switch: ``1 true yes on`` or ``0 false no off`` (empty: off)."""
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _refuse(source, raw, "1, true, yes, on, or 0, false, no, off")
+
+
+def parse_host(raw: str, source: str) -> str:
+    """A host name or IP address to listen on or connect to."""
+    host = raw.strip()
+    if (
+        not host
+        or len(host) > _HOST_MAX
+        or not host.isprintable()
+        or any(char.isspace() or char in "/?#@" for char in host)
+    ):
+        raise _refuse(source, raw, "a host name or IP address, like localhost or 127.0.0.1")
+    return host
+
+
+def parse_db_path(raw: str, source: str) -> Path:
+    """A database path: not empty, ``~`` expanded, made absolute."""
+    if not raw.strip():
+        raise _refuse(source, raw, "the path of a database file")
+    if "\0" in raw:
+        raise _refuse(source, raw, "a path without NUL characters")
+    return Path(os.path.abspath(os.path.expanduser(raw)))
+
+
+def default_db_path() -> Path:
+    """``<user data dir>/projctl/projects.json`` (XDG on Linux, the platform's own elsewhere)."""
+    import platformdirs  # only needed when neither --db nor PROJCTL_DB is given
+
+    return Path(platformdirs.user_data_dir("projctl", appauthor=False)) / "projects.json"
+
+
+def login_name() -> str:
+    """The name of the user running projctl: the default owner when ``PROJCTL_OWNER`` is unset."""
+    import getpass  # only when PROJCTL_OWNER is unset; it pulls in termios
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        # No login name and no passwd entry (a bare container, say).
+        return f"uid-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of one projctl run, validated. Build it with :func:`load_settings`."""
+
+    db_path: Path
+    db_source: DbSource
+    #: ``PROJCTL_OWNER`` as given (the model validates it when a project is created);
+    #: ``None`` when unset: new projects then belong to the user running projctl.
+    owner: str | None
+    host: str
+    port: int
+    #: Whether the port was chosen (``--port`` or ``PROJCTL_PORT``) rather than defaulted.
+    port_given: bool
+    no_broadcast: bool
+    idle_timeout: float
+    journal_limit: int
+    lock_timeout: float
+    debug: bool
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    db: str | None = None,
+    host: str | None = None,
+    port: str | None = None,
+    no_broadcast: bool | None = None,
+) -> Settings:
+    """Read the settings from ``environ`` (default: ``os.environ``); options given here win.
+
+    Raises :class:`~projctl.errors.ConfigError` for the first value that breaks its rule.
+    An empty variable counts as unset, except ``PROJCTL_DB``: an empty database path
+    is a mistake (a script's unset variable), not a request for the default.
+    """
+    env = os.environ if environ is None else environ
+    db_source: DbSource
+    if db is not None:
+        db_path, db_source = parse_db_path(db, "--db"), "--db"
+    elif "PROJCTL_DB" in env:
+        db_path, db_source = parse_db_path(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
+    else:
+        db_path, db_source = default_db_path(), "default"
+
+    def variable(name: str) -> str | None:
+        value = env.get(name)
+        return value if value else None
+
+    raw_port = port if port is not None else variable("PROJCTL_PORT")
+    raw_owner = variable("PROJCTL_OWNER")
+    raw_limit = variable("PROJCTL_JOURNAL_LIMIT")
+    raw_idle = variable("PROJCTL_IDLE_TIMEOUT")
+    raw_host = host if host is not None else variable("PROJCTL_HOST")
+    return Settings(
+        db_path=db_path,
+        db_source=db_source,
+        owner=raw_owner,
+        host=DEFAULT_HOST
+        if raw_host is None
+        else parse_host(raw_host, "--host" if host is not None else "PROJCTL_HOST"),
+        port=DEFAULT_PORT
+        if raw_port is None
+        else parse_port(raw_port, "--port" if port is not None else "PROJCTL_PORT"),
+        port_given=raw_port is not None,
+        no_broadcast=no_broadcast
+        if no_broadcast is not None
+        else parse_flag(env.get("PROJCTL_NO_BROADCAST", ""), "PROJCTL_NO_BROADCAST"),
+        idle_timeout=DEFAULT_IDLE_TIMEOUT
+        if raw_idle is None
+        else parse_seconds(raw_idle, "PROJCTL_IDLE_TIMEOUT"),
+        journal_limit=DEFAULT_JOURNAL_LIMIT
+        if raw_limit is None
+        else parse_count(raw_limit, "PROJCTL_JOURNAL_LIMIT", minimum=1),
+        lock_timeout=DEFAULT_LOCK_TIMEOUT,
+        debug=parse_flag(env.get("PROJCTL_DEBUG", ""), "PROJCTL_DEBUG"),
+    )

@@ -1,0 +1,145 @@
+"""The local request/reply protocol between projctl commands and their database's server.
+
+It runs over the server's Unix socket: one JSON object per line each way. A
+request is ``{"op": OP, ...arguments}``; a reply is ``{"ok": true, ...result}``
+or ``{"ok": false, "error": "one line"}``. The socket lives in the user's
+private runtime folder, so reaching it is what authenticates a local command.
+
+This module knows the op names, the framing and how to send one request to an
+address; it knows nothing of state files or servers (``runtime`` finds the
+address, ``server`` answers). Plain sockets, not WebSocket: a WebSocket client
+costs more to import than the whole exchange takes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from projctl.errors import ServerError, ServerUnavailableError
+
+__all__ = [
+    "MAX_MESSAGE",
+    "OPS",
+    "OP_FORWARD",
+    "OP_STATUS",
+    "OP_STOP",
+    "REQUEST_TIMEOUT",
+    "Request",
+    "RequestDecodeError",
+    "decode_request",
+    "encode_error",
+    "encode_reply",
+    "encode_request",
+    "request",
+]
+
+#: Hand a committed event to the server: arguments ``event`` and ``version``.
+OP_FORWARD = "forward"
+#: The server's health report (what ``/healthz`` shows, and ``latest_seq``).
+OP_STATUS = "status"
+#: Ask the server to shut down.
+OP_STOP = "stop"
+OPS = frozenset({OP_FORWARD, OP_STATUS, OP_STOP})
+
+#: One message either way: a forward of an event with a 10,000-character description
+#: fits with room to spare.
+MAX_MESSAGE = 1 << 20
+REQUEST_TIMEOUT = 10.0
+
+
+class RequestDecodeError(ValueError):
+    """A line that is not a request of this protocol."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One decoded request: its op and its arguments (everything but ``op``)."""
+
+    op: str
+    args: dict[str, Any]
+
+
+def encode_request(op: str, **args: Any) -> bytes:
+    """One request line."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}")
+    return orjson.dumps({"op": op, **args}) + b"\n"
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse one request line; :class:`RequestDecodeError` for anything but a known op."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise RequestDecodeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RequestDecodeError("a request is a JSON object")
+    op = value.pop("op", None)
+    if op not in OPS:
+        raise RequestDecodeError(f"unknown op {str(op)[:40]!r}")
+    return Request(op, value)
+
+
+def encode_reply(result: Mapping[str, Any] | None = None) -> bytes:
+    """A success reply line carrying ``result``."""
+    return orjson.dumps({"ok": True, **(result or {})}) + b"\n"
+
+
+def encode_error(message: str) -> bytes:
+    """A failure reply line."""
+    return orjson.dumps({"ok": False, "error": message}) + b"\n"
+
+
+def request(
+    address: Path, op: str, *, timeout: float = REQUEST_TIMEOUT, **args: Any
+) -> dict[str, Any]:
+    """Send one request to the server listening at ``address``; return its result.
+
+    Raises :class:`~projctl.errors.ServerUnavailableError` when nothing listens
+    there (the server is gone), and :class:`~projctl.errors.ServerError` when the
+    server fails to answer in time, answers garbage or refuses the request.
+    """
+    line = encode_request(op, **args)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout)
+        try:
+            connection.connect(str(address))
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise ServerUnavailableError(
+                f"no server answers on {address}: {error.strerror}"
+            ) from None
+        except OSError as error:
+            raise ServerError(f"cannot reach the server on {address}: {error}") from None
+        try:
+            connection.sendall(line)
+            reply = bytearray()
+            while not reply.endswith(b"\n") and len(reply) <= MAX_MESSAGE:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        except TimeoutError:
+            raise ServerError(f"the server did not answer within {timeout:g}s") from None
+        except OSError as error:
+            raise ServerError(f"lost the connection to the server: {error}") from None
+    return _decode_reply(bytes(reply))
+
+
+def _decode_reply(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise ServerUnavailableError("the server closed the connection without answering")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ServerError("the server sent a malformed reply") from None
+    if not isinstance(value, dict) or not isinstance(value.get("ok"), bool):
+        raise ServerError("the server sent a malformed reply")
+    if not value.pop("ok"):
+        raise ServerError(f"the server refused the request: {value.get('error')}")
+    return value

@@ -1,0 +1,208 @@
+"""The server's decisions, without I/O: event order, gaps, the replay window, snapshots.
+
+A :class:`Sequencer` takes inputs (a forwarded event, a read of the journal, a
+new subscriber's ``since``) and returns the encoded messages to send; it never
+touches a socket, a file or the event loop, so every decision is unit-tested
+with plain calls (the way websockets' ``ServerProtocol`` keeps the protocol
+apart from the connection).
+
+**The journal is the truth.** A forward is a fast hint: the next ``seq`` goes
+out at once, an early one waits for those before it (:attr:`Sequencer.waiting`),
+and a commit whose forward never came is noticed because the database file
+changed with no forward explaining it (:meth:`Sequencer.is_explained`); either
+way the caller reads the journal and hands it to :meth:`Sequencer.catch_up`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from projctl import events
+from projctl.events import Event
+
+__all__ = [
+    "JournalRead",
+    "Sequencer",
+    "SequencerStats",
+]
+
+#: The database file's version (``store.FileVersion``), compared for equality only: it
+#: changes with every commit, so a version no forward explains means a commit went unsent.
+Version = object
+
+
+class JournalRead(Protocol):
+    """One consistent read of the database (``store.StoreState`` is one)."""
+
+    @property
+    def journal(self) -> Sequence[Event]: ...
+    @property
+    def latest_seq(self) -> int: ...
+    @property
+    def database_id(self) -> str: ...
+    @property
+    def version(self) -> Version | None: ...
+    @property
+    def project_records(self) -> Sequence[dict[str, Any]]: ...
+
+
+@dataclass
+class SequencerStats:
+    events: int = 0
+    gap_fills: int = 0
+    resyncs: int = 0
+
+
+def _now() -> str:
+    return events.format_timestamp(events.utc_now())
+
+
+class Sequencer:
+    """Orders one database's events for broadcast and answers what a new subscriber gets.
+
+    Every method returns the encoded messages to send, oldest first; the caller
+    sends them (to every subscriber, or to the one that asked). Not thread-safe:
+    one event loop drives it.
+    """
+
+    def __init__(self, *, window: int = 1000, clock: Callable[[], str] = _now) -> None:
+        self.window = window
+        self.clock = clock
+        self.stats = SequencerStats()
+        self.database_id = ""
+        #: The ``seq`` of the newest event sent.
+        self.last_seq = 0
+        # Encoded recent events, oldest first, for replay; at least the journal's size.
+        # Only the encoded form: the rare snapshot that needs an event's data decodes it.
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=window)
+        self._pending: dict[int, Event] = {}
+        self._highest_forwarded = 0
+        self._explained_version: Version | None = None
+
+    # -- inputs ------------------------------------------------------------------
+
+    def load(self, state: JournalRead) -> None:
+        """Start over from a read of the database (at start-up, or after it was replaced)."""
+        self.database_id = state.database_id
+        self.last_seq = state.latest_seq
+        self._highest_forwarded = state.latest_seq
+        self._explained_version = state.version
+        window = max(self.window, len(state.journal))
+        self._recent = deque(
+            ((event["seq"], events.encode_event(event)) for event in state.journal),
+            maxlen=window,
+        )
+        self._pending.clear()
+
+    def accept(self, event: Event, version: Version | None = None) -> list[bytes]:
+        """Take one committed event (from a forward or the journal).
+
+        Returns the events now due: this one and any early ones waiting behind it,
+        or nothing when it was already sent or comes early (then :attr:`waiting`).
+        """
+        seq = event["seq"]
+        if seq > self._highest_forwarded:
+            self._highest_forwarded = seq
+            if version is not None:
+                self._explained_version = version
+        if seq <= self.last_seq:
+            return []
+        self._pending[seq] = event
+        due = []
+        while self.last_seq + 1 in self._pending:
+            due.append(self._emit(self._pending.pop(self.last_seq + 1)))
+        return due
+
+    def _emit(self, event: Event) -> bytes:
+        message = events.encode_event(event)
+        self.last_seq = event["seq"]
+        self._recent.append((event["seq"], message))
+        self.stats.events += 1
+        return message
+
+    @property
+    def waiting(self) -> bool:
+        """Whether early events wait for a gap: the caller should read the journal soon."""
+        return bool(self._pending)
+
+    def is_explained(self, version: Version | None) -> bool:
+        """Whether the database file at ``version`` holds nothing this sequencer was not told."""
+        return version == self._explained_version
+
+    def catch_up(self, state: JournalRead) -> list[bytes]:
+        """Bring the stream up to a read of the journal; return what to send to everyone.
+
+        A read older than what forwards already told us is merely stale (it ran
+        while events kept arriving) and changes nothing. A new database id (the file
+        was replaced) or events that left the journal unsent start over with a
+        ``resync`` message holding every project.
+        """
+        self.stats.gap_fills += 1
+        if self.database_id and state.database_id != self.database_id:
+            return self._resync(state)
+        self.database_id = state.database_id  # adopts the id of a database created meanwhile
+        missing = [event for event in state.journal if event["seq"] > self.last_seq]
+        if missing and missing[0]["seq"] != self.last_seq + 1:
+            return self._resync(state)
+        due = [message for event in missing for message in self.accept(event)]
+        for seq in [seq for seq in self._pending if seq <= self.last_seq]:
+            del self._pending[seq]
+        if self.last_seq == state.latest_seq:
+            self._explained_version = state.version
+            self._highest_forwarded = max(self._highest_forwarded, state.latest_seq)
+        return due
+
+    def _resync(self, state: JournalRead) -> list[bytes]:
+        self.stats.resyncs += 1
+        self.load(state)
+        return [
+            events.projects_message(
+                "resync", state.project_records, seq=state.latest_seq, timestamp=self.clock()
+            )
+        ]
+
+    # -- a new subscriber --------------------------------------------------------
+
+    def can_replay(self, since: int) -> bool:
+        """Whether every event after ``since`` is still in the replay window."""
+        oldest = self._recent[0][0] if self._recent else self.last_seq + 1
+        return oldest - 1 <= since <= self.last_seq
+
+    def needs_projects(self, *, since: int | None, snapshot: bool) -> bool:
+        """Whether a subscriber asking for this must be sent the project list (read it first)."""
+        return snapshot or (since is not None and not self.can_replay(since))
+
+    def opening(
+        self, *, since: int | None, snapshot: bool, state: JournalRead | None
+    ) -> list[bytes]:
+        """What a new subscriber gets before the live feed, which follows seamlessly.
+
+        ``since``: the retained events after it, or a ``resync`` with the projects
+        when they are gone (``state`` must then be given, see :meth:`needs_projects`).
+        ``snapshot``: a ``snapshot`` message with the projects as of :attr:`last_seq`.
+        The caller must send these and register the subscriber with no other
+        input in between.
+        """
+        if since is not None and self.can_replay(since):
+            return [message for seq, message in self._recent if seq > since]
+        if state is None or not (snapshot or since is not None):
+            return []
+        return [
+            events.projects_message(
+                "snapshot" if since is None else "resync",
+                self.projects_at_last_seq(state),
+                seq=self.last_seq,
+                timestamp=self.clock(),
+            )
+        ]
+
+    def projects_at_last_seq(self, state: JournalRead) -> list[dict[str, Any]]:
+        """The projects as of :attr:`last_seq`, from a read of the file at or before it."""
+        projects = {record["project_id"]: record for record in state.project_records}
+        for seq, message in self._recent:
+            if seq > state.latest_seq:
+                events.apply(projects, events.decode_event(message))
+        return list(projects.values())

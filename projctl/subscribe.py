@@ -1,0 +1,156 @@
+"""The reconnecting subscriber: every message of a server's feed, in ``seq`` order, once.
+
+:func:`follow` connects to ``/ws``, resumes with ``?since=<last seq>`` after any
+disconnect and yields what arrives, so a consumer sees no gap and no repeat
+across server restarts. It retries only what a retry can fix: a refused or lost
+connection, a server that is not there yet, a handshake the server turned away
+for now. Anything else (a refused token, a frame that is not JSON, a bug) is
+raised to the caller instead of becoming an endless reconnect loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from projctl.errors import ServerError, ServerUnavailableError
+from projctl.events import PROJECTS_MESSAGE_TYPES
+from projctl.runtime import Endpoint
+
+__all__ = [
+    "BACKOFF_FIRST",
+    "BACKOFF_MAX",
+    "MAX_FRAME",
+    "Connection",
+    "Locate",
+    "Message",
+    "follow",
+]
+
+#: Reconnection waits grow from the first to the last figure, doubling each time.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+#: The largest frame accepted: a snapshot of a large database, with room to spare.
+MAX_FRAME = 256 << 20
+#: Finds the server to follow (and may start one); called in a thread before each attempt.
+Locate = Callable[[], Endpoint]
+#: HTTP statuses of a handshake that a later attempt may get past.
+_RETRYABLE_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message from the server: the text exactly as received, and its decoded form."""
+
+    text: str
+    data: dict[str, Any]
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.get("event_type", ""))
+
+    @property
+    def seq(self) -> int | None:
+        seq = self.data.get("seq")
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A change in :func:`follow`'s connection to the server."""
+
+    state: Literal["starting", "connected", "reconnecting"]
+    url: str | None = None
+    #: Seconds until the next attempt (``reconnecting`` only).
+    retry_in: float | None = None
+    error: str | None = None
+
+
+def _decode(frame: str | bytes) -> Message:
+    text = frame.decode() if isinstance(frame, bytes) else frame
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ServerError("the server sent a frame that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ServerError("the server sent a frame that is not a JSON object")
+    return Message(text, data)
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, InvalidStatus):
+        return error.response.status_code in _RETRYABLE_STATUSES
+    return isinstance(
+        error,
+        OSError | ConnectionClosed | InvalidHandshake | ServerUnavailableError | TimeoutError,
+    )
+
+
+async def follow(
+    locate: Locate,
+    *,
+    since: int | None,
+    snapshot: bool = False,
+) -> AsyncIterator[Message | Connection]:
+    """Yield every message of the server that ``locate`` finds, in ``seq`` order, forever.
+
+    ``locate`` is called (in a thread) before every connection attempt: it finds
+    the server, or starts one. The stream starts with a replay of the events after
+    ``since`` (``None``: only what happens from now on), or with a ``snapshot``
+    message when ``snapshot`` is true. On a disconnect it yields a ``reconnecting``
+    :class:`Connection`, waits with backoff and resumes after the last ``seq`` seen:
+    no event is lost and none is yielded twice. Lifecycle events, ``snapshot`` and
+    ``resync`` messages are yielded as :class:`Message`.
+
+    Raises what cannot be retried: :class:`~projctl.errors.ServerError` for a
+    server that cannot be started or sends garbage, ``InvalidStatus`` for a
+    handshake refused for good (a missing token: 401).
+    """
+    last_seq = since
+    want_snapshot = snapshot
+    backoff = BACKOFF_FIRST
+    while True:
+        server_url = None
+        try:
+            endpoint = await asyncio.to_thread(locate)
+            server_url = endpoint.url
+            if last_seq is None and not want_snapshot:
+                # "From now on" is the server's latest seq: resuming from it after a
+                # disconnect then loses nothing that happened in between.
+                last_seq = endpoint.latest_seq
+            query: dict[str, Any] = {}
+            if want_snapshot:
+                query["snapshot"] = 1
+            elif last_seq is not None:
+                query["since"] = last_seq
+            if endpoint.token:
+                query["token"] = endpoint.token
+            url = f"{endpoint.url}?{urlencode(query)}" if query else endpoint.url
+            async with connect(url, open_timeout=10, compression=None, max_size=MAX_FRAME) as ws:
+                yield Connection("connected", endpoint.url)
+                backoff = BACKOFF_FIRST
+                async for frame in ws:
+                    message = _decode(frame)
+                    seq = message.seq
+                    if message.event_type in PROJECTS_MESSAGE_TYPES:
+                        want_snapshot = False
+                    elif seq is not None and last_seq is not None and seq <= last_seq:
+                        continue  # already seen before a reconnect
+                    if seq is not None:
+                        last_seq = seq
+                    yield message
+            error = "the server closed the connection"
+        except Exception as failure:
+            if not _retryable(failure):
+                raise
+            error = str(failure) or type(failure).__name__
+        yield Connection("reconnecting", server_url, retry_in=backoff, error=error)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX)
