@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -55,6 +56,71 @@ async def until(condition: Callable[[], _T], timeout: float = 10.0, what: str = 
             return result
         await asyncio.sleep(0.01)
     raise AssertionError("unreachable")
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemTool:
+    """A program some tests drive that pip cannot install, and how to get it."""
+
+    name: str
+    used_by: str  # which tests need it, for the reason a test gives
+    apt: str  # the Debian/Ubuntu package
+    brew: str  # what to `brew install` on macOS
+    executables: tuple[str, ...] = ()  # the names to look for on PATH, if not just `name`
+
+    @property
+    def missing(self) -> str:
+        """The one-line reason a test gives when the tool is not on PATH."""
+        return (
+            f"{self.name} is not installed ({self.used_by}): "
+            f"apt-get install {self.apt} / brew install {self.brew}"
+        )
+
+
+# Every system tool a test may need. `.ci/run` installs those the suite uses today.
+SYSTEM_TOOLS = {
+    tool.name: tool
+    for tool in (
+        SystemTool("tmux", "the live watch and zsh completion tests drive it", "tmux", "tmux"),
+        SystemTool("bash", "the completion, CI example and subshell tests run it", "bash", "bash"),
+        SystemTool("zsh", "the zsh completion tests run it", "zsh", "zsh"),
+        SystemTool("fish", "the fish completion tests run it", "fish", "fish"),
+        SystemTool(
+            "chromium",
+            "the dashboard tests drive it",
+            "chromium",
+            "--cask chromium",
+            executables=("chromium", "chromium-browser"),
+        ),
+    )
+}
+
+
+def running_in_ci() -> bool:
+    """Whether ``CI`` is ``true`` or ``1`` (any case) in the environment, read at each call."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+def require_tool(name: str) -> str:
+    """The path of the system tool ``name`` (a key of ``SYSTEM_TOOLS``) on PATH.
+
+    A missing tool skips the test with a one-line reason naming the tool and how to get it;
+    under CI it fails the test instead, so CI can never go green by skipping.
+    """
+    tool = SYSTEM_TOOLS[name]
+    for executable in tool.executables or (tool.name,):
+        path = shutil.which(executable)
+        if path:
+            return path
+    if running_in_ci():
+        pytest.fail(f"{tool.missing} (under CI a missing tool fails the run)", pytrace=False)
+    pytest.skip(tool.missing)
+
+
+@pytest.fixture
+def bash() -> str:
+    """The path of bash, which several tests run; skips (fails under CI) without it."""
+    return require_tool("bash")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

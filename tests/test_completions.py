@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL
+from .conftest import PROJCTL, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
@@ -24,6 +23,8 @@ BIN = str(Path(PROJCTL).parent)
 
 COMMANDS = {"create", "update", "delete", "list", "show", "watch", "serve", "server"}
 STATUSES = {"created", "in_progress", "on_hold", "completed", "archived"}
+
+BashComplete = Callable[[list[str]], list[str]]
 
 
 def _generator() -> Callable[[str], str]:
@@ -54,45 +55,45 @@ def shell_environment() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def need(shell: str) -> str:
-    path = shutil.which(shell)
-    assert path, f"{shell} is needed for the completion tests (.ci/run installs it)"
-    return path
-
-
 # -- bash: the real completion function, called the way readline calls it ----------------
 
 
-def bash_complete(words: list[str]) -> list[str]:
-    script = (
-        f"source {shlex.quote(str(COMPLETIONS / 'projctl.bash'))}\n"
-        f"COMP_WORDS=({' '.join(shlex.quote(word) for word in words)})\n"
-        f"COMP_CWORD={len(words) - 1}\n"
-        "_projctl_completion projctl\n"
-        'printf "%s\\n" "${COMPREPLY[@]}"\n'
-    )
-    done = subprocess.run(
-        [need("bash"), "--norc", "--noprofile", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=shell_environment(),
-        check=True,
-    )
-    return [line for line in done.stdout.splitlines() if line]
+@pytest.fixture
+def bash_complete(bash: str) -> BashComplete:
+    """Complete ``words`` (the last one being typed) with bash; skips without bash."""
+
+    def complete(words: list[str]) -> list[str]:
+        script = (
+            f"source {shlex.quote(str(COMPLETIONS / 'projctl.bash'))}\n"
+            f"COMP_WORDS=({' '.join(shlex.quote(word) for word in words)})\n"
+            f"COMP_CWORD={len(words) - 1}\n"
+            "_projctl_completion projctl\n"
+            'printf "%s\\n" "${COMPREPLY[@]}"\n'
+        )
+        done = subprocess.run(
+            [bash, "--norc", "--noprofile", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=shell_environment(),
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if line]
+
+    return complete
 
 
-def test_bash_completes_commands() -> None:
+def test_bash_completes_commands(bash_complete: BashComplete) -> None:
     assert set(bash_complete(["projctl", ""])) >= COMMANDS
 
 
-def test_bash_completes_existing_ids(projects: dict[str, str]) -> None:
+def test_bash_completes_existing_ids(bash_complete: BashComplete, projects: dict[str, str]) -> None:
     assert sorted(bash_complete(["projctl", "update", ""])) == sorted(projects)
     assert sorted(bash_complete(["projctl", "show", "proj_"])) == sorted(projects)
     assert sorted(bash_complete(["projctl", "watch", "--project", ""])) == sorted(projects)
 
 
-def test_bash_completes_statuses_and_event_types() -> None:
+def test_bash_completes_statuses_and_event_types(bash_complete: BashComplete) -> None:
     assert set(bash_complete(["projctl", "create", "--status", ""])) == STATUSES
     assert set(bash_complete(["projctl", "watch", "--event", ""])) == {
         "project_created",
@@ -101,7 +102,7 @@ def test_bash_completes_statuses_and_event_types() -> None:
     }
 
 
-def test_bash_completes_options() -> None:
+def test_bash_completes_options(bash_complete: BashComplete) -> None:
     offered = set(bash_complete(["projctl", "create", "--"]))
     assert {"--type", "--status", "--owner", "--description", "--json", "--quiet"} <= offered
 
@@ -109,23 +110,32 @@ def test_bash_completes_options() -> None:
 # -- fish: its own completion engine, names shown as descriptions ----------------------------
 
 
-def fish_complete(line: str) -> list[str]:
-    script = (
-        f"source {shlex.quote(str(COMPLETIONS / 'projctl.fish'))}; "
-        f"complete --do-complete {shlex.quote(line)}"
-    )
-    done = subprocess.run(
-        [need("fish"), "--no-config", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=shell_environment(),
-        check=True,
-    )
-    return [line for line in done.stdout.splitlines() if line]
+@pytest.fixture
+def fish_complete() -> Callable[[str], list[str]]:
+    """Complete the command ``line`` with fish's own engine; skips without fish."""
+    fish = require_tool("fish")
+
+    def complete(line: str) -> list[str]:
+        script = (
+            f"source {shlex.quote(str(COMPLETIONS / 'projctl.fish'))}; "
+            f"complete --do-complete {shlex.quote(line)}"
+        )
+        done = subprocess.run(
+            [fish, "--no-config", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=shell_environment(),
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if line]
+
+    return complete
 
 
-def test_fish_completes_commands_ids_and_statuses(projects: dict[str, str]) -> None:
+def test_fish_completes_commands_ids_and_statuses(
+    fish_complete: Callable[[str], list[str]], projects: dict[str, str]
+) -> None:
     commands = {line.split("\t")[0] for line in fish_complete("projctl ")}
     assert commands >= COMMANDS
     ids = fish_complete("projctl update ")
@@ -138,8 +148,8 @@ def test_fish_completes_commands_ids_and_statuses(projects: dict[str, str]) -> N
 
 
 class Zsh:
-    def __init__(self) -> None:
-        need("tmux")
+    def __init__(self, zsh: str, tmux: str) -> None:
+        self.tmux = tmux
         self.socket = f"projctl-zsh-{os.getpid()}-{time.monotonic_ns()}"
         environment = " ".join(
             f"{name}={shlex.quote(value)}"
@@ -148,7 +158,7 @@ class Zsh:
         )
         self._tmux(
             "new-session", "-d", "-s", "z", "-x", "160", "-y", "40",
-            f"env -i TERM=xterm {environment} {need('zsh')} -f",
+            f"env -i TERM=xterm {environment} {shlex.quote(zsh)} -f",
         )  # fmt: skip
         self.type_line(
             "autoload -Uz compinit && compinit -u && "
@@ -159,7 +169,7 @@ class Zsh:
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
-            ["tmux", "-L", self.socket, *args],
+            [self.tmux, "-L", self.socket, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -186,12 +196,14 @@ class Zsh:
                 raise AssertionError(f"zsh never offered what was expected:\n{screen}")
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run(
+            [self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=10
+        )
 
 
 @pytest.fixture
 def zsh() -> Iterator[Zsh]:
-    shell = Zsh()
+    shell = Zsh(require_tool("zsh"), require_tool("tmux"))
     yield shell
     shell.close()
 

@@ -11,6 +11,8 @@ import typer
 
 from projctl.cli import ExitCode, app
 
+from .conftest import SYSTEM_TOOLS
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -105,3 +107,22 @@ def test_readme_has_browser_and_ci_sections() -> None:
     assert "watch --json" in ci
     for shell in ("bash", "zsh", "fish"):
         assert f"completions/projctl.{shell}" in README
+
+
+def test_readme_says_which_system_tools_the_suite_uses_and_how_to_install_them() -> None:
+    section = README.split("## Development", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(
+        r"^\| (\w+) \| [^|]+ \| `sudo apt-get install (\S+)` \| `brew install ([^`]+)` \|$",
+        section,
+        flags=re.MULTILINE,
+    )
+    # the same install hints as the reason a test gives when its tool is missing
+    assert {name: (apt, brew) for name, apt, brew in rows} == {
+        name: (SYSTEM_TOOLS[name].apt, SYSTEM_TOOLS[name].brew) for name, _, _ in rows
+    }
+    assert SYSTEM_TOOLS["tmux"].missing in section
+    ci = (ROOT / ".ci" / "run").read_text()
+    installed = re.search(r"^for tool in ([\w ]+); do$", ci, flags=re.MULTILINE)
+    assert installed is not None
+    assert {*installed.group(1).split(), "bash"} == {name for name, _, _ in rows}  # bash runs it
+    assert "\nexport CI=true\n" in ci  # so a missing tool fails the check instead of skipping

@@ -16,9 +16,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ci.sh"
 
 
 @pytest.mark.usefixtures("broadcasting")
-def test_example_ci_script(tmp_path: Path, store: ProjectStore) -> None:
+def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> None:
     done = subprocess.run(
-        ["bash", str(EXAMPLE)],
+        [bash, str(EXAMPLE)],
         cwd=tmp_path,
         env={**os.environ, "PATH": f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"},
         capture_output=True,

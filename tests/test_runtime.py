@@ -101,11 +101,13 @@ def test_live_subscriber_sees_commands_as_they_happen(projctl: Run, db_path: Pat
     assert [event["seq"] for event in received] == [2, 3]
 
 
-def test_command_substitution_returns_promptly_when_it_starts_the_server(db_path: Path) -> None:
+def test_command_substitution_returns_promptly_when_it_starts_the_server(
+    bash: str, db_path: Path
+) -> None:
     # Were the server to keep the command's stdout open, `$(...)` would wait for it to
     # exit (15 minutes idle): the timeout is the assertion.
     done = subprocess.run(
-        ["bash", "-c", f'id=$("{PROJCTL}" create "In a subshell"); echo "got $id"'],
+        [bash, "-c", f'id=$("{PROJCTL}" create "In a subshell"); echo "got $id"'],
         capture_output=True,
         text=True,
         timeout=30,

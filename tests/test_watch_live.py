@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import PROJCTL
+from .conftest import PROJCTL, require_tool
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -19,14 +18,14 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 class Terminal:
     """One tmux session on a private server, 110 x 30."""
 
-    def __init__(self, command: str) -> None:
-        assert shutil.which("tmux"), "tmux is needed for the live tests (.ci/run installs it)"
+    def __init__(self, tmux: str, command: str) -> None:
+        self.tmux = tmux
         self.socket = f"projctl-test-{os.getpid()}-{time.monotonic_ns()}"
         self._tmux("new-session", "-d", "-s", "watch", "-x", "110", "-y", "30", command)
 
     def _tmux(self, *args: str) -> str:
         done = subprocess.run(
-            ["tmux", "-L", self.socket, *args],
+            [self.tmux, "-L", self.socket, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -54,15 +53,18 @@ class Terminal:
         self._tmux("send-keys", "-t", "watch", *keys)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run(
+            [self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=10
+        )
 
 
 @pytest.fixture
 def terminal() -> Iterator[Callable[[str], Terminal]]:
+    tmux = require_tool("tmux")  # skip (or fail under CI) before the test does any work
     opened: list[Terminal] = []
 
     def open_terminal(command: str) -> Terminal:
-        opened.append(Terminal(command))
+        opened.append(Terminal(tmux, command))
         return opened[-1]
 
     yield open_terminal
