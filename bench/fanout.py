@@ -47,7 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
-from projctl import runtime
+from projctl import rpc, runtime
 from projctl.events import format_timestamp, project_updated, utc_now
 from projctl.store import ProjectStore
 
@@ -255,7 +255,7 @@ class Target:
 
     def status(self) -> dict[str, Any]:
         with LineClient(self.socket_path) as line_client:
-            return line_client.call(b'{"op":"status"}\n')
+            return line_client.call(rpc.encode_request(rpc.OP_STATUS))
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ def forward_lines(first_seq: int, count: int, event_bytes: int = 0) -> list[byte
         event = project_updated(
             {**record, "description": description}, ["description"], seq=seq, timestamp=stamp
         )
-        lines.append(orjson.dumps({"op": "forward", "event": event, "version": None}) + b"\n")
+        lines.append(rpc.encode_request(rpc.OP_FORWARD, event=event, version=None))
     return lines
 
 

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
+@pytest.mark.slow
 def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--quick"],

@@ -307,3 +307,50 @@ def test_quiet_prints_nothing_but_errors(cli: Cli, store: ProjectStore) -> None:
         "project_updated",
         "project_deleted",
     ]
+
+
+def test_a_command_must_be_listed_to_register() -> None:
+    from projctl.cli import _lazy
+
+    def stray() -> None:
+        """Not a command."""
+
+    with pytest.raises(RuntimeError, match="'stray' is not listed"):
+        _lazy.command("stray")(stray)
+    with pytest.raises(RuntimeError, match=r"'create' is listed in projctl\.cli\.projects, not"):
+        _lazy.command("create")(stray)
+
+
+def test_every_listed_command_is_registered_by_its_module() -> None:
+    import importlib
+
+    from projctl.cli import _lazy
+
+    for name, module in _lazy.COMMANDS.items():
+        importlib.import_module(module)
+        info = _lazy._registered[name]
+        assert info.callback is not None
+        assert info.callback.__module__ == module, name
+    assert set(_lazy._registered) == set(_lazy.COMMANDS)
+
+
+@pytest.mark.parametrize("args", [(), ("server",)])
+def test_a_group_alone_prints_its_help(cli: Cli, args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert result.stdout == cli(*args, "--help").stdout
+    assert "Commands:" in result.stdout
+
+
+def test_a_mistyped_command_gets_the_closest_real_one(cli: Cli) -> None:
+    result = cli("craete", "x")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: No such command 'craete'. Did you mean 'create'? (see 'projctl --help')\n"
+    )
+    result = cli("server", "stpo")
+    assert result.stderr == (
+        "Error: No such command 'stpo'. Did you mean 'stop'? (see 'projctl server --help')\n"
+    )
+    assert cli("zzz").stderr == "Error: No such command 'zzz'. (see 'projctl --help')\n"

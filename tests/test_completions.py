@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from projctl import model
 from projctl.store import ProjectStore
 
 from .conftest import PROJCTL, require_tool
@@ -22,7 +23,7 @@ COMPLETIONS = ROOT / "completions"
 BIN = str(Path(PROJCTL).parent)
 
 COMMANDS = {"create", "update", "delete", "list", "show", "watch", "serve", "server"}
-STATUSES = {"created", "in_progress", "on_hold", "completed", "archived"}
+STATUSES = set(model.STATUSES)
 
 BashComplete = Callable[[list[str]], list[str]]
 

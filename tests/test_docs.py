@@ -80,22 +80,25 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_every_environment_variable_is_in_the_readme_and_in_help(cli) -> None:
+    """config.VARIABLES is the one list: the README's table and --help show exactly it."""
+    from projctl.config import VARIABLES
+
     section = README.split("## Environment", 1)[1].split("\n## ", 1)[0]
     variables = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
-    assert {
-        "PROJCTL_DB",
-        "PROJCTL_HOST",
-        "PROJCTL_PORT",
-        "PROJCTL_OWNER",
-        "PROJCTL_NO_BROADCAST",
-        "PROJCTL_IDLE_TIMEOUT",
-        "PROJCTL_JOURNAL_LIMIT",
-        "NO_COLOR",
-    } <= set(variables)
+    assert variables == [variable.name for variable in VARIABLES]
     help_text = cli("--help").stdout
-    for variable in variables:
-        if variable != "PROJCTL_DEBUG":
-            assert variable in help_text, variable
+    for variable in VARIABLES:
+        assert variable.name in help_text, variable.name
+
+
+def test_readme_documents_the_python_api() -> None:
+    import projctl
+
+    section = README.split("## Use from Python", 1)[1].split("\n## ", 1)[0]
+    assert "examples/api.py" in section
+    for method in ("create", "update", "delete", "get", "list", "subscribe", "serve", "serving"):
+        assert f"db.{method}(" in section, method
+        assert getattr(projctl.Database, method).__doc__, method
 
 
 def test_readme_has_browser_and_ci_sections() -> None:

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
+import orjson
 import pytest
 
 from projctl.events import (
     EventDecodeError,
+    apply,
     decode_event,
     encode_event,
     format_timestamp,
+    parse_timestamp,
     project_created,
     project_deleted,
     project_updated,
+    projects_message,
 )
 from projctl.model import Project
 
@@ -104,3 +109,34 @@ def test_timestamp_converts_other_zones_to_utc() -> None:
 
     plus_two = MOMENT.astimezone(timezone(timedelta(hours=2)))
     assert format_timestamp(plus_two) == "2023-11-19T12:00:00.000005"
+
+
+def test_apply_is_the_fold_of_the_stream() -> None:
+    projects: dict[str, dict[str, Any]] = {}
+    record = {"project_id": "p1", "name": "A", "status": "created"}
+    created = project_created(record, seq=1, timestamp="t")
+    assert apply(projects, created) is None
+    assert projects == {"p1": record}
+    changed = {**record, "status": "completed"}
+    updated = project_updated(changed, ["status"], seq=2, timestamp="t")
+    assert apply(projects, updated) == record
+    assert projects == {"p1": changed}  # updated_fields is not part of the project
+    deleted = project_deleted(changed, seq=3, timestamp="t")
+    assert apply(projects, deleted) == changed  # what a deleted project leaves behind
+    assert projects == {}
+    assert apply(projects, deleted) is None  # deleting the unknown changes nothing
+    snapshot = orjson.loads(projects_message("snapshot", [record], seq=9, timestamp="t"))
+    projects["stale"] = {"project_id": "stale"}
+    assert apply(projects, snapshot) is None
+    assert projects == {"p1": record}
+    assert apply(projects, {"event_type": "hello", "data": {}}) is None
+    assert apply(projects, {"event_type": "project_created"}) is None
+    assert projects == {"p1": record}
+
+
+def test_timestamps_parse_back() -> None:
+    moment = datetime(2023, 11, 19, 12, 0, 0, 5, tzinfo=timezone.utc)
+    assert format_timestamp(moment) == "2023-11-19T12:00:00.000005"
+    assert parse_timestamp("2023-11-19T12:00:00.000005") == moment
+    for garbage in ("2023-11-19", "2023-11-19T12:00:00Z", None, 5):
+        assert parse_timestamp(garbage) is None

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,7 @@ class Subscriber:
     def max_delay(self) -> float:
         """Longest time from commit (the event's timestamp) to arrival."""
         delays = [
-            arrival
-            - datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f")
-            .replace(tzinfo=timezone.utc)
-            .timestamp()
+            arrival - events.parse_timestamp(event["timestamp"]).timestamp()  # type: ignore[union-attr]
             for event, arrival in zip(self.events, self.arrivals, strict=True)
         ]
         return max(delays, default=0.0)
@@ -152,6 +148,7 @@ def rebuild(journal: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.soak
+@pytest.mark.slow
 @pytest.mark.usefixtures("broadcasting")
 def test_chaos_soak(
     request: pytest.FixtureRequest, db_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -295,3 +295,17 @@ def test_read_state_and_file_versions(store: ProjectStore) -> None:
     assert renamed.version != written  # every commit makes a new version
     assert store.file_version() == renamed.version
     assert store.read_state().database_id == state.database_id  # stable across commits
+
+
+def test_tinydb_still_has_the_method_the_store_overrides() -> None:
+    """``_ProjectsTable`` overrides TinyDB's private ``Table._update_table`` (its comment says
+    why no public hook does the job): a TinyDB release that renames or reshapes it must fail
+    here rather than silently bring the per-change table copies back."""
+    import inspect
+
+    from tinydb.table import Table
+
+    from projctl.store import _ProjectsTable
+
+    assert list(inspect.signature(Table._update_table).parameters) == ["self", "updater"]
+    assert _ProjectsTable._update_table is not Table._update_table

@@ -349,6 +349,7 @@ for number in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("broadcasting")
 def test_burst_of_5000_events_ends_in_the_database_state(projctl: Run, db_path: Path) -> None:
     """What watch's table holds after a burst equals the database (speed: see bench/)."""
