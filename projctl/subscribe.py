@@ -74,10 +74,10 @@ class Connection:
 
 
 def _decode(frame: str | bytes) -> Message:
-    text = frame.decode() if isinstance(frame, bytes) else frame
     try:
+        text = frame.decode() if isinstance(frame, bytes) else frame
         data = orjson.loads(text)
-    except orjson.JSONDecodeError:
+    except (UnicodeDecodeError, orjson.JSONDecodeError):
         raise ServerError("the server sent a frame that is not JSON") from None
     if not isinstance(data, dict):
         raise ServerError("the server sent a frame that is not a JSON object")

@@ -58,7 +58,7 @@ def test_parse_port_accepts(raw: str, port: int) -> None:
         ("abc", f"--port='abc' is not accepted: {PORT_RULE}"),
         ("-1", f"--port='-1' is not accepted: {PORT_RULE}"),
         ("65536", f"--port='65536' is not accepted: {PORT_RULE}"),
-        ("８０", f"--port='８０' is not accepted: {PORT_RULE}"),
+        ("\uff18\uff10", f"--port='\uff18\uff10' is not accepted: {PORT_RULE}"),
         ("1e3", f"--port='1e3' is not accepted: {PORT_RULE}"),
         ("", f"--port='' is not accepted: {PORT_RULE}"),
         ("+80", f"--port='+80' is not accepted: {PORT_RULE}"),
@@ -107,7 +107,7 @@ def test_parse_count_accepts(raw: str, minimum: int, count: int) -> None:
         ("1.5", 0, "--count='1.5' is not accepted: expected a whole number of at least 0"),
         ("abc", 0, "--count='abc' is not accepted: expected a whole number of at least 0"),
         ("", 0, "--count='' is not accepted: expected a whole number of at least 0"),
-        ("１", 0, "--count='１' is not accepted: expected a whole number of at least 0"),
+        ("\uff11", 0, "--count='\uff11' is not accepted: expected a whole number of at least 0"),
         (
             "1" * 19,
             0,
@@ -164,7 +164,9 @@ def test_parse_host_accepts(raw: str, host: str) -> None:
     assert parse_host(raw, "--host") == host
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "a b", "x/y", "a?b", "a#b", "user@host", "a\tb", "\x07"])
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "a b", "x/y", "a?b", "a#b", "user@host", "a\tb", "\x07"]
+)
 def test_parse_host_refuses(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_host(raw, "--host")
@@ -299,8 +301,16 @@ def test_db_option_wins_over_an_empty_variable(tmp_path: Path) -> None:
         ("PROJCTL_HOST", "a b", f"PROJCTL_HOST='a b' is not accepted: {HOST_RULE}"),
         ("PROJCTL_PORT", "abc", f"PROJCTL_PORT='abc' is not accepted: {PORT_RULE}"),
         ("PROJCTL_PORT", "99999", f"PROJCTL_PORT='99999' is not accepted: {PORT_RULE}"),
-        ("PROJCTL_NO_BROADCAST", "maybe", f"PROJCTL_NO_BROADCAST='maybe' is not accepted: {FLAG_RULE}"),
-        ("PROJCTL_IDLE_TIMEOUT", "nan", f"PROJCTL_IDLE_TIMEOUT='nan' is not accepted: {SECONDS_RULE}"),
+        (
+            "PROJCTL_NO_BROADCAST",
+            "maybe",
+            f"PROJCTL_NO_BROADCAST='maybe' is not accepted: {FLAG_RULE}",
+        ),
+        (
+            "PROJCTL_IDLE_TIMEOUT",
+            "nan",
+            f"PROJCTL_IDLE_TIMEOUT='nan' is not accepted: {SECONDS_RULE}",
+        ),
         (
             "PROJCTL_JOURNAL_LIMIT",
             "0",
@@ -338,21 +348,19 @@ def test_options_win_over_variables() -> None:
 
 
 @pytest.mark.parametrize(
-    ("environ", "port", "given"),
+    ("environ", "given", "expected"),
     [
-        ({}, (8000, False), None),
-        ({"PROJCTL_PORT": ""}, (8000, False), None),
-        ({"PROJCTL_PORT": "0"}, (0, True), None),
-        ({"PROJCTL_PORT": "8000"}, (8000, True), None),
-        ({}, (8000, True), "8000"),
-        ({"PROJCTL_PORT": "9"}, (0, True), "0"),
+        ({}, None, (8000, False)),
+        ({"PROJCTL_PORT": ""}, None, (8000, False)),
+        ({"PROJCTL_PORT": "0"}, None, (0, True)),
+        ({"PROJCTL_PORT": "8000"}, None, (8000, True)),
+        ({}, "8000", (8000, True)),
+        ({"PROJCTL_PORT": "9"}, "0", (0, True)),
     ],
 )
-def test_port_given(
-    environ: dict[str, str], port: tuple[int, bool], given: str | None
-) -> None:
+def test_port_given(environ: dict[str, str], given: str | None, expected: tuple[int, bool]) -> None:
     settings = load_settings(environ=environ, port=given)
-    assert (settings.port, settings.port_given) == port
+    assert (settings.port, settings.port_given) == expected
 
 
 @pytest.mark.parametrize(
@@ -420,6 +428,20 @@ def test_refused_setting_exits_2_with_one_line(
     projctl: Run, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     refused(projctl(*args, env=env, timeout=20), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("list", "--db", "   "), {}, f"--db='   ' is not accepted: {DB_RULE}"),
+        (("list",), {"PROJCTL_HOST": "a  b"}, f"PROJCTL_HOST='a  b' is not accepted: {HOST_RULE}"),
+    ],
+)
+def test_refused_value_is_quoted_exactly_on_stderr(
+    projctl: Run, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    # The Error: line must show the value as given: three spaces are not one space.
+    refused(projctl(*args, env=env), message)
 
 
 @pytest.mark.parametrize(

@@ -132,8 +132,10 @@ def exit_code_for(error: ProjctlError) -> ExitCode:
 
 def report(message: str, prefix: str = "Error") -> None:
     """Write one ``Error: ...`` (or ``Warning: ...``) line on stderr, whatever ``message`` holds."""
-    # One line: scripts grep for it.
-    sys.stderr.write(f"{prefix}: " + " ".join(message.split()) + "\n")
+    # One line, whatever the message holds: scripts grep for it. Only line breaks are
+    # folded; a quoted value keeps its own spaces.
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    sys.stderr.write(f"{prefix}: {line}\n")
     sys.stderr.flush()
 
 
