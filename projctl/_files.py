@@ -109,10 +109,14 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    with os.fdopen(fd, "rb") as file:
+    try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
         return file.read(), status
 
 

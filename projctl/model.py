@@ -30,6 +30,7 @@ __all__ = [
     "validate_owner_id",
     "validate_status",
     "validate_type",
+    "visible",
 ]
 
 #: Fields a user may set, in the order ``updated_fields`` lists them.
@@ -195,3 +196,25 @@ def validate_fields(fields: Mapping[str, str]) -> dict[str, str]:
     return {
         field: _VALIDATORS[field](fields[field]) for field in EDITABLE_FIELDS if field in fields
     }
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# C0 and C1 controls and DEL can move the cursor, clear the screen or set a terminal's
+# title; the bidi overrides and isolates reorder what is shown. Another program may have
+# written any of them into the database.
+_UNSAFE = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_VISIBLE = {code: _escape(code) for code in _UNSAFE} | {9: "\\t", 10: "\\n", 13: "\\r"}
+_VISIBLE_KEEPING_LINES = {code: text for code, text in _VISIBLE.items() if chr(code) not in "\n\t"}
+
+
+def visible(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` safe to print on a terminal: every control character shown as an escape.
+
+    ``ESC`` becomes ``\\x1b``, a bidi override ``\\u202e``. With ``keep_lines``, newline and
+    tab (which a description may hold) stay as they are. For display only: ``--json``
+    output keeps the exact value.
+    """
+    return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE)

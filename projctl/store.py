@@ -23,6 +23,7 @@ import contextlib
 import functools
 import gc
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import reduce
@@ -185,8 +186,10 @@ class _Tables:
         return dict(meta) if isinstance(meta, dict) else {}
 
     def events(self) -> list[Event]:
-        """The journaled events, oldest first."""
-        return [cast(Event, dict(entry)) for entry in self.journal.all()]
+        """The journaled events, oldest first; ``EventDecodeError`` for an entry that is not one."""
+        journal = [events.check_event(dict(entry)) for entry in self.journal.all()]
+        journal.sort(key=lambda event: event["seq"])
+        return journal
 
     def project(self, project_id: str) -> Project:
         record = self.projects.find(project_id)
@@ -370,20 +373,26 @@ class ProjectStore:
 
     def journal(self) -> list[Event]:
         """The retained events, oldest first."""
-        return self._snapshot().events()
+        return self._checked(self._snapshot().events)
 
     def read_state(self) -> StoreState:
-        """Everything a broadcast server needs from one read of the file, without locking."""
+        """Everything a broadcast server needs from one read of the file, without locking.
+
+        Every journal entry and project record is checked: another program may have
+        written the file. Raises :class:`CorruptDatabaseError` naming the first bad one.
+        """
         data, version = self._read_file_with_version()
         tables = _Tables(data)
         meta = tables.read_meta()
+        # TinyDB's documents are already fresh dict copies: no second copy.
+        records: list[dict[str, Any]] = list(tables.projects.all())
+        self._checked(lambda: [Project.from_dict(record) for record in records])
         return StoreState(
-            journal=tables.events(),
+            journal=self._checked(tables.events),
             latest_seq=int(meta.get("last_seq", 0)),
             database_id=str(meta.get("database_id", "")),
             version=version,
-            # TinyDB's documents are already fresh dict copies: no second copy.
-            project_records=list(tables.projects.all()),
+            project_records=records,
         )
 
     def file_version(self) -> FileVersion | None:
@@ -406,6 +415,10 @@ class ProjectStore:
             raise CorruptDatabaseError(
                 f"database {self.path} holds a malformed project record ({error})"
             ) from None
+        except events.EventDecodeError as error:
+            raise CorruptDatabaseError(
+                f"database {self.path} holds a malformed journal entry ({error})"
+            ) from None
 
     def _snapshot(self) -> _Tables:
         return _Tables(self._read_file_with_version()[0])
@@ -417,6 +430,11 @@ class ProjectStore:
         The caller's :class:`_Written` holds the new file's version once the block
         has ended without an exception.
         """
+        # Refuse a device, FIFO or folder before anything is created or opened for writing
+        # beside it: `--db /dev/null` must neither be replaced nor get a lock file in /dev.
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise self._not_regular()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -460,9 +478,7 @@ class ProjectStore:
         try:
             found = _files.read_regular(self.path)
         except _files.NotRegularFile:
-            raise StoreError(
-                f"database {self.path} is not a regular file; it was left untouched"
-            ) from None
+            raise self._not_regular() from None
         except OSError as error:
             raise StoreError(
                 f"cannot read database {self.path}: {error.strerror or error}"
@@ -488,6 +504,9 @@ class ProjectStore:
                 gc.enable()
         self._check_format(data)
         return data, version
+
+    def _not_regular(self) -> StoreError:
+        return StoreError(f"database {self.path} is not a regular file; it was left untouched")
 
     def _check_format(self, data: Any) -> None:
         not_ours = CorruptDatabaseError(

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from projctl import events
 from projctl.events import PROJECTS_MESSAGE_TYPES
+from projctl.model import visible
 from projctl.subscribe import Connection, Locate, Message, follow
 
 __all__ = [
@@ -249,7 +250,7 @@ def _cells(row: Row, now: float, columns: Sequence[str]) -> list[RenderableType]
     def cell(text: str, field_name: str | None = None, style: str = "") -> Text:
         if field_name is not None and field_name in changed:
             style = f"{style} reverse".strip()
-        return Text(text, style=style)
+        return Text(visible(text), style=style)
 
     updated = timestamp_to_epoch(str(project.get("updated_at", "")))
     status = str(project.get("status", ""))
@@ -272,7 +273,7 @@ def _last_change(row: Row, now: float, fresh: bool) -> Text:
     if row.change == "new":
         label = "NEW"
     elif row.change == "updated":
-        label = "updated " + ", ".join(row.updated_fields)
+        label = "updated " + visible(", ".join(row.updated_fields))
     else:
         label = "DELETED"
     style = _CHANGE_STYLES[row.change] if fresh or row.change == "deleted" else "dim"
@@ -300,7 +301,7 @@ def render_feed(feed: Iterable[FeedEntry], now: float) -> Table:
             relative_time(now - entry.at),
             "" if entry.seq is None else f"#{entry.seq}",
             Text(entry.event_type, style=style),
-            Text(detail),
+            Text(visible(detail)),
         )
     return table
 
@@ -380,12 +381,12 @@ def render_projects_table(projects: Sequence[Mapping[str, Any]]) -> Table:
     for project in projects:
         status = str(project["status"])
         table.add_row(
-            str(project["project_id"]),
-            Text(str(project["name"])),
-            str(project["type"]),
-            Text(status, style=STATUS_STYLES.get(status, "")),
-            Text(str(project["owner_id"])),
-            str(project["updated_at"])[:19].replace("T", " "),
+            Text(visible(str(project["project_id"]))),
+            Text(visible(str(project["name"]))),
+            Text(visible(str(project["type"]))),
+            Text(visible(status), style=STATUS_STYLES.get(status, "")),
+            Text(visible(str(project["owner_id"]))),
+            Text(visible(str(project["updated_at"])[:19].replace("T", " "))),
         )
     return table
 

@@ -18,7 +18,7 @@ from projctl.cli._options import (
     print_json,
 )
 from projctl.errors import InvalidInputError, ProjectNotFoundError
-from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status
+from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
 
 
 @command("create")
@@ -190,13 +190,17 @@ def list_projects(
 
 
 def _tsv_fields(project: Project) -> tuple[str, ...]:
-    return (
-        project.project_id,
-        project.name,
-        project.type,
-        project.status,
-        project.owner_id,
-        project.updated_at,
+    # Made visible: a tab or newline from another program must not break the columns.
+    return tuple(
+        visible(value)
+        for value in (
+            project.project_id,
+            project.name,
+            project.type,
+            project.status,
+            project.owner_id,
+            project.updated_at,
+        )
     )
 
 
@@ -215,4 +219,5 @@ def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOpt
     record = project.to_dict()
     width = max(map(len, record))
     for field, value in record.items():
-        typer.echo(f"{field:<{width}}  {value}")
+        # The database may have been written by another program: no raw control characters.
+        typer.echo(f"{field:<{width}}  {visible(value, keep_lines=field == 'description')}")
