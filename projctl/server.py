@@ -72,6 +72,10 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
 _MAX_SINCE_DIGITS = 19
+#: Host names a loopback listener answers to (``Host`` may add a port).
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+#: Listening on every address: every name is ours.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,15 @@ class ServerConfig:
     poll_interval: float = 0.2
     ping_interval: float | None = 20.0
     journal_window: int = 1000
+    #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
+    max_connections: int = 4096
 
 
 @dataclass
 class _Stats:
     started: float = field(default_factory=time.time)
     slow_closed: int = 0
+    journal_read_failures: int = 0
 
 
 class BroadcastServer:
@@ -126,6 +133,8 @@ class BroadcastServer:
         self._ws_server: Server | None = None
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
+        #: The last journal read error logged, so that one bad file is logged once.
+        self._read_error: str | None = None
         self.port = config.port
 
     @property
@@ -260,29 +269,46 @@ class BroadcastServer:
             self._gap_task = None
 
     async def reconcile(self) -> None:
-        """Read the journal and broadcast every committed event not broadcast yet."""
+        """Read the journal and broadcast every committed event not broadcast yet.
+
+        A file that cannot be read (garbage, a malformed entry another program wrote)
+        is logged once, not at every attempt; delivery resumes when it is fixed.
+        """
         try:
             state = await asyncio.to_thread(self.store.read_state)
         except StoreError as error:
-            log.error("cannot read the journal: %s", error)
+            self.stats.journal_read_failures += 1
+            if str(error) != self._read_error:
+                self._read_error = str(error)
+                log.error("cannot read the journal: %s; retrying until it is fixed", error)
             return
+        if self._read_error is not None:
+            self._read_error = None
+            log.info("the journal is readable again")
         self._send_to_all(self.sequencer.catch_up(state))
 
     async def _watch_database(self) -> None:
-        """Notice commits whose forward never came: the file changed and no forward explains it."""
+        """Notice commits whose forward never came: the file changed and no forward explains it.
+
+        Runs for the server's whole life: whatever one round raises is logged and the
+        next round goes on, so no database content can stop the watcher.
+        """
         unexplained_since: float | None = None
         while True:
             await asyncio.sleep(self.config.poll_interval)
-            version = self.store.file_version()
-            if self.sequencer.is_explained(version):
-                unexplained_since = None
-                continue
-            now = time.monotonic()
-            if unexplained_since is None:
-                unexplained_since = now
-            elif now - unexplained_since >= self.config.gap_grace:
-                unexplained_since = None
-                await self.reconcile()
+            try:
+                version = self.store.file_version()
+                if self.sequencer.is_explained(version):
+                    unexplained_since = None
+                    continue
+                now = time.monotonic()
+                if unexplained_since is None:
+                    unexplained_since = now
+                elif now - unexplained_since >= self.config.gap_grace:
+                    unexplained_since = None
+                    await self.reconcile()
+            except Exception:
+                log.exception("the database watcher failed a round; it goes on")
 
     async def _stop_when_idle(self, idle_timeout: float) -> None:
         while True:
@@ -308,14 +334,60 @@ class BroadcastServer:
             "events_broadcast": self.sequencer.stats.events,
             "gap_fills": self.sequencer.stats.gap_fills,
             "slow_subscribers_closed": self.stats.slow_closed,
+            "journal_read_failures": self.stats.journal_read_failures,
             "uptime_seconds": round(time.time() - self.stats.started, 3),
             "idle_timeout": self.config.idle_timeout,
         }
 
+    def public_health(self) -> dict[str, Any]:
+        """What ``/healthz`` tells a client that is neither on loopback nor holds the token."""
+        return {"status": "ok", "version": __version__, "latest_seq": self.last_seq}
+
+    def _host_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` names this server: a page that reached us through a
+        rebound DNS name (``evil.example`` resolving to 127.0.0.1) is turned away."""
+        if header is None:
+            return False
+        name = header.strip().lower()
+        if name.startswith("["):
+            name = name[1 : name.find("]")] if "]" in name else ""
+        elif name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        listening = self.config.host.lower()
+        if listening in _WILDCARD_HOSTS:
+            return bool(name)  # any name reaches it; beyond loopback a token guards it
+        return name == listening or name in _LOOPBACK_NAMES or _is_loopback_address(name)
+
+    def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
+        """A loopback client, or one holding the subscriber token."""
+        token = self.config.subscriber_token
+        if token is not None and (
+            _bearer_matches(request.headers, token) or _query_token_matches(request.path, token)
+        ):
+            return True
+        address = connection.remote_address
+        return runtime.is_loopback(str(address[0])) if address else False
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self._host_allowed(request.headers.get("Host")):
+            return connection.respond(
+                http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
+            )
+        # Open connections; the one asking is not counted until its handshake is done.
+        if len(self._ws_server.all_connections if self._ws_server else ()) >= (
+            self.config.max_connections
+        ):
+            response = connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later\n"
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         url = urlsplit(request.path)
         if url.path == "/healthz":
-            return _json_response(http.HTTPStatus.OK, self.health())
+            trusted = self._is_trusted(connection, request)
+            return _json_response(
+                http.HTTPStatus.OK, self.health() if trusted else self.public_health()
+            )
         if url.path == "/publish":
             if not _bearer_matches(request.headers, self.token):
                 response = connection.respond(
@@ -328,9 +400,7 @@ class BroadcastServer:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
         query = parse_qs(url.query, keep_blank_values=True)
         token = self.config.subscriber_token
-        if token is not None and not hmac.compare_digest(
-            query.get("token", [""])[-1].encode(), token.encode()
-        ):
+        if token is not None and not _query_token_matches(request.path, token):
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "subscribing needs ?token=\n")
         try:
             _parse_since(query)
@@ -438,6 +508,22 @@ def _json_response(status: http.HTTPStatus, body: Any) -> Response:
         ]
     )
     return Response(status.value, status.phrase, headers, payload)
+
+
+def _is_loopback_address(name: str) -> bool:
+    """Whether ``name`` is a loopback IP address literal (``127.0.0.2``; not a DNS name)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _query_token_matches(path: str, token: str) -> bool:
+    """Whether ``?token=`` carries ``token`` (compared in constant time)."""
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    return hmac.compare_digest(query.get("token", [""])[-1].encode(), token.encode())
 
 
 def _bearer_matches(headers: Headers, token: str) -> bool:

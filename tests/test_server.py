@@ -572,3 +572,122 @@ def test_a_stale_journal_read_neither_rewinds_nor_resyncs(store: ProjectStore) -
                 await receive(ws, timeout=0.3)  # no resync, no repeat
 
     run(scenario())
+
+
+def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixed(
+    store: ProjectStore, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.create("before")
+
+    async def scenario() -> None:
+        async with (
+            serving(store, poll_interval=0.02, gap_grace=0.02) as server,
+            connect(ws_url(server)) as ws,
+        ):
+            await until(lambda: len(server.subscribers) == 1)
+            # Committed, never forwarded; then another program mangles a journal entry.
+            unsent = (await asyncio.to_thread(store.create, "unsent")).event
+            good = db_path.read_bytes()
+            data = orjson.loads(good)
+            del data["journal"]["1"]["seq"]
+            db_path.write_bytes(orjson.dumps(data))
+            await until(lambda: server.stats.journal_read_failures >= 3)
+            with pytest.raises(asyncio.TimeoutError):
+                await receive(ws, timeout=0.2)
+            db_path.write_bytes(good)  # fixed: the watcher delivers what it missed
+            assert await receive(ws, timeout=5) == unsent
+            assert server.health()["journal_read_failures"] >= 3
+
+    with caplog.at_level("INFO", logger="projctl.server"):
+        run(scenario())
+    errors = [r.getMessage() for r in caplog.records if "cannot read the journal" in r.getMessage()]
+    assert len(errors) == 1
+    assert "malformed journal entry" in errors[0]
+    assert any("readable again" in r.getMessage() for r in caplog.records)
+
+
+def _http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    """One raw HTTP/1.1 GET with the given Host header; returns the status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        response = b""
+        while chunk := raw.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("localhost:{port}", 200),
+        ("127.0.0.1:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("localhost", 200),
+        ("evil.example:{port}", 421),
+        ("evil.example", 421),
+        ("127.0.0.1.evil.example", 421),
+        ("", 421),
+    ],
+)
+def test_every_response_checks_the_host_header(store: ProjectStore, host: str, status: int) -> None:
+    async def scenario() -> None:
+        async with serving(store) as server:
+            for path in ("/healthz", "/ws", "/publish", "/nowhere"):
+                got, _ = await asyncio.to_thread(
+                    _http_get, server.port, path, host.format(port=server.port)
+                )
+                if status == 421:
+                    assert got == 421, path
+                else:
+                    assert got != 421, path
+                    assert got == 200 or path != "/healthz"
+
+    run(scenario())
+
+
+def test_healthz_shows_paths_and_ids_only_to_loopback_or_token_holders(
+    store: ProjectStore,
+) -> None:
+    class Peer:
+        def __init__(self, address: str) -> None:
+            self.remote_address = (address, 50000)
+
+    async def scenario() -> None:
+        async with serving(store, subscriber_token="s3cret") as server:
+            status, body = await asyncio.to_thread(
+                _http_get, server.port, "/healthz", f"127.0.0.1:{server.port}"
+            )
+            assert status == 200
+            assert orjson.loads(body)["database"]["path"] == str(store.path)
+            request = type("R", (), {"headers": {}, "path": "/healthz"})()
+            with_token = type("R", (), {"headers": {}, "path": "/healthz?token=s3cret"})()
+            assert server._is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
+            assert server._is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
+            assert not server._is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
+            assert server._is_trusted(Peer("192.0.2.7"), with_token)  # type: ignore[arg-type]
+            assert server.public_health() == {
+                "status": "ok",
+                "version": server.health()["version"],
+                "latest_seq": 0,
+            }
+
+    run(scenario())
+
+
+def test_connections_beyond_the_cap_get_503(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, max_connections=3) as server:
+            held = [await connect(ws_url(server)) for _ in range(3)]
+            await until(lambda: len(server.subscribers) == 3)
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(ws_url(server))
+            assert refused.value.response.status_code == 503
+            await held.pop().close()
+            await until(lambda: len(server.subscribers) == 2)
+            async with connect(ws_url(server)):  # room again
+                await until(lambda: len(server.subscribers) == 3)
+            for ws in held:
+                await ws.close()
+
+    run(scenario())
