@@ -50,7 +50,7 @@ from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
 if TYPE_CHECKING:
     from projctl.events import Event
     from projctl.runtime import Endpoint, RuntimePaths, ServerState, StartOptions
-    from projctl.server import BroadcastServer
+    from projctl.server import BroadcastServer, ServerConfig
     from projctl.store import Change, ProjectStore
 
 __version__ = "0.1.0"
@@ -247,16 +247,21 @@ class Database:
         """How a background server is started; ``None`` when it must not be.
 
         A server reachable from other machines is only ever started on purpose
-        (``serve --host``), never as a side effect of a command.
+        (``serve --host``), never as a side effect of a command. Without a port asked
+        for, the default database prefers 8000 and any other takes a free port.
         """
         from projctl import runtime
 
-        if not runtime.is_loopback(self.settings.host):
+        settings = self.settings
+        if not runtime.is_loopback(settings.host):
             return None
         return runtime.StartOptions(
-            host=self.settings.host,
-            port=self.settings.port,
-            idle_timeout=self.settings.idle_timeout,
+            host=settings.host,
+            port=settings.preferred_port if settings.port is None else settings.port,
+            idle_timeout=settings.idle_timeout,
+            port_fallback=settings.port is None,
+            require_token=settings.require_token,
+            max_connections=settings.max_connections,
         )
 
     def ensure_server(self) -> ServerState:
@@ -271,17 +276,24 @@ class Database:
             )
         return runtime.ensure_server(self.runtime_paths, start)
 
+    def _known_database_id(self) -> str:
+        """This database's id, to check a server against; ``""`` when it cannot be read."""
+        try:
+            return self.store.database_id()
+        except StoreError:
+            return ""
+
     def server_status(self) -> dict[str, Any] | None:
         """The running server's health report, or ``None`` when none runs."""
         from projctl import runtime
 
-        return runtime.server_status(self.runtime_paths)
+        return runtime.server_status(self.runtime_paths, self._known_database_id())
 
     def stop_server(self) -> ServerState | None:
         """Stop the database's server and wait until it has exited; ``None`` if none ran."""
         from projctl import runtime
 
-        return runtime.stop_server(self.runtime_paths)
+        return runtime.stop_server(self.runtime_paths, self._known_database_id())
 
     def _forward(self, change: Change) -> None:
         """Hand a committed event to the database's server, starting one if none runs."""
@@ -292,11 +304,12 @@ class Database:
         from projctl.errors import ServerUnavailableError
 
         paths = self.runtime_paths
+        forward = {"event": event, "version": change.version, "database_id": change.database_id}
         try:
             state = runtime.read_server_state(paths)
             if state is not None:
                 try:
-                    rpc.request(state.socket, rpc.OP_FORWARD, event=event, version=change.version)
+                    runtime.request(state, rpc.OP_FORWARD, **forward)
                     return
                 except ServerUnavailableError:
                     pass  # it died since it wrote its state: start another below
@@ -304,7 +317,7 @@ class Database:
             if start is None:
                 raise ServerError("no server is running for this database")
             state = runtime.ensure_server(paths, start)
-            rpc.request(state.socket, rpc.OP_FORWARD, event=event, version=change.version)
+            runtime.request(state, rpc.OP_FORWARD, **forward)
         except ServerError as error:
             self.on_broadcast_error(event, error)
 
@@ -315,22 +328,20 @@ class Database:
         port: int | None = None,
         allow_origins: Sequence[str] = (),
         idle_timeout: float | None = None,
+        require_token: bool | None = None,
         on_ready: Callable[[BroadcastServer], None] | None = None,
     ) -> None:
         """Run this database's broadcast server in the foreground until SIGINT or SIGTERM.
 
-        ``host`` and ``port`` default to the settings (``PROJCTL_HOST``, ``PROJCTL_PORT``).
-        Beyond loopback, subscribers need a token (``server.config.subscriber_token``,
-        reported to ``on_ready``). Raises :class:`ServerError` when a server already runs
-        for the database or this one cannot listen.
+        ``host``, ``port`` and ``require_token`` default to the settings. Beyond loopback
+        (or with ``require_token``) subscribers need a token, ``server.config.subscriber_token``,
+        which ``on_ready`` can report. Raises :class:`ServerError` when a server already
+        runs for the database (naming it) or this one cannot listen.
         """
         from projctl.server import run_server
 
-        run_server(
-            self.store,
-            self._server_config(host, port, allow_origins, idle_timeout),
-            on_ready=on_ready,
-        )
+        config = self._server_config(host, port, allow_origins, idle_timeout, require_token)
+        run_server(self.store, config, on_ready=on_ready)
 
     @contextlib.asynccontextmanager
     async def serving(
@@ -339,21 +350,17 @@ class Database:
         host: str | None = None,
         port: int | None = None,
         allow_origins: Sequence[str] = (),
+        require_token: bool | None = None,
     ) -> AsyncIterator[BroadcastServer]:
         """Run the broadcast server inside the running event loop for the ``async with`` block.
 
         Yields the started server (``server.url`` is where subscribers connect);
         stops it, closing every connection, when the block ends.
         """
-        from projctl import runtime
         from projctl.server import BroadcastServer
 
-        paths = self.runtime_paths
-        runtime.ensure_private_folder(paths.folder)
-        runtime.ensure_private_folder(paths.socket.parent)
-        server = BroadcastServer(
-            self.store, paths, self._server_config(host, port, allow_origins, None)
-        )
+        config = self._server_config(host, port, allow_origins, None, require_token)
+        server = BroadcastServer(self.store, self.runtime_paths, config)
         await server.start()
         try:
             yield server
@@ -366,20 +373,21 @@ class Database:
         port: int | None,
         allow_origins: Sequence[str],
         idle_timeout: float | None,
-    ) -> Any:
-        import secrets
-
-        from projctl import runtime
+        require_token: bool | None,
+    ) -> ServerConfig:
         from projctl.server import ServerConfig
 
-        host = self.settings.host if host is None else host
-        return ServerConfig(
-            host=host,
-            port=self.settings.port if port is None else port,
+        settings = self.settings
+        chosen_port = port if port is not None else settings.port
+        return ServerConfig.for_host(
+            settings.host if host is None else host,
+            require_token=settings.require_token if require_token is None else require_token,
+            port=settings.preferred_port if chosen_port is None else chosen_port,
+            port_fallback=chosen_port is None,
             allow_origins=tuple(allow_origins),
             idle_timeout=idle_timeout or None,
-            subscriber_token=None if runtime.is_loopback(host) else secrets.token_urlsafe(24),
-            journal_window=self.settings.journal_limit,
+            journal_window=settings.journal_limit,
+            max_connections=settings.max_connections,
         )
 
     # -- the feed ----------------------------------------------------------------
@@ -388,7 +396,9 @@ class Database:
         """Where a subscriber connects to this database's server (starting one if ``start``)."""
         from projctl import runtime
 
-        return runtime.locate(self.runtime_paths, self.start_options() if start else None)
+        return runtime.locate(
+            self.runtime_paths, self.start_options() if start else None, self._known_database_id()
+        )
 
     async def subscribe(
         self, *, since: int | None = None, snapshot: bool = False, start_server: bool = True

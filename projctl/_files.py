@@ -32,6 +32,7 @@ __all__ = [
     "read_regular",
     "remove_temp_files",
     "temp_prefix",
+    "try_lock",
 ]
 
 #: ``O_NOFOLLOW`` and ``O_CLOEXEC`` where the platform has them (every POSIX we run on).
@@ -99,6 +100,29 @@ def locked(
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def try_lock(path: Path, *, mode: int = 0o600) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` at once, or return ``None`` if another holds it.
+
+    Returns the open descriptor: the lock lasts until it is closed (or the process
+    dies). Raises :class:`LockFileError` when the lock file cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as error:
+        raise LockFileError(error.errno, error.strerror, str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockFileError(errno.EINVAL, "not a regular file", str(path))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
     """The bytes of the regular file at ``path`` and its status; ``None`` if there is none.
 
@@ -125,15 +149,19 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-"
 
 
-def atomic_write(path: Path, payload: bytes, *, mode: int) -> os.stat_result:
+def atomic_write(
+    path: Path, payload: bytes, *, mode: int, keep_mode: bool = True
+) -> os.stat_result:
     """Replace ``path`` with ``payload`` atomically; return the new file's status.
 
-    ``mode`` is used for a new file; an existing file keeps its own mode. On any
-    failure the temporary file is removed and ``path`` is untouched.
+    ``mode`` is used for a new file; an existing file keeps its own mode unless
+    ``keep_mode`` is false. On any failure the temporary file is removed and
+    ``path`` is untouched.
     """
     folder = path.parent
-    with contextlib.suppress(OSError):
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+    if keep_mode:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
     temp_path = folder / f"{temp_prefix(path)}{secrets.token_hex(8)}"
     fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
     try:

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_JOURNAL_LIMIT",
     "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
     "VARIABLES",
     "DbSource",
@@ -48,6 +49,7 @@ DEFAULT_PORT = 8000
 DEFAULT_IDLE_TIMEOUT = 900.0
 DEFAULT_JOURNAL_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 4096
 
 #: Where the database path came from, as ``projctl info`` will say it.
 DbSource = Literal["--db", "PROJCTL_DB", "default"]
@@ -66,10 +68,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROJCTL_DB", "database file, like --db", "<user data dir>/projctl/projects.json"),
     Variable("PROJCTL_OWNER", "owner of new projects", "your user name"),
     Variable("PROJCTL_HOST", "address of the broadcast server", DEFAULT_HOST),
-    Variable("PROJCTL_PORT", "port of the broadcast server (0: any free)", "8000"),
+    Variable(
+        "PROJCTL_PORT",
+        "port of the broadcast server (0: any free)",
+        "8000 for the default database when free, else any free port",
+    ),
     Variable("PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"),
     Variable("PROJCTL_IDLE_TIMEOUT", "seconds before an idle background server stops", "900"),
     Variable("PROJCTL_JOURNAL_LIMIT", "how many events the journal keeps", "1000"),
+    Variable("PROJCTL_REQUIRE_TOKEN", "1: subscribers need the token, even on loopback", "unset"),
+    Variable("PROJCTL_MAX_CONNECTIONS", "open connections a server accepts", "4096"),
     Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset"),
     Variable("NO_COLOR", "no colour in tables", "unset"),
 )
@@ -171,14 +179,22 @@ class Settings:
     #: ``None`` when unset: new projects then belong to the user running projctl.
     owner: str | None
     host: str
-    port: int
-    #: Whether the port was chosen (``--port`` or ``PROJCTL_PORT``) rather than defaulted.
-    port_given: bool
+    #: The port asked for; ``None``: the server picks (see :attr:`preferred_port`).
+    port: int | None
     no_broadcast: bool
     idle_timeout: float
     journal_limit: int
     lock_timeout: float
     debug: bool
+    require_token: bool
+    max_connections: int
+
+    @property
+    def preferred_port(self) -> int:
+        """The port a server tries when none was asked for: the default database keeps the
+        seed's ``ws://localhost:8000/ws`` when 8000 is free; any other database takes a free
+        port, so databases on one host never collide."""
+        return DEFAULT_PORT if self.db_source == "default" else 0
 
 
 def load_settings(
@@ -188,6 +204,7 @@ def load_settings(
     host: str | None = None,
     port: str | None = None,
     no_broadcast: bool | None = None,
+    require_token: bool | None = None,
 ) -> Settings:
     """Read the settings from ``environ`` (default: ``os.environ``); options given here win.
 
@@ -212,6 +229,7 @@ def load_settings(
     raw_owner = variable("PROJCTL_OWNER")
     raw_limit = variable("PROJCTL_JOURNAL_LIMIT")
     raw_idle = variable("PROJCTL_IDLE_TIMEOUT")
+    raw_connections = variable("PROJCTL_MAX_CONNECTIONS")
     raw_host = host if host is not None else variable("PROJCTL_HOST")
     return Settings(
         db_path=db_path,
@@ -220,10 +238,9 @@ def load_settings(
         host=DEFAULT_HOST
         if raw_host is None
         else parse_host(raw_host, "--host" if host is not None else "PROJCTL_HOST"),
-        port=DEFAULT_PORT
+        port=None
         if raw_port is None
         else parse_port(raw_port, "--port" if port is not None else "PROJCTL_PORT"),
-        port_given=raw_port is not None,
         no_broadcast=no_broadcast
         if no_broadcast is not None
         else parse_flag(env.get("PROJCTL_NO_BROADCAST", ""), "PROJCTL_NO_BROADCAST"),
@@ -235,4 +252,10 @@ def load_settings(
         else parse_count(raw_limit, "PROJCTL_JOURNAL_LIMIT", minimum=1),
         lock_timeout=DEFAULT_LOCK_TIMEOUT,
         debug=parse_flag(env.get("PROJCTL_DEBUG", ""), "PROJCTL_DEBUG"),
+        require_token=require_token
+        if require_token is not None
+        else parse_flag(env.get("PROJCTL_REQUIRE_TOKEN", ""), "PROJCTL_REQUIRE_TOKEN"),
+        max_connections=DEFAULT_MAX_CONNECTIONS
+        if raw_connections is None
+        else parse_count(raw_connections, "PROJCTL_MAX_CONNECTIONS", minimum=1),
     )

@@ -13,7 +13,9 @@ costs more to import than the whole exchange takes.
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ __all__ = [
     "encode_error",
     "encode_reply",
     "encode_request",
+    "peer_credentials",
     "request",
 ]
 
@@ -81,7 +84,7 @@ def decode_request(line: bytes) -> Request:
     if not isinstance(value, dict):
         raise RequestDecodeError("a request is a JSON object")
     op = value.pop("op", None)
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise RequestDecodeError(f"unknown op {str(op)[:40]!r}")
     return Request(op, value)
 
@@ -96,14 +99,34 @@ def encode_error(message: str) -> bytes:
     return orjson.dumps({"ok": False, "error": message}) + b"\n"
 
 
+def peer_credentials(connection: socket.socket) -> tuple[int, int] | None:
+    """The ``(pid, uid)`` of the process at the other end of a Unix socket, as the kernel
+    vouches for it; ``None`` where the platform cannot tell (``SO_PEERCRED`` is Linux's)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    raw = connection.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return pid, uid
+
+
 def request(
-    address: Path, op: str, *, timeout: float = REQUEST_TIMEOUT, **args: Any
+    address: Path,
+    op: str,
+    *,
+    timeout: float = REQUEST_TIMEOUT,
+    expect_pid: int | None = None,
+    **args: Any,
 ) -> dict[str, Any]:
     """Send one request to the server listening at ``address``; return its result.
 
+    Before anything is sent, the kernel's word on the peer is checked: it must run as
+    this user and, when ``expect_pid`` is given, be that process. So a request (a
+    forward holds a whole project) never reaches another user's socket.
+
     Raises :class:`~projctl.errors.ServerUnavailableError` when nothing listens
     there (the server is gone), and :class:`~projctl.errors.ServerError` when the
-    server fails to answer in time, answers garbage or refuses the request.
+    peer is not ours, fails to answer in time, answers garbage or refuses.
     """
     line = encode_request(op, **args)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -116,6 +139,14 @@ def request(
             ) from None
         except OSError as error:
             raise ServerError(f"cannot reach the server on {address}: {error}") from None
+        peer = peer_credentials(connection)
+        if peer is not None:
+            pid, uid = peer
+            if uid != os.geteuid() or (expect_pid is not None and pid != expect_pid):
+                raise ServerError(
+                    f"the process answering on {address} is not this user's server "
+                    f"(pid {pid}, uid {uid}); refusing to talk to it"
+                )
         try:
             connection.sendall(line)
             reply = bytearray()

@@ -1,59 +1,88 @@
 """A database's server on this machine: where its state lives, how to start, find and stop it.
 
-Each database has a private runtime folder, ``.<db name>.projctl/`` beside it
-(mode 0700), holding:
+Server state lives in the user's **private runtime folder**, never beside the
+database (a shared folder may belong to someone else): ``$XDG_RUNTIME_DIR/projctl``
+when that is set, else ``projctl-<uid>`` in the system temp folder. The folder is
+created 0700 and checked on every use, the way tmux and ssh-agent check theirs: it
+must be a real folder (not a symlink), owned by this user, with no access for
+anyone else. Anything else is refused with one line; it is never followed,
+chmod-ed or written into.
 
-``server.json``
-    the running server's :class:`ServerState`, mode 0600. This module is the
-    only one that knows its format: the server writes it with
-    :meth:`ServerState.write`, commands read it with :func:`read_server_state`;
-``server.sock``
-    the server's Unix socket for the local protocol (``rpc``). When that path
-    is too long for a Unix socket it lives in a private folder under the system
-    temp folder instead; the state file says where;
-``server.log``
-    what a background server prints;
-``start.lock``
-    held while a server is being started, so that racing commands start one.
+One database is one **identity**, whatever path reaches it: the key of its entry
+comes from the device and inode of the folder holding the database file (after
+symlinks are resolved) and the file's name, so a symlink, a relative path or a bind
+mount of the folder find the same server. The entry for a database is a few files
+named by that key:
 
-Starting a server is always an explicit call (:func:`ensure_server`); nothing
-here starts one as a side effect. The background server is the module
-``projctl.server`` run with the arguments of :class:`ServerLaunch`, whose two
-halves (building and parsing that command line) both live here.
+``<key>.json``
+    the running server's :class:`ServerState`, mode 0600. This module is the only
+    one that knows its format;
+``<key>.sock``
+    the server's Unix socket for the local protocol (``rpc``);
+``<key>.lock``
+    held by the running server for its whole life: two servers never run for one
+    database;
+``<key>.start``
+    held while a server is being started, so that racing commands start one;
+``<key>.log``
+    what a background server prints.
+
+Nothing found there is trusted without a check: a request verifies the peer's uid
+and pid with the kernel (``rpc``), and the caller compares the database id the
+server reports with its own. Starting a server is always an explicit call
+(:func:`ensure_server`); the background server is ``python -m projctl.server``
+with the arguments of :class:`ServerLaunch`, whose two halves live here.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import ipaddress
 import os
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from projctl import _files, rpc
-from projctl.config import parse_db_path, parse_host, parse_port, parse_seconds
+from projctl.config import (
+    DEFAULT_MAX_CONNECTIONS,
+    parse_count,
+    parse_db_path,
+    parse_flag,
+    parse_host,
+    parse_port,
+    parse_seconds,
+)
 from projctl.errors import ConfigError, ServerError, ServerUnavailableError
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "LOOPBACK_HOSTS",
     "Endpoint",
+    "RuntimeFolderError",
     "RuntimePaths",
     "ServerLaunch",
     "ServerState",
     "StartOptions",
-    "ensure_private_folder",
+    "check_private_folder",
+    "claim_server",
     "ensure_server",
     "is_loopback",
     "locate",
     "pid_alive",
+    "private_folder",
     "read_server_state",
     "runtime_paths",
+    "server_on_port",
     "server_status",
     "stop_server",
 ]
@@ -62,6 +91,9 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` everywhere (104 on macOS).
 SOCKET_PATH_MAX = 100
+_KEY_LENGTH = 20
+#: ``/<key>.sock``
+_ENTRY_NAME_MAX = _KEY_LENGTH + 6
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 #: A background server's log past this size is moved to ``server.log.1`` at the next start.
@@ -71,54 +103,126 @@ STATE_FILE_MAX = 64 * 1024
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether ``host`` names only this machine: a loopback name or IP address literal.
+
+    ``127.0.0.1.example.com`` is a DNS name that may resolve anywhere: not loopback.
+    """
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class RuntimeFolderError(ServerError):
+    """The private runtime folder is not private: it is refused, never repaired."""
+
+
+def private_folder() -> Path:
+    """The user's runtime folder for projctl (not created, not checked: see
+    :func:`check_private_folder`)."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if base and os.path.isabs(base) and os.path.isdir(base):
+        folder = Path(base) / "projctl"
+        # A socket path must fit sockaddr_un; an unusually deep XDG_RUNTIME_DIR cannot.
+        if len(os.fsencode(folder)) + _ENTRY_NAME_MAX <= SOCKET_PATH_MAX:
+            return folder
+    return Path(tempfile.gettempdir()) / f"projctl-{os.getuid()}"
+
+
+def check_private_folder(folder: Path, *, create: bool) -> bool:
+    """Check that ``folder`` is private to this user, creating it (0700) when ``create``.
+
+    Returns ``False`` when it does not exist (and ``create`` is false). Raises
+    :class:`RuntimeFolderError` when it is a symlink, not a folder, another user's,
+    or open to others: someone may have planted it to read or feed our traffic.
+    """
+    if create:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise ServerError(
+                f"cannot create the runtime folder {folder}: {error.strerror or error}"
+            ) from None
+    try:
+        status = os.lstat(folder)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise RuntimeFolderError(
+            f"cannot check the runtime folder {folder}: {error.strerror or error}"
+        ) from None
+    problem = None
+    if stat.S_ISLNK(status.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(status.st_mode):
+        problem = "is not a folder"
+    elif status.st_uid != os.geteuid():
+        problem = f"belongs to uid {status.st_uid}, not {os.geteuid()}"
+    elif stat.S_IMODE(status.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(status.st_mode):04o}, not 0700"
+    if problem is not None:
+        raise RuntimeFolderError(
+            f"the runtime folder {folder} {problem}; refusing to use it "
+            "(remove it, or set XDG_RUNTIME_DIR to a folder of your own)"
+        )
+    return True
 
 
 @dataclass(frozen=True)
 class RuntimePaths:
-    """Where one database's server keeps its state, socket and log."""
+    """Where one database's server keeps its state, socket, locks and log."""
 
+    #: The database file, symlinks resolved: the path every process of this database uses.
     db_path: Path
+    #: The database's identity: the name of its entry in the runtime folder.
+    key: str
     folder: Path
     state_file: Path
-    log_file: Path
     socket: Path
+    server_lock: Path
     start_lock: Path
+    log_file: Path
+
+
+def database_key(db_path: Path) -> str:
+    """The identity of the database at ``db_path`` (which must have symlinks resolved).
+
+    The database's folder is created when missing (its first change would create it
+    anyway): an identity taken before the folder existed would change when it appears.
+    """
+    with contextlib.suppress(OSError):
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = os.stat(db_path.parent)
+        material = f"{folder.st_dev}:{folder.st_ino}:{db_path.name}"
+    except OSError:  # a folder we cannot create or see: nobody reaches it by another path
+        material = f"path:{db_path}"
+    return hashlib.sha256(os.fsencode(material)).hexdigest()[:_KEY_LENGTH]
 
 
 def runtime_paths(db_path: Path) -> RuntimePaths:
-    """The runtime paths for the database at ``db_path`` (nothing is created)."""
-    db = Path(os.path.abspath(db_path))
-    folder = db.parent / f".{db.name}.projctl"
-    socket_path = folder / "server.sock"
-    if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
-        import hashlib
-        import tempfile
+    """The runtime entry of the database at ``db_path``: whatever path reaches it, the same.
 
-        digest = hashlib.sha256(os.fsencode(db)).hexdigest()[:24]
-        socket_path = Path(tempfile.gettempdir()) / f"projctl-{os.getuid()}" / f"{digest}.sock"
+    The runtime folder is not created or checked here; every function that uses the
+    entry checks it first.
+    """
+    real = Path(os.path.realpath(db_path))
+    key = database_key(real)
+    folder = private_folder()
     return RuntimePaths(
-        db_path=db,
+        db_path=real,
+        key=key,
         folder=folder,
-        state_file=folder / "server.json",
-        log_file=folder / "server.log",
-        socket=socket_path,
-        start_lock=folder / "start.lock",
+        state_file=folder / f"{key}.json",
+        socket=folder / f"{key}.sock",
+        server_lock=folder / f"{key}.lock",
+        start_lock=folder / f"{key}.start",
+        log_file=folder / f"{key}.log",
     )
-
-
-def ensure_private_folder(folder: Path) -> None:
-    """Create ``folder`` (mode 0700) or check that an existing one is ours and private."""
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        status = folder.stat()
-    except OSError as error:
-        raise ServerError(f"cannot create {folder}: {error.strerror or error}") from None
-    if status.st_uid != os.getuid():
-        raise ServerError(f"{folder} belongs to another user; refusing to use it")
-    if status.st_mode & 0o077:
-        os.chmod(folder, 0o700)
 
 
 @dataclass(frozen=True)
@@ -189,7 +293,7 @@ class ServerState:
 
     def write(self, path: Path) -> None:
         """Publish this state at ``path`` atomically, readable by its owner only."""
-        _files.atomic_write(path, self.encode(), mode=0o600)
+        _files.atomic_write(path, self.encode(), mode=0o600, keep_mode=False)
 
     def remove(self, paths: RuntimePaths) -> None:
         """Remove the state file and socket, if they are still this server's own.
@@ -235,8 +339,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_server_state(paths: RuntimePaths) -> ServerState | None:
-    """The server recorded for this database, or ``None``; a stale or garbled record is removed."""
-    if not paths.state_file.exists():
+    """The server recorded for this database, or ``None``; a stale or garbled record is removed.
+
+    Raises :class:`RuntimeFolderError` when the runtime folder is not private.
+    """
+    if not check_private_folder(paths.folder, create=False):
+        return None
+    if not os.path.lexists(paths.state_file):
         return None
     state = _read_state_file(paths.state_file)
     if state is None or state.db != str(paths.db_path) or not pid_alive(state.pid):
@@ -246,6 +355,40 @@ def read_server_state(paths: RuntimePaths) -> ServerState | None:
     return state
 
 
+def request(state: ServerState, op: str, **args: Any) -> dict[str, Any]:
+    """One ``rpc`` request to the server ``state`` describes, verified to be that process."""
+    return rpc.request(state.socket, op, expect_pid=state.pid, **args)
+
+
+def verify_database(status: dict[str, Any], database_id: str) -> None:
+    """Check that a server's status is for the database with ``database_id``.
+
+    ``""`` on either side (a database before its first change, a server that has not
+    read it since) matches. Raises :class:`~projctl.errors.ServerError` otherwise.
+    """
+    database = status.get("database")
+    served = database.get("id") if isinstance(database, dict) else None
+    if not isinstance(served, str):
+        raise ServerError("the server's status does not say which database it serves")
+    if database_id and served and served != database_id:
+        raise ServerError(
+            f"the server found for this database serves another one (id {served!r}, "
+            f"expected {database_id!r}); stop it with projctl server stop"
+        )
+
+
+def server_on_port(port: int) -> ServerState | None:
+    """This user's running projctl server listening on ``port``, if any (to say who holds it)."""
+    folder = private_folder()
+    if not check_private_folder(folder, create=False):
+        return None
+    for state_file in sorted(folder.glob("*.json")):
+        state = _read_state_file(state_file)
+        if state is not None and state.port == port and pid_alive(state.pid):
+            return state
+    return None
+
+
 @dataclass(frozen=True)
 class StartOptions:
     """How to start a background server when none is running."""
@@ -253,6 +396,38 @@ class StartOptions:
     host: str
     port: int
     idle_timeout: float
+    #: When ``port`` is taken, take any free port instead of failing.
+    port_fallback: bool = False
+    #: Subscribers need the token even on loopback.
+    require_token: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting (which ``exit_on_error``
+    does not cover for missing or unknown arguments before Python 3.12)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"not a server launch: {message}")
+
+
+def claim_server(paths: RuntimePaths) -> int:
+    """Take the database's server lock, held for the server's life; return its descriptor.
+
+    The kernel drops it when the server exits, however it exits: two servers never
+    run for one database. Raises :class:`~projctl.errors.ServerError` naming the
+    running server when another holds it.
+    """
+    check_private_folder(paths.folder, create=True)
+    try:
+        fd = _files.try_lock(paths.server_lock)
+    except _files.LockFileError as error:
+        raise ServerError(f"cannot open {paths.server_lock}: {error.strerror}") from None
+    if fd is None:
+        running = read_server_state(paths)
+        where = f": pid {running.pid}, {running.url}" if running else ""
+        raise ServerError(f"a server for this database is already running{where}")
+    return fd
 
 
 @dataclass(frozen=True)
@@ -264,6 +439,7 @@ class ServerLaunch:
     options: StartOptions
 
     def argv(self) -> list[str]:
+        options = self.options
         return [
             sys.executable,
             "-m",
@@ -271,11 +447,17 @@ class ServerLaunch:
             "--db",
             str(self.db_path),
             "--host",
-            self.options.host,
+            options.host,
             "--port",
-            str(self.options.port),
+            str(options.port),
             "--idle-timeout",
-            repr(self.options.idle_timeout),
+            repr(options.idle_timeout),
+            "--port-fallback",
+            "1" if options.port_fallback else "0",
+            "--require-token",
+            "1" if options.require_token else "0",
+            "--max-connections",
+            str(options.max_connections),
         ]
 
     @classmethod
@@ -284,19 +466,27 @@ class ServerLaunch:
 
         Raises :class:`~projctl.errors.ConfigError` for anything else.
         """
-        parser = argparse.ArgumentParser(prog="projctl.server", exit_on_error=False)
-        for name in ("--db", "--host", "--port", "--idle-timeout"):
+        parser = _RaisingParser(prog="projctl.server", add_help=False)
+        for name in (
+            "--db",
+            "--host",
+            "--port",
+            "--idle-timeout",
+            "--port-fallback",
+            "--require-token",
+            "--max-connections",
+        ):
             parser.add_argument(name, required=True)
-        try:
-            parsed = parser.parse_args(list(args))
-        except (argparse.ArgumentError, SystemExit) as error:
-            raise ConfigError(f"not a server launch: {error}") from None
+        parsed = parser.parse_args(list(args))
         return cls(
             parse_db_path(parsed.db, "--db"),
             StartOptions(
                 host=parse_host(parsed.host, "--host"),
                 port=parse_port(parsed.port, "--port"),
                 idle_timeout=parse_seconds(parsed.idle_timeout, "--idle-timeout"),
+                port_fallback=parse_flag(parsed.port_fallback, "--port-fallback"),
+                require_token=parse_flag(parsed.require_token, "--require-token"),
+                max_connections=parse_count(parsed.max_connections, "--max-connections", minimum=1),
             ),
         )
 
@@ -304,16 +494,16 @@ class ServerLaunch:
 def ensure_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
     """The running server for this database, starting one in the background if needed.
 
-    Commands racing here serialise on ``start.lock``: the first starts the
+    Commands racing here serialise on the entry's start lock: the first starts the
     server, the others find it running.
     """
-    ensure_private_folder(paths.folder)
+    check_private_folder(paths.folder, create=True)
     try:
         with _files.locked(paths.start_lock, START_TIMEOUT):
             state = read_server_state(paths)
             if state is not None:
                 try:
-                    rpc.request(state.socket, rpc.OP_STATUS)
+                    request(state, rpc.OP_STATUS)
                     return state
                 except ServerUnavailableError:
                     with contextlib.suppress(OSError):
@@ -329,9 +519,14 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
     """Start a detached background server and wait until its state file names it."""
     command = ServerLaunch(paths.db_path, options).argv()
     with contextlib.suppress(OSError):  # every start appends; keep one previous log, bounded
-        if paths.log_file.stat().st_size > LOG_ROTATE_BYTES:
-            os.replace(paths.log_file, paths.log_file.with_name("server.log.1"))
-    log_fd = os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if os.lstat(paths.log_file).st_size > LOG_ROTATE_BYTES:
+            os.replace(paths.log_file, paths.log_file.with_name(paths.log_file.name + ".1"))
+    try:
+        log_fd = os.open(
+            paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
+        )
+    except OSError as error:
+        raise ServerError(f"cannot open the server log {paths.log_file}: {error}") from None
     try:
         # posix_spawn rather than subprocess: the server outlives us, and a
         # Popen object for it would only warn that it is still running.
@@ -372,17 +567,40 @@ def _last_line(path: Path) -> str:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
-    return lines[-1] if lines else "no output"
+    return lines[-1].partition(": ")[2] or lines[-1] if lines else "no output"
 
 
-def stop_server(paths: RuntimePaths, timeout: float = STOP_TIMEOUT) -> ServerState | None:
-    """Stop the database's server and wait for it to exit; ``None`` if none was running."""
+def _is_our_server(pid: int) -> bool:
+    """Whether ``pid`` is a projctl server of this user, as ``/proc`` tells it."""
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return owner == os.geteuid() and (b"projctl.server" in argv or b"serve" in argv)
+
+
+def stop_server(
+    paths: RuntimePaths, database_id: str = "", timeout: float = STOP_TIMEOUT
+) -> ServerState | None:
+    """Stop the database's server and wait for it to exit; ``None`` if none was running.
+
+    Only a verified server is stopped: asked over its socket (the kernel vouches for
+    its pid and uid), or, when it no longer answers, signalled only if ``/proc`` shows
+    a projctl server of this user under that pid. A pid in a state file is never
+    signalled on trust.
+    """
     state = read_server_state(paths)
     if state is None:
         return None
     try:
-        rpc.request(state.socket, rpc.OP_STOP, timeout=timeout)
-    except ServerError:
+        verify_database(request(state, rpc.OP_STATUS), database_id)
+        request(state, rpc.OP_STOP, timeout=timeout)
+    except ServerUnavailableError:
+        if not _is_our_server(state.pid):
+            with contextlib.suppress(OSError):
+                paths.state_file.unlink()
+            return None
         with contextlib.suppress(OSError):
             os.kill(state.pid, 15)
     deadline = time.monotonic() + timeout
@@ -395,17 +613,19 @@ def stop_server(paths: RuntimePaths, timeout: float = STOP_TIMEOUT) -> ServerSta
     return state
 
 
-def server_status(paths: RuntimePaths) -> dict[str, Any] | None:
+def server_status(paths: RuntimePaths, database_id: str = "") -> dict[str, Any] | None:
     """The running server's health report, or ``None`` when none runs."""
     state = read_server_state(paths)
     if state is None:
         return None
     try:
-        return rpc.request(state.socket, rpc.OP_STATUS)
+        status = request(state, rpc.OP_STATUS)
     except ServerUnavailableError:
         with contextlib.suppress(OSError):
             paths.state_file.unlink()
         return None
+    verify_database(status, database_id)
+    return status
 
 
 @dataclass(frozen=True)
@@ -418,19 +638,21 @@ class Endpoint:
     latest_seq: int | None = None
 
 
-def locate(paths: RuntimePaths, start: StartOptions | None) -> Endpoint:
+def locate(paths: RuntimePaths, start: StartOptions | None, database_id: str = "") -> Endpoint:
     """The database's server as a subscriber sees it, starting one when ``start`` is given.
 
+    The server is verified first (its pid and uid by the kernel, its database by id).
     Raises :class:`~projctl.errors.ServerUnavailableError` when none runs and none may
     be started (worth retrying later), :class:`~projctl.errors.ServerError` when one
-    cannot be started.
+    cannot be started or is not this database's.
     """
     state = read_server_state(paths)
     if state is None:
         if start is None:
             raise ServerUnavailableError("no server is running for this database")
         state = ensure_server(paths, start)
-    status = rpc.request(state.socket, rpc.OP_STATUS)
+    status = request(state, rpc.OP_STATUS)
+    verify_database(status, database_id)
     latest = status.get("latest_seq")
     return Endpoint(
         url=state.url,

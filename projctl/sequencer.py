@@ -116,6 +116,16 @@ class Sequencer:
             due.append(self._emit(self._pending.pop(self.last_seq + 1)))
         return due
 
+    def adopt_database(self, database_id: str) -> bool:
+        """Take ``database_id`` as the database's own, unless another one is already known.
+
+        A new database gets its id with its first change: a forward carrying that id is
+        how the server learns it. Returns whether the id is this sequencer's now.
+        """
+        if not self.database_id:
+            self.database_id = database_id
+        return self.database_id == database_id
+
     def _emit(self, event: Event) -> bytes:
         message = events.encode_event(event)
         self.last_seq = event["seq"]

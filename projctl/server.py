@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import http
 import logging
@@ -72,8 +73,6 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
 _MAX_SINCE_DIGITS = 19
-#: Host names a loopback listener answers to (``Host`` may add a port).
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 #: Listening on every address: every name is ours.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
@@ -99,7 +98,17 @@ class ServerConfig:
     ping_interval: float | None = 20.0
     journal_window: int = 1000
     #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
-    max_connections: int = 4096
+    max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
+    #: When ``port`` is taken, listen on any free port instead of failing.
+    port_fallback: bool = False
+
+    @classmethod
+    def for_host(cls, host: str, *, require_token: bool = False, **settings: Any) -> ServerConfig:
+        """A config for ``host``, with a fresh subscriber token when one is needed: always
+        beyond loopback, and on loopback too with ``require_token``."""
+        needs_token = require_token or not runtime.is_loopback(host)
+        token = secrets.token_urlsafe(24) if needs_token else None
+        return cls(host=host, subscriber_token=token, **settings)
 
 
 @dataclass
@@ -133,6 +142,7 @@ class BroadcastServer:
         self._ws_server: Server | None = None
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
+        self._lock_fd: int | None = None
         #: The last journal read error logged, so that one bad file is logged once.
         self._read_error: str | None = None
         self.port = config.port
@@ -145,34 +155,21 @@ class BroadcastServer:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the journal, listen on TCP and the Unix socket, then publish the state file."""
-        self.sequencer.load(await asyncio.to_thread(self.store.read_state))
-        origins: list[Any] | None = [None, _LOCAL_ORIGIN, *self.config.allow_origins]
-        if "*" in self.config.allow_origins:
-            origins = None
+        """Take the database's server lock, load the journal, listen on TCP and the Unix
+        socket, then publish the state file.
+
+        Raises :class:`~projctl.errors.ServerError` when a server already runs for the
+        database (naming it) or the address cannot be had (naming who holds the port).
+        """
+        self._lock_fd = runtime.claim_server(self.paths)
         try:
-            self._ws_server = await serve(
-                self._handle_websocket,
-                self.config.host,
-                self.config.port,
-                origins=origins,
-                process_request=self._process_request,
-                compression=None,  # small JSON gains nothing; deflate costs CPU per connection
-                max_size=rpc.MAX_MESSAGE,
-                ping_interval=self.config.ping_interval,
-                ping_timeout=self.config.ping_interval,
-                close_timeout=5,
-                server_header=f"projctl/{__version__}",
-            )
-        except OSError as error:
-            raise ServerError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror or error}"
-            ) from None
-        sockets = self._ws_server.sockets
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+            self.sequencer.load(await asyncio.to_thread(self.store.read_state))
+            await self._listen()
+        except BaseException:
+            self._release_lock()
+            raise
         with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()
+            self.paths.socket.unlink()  # a dead server's; we hold the lock, so nobody else's
         old_umask = os.umask(0o077)
         try:
             self._unix_server = await asyncio.start_unix_server(
@@ -199,6 +196,57 @@ class BroadcastServer:
         if self.config.idle_timeout is not None:
             self._spawn(self._stop_when_idle(self.config.idle_timeout))
         log.info("serving %s for %s (pid %d)", self.url, self.paths.db_path, os.getpid())
+
+    async def _listen(self) -> None:
+        """Listen on the configured address; a taken port is an error unless it may fall back."""
+        host, port = self.config.host, self.config.port
+        try:
+            self._ws_server = await self._serve_on(host, port)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE and port != 0 and self.config.port_fallback:
+                log.info("port %d is taken; listening on a free port instead", port)
+                self._ws_server = await self._serve_on(host, 0)
+            else:
+                raise ServerError(_listen_failure(host, port, error)) from None
+        sockets = self._ws_server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def _serve_on(self, host: str, port: int) -> Server:
+        origins: list[Any] | None = [None, _LOCAL_ORIGIN, *self.config.allow_origins]
+        if "*" in self.config.allow_origins:
+            origins = None
+        attempts = 5 if port == 0 else 1
+        for attempt in range(attempts):
+            # A name with several addresses (localhost: 127.0.0.1 and ::1) would get a
+            # different free port on each: pick one port that all of them can share.
+            chosen = await asyncio.to_thread(_free_port, host) if port == 0 else port
+            try:
+                server: Server = await serve(
+                    self._handle_websocket,
+                    host,
+                    chosen,
+                    origins=origins,
+                    process_request=self._process_request,
+                    compression=None,  # small JSON gains nothing; deflate costs CPU
+                    max_size=rpc.MAX_MESSAGE,
+                    ping_interval=self.config.ping_interval,
+                    ping_timeout=self.config.ping_interval,
+                    close_timeout=5,
+                    server_header=f"projctl/{__version__}",
+                )
+            except OSError as error:
+                # Another process took the free port between the probe and the bind.
+                if error.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                    raise
+                continue
+            return server
+        raise AssertionError("unreachable")
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def url(self) -> str:
@@ -229,6 +277,7 @@ class BroadcastServer:
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
         if self._state is not None:
             self._state.remove(self.paths)
+        self._release_lock()
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -356,7 +405,7 @@ class BroadcastServer:
         listening = self.config.host.lower()
         if listening in _WILDCARD_HOSTS:
             return bool(name)  # any name reaches it; beyond loopback a token guards it
-        return name == listening or name in _LOOPBACK_NAMES or _is_loopback_address(name)
+        return name == listening or runtime.is_loopback(name)
 
     def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
         """A loopback client, or one holding the subscriber token."""
@@ -465,6 +514,17 @@ class BroadcastServer:
             )
         except (EventDecodeError, AttributeError, TypeError, ValueError) as error:
             return {"ok": False, "error": f"not a forward: {error}"}
+        database_id = args.get("database_id")
+        if (
+            isinstance(database_id, str)
+            and database_id
+            and not self.sequencer.adopt_database(database_id)
+        ):
+            served = self.sequencer.database_id
+            return {
+                "ok": False,
+                "error": f"this server serves database {served}, not {database_id}",
+            }
         self.accept(event, version)
         return {"ok": True, "seq": event["seq"]}
 
@@ -510,14 +570,45 @@ def _json_response(status: http.HTTPStatus, body: Any) -> Response:
     return Response(status.value, status.phrase, headers, payload)
 
 
-def _is_loopback_address(name: str) -> bool:
-    """Whether ``name`` is a loopback IP address literal (``127.0.0.2``; not a DNS name)."""
-    import ipaddress
+def _free_port(host: str) -> int:
+    """A port free on every address of ``host`` right now (it may be taken before we bind)."""
+    import socket
 
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for _attempt in range(20):
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+            port: int = probe.getsockname()[1]
+        if all(_port_free(info, port) for info in infos[1:]):
+            return port
+    return port
+
+
+def _port_free(info: tuple[Any, ...], port: int) -> bool:
+    import socket
+
+    family, kind, proto, _name, address = info
+    with socket.socket(family, kind, proto) as probe:
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind((address[0], port, *address[2:]))
+        except OSError:
+            return False
+    return True
+
+
+def _listen_failure(host: str, port: int, error: OSError) -> str:
+    """One line saying why ``host:port`` cannot be had, and who holds it when it is ours."""
+    message = f"cannot listen on {host}:{port}: {error.strerror or error}"
+    if error.errno == errno.EADDRINUSE:
+        holder = runtime.server_on_port(port)
+        if holder is not None:
+            message += f" (the projctl server of {holder.db}, pid {holder.pid}, holds it)"
+        else:
+            message += " (by another program)"
+    return message
 
 
 def _query_token_matches(path: str, token: str) -> bool:
@@ -578,13 +669,6 @@ def run_server(
     database or this one cannot listen.
     """
     paths = runtime.runtime_paths(store.path)
-    runtime.ensure_private_folder(paths.folder)
-    runtime.ensure_private_folder(paths.socket.parent)
-    running = runtime.read_server_state(paths)
-    if running is not None:
-        raise ServerError(
-            f"a server for this database is already running: pid {running.pid}, {running.url}"
-        )
     _raise_open_file_limit()
 
     async def main() -> None:
@@ -609,12 +693,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         launch = ServerLaunch.parse(sys.argv[1:] if argv is None else argv)
+        options = launch.options
         run_server(
             ProjectStore(launch.db_path),
-            ServerConfig(
-                host=launch.options.host,
-                port=launch.options.port,
-                idle_timeout=launch.options.idle_timeout or None,
+            ServerConfig.for_host(
+                options.host,
+                require_token=options.require_token,
+                port=options.port,
+                port_fallback=options.port_fallback,
+                idle_timeout=options.idle_timeout or None,
+                max_connections=options.max_connections,
             ),
         )
     except ProjctlError as error:

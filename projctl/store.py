@@ -95,13 +95,16 @@ class Change:
     value (then nothing was written). ``updated_fields`` lists the fields whose value
     changed, in :data:`~projctl.model.EDITABLE_FIELDS` order (empty for create and
     delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
-    carries so the server can tell whether the file holds commits it was not told about.
+    carries so the server can tell whether the file holds commits it was not told about;
+    ``database_id`` identifies the database it went into, so a forward can never be
+    taken by a server of another database.
     """
 
     project: Project
     event: Event | None
     updated_fields: tuple[str, ...] = ()
     version: FileVersion | None = None
+    database_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ class ProjectStore:
             tables.append_event(
                 event, meta=meta, journal_limit=self.journal_limit, last_issued=project_id
             )
-        return Change(project, event, version=written.version)
+        return written.change(project, event)
 
     def update(self, project_id: str, changes: Mapping[str, str]) -> Change:
         """Apply ``changes`` (editable field -> new value) to one project.
@@ -325,7 +328,7 @@ class ProjectStore:
                 record, updated_fields, seq=meta["last_seq"] + 1, timestamp=timestamp
             )
             tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
-        return Change(after, event, tuple(updated_fields), written.version)
+        return written.change(after, event, tuple(updated_fields))
 
     def delete(self, project_id: str) -> Change:
         """Remove one project and journal its ``project_deleted`` event.
@@ -340,7 +343,7 @@ class ProjectStore:
                 project.to_dict(), seq=meta["last_seq"] + 1, timestamp=format_timestamp(utc_now())
             )
             tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
-        return Change(project, event, version=written.version)
+        return written.change(project, event)
 
     # -- reads (lock-free: the file is only ever replaced whole) -------------
 
@@ -365,6 +368,10 @@ class ProjectStore:
             else tables.projects.all()
         )
         return self._checked(lambda: [Project.from_dict(record) for record in records])
+
+    def database_id(self) -> str:
+        """The id that tells this database from any other, ``""`` before its first change."""
+        return str(self._snapshot().read_meta().get("database_id", ""))
 
     def latest_seq(self) -> int:
         """The ``seq`` of the newest event, 0 for a database with none."""
@@ -453,6 +460,7 @@ class ProjectStore:
                 ) from None
             if tables.storage.changed:
                 written.version = self._write_file(tables.storage.data)
+                written.database_id = str(tables.read_meta().get("database_id", ""))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -548,3 +556,9 @@ class _Written:
     """Filled in by :meth:`ProjectStore._transaction` once its write has landed."""
 
     version: FileVersion | None = None
+    database_id: str = ""
+
+    def change(
+        self, project: Project, event: Event, updated_fields: tuple[str, ...] = ()
+    ) -> Change:
+        return Change(project, event, updated_fields, self.version, self.database_id)

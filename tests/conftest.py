@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,31 +149,49 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    # The runtime folder holds Unix sockets, whose paths must stay short: not under tmp_path.
+    run = Path(tempfile.mkdtemp(prefix="pjr-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     monkeypatch.setenv("PROJCTL_DB", str(tmp_path / "data" / "projects.json"))
     monkeypatch.setenv("PROJCTL_OWNER", "tester")
     monkeypatch.setenv("PROJCTL_NO_BROADCAST", "1")
     # Servers bind loopback only, on a free port.
     monkeypatch.setenv("PROJCTL_HOST", "127.0.0.1")
     monkeypatch.setenv("PROJCTL_PORT", "0")
-    yield
-    reap_servers(tmp_path)
+    try:
+        yield
+    finally:
+        reap_servers(run, tmp_path)
+        shutil.rmtree(run, ignore_errors=True)
 
 
-def reap_servers(folder: Path) -> list[int]:
-    """Kill every server whose state file lies under ``folder``; return their pids."""
+def server_pids(runtime_base: Path, tmp_path: Path) -> set[int]:
+    """Servers a test may have started: named by a state file in its runtime folder, or
+    running for a database under its ``tmp_path``."""
+    pids = set()
+    for state_file in runtime_base.rglob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(ServerState.decode(state_file.read_bytes()).pid)
+    marker = os.fsencode(str(tmp_path))
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"projctl.server" in argv and any(marker in arg for arg in argv):
+                    pids.add(int(entry.name))
+    return {pid for pid in pids if pid != os.getpid() and pid_alive(pid)}
+
+
+def reap_servers(runtime_base: Path, tmp_path: Path) -> list[int]:
+    """Kill every server the test left running; return their pids."""
     import signal
 
-    killed = []
-    for state_file in folder.rglob("server.json"):
-        try:
-            pid = ServerState.decode(state_file.read_bytes()).pid
-        except (OSError, ValueError):
-            continue
-        if pid_alive(pid):
+    killed = sorted(server_pids(runtime_base, tmp_path))
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            wait_until(lambda pid=pid: not pid_alive(pid), what=f"server pid {pid} gone")
+    for pid in killed:
+        wait_until(lambda pid=pid: not pid_alive(pid), what=f"server pid {pid} gone")
     return killed
 
 

@@ -94,7 +94,7 @@ def test_bad_setting_is_refused_when_opening(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_no_broadcast_contacts_and_creates_nothing(db: projctl.Database) -> None:
     db.create("quiet")
-    assert not runtime_paths(db.path).folder.exists()
+    assert not runtime_paths(db.path).state_file.exists()
 
 
 async def _next(feed: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:

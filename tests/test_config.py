@@ -219,13 +219,14 @@ def default_settings(home: Path, **changes: object) -> Settings:
         "db_source": "default",
         "owner": None,
         "host": "localhost",
-        "port": 8000,
-        "port_given": False,
+        "port": None,
         "no_broadcast": False,
         "idle_timeout": 900.0,
         "journal_limit": 1000,
         "lock_timeout": 10.0,
         "debug": False,
+        "require_token": False,
+        "max_connections": 4096,
     }
     values.update(changes)
     return Settings(**values)  # type: ignore[arg-type]
@@ -246,6 +247,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "PROJCTL_IDLE_TIMEOUT": "2.5",
         "PROJCTL_JOURNAL_LIMIT": "5",
         "PROJCTL_DEBUG": "on",
+        "PROJCTL_REQUIRE_TOKEN": "true",
+        "PROJCTL_MAX_CONNECTIONS": "64",
     }
     assert load_settings(environ=environ) == default_settings(
         tmp_path / "home",
@@ -254,11 +257,12 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         owner="alice",
         host="0.0.0.0",
         port=8080,
-        port_given=True,
         no_broadcast=True,
         idle_timeout=2.5,
         journal_limit=5,
         debug=True,
+        require_token=True,
+        max_connections=64,
     )
 
 
@@ -270,7 +274,6 @@ def test_without_a_mapping_os_environ_is_read(tmp_path: Path) -> None:
         owner="tester",
         host="127.0.0.1",
         port=0,
-        port_given=True,
         no_broadcast=True,
     )
 
@@ -344,23 +347,27 @@ def test_options_win_over_variables() -> None:
     settings = load_settings(
         environ={"PROJCTL_PORT": "abc", "PROJCTL_HOST": "a b"}, port="81", host="::1"
     )
-    assert (settings.port, settings.port_given, settings.host) == (81, True, "::1")
+    assert (settings.port, settings.host) == (81, "::1")
 
 
 @pytest.mark.parametrize(
     ("environ", "given", "expected"),
     [
-        ({}, None, (8000, False)),
-        ({"PROJCTL_PORT": ""}, None, (8000, False)),
-        ({"PROJCTL_PORT": "0"}, None, (0, True)),
-        ({"PROJCTL_PORT": "8000"}, None, (8000, True)),
-        ({}, "8000", (8000, True)),
-        ({"PROJCTL_PORT": "9"}, "0", (0, True)),
+        ({}, None, (None, 8000)),
+        ({"PROJCTL_PORT": ""}, None, (None, 8000)),
+        ({"PROJCTL_DB": "/tmp/other.json"}, None, (None, 0)),
+        ({"PROJCTL_PORT": "0"}, None, (0, 8000)),
+        ({"PROJCTL_PORT": "8000"}, None, (8000, 8000)),
+        ({}, "8000", (8000, 8000)),
+        ({"PROJCTL_PORT": "9"}, "0", (0, 8000)),
     ],
 )
-def test_port_given(environ: dict[str, str], given: str | None, expected: tuple[int, bool]) -> None:
+def test_port_asked_for_and_preferred(
+    environ: dict[str, str], given: str | None, expected: tuple[int | None, int]
+) -> None:
+    """No port asked for: the default database prefers 8000, any other a free port."""
     settings = load_settings(environ=environ, port=given)
-    assert (settings.port, settings.port_given) == expected
+    assert (settings.port, settings.preferred_port) == expected
 
 
 @pytest.mark.parametrize(
@@ -480,7 +487,7 @@ def test_create_with_an_out_of_range_port_commits_nothing_and_starts_no_server(
     )
     assert not db_path.exists()
     assert store.list_projects() == []
-    assert not runtime_paths(db_path).folder.exists()
+    assert not runtime_paths(db_path).state_file.exists()
     assert list(tmp_path.rglob("server.json")) == []
 
 

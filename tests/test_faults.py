@@ -232,7 +232,7 @@ def test_state_file_naming_a_live_stranger_and_a_foreign_port(
 ) -> None:
     """The state file points at a live process that is no projctl server, on a port in use."""
     paths = runtime_paths(db_path)
-    runtime.ensure_private_folder(paths.folder)
+    runtime.check_private_folder(paths.folder, create=True)
     with (
         subprocess.Popen(["sleep", "60"]) as stranger,
         socket.create_server(("127.0.0.1", 0)) as foreign,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,16 @@ import pytest
 from websockets.asyncio.client import connect
 
 from projctl import runtime
-from projctl.runtime import ServerState, pid_alive, runtime_paths
+from projctl.errors import ConfigError
+from projctl.runtime import (
+    RuntimePaths,
+    ServerLaunch,
+    ServerState,
+    StartOptions,
+    is_loopback,
+    pid_alive,
+    runtime_paths,
+)
 from projctl.store import ProjectStore
 
 from .conftest import PROJCTL, wait_until
@@ -185,7 +198,7 @@ def test_no_broadcast_contacts_and_starts_nothing(projctl: Run, db_path: Path, h
         done = projctl("create", "quiet", env={"PROJCTL_NO_BROADCAST": "1"})
     assert done.returncode == 0
     assert done.stderr == ""
-    assert not runtime_paths(db_path).folder.exists()
+    assert not runtime_paths(db_path).state_file.exists()
     assert server_processes(db_path) == []
 
 
@@ -290,10 +303,467 @@ def test_beyond_loopback_needs_an_explicit_host(projctl: Run, db_path: Path) -> 
 
 def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: Path) -> None:
     paths = runtime_paths(db_path)
-    runtime.ensure_private_folder(paths.folder)
+    runtime.check_private_folder(paths.folder, create=True)
     old = b"an old line\n" * 200_000  # 2.4 MB
     paths.log_file.write_bytes(old)
     assert projctl("create", "x").returncode == 0
-    assert (paths.folder / "server.log.1").read_bytes() == old
+    assert paths.log_file.with_name(paths.log_file.name + ".1").read_bytes() == old
     assert paths.log_file.stat().st_size < 10_000
     assert b"serving ws://" in paths.log_file.read_bytes()
+
+
+# -- ServerState: the state file's one definition -------------------------------------
+
+STATE_FIELDS: dict[str, Any] = {
+    "pid": 4242,
+    "host": "127.0.0.1",
+    "port": 8123,
+    "url": "ws://127.0.0.1:8123/ws",
+    "token": "publisher-token",
+    "socket": "/tmp/projctl-test/server.sock",
+    "db": "/data/projects.json",
+    "database_id": "0123456789abcdef",
+    "version": "1.2.3",
+    "auto": True,
+    "subscriber_token": None,
+    "started_at": 1700000000.25,
+}
+
+
+def make_state(**changes: Any) -> ServerState:
+    state = ServerState(
+        pid=4242,
+        host="127.0.0.1",
+        port=8123,
+        url="ws://127.0.0.1:8123/ws",
+        token="publisher-token",
+        socket=Path("/tmp/projctl-test/server.sock"),
+        db="/data/projects.json",
+        database_id="0123456789abcdef",
+        version="1.2.3",
+        auto=True,
+        subscriber_token=None,
+        started_at=1700000000.25,
+    )
+    return dataclasses.replace(state, **changes)
+
+
+def state_bytes(**changes: Any) -> bytes:
+    """The state file's content with some fields changed (``...`` removes one)."""
+    fields = {**STATE_FIELDS, **changes}
+    return orjson.dumps({name: value for name, value in fields.items() if value is not ...})
+
+
+@pytest.mark.parametrize("subscriber_token", [None, "subscriber-token"])
+def test_server_state_encodes_every_field_and_decodes_back(subscriber_token: str | None) -> None:
+    state = make_state(subscriber_token=subscriber_token, auto=False)
+    raw = state.encode()
+    assert orjson.loads(raw) == {
+        **STATE_FIELDS,
+        "auto": False,
+        "subscriber_token": subscriber_token,
+    }
+    decoded = ServerState.decode(raw)
+    assert decoded == state
+    assert isinstance(decoded.socket, Path)
+
+
+def test_server_state_decode_accepts_a_whole_started_at_and_no_subscriber_token() -> None:
+    decoded = ServerState.decode(state_bytes(started_at=1700000000, subscriber_token=...))
+    assert decoded == make_state(started_at=1700000000.0)
+    assert type(decoded.started_at) is float
+    assert decoded.subscriber_token is None
+
+
+@pytest.mark.parametrize(("pid", "port"), [(1, 1), (1, 65535), (2**31 - 1, 8123)])
+def test_server_state_decode_accepts_the_range_edges(pid: int, port: int) -> None:
+    assert ServerState.decode(state_bytes(pid=pid, port=port)) == make_state(pid=pid, port=port)
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"{", b"\xff"])
+def test_server_state_decode_refuses_what_is_not_json(raw: bytes) -> None:
+    with pytest.raises(ValueError, match=r"^not JSON: "):
+        ServerState.decode(raw)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"null", b'"state"', b"42"])
+def test_server_state_decode_refuses_what_is_not_an_object(raw: bytes) -> None:
+    with pytest.raises(ValueError, match=r"^not a JSON object\Z"):
+        ServerState.decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("pid", "pid must be a int"),
+        ("host", "host must be a str"),
+        ("port", "port must be a int"),
+        ("url", "url must be a str"),
+        ("token", "token must be a str"),
+        ("socket", "socket must be a str"),
+        ("db", "db must be a str"),
+        ("database_id", "database_id must be a str"),
+        ("version", "version must be a str"),
+        ("auto", "auto must be a bool"),
+        ("started_at", "started_at must be a number"),
+    ],
+)
+def test_server_state_decode_refuses_a_missing_field(missing: str, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}\Z"):
+        ServerState.decode(state_bytes(**{missing: ...}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pid": True}, "pid must be a int"),
+        ({"pid": "4242"}, "pid must be a int"),
+        ({"pid": 4242.0}, "pid must be a int"),
+        ({"port": False}, "port must be a int"),
+        ({"port": "8123"}, "port must be a int"),
+        ({"auto": 1}, "auto must be a bool"),
+        ({"auto": "true"}, "auto must be a bool"),
+        ({"host": 127}, "host must be a str"),
+        ({"socket": None}, "socket must be a str"),
+        ({"socket": ["/tmp/s.sock"]}, "socket must be a str"),
+        ({"token": None}, "token must be a str"),
+        ({"subscriber_token": 5}, "subscriber_token must be a str"),
+        ({"subscriber_token": False}, "subscriber_token must be a str"),
+        ({"started_at": "now"}, "started_at must be a number"),
+        ({"started_at": True}, "started_at must be a number"),
+        ({"started_at": None}, "started_at must be a number"),
+    ],
+)
+def test_server_state_decode_refuses_a_wrong_type(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}\Z"):
+        ServerState.decode(state_bytes(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"pid": 0}, {"pid": -1}, {"port": 0}, {"port": -1}, {"port": 65536}, {"port": 10**6}],
+)
+def test_server_state_decode_refuses_a_pid_or_port_out_of_range(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"^pid or port out of range\Z"):
+        ServerState.decode(state_bytes(**changes))
+
+
+def test_server_state_write_publishes_a_private_file_atomically(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / "server.json"
+    first = make_state()
+    previous_umask = os.umask(0)  # the mode must not depend on the umask
+    try:
+        first.write(path)
+    finally:
+        os.umask(previous_umask)
+    assert path.read_bytes() == first.encode()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [entry.name for entry in folder.iterdir()] == ["server.json"]
+    second = make_state(port=9000, url="ws://127.0.0.1:9000/ws")
+    with path.open("rb") as reader:
+        second.write(path)
+        # Replaced, not rewritten in place: a reader of the old file sees it whole.
+        assert reader.read() == first.encode()
+    assert ServerState.decode(path.read_bytes()) == second
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [entry.name for entry in folder.iterdir()] == ["server.json"]
+
+
+def test_server_state_write_over_a_readable_file_makes_it_private(tmp_path: Path) -> None:
+    path = tmp_path / "server.json"
+    path.write_bytes(b"{}")
+    path.chmod(0o644)
+    make_state().write(path)
+    # The file holds the publisher token: "readable by its owner only", whatever was there.
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def state_paths(db_path: Path) -> Iterator[RuntimePaths]:
+    """The runtime paths of the test database, its private folder made.
+
+    The state file is removed afterwards: one naming this test's own pid would
+    otherwise make the teardown kill the test run as a stray server.
+    """
+    paths = runtime_paths(db_path)
+    runtime.check_private_folder(paths.folder, create=True)
+    yield paths
+    paths.state_file.unlink(missing_ok=True)
+
+
+def test_read_server_state_without_a_state_file(db_path: Path) -> None:
+    paths = runtime_paths(db_path)
+    assert runtime.read_server_state(paths) is None
+    assert not paths.folder.exists()  # reading creates nothing
+
+
+def test_read_server_state_returns_a_valid_state_of_a_live_pid(state_paths: RuntimePaths) -> None:
+    state = make_state(pid=os.getpid(), db=str(state_paths.db_path))
+    state.write(state_paths.state_file)
+    assert runtime.read_server_state(state_paths) == state
+    assert state_paths.state_file.read_bytes() == state.encode()  # left in place
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"", b"{}", b"[]", b"null"])
+def test_read_server_state_removes_a_state_file_that_is_not_json_state(
+    state_paths: RuntimePaths, raw: bytes
+) -> None:
+    state_paths.state_file.write_bytes(raw)
+    assert runtime.read_server_state(state_paths) is None
+    assert not state_paths.state_file.exists()
+
+
+@pytest.mark.parametrize(
+    "changes", [{"pid": str(os.getpid())}, {"port": 0}, {"auto": "yes"}, {"socket": None}]
+)
+def test_read_server_state_removes_a_state_file_with_a_bad_field(
+    state_paths: RuntimePaths, changes: dict[str, Any]
+) -> None:
+    valid = orjson.loads(make_state(pid=os.getpid(), db=str(state_paths.db_path)).encode())
+    state_paths.state_file.write_bytes(orjson.dumps({**valid, **changes}))
+    assert runtime.read_server_state(state_paths) is None
+    assert not state_paths.state_file.exists()
+
+
+def test_read_server_state_reads_up_to_the_size_limit_only(state_paths: RuntimePaths) -> None:
+    state = make_state(pid=os.getpid(), db=str(state_paths.db_path))
+    at_limit = state.encode().ljust(runtime.STATE_FILE_MAX)  # JSON allows trailing blanks
+    state_paths.state_file.write_bytes(at_limit)
+    assert runtime.read_server_state(state_paths) == state
+    state_paths.state_file.write_bytes(at_limit + b" ")
+    assert runtime.read_server_state(state_paths) is None
+    assert not state_paths.state_file.exists()
+
+
+def test_read_server_state_removes_the_state_of_a_dead_pid(state_paths: RuntimePaths) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=10)
+    assert not pid_alive(gone.pid)
+    make_state(pid=gone.pid, db=str(state_paths.db_path)).write(state_paths.state_file)
+    assert runtime.read_server_state(state_paths) is None
+    assert not state_paths.state_file.exists()
+
+
+def test_read_server_state_removes_the_state_of_another_database(
+    state_paths: RuntimePaths, tmp_path: Path
+) -> None:
+    other = runtime_paths(tmp_path / "other" / "projects.json").db_path
+    make_state(pid=os.getpid(), db=str(other)).write(state_paths.state_file)
+    assert runtime.read_server_state(state_paths) is None
+    assert not state_paths.state_file.exists()
+
+
+# -- ServerLaunch: the background server's command line ------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        StartOptions(host="127.0.0.1", port=0, idle_timeout=900.0),
+        StartOptions(host="::1", port=65535, idle_timeout=0.25, port_fallback=True),
+        StartOptions(host="localhost", port=8000, idle_timeout=0.0, require_token=True),
+        StartOptions(host="0.0.0.0", port=1, idle_timeout=1e-07, max_connections=1),
+        StartOptions(
+            host="example.com",
+            port=443,
+            idle_timeout=0.1 + 0.2,
+            port_fallback=True,
+            require_token=True,
+            max_connections=10**6,
+        ),
+    ],
+)
+def test_server_launch_argv_parses_back(tmp_path: Path, options: StartOptions) -> None:
+    db = tmp_path / "my data" / "-projects.json"
+    launch = ServerLaunch(db, options)
+    argv = launch.argv()
+    assert argv[0] == sys.executable
+    assert argv[1:3] == ["-m", "projctl.server"]
+    assert argv[3:] == [
+        "--db",
+        str(db),
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--idle-timeout",
+        repr(options.idle_timeout),
+        "--port-fallback",
+        "1" if options.port_fallback else "0",
+        "--require-token",
+        "1" if options.require_token else "0",
+        "--max-connections",
+        str(options.max_connections),
+    ]
+    assert ServerLaunch.parse(argv[3:]) == launch
+
+
+def test_server_launch_parse_takes_options_in_any_order_and_expands_the_db_path() -> None:
+    parsed = ServerLaunch.parse(
+        [
+            "--max-connections",
+            "7",
+            "--require-token",
+            "yes",
+            "--idle-timeout",
+            "30",
+            "--port-fallback",
+            "off",
+            "--port",
+            "8000",
+            "--host",
+            "localhost",
+            "--db",
+            "~/p.json",
+        ]
+    )
+    assert parsed == ServerLaunch(
+        Path(os.environ["HOME"]) / "p.json",
+        StartOptions(
+            host="localhost",
+            port=8000,
+            idle_timeout=30.0,
+            port_fallback=False,
+            require_token=True,
+            max_connections=7,
+        ),
+    )
+
+
+LAUNCH_ARGS = [
+    "--db",
+    "/data/p.json",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "8000",
+    "--idle-timeout",
+    "5",
+    "--port-fallback",
+    "0",
+    "--require-token",
+    "0",
+    "--max-connections",
+    "4096",
+]
+#: The options of a launch: every one is required.
+LAUNCH_OPTIONS = LAUNCH_ARGS[::2]
+
+
+def launch_args(**changes: str) -> list[str]:
+    args = list(LAUNCH_ARGS)
+    for name, value in changes.items():
+        index = args.index("--" + name.replace("_", "-"))
+        args[index + 1] = value
+    return args
+
+
+def test_the_launch_args_used_here_parse() -> None:
+    assert ServerLaunch.parse(LAUNCH_ARGS) == ServerLaunch(
+        Path("/data/p.json"),
+        StartOptions(host="127.0.0.1", port=8000, idle_timeout=5.0, max_connections=4096),
+    )
+
+
+@pytest.mark.parametrize("option", LAUNCH_OPTIONS)
+def test_server_launch_parse_refuses_a_missing_option(option: str) -> None:
+    args = list(LAUNCH_ARGS)
+    index = args.index(option)
+    del args[index : index + 2]
+    with pytest.raises(ConfigError, match=r"^not a server launch: "):
+        ServerLaunch.parse(args)
+
+
+def test_server_launch_parse_says_which_option_is_missing_and_prints_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    last = LAUNCH_OPTIONS[-1]
+    with pytest.raises(ConfigError) as raised:
+        ServerLaunch.parse(LAUNCH_ARGS[:-2])
+    # Core raises, the caller reports: the one-line message must name what is wrong.
+    assert last in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert capsys.readouterr() == ("", "")
+
+
+SECONDS = "expected a number of seconds, 0 or more (like 30 or 2.5)"
+FLAG = "expected 1, true, yes, on, or 0, false, no, off"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            launch_args(port="abc"),
+            "--port='abc' is not accepted: expected a whole number from 0 to 65535",
+        ),
+        (
+            launch_args(port="65536"),
+            "--port='65536' is not accepted: expected a whole number from 0 to 65535",
+        ),
+        (launch_args(idle_timeout="nan"), f"--idle-timeout='nan' is not accepted: {SECONDS}"),
+        (launch_args(idle_timeout="inf"), f"--idle-timeout='inf' is not accepted: {SECONDS}"),
+        (launch_args(idle_timeout="-1"), f"--idle-timeout='-1' is not accepted: {SECONDS}"),
+        (launch_args(db=""), "--db='' is not accepted: expected the path of a database file"),
+        (
+            launch_args(host=""),
+            "--host='' is not accepted: "
+            "expected a host name or IP address, like localhost or 127.0.0.1",
+        ),
+        (launch_args(port_fallback="maybe"), f"--port-fallback='maybe' is not accepted: {FLAG}"),
+        (launch_args(require_token="2"), f"--require-token='2' is not accepted: {FLAG}"),
+        (
+            launch_args(max_connections="0"),
+            "--max-connections='0' is not accepted: expected a whole number of at least 1",
+        ),
+    ],
+)
+def test_server_launch_parse_refuses_a_bad_value(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ServerLaunch.parse(args)
+    assert str(raised.value) == message
+
+
+def test_server_launch_parse_refuses_an_option_without_its_value() -> None:
+    with pytest.raises(ConfigError) as raised:
+        ServerLaunch.parse(LAUNCH_ARGS[:-1])
+    assert str(raised.value) == (
+        f"not a server launch: argument {LAUNCH_OPTIONS[-1]}: expected one argument"
+    )
+
+
+# -- is_loopback -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "ip6-localhost"]
+)
+def test_is_loopback_for_this_machine(host: str) -> None:
+    assert is_loopback(host) is True
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0.0.0.0",
+        "::",
+        "",
+        "192.168.1.10",
+        "10.0.0.1",
+        "128.0.0.1",
+        "1127.0.0.1",
+        "example.com",
+        "localhost.example.com",
+        "my-localhost",
+    ],
+)
+def test_is_loopback_for_other_hosts(host: str) -> None:
+    assert is_loopback(host) is False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.example.com", "127.attacker.example"])
+def test_is_loopback_for_a_name_that_only_starts_like_a_loopback_address(host: str) -> None:
+    # A DNS name may resolve anywhere: only an IPv4 address in 127.0.0.0/8 is loopback.
+    assert is_loopback(host) is False

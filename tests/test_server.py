@@ -37,8 +37,6 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 @contextlib.asynccontextmanager
 async def serving(store: ProjectStore, **overrides: Any) -> AsyncIterator[BroadcastServer]:
     paths = runtime_paths(store.path)
-    runtime.ensure_private_folder(paths.folder)
-    runtime.ensure_private_folder(paths.socket.parent)
     config = ServerConfig(host="127.0.0.1", port=0, **overrides)
     server = BroadcastServer(store, paths, config)
     await server.start()
