@@ -7,7 +7,7 @@ renamed or removed. Pure: nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, cast
 
@@ -29,6 +29,7 @@ __all__ = [
     "project_record",
     "project_updated",
     "projects_message",
+    "projects_message_chunks",
     "utc_now",
 ]
 
@@ -119,16 +120,40 @@ def projects_message(
     resuming subscriber that the events it missed are gone and it must rebuild
     its state from this list. Live events with ``seq`` above it follow.
     """
+    return b"".join(projects_message_chunks(event_type, projects, seq=seq, timestamp=timestamp))
+
+
+def projects_message_chunks(
+    event_type: Literal["snapshot", "resync"],
+    projects: Iterable[Mapping[str, Any]],
+    *,
+    seq: int,
+    timestamp: str,
+    chunk_bytes: int = 64 * 1024,
+) -> Iterator[bytes]:
+    """:func:`projects_message`, encoded lazily in pieces of about ``chunk_bytes``.
+
+    Joined, the pieces are exactly :func:`projects_message`. A server sends them as
+    the fragments of one message, each when the subscriber has taken the last: a
+    large database is never encoded whole per subscriber.
+    """
     import orjson
 
-    return orjson.dumps(
-        {
-            "event_type": event_type,
-            "timestamp": timestamp,
-            "seq": seq,
-            "data": {"projects": list(projects)},
-        }
-    )
+    head = orjson.dumps({"event_type": event_type, "timestamp": timestamp, "seq": seq})
+    yield head[:-1] + b',"data":{"projects":['
+    pending: list[bytes] = []
+    size = 0
+    first = True
+    for project in projects:
+        encoded = orjson.dumps(project)
+        pending.append(encoded if first else b"," + encoded)
+        first = False
+        size += len(encoded) + 1
+        if size >= chunk_bytes:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(b"]}}")
+    yield b"".join(pending)
 
 
 def project_record(data: Mapping[str, Any]) -> dict[str, Any]:

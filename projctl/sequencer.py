@@ -16,7 +16,7 @@ way the caller reads the journal and hands it to :meth:`Sequencer.catch_up`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,20 +188,35 @@ class Sequencer:
     def opening(
         self, *, since: int | None, snapshot: bool, state: JournalRead | None
     ) -> list[bytes]:
+        """What a new subscriber gets before the live feed, as whole messages.
+
+        See :meth:`opening_parts`, which this joins.
+        """
+        return [
+            part if isinstance(part, bytes) else b"".join(part)
+            for part in self.opening_parts(since=since, snapshot=snapshot, state=state)
+        ]
+
+    def opening_parts(
+        self, *, since: int | None, snapshot: bool, state: JournalRead | None
+    ) -> list[bytes | Iterator[bytes]]:
         """What a new subscriber gets before the live feed, which follows seamlessly.
 
         ``since``: the retained events after it, or a ``resync`` with the projects
         when they are gone (``state`` must then be given, see :meth:`needs_projects`).
         ``snapshot``: a ``snapshot`` message with the projects as of :attr:`last_seq`.
-        The caller must send these and register the subscriber with no other
-        input in between.
+        Each item is one message: encoded whole (an event), or as an iterator of the
+        fragments of one message (a snapshot or resync, encoded lazily so that a large
+        database is never held encoded per subscriber). The caller must register the
+        subscriber for the live feed with no other input in between; live events
+        that come while these are sent must wait behind them.
         """
         if since is not None and self.can_replay(since):
             return [message for seq, message in self._recent if seq > since]
         if state is None or not (snapshot or since is not None):
             return []
         return [
-            events.projects_message(
+            events.projects_message_chunks(
                 "snapshot" if since is None else "resync",
                 self.projects_at_last_seq(state),
                 seq=self.last_seq,
@@ -210,7 +225,14 @@ class Sequencer:
         ]
 
     def projects_at_last_seq(self, state: JournalRead) -> list[dict[str, Any]]:
-        """The projects as of :attr:`last_seq`, from a read of the file at or before it."""
+        """The projects as of :attr:`last_seq`, from a read of the file at or before it.
+
+        The read's own records when it is up to date (the records themselves are not
+        copied: many subscribers share one read of a large database).
+        """
+        if state.latest_seq >= self.last_seq:
+            records = state.project_records
+            return records if isinstance(records, list) else list(records)
         projects = {record["project_id"]: record for record in state.project_records}
         for seq, message in self._recent:
             if seq > state.latest_seq:

@@ -40,7 +40,9 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,7 +58,7 @@ from projctl.errors import ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
-from projctl.store import FileVersion, ProjectStore
+from projctl.store import FileVersion, ProjectStore, StoreState
 
 __all__ = [
     "BroadcastServer",
@@ -112,6 +114,14 @@ class ServerConfig:
 
 
 @dataclass
+class _Backlog:
+    """Live events for a subscriber still receiving its opening, and their size in bytes."""
+
+    messages: deque[bytes] = field(default_factory=deque)
+    size: int = 0
+
+
+@dataclass
 class _Stats:
     started: float = field(default_factory=time.time)
     slow_closed: int = 0
@@ -143,6 +153,10 @@ class BroadcastServer:
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
+        #: Subscribers still receiving their snapshot or replay, and what waits for them.
+        self._joining: dict[ServerConnection, _Backlog] = {}
+        self._shared_state: weakref.ref[StoreState] | None = None
+        self._reading: asyncio.Future[StoreState] | None = None
         #: The last journal read error logged, so that one bad file is logged once.
         self._read_error: str | None = None
         self.port = config.port
@@ -294,20 +308,39 @@ class BroadcastServer:
             self._gap_task = asyncio.ensure_future(self._fill_gap_later())
 
     def _send_to_all(self, messages: Iterable[bytes]) -> None:
+        """Send to every live subscriber, and into the backlog of those still joining."""
+        sent = False
         for message in messages:
+            sent = True
             broadcast(self.subscribers, message, text=True)
-        self._cut_off_slow_subscribers()
+            for backlog in self._joining.values():
+                backlog.messages.append(message)
+                backlog.size += len(message)
+        if sent:
+            self._cut_off_slow_subscribers()
 
     def _cut_off_slow_subscribers(self) -> None:
+        """Close every subscriber holding more than its bound of unsent bytes (1013).
+
+        The bound counts every byte: what waits in its socket's buffer, and the
+        backlog of one still receiving its snapshot or replay.
+        """
         limit = self.config.slow_subscriber_limit
         for connection in list(self.subscribers):
             if connection.transport.get_write_buffer_size() > limit:
                 self.subscribers.discard(connection)
-                self.stats.slow_closed += 1
-                log.warning("closing a subscriber that stopped reading (%s)", connection.id)
-                self._spawn(
-                    connection.close(1013, f"too slow; reconnect with ?since={self.last_seq}")
-                )
+                self._close_slow(connection)
+        for connection, backlog in list(self._joining.items()):
+            if backlog.size + connection.transport.get_write_buffer_size() > limit:
+                del self._joining[connection]
+                self._close_slow(connection)
+
+    def _close_slow(self, connection: ServerConnection) -> None:
+        self.stats.slow_closed += 1
+        log.warning("closing a subscriber that stopped reading (%s)", connection.id)
+        # close() waits for the closing handshake, which such a peer may never answer;
+        # its close_timeout then aborts the connection.
+        self._spawn(connection.close(1013, f"too slow; reconnect with ?since={self.last_seq}"))
 
     async def _fill_gap_later(self) -> None:
         try:
@@ -475,22 +508,68 @@ class BroadcastServer:
         sequencer = self.sequencer
         state = None
         if sequencer.needs_projects(since=since, snapshot=snapshot):
-            state = await asyncio.to_thread(self.store.read_state)
+            state = await self._read_state_shared()
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
         if state is not None and state.latest_seq > sequencer.last_seq:
             self._send_to_all(sequencer.catch_up(state))
-        for message in sequencer.opening(since=since, snapshot=snapshot, state=state):
-            broadcast([connection], message, text=True)
-        self.subscribers.add(connection)
+        parts = sequencer.opening_parts(since=since, snapshot=snapshot, state=state)
         self._last_activity = time.monotonic()
         try:
+            if parts:
+                await self._send_opening(connection, parts)
+            else:
+                self.subscribers.add(connection)
+            del state, parts  # a large read is shared only while someone still streams it
             async for _message in connection:
                 pass  # subscribers cannot publish: what they send is ignored
         except ConnectionClosed:
             pass
         finally:
+            self._joining.pop(connection, None)
             self.subscribers.discard(connection)
             self._last_activity = time.monotonic()
+
+    async def _send_opening(
+        self, connection: ServerConnection, parts: list[bytes | Iterator[bytes]]
+    ) -> None:
+        """Stream a new subscriber's opening with backpressure, then switch it to the live feed.
+
+        Each send waits while the subscriber's socket holds more than websockets'
+        write limit, so a subscriber that does not read costs that much and no more:
+        a snapshot of a large database is never queued whole. Live events that come
+        meanwhile wait in its backlog, counted against the same per-subscriber bound.
+        """
+        backlog = self._joining[connection] = _Backlog()
+        for part in parts:
+            await connection.send(part, text=True)
+        while backlog.messages:
+            message = backlog.messages.popleft()
+            backlog.size -= len(message)
+            await connection.send(message, text=True)
+        # The backlog is empty and nothing awaits from here: the live feed goes on seamlessly.
+        del self._joining[connection]
+        self.subscribers.add(connection)
+
+    async def _read_state_shared(self) -> StoreState:
+        """One read of the database for every subscriber that needs the projects now.
+
+        Many subscribers asking for a snapshot at once share one read (and its memory)
+        instead of each parsing the whole file: a read is reused while its file version
+        is current and some subscriber still holds it.
+        """
+        cached = self._shared_state() if self._shared_state is not None else None
+        if cached is not None and cached.version == self.store.file_version():
+            return cached
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self.store.read_state))
+        reading = self._reading
+        try:
+            state = await asyncio.shield(reading)
+        finally:
+            if self._reading is reading and reading.done():
+                self._reading = None
+        self._shared_state = weakref.ref(state)
+        return state
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:

@@ -405,7 +405,7 @@ class ProjectStore:
     def file_version(self) -> FileVersion | None:
         """The current :data:`FileVersion` of the database file, ``None`` when there is none."""
         try:
-            return _version_of(self.path.stat())
+            return _version_of(self.file.stat())
         except OSError:
             return None
 
@@ -413,7 +413,15 @@ class ProjectStore:
 
     @property
     def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        """``<db>.lock`` beside the database file itself (a symlink's target)."""
+        file = self.file
+        return file.with_name(file.name + ".lock")
+
+    @property
+    def file(self) -> Path:
+        """The database file with symlinks resolved: a symlinked database is written through
+        to its target (the link stays a link), and every path to it shares one lock."""
+        return Path(os.path.realpath(self.path))
 
     def _checked(self, read: Callable[[], _T]) -> _T:
         try:
@@ -440,10 +448,10 @@ class ProjectStore:
         # Refuse a device, FIFO or folder before anything is created or opened for writing
         # beside it: `--db /dev/null` must neither be replaced nor get a lock file in /dev.
         with contextlib.suppress(OSError):
-            if not stat.S_ISREG(os.stat(self.path).st_mode):
+            if not stat.S_ISREG(os.stat(self.file).st_mode):
                 raise self._not_regular()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(
                 f"cannot create folder {self.path.parent}: {error.strerror or error}"
@@ -484,7 +492,7 @@ class ProjectStore:
 
     def _read_file_with_version(self) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
         try:
-            found = _files.read_regular(self.path)
+            found = _files.read_regular(self.file)
         except _files.NotRegularFile:
             raise self._not_regular() from None
         except OSError as error:
@@ -541,9 +549,10 @@ class ProjectStore:
     def _write_file(self, data: dict[str, dict[str, Any]]) -> FileVersion:
         """Replace the database atomically; return the version written."""
         payload = orjson.dumps(data)
-        _files.remove_temp_files(self.path)
+        file = self.file
+        _files.remove_temp_files(file)
         try:
-            status = _files.atomic_write(self.path, payload, mode=NEW_FILE_MODE)
+            status = _files.atomic_write(file, payload, mode=NEW_FILE_MODE)
         except OSError as error:
             raise StoreError(
                 f"cannot write database {self.path}: {error.strerror or error}"

@@ -37,8 +37,9 @@ __all__ = [
 #: Reconnection waits grow from the first to the last figure, doubling each time.
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
-#: The largest frame accepted: a snapshot of a large database, with room to spare.
-MAX_FRAME = 256 << 20
+#: The largest frame accepted: a snapshot of a large database (20,000 projects are about
+#: 10 MB), with room to spare; a server sending more is not followed.
+MAX_FRAME = 64 << 20
 #: Finds the server to follow (and may start one); called in a thread before each attempt.
 Locate = Callable[[], Endpoint]
 #: HTTP statuses of a handshake that a later attempt may get past.
@@ -98,6 +99,7 @@ async def follow(
     *,
     since: int | None,
     snapshot: bool = False,
+    give_up_after: int | None = None,
 ) -> AsyncIterator[Message | Connection]:
     """Yield every message of the server that ``locate`` finds, in ``seq`` order, forever.
 
@@ -111,8 +113,11 @@ async def follow(
 
     Raises what cannot be retried: :class:`~projctl.errors.ServerError` for a
     server that cannot be started or sends garbage, ``InvalidStatus`` for a
-    handshake refused for good (a missing token: 401).
+    handshake refused for good (a missing token: 401). With ``give_up_after``, that
+    many failed attempts in a row (no connection made in between) raise
+    :class:`~projctl.errors.ServerError` too.
     """
+    failures = 0
     last_seq = since
     want_snapshot = snapshot
     backoff = BACKOFF_FIRST
@@ -136,6 +141,7 @@ async def follow(
             async with connect(url, open_timeout=10, compression=None, max_size=MAX_FRAME) as ws:
                 yield Connection("connected", endpoint.url)
                 backoff = BACKOFF_FIRST
+                failures = 0
                 async for frame in ws:
                     message = _decode(frame)
                     seq = message.seq
@@ -151,6 +157,9 @@ async def follow(
             if not _retryable(failure):
                 raise
             error = str(failure) or type(failure).__name__
+            failures += 1
+            if give_up_after is not None and failures >= give_up_after:
+                raise ServerError(f"gave up after {failures} failed attempts: {error}") from None
         yield Connection("reconnecting", server_url, retry_in=backoff, error=error)
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, BACKOFF_MAX)

@@ -48,6 +48,8 @@ HIGHLIGHT_SECONDS = 10.0
 DELETED_LINGER_SECONDS = 5.0
 FEED_LENGTH = 6
 REFRESH_INTERVAL = 0.125
+#: Failed connection attempts in a row (about 30 s of backoff) before watch gives up.
+GIVE_UP_AFTER = 10
 
 STATUS_STYLES: dict[str, str] = {
     "created": "cyan",
@@ -397,7 +399,7 @@ async def run_live(locate: Locate, *, console: Console, event_filter: EventFilte
     ``locate`` finds the server to follow (see :func:`projctl.subscribe.follow`).
     """
     state = WatchState()
-    messages = follow(locate, since=None, snapshot=True)
+    messages = follow(locate, since=None, snapshot=True, give_up_after=GIVE_UP_AFTER)
 
     async def consume() -> None:
         applied = 0
@@ -459,7 +461,7 @@ async def run_json(
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
-    async for item in follow(locate, since=since):
+    async for item in follow(locate, since=since, give_up_after=GIVE_UP_AFTER):
         if isinstance(item, Connection):
             err.write(_connection_line(item) + "\n")
             err.flush()

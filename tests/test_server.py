@@ -418,7 +418,7 @@ def test_oversized_subscriber_message_closes_with_1009(store: ProjectStore) -> N
     run(scenario())
 
 
-def _raw_subscriber(port: int) -> socket.socket:
+def _raw_subscriber(port: int, path: str = "/ws") -> socket.socket:
     """A WebSocket subscriber that completes the handshake and then never reads."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -427,7 +427,8 @@ def _raw_subscriber(port: int) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     raw.sendall(
         (
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -687,5 +688,78 @@ def test_connections_beyond_the_cap_get_503(store: ProjectStore) -> None:
                 await until(lambda: len(server.subscribers) == 3)
             for ws in held:
                 await ws.close()
+
+    run(scenario())
+
+
+def _large_database(store: ProjectStore, projects: int, description_bytes: int) -> None:
+    """Fill the store fast: one transaction per project is slow, so write the file whole."""
+    store.create("seed")
+    data = orjson.loads(store.path.read_bytes())
+    template = data["projects"].popitem()[1]
+    for number in range(projects):
+        project_id = f"proj_20240101_000000_{number}"
+        data["projects"][project_id] = {
+            **template,
+            "project_id": project_id,
+            "name": f"project {number}",
+            "description": "d" * description_bytes,
+        }
+    store.path.write_bytes(orjson.dumps(data))
+
+
+def test_never_reading_snapshot_subscribers_cost_a_bounded_buffer_each(
+    store: ProjectStore,
+) -> None:
+    """A snapshot is streamed with backpressure: a subscriber that never reads holds at most
+    websockets' write limit in the server, not the whole encoded database (here ~6 MB)."""
+    _large_database(store, 3000, 2000)
+
+    async def scenario() -> None:
+        async with serving(store) as server:
+            stalled = [
+                await asyncio.to_thread(_raw_subscriber, server.port, "/ws?snapshot=1")
+                for _ in range(8)
+            ]
+            try:
+                await until(lambda: len(server._joining) == 8)
+                # Each has filled its socket and stopped: the rest of its snapshot is
+                # not encoded, let alone queued.
+                await until(
+                    lambda: all(c.transport.get_write_buffer_size() > 0 for c in server._joining)
+                )
+                for connection in server._joining:
+                    assert connection.transport.get_write_buffer_size() <= 256 * 1024
+                # Everyone else is served as before, snapshot and live events alike.
+                async with connect(ws_url(server, "?snapshot=1"), max_size=None) as ws:
+                    snapshot = await receive(ws)
+                    assert len(snapshot["data"]["projects"]) == 3000
+                    live = await commit(store, lambda: store.create("live"))
+                    assert await receive(ws) == live
+            finally:
+                for raw in stalled:
+                    raw.close()
+            await until(lambda: not server._joining)
+
+    run(scenario())
+
+
+def test_a_subscriber_stalled_in_its_snapshot_is_closed_when_its_backlog_passes_the_bound(
+    store: ProjectStore,
+) -> None:
+    _large_database(store, 3000, 2000)  # more than the socket buffers hold: it stalls
+
+    async def scenario() -> None:
+        async with serving(store, slow_subscriber_limit=64 * 1024) as server:
+            raw = await asyncio.to_thread(_raw_subscriber, server.port, "/ws?snapshot=1")
+            try:
+                await until(lambda: len(server._joining) == 1)
+                big = "x" * 9000
+                for number in range(12):  # ~110 KB of live events wait behind its snapshot
+                    await commit(store, lambda n=number: store.create(f"e{n}", description=big))
+                await until(lambda: server.stats.slow_closed == 1)
+                assert not server._joining
+            finally:
+                raw.close()
 
     run(scenario())

@@ -40,6 +40,14 @@ def serve(
             "Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
         ),
     ] = "0",
+    require_token: Annotated[
+        bool,
+        typer.Option(
+            "--require-token",
+            help="Every subscriber must present the server's token, on loopback too "
+            "(watch and the Python API pass it by themselves). [env: PROJCTL_REQUIRE_TOKEN]",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Run the broadcast server for a database in the foreground until Ctrl-C.
@@ -68,12 +76,15 @@ def serve(
     def announce(server: Any) -> None:
         token = server.config.subscriber_token
         if token is not None:
-            sys.stderr.write(
-                f"projctl: listening beyond loopback; subscribers need ?token={token}\n"
-            )
+            sys.stderr.write(f"projctl: subscribers need ?token={token}\n")
             sys.stderr.flush()
 
-    database.serve(allow_origins=allow_origin or (), idle_timeout=seconds, on_ready=announce)
+    database.serve(
+        allow_origins=allow_origin or (),
+        idle_timeout=seconds,
+        require_token=True if require_token else None,
+        on_ready=announce,
+    )
 
 
 @command("server status")
