@@ -424,7 +424,12 @@ def claim_server(paths: RuntimePaths) -> int:
     except _files.LockFileError as error:
         raise ServerError(f"cannot open {paths.server_lock}: {error.strerror}") from None
     if fd is None:
+        # The holder may be starting: give it the time a start takes to publish its state.
+        deadline = time.monotonic() + START_TIMEOUT
         running = read_server_state(paths)
+        while running is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            running = read_server_state(paths)
         where = f": pid {running.pid}, {running.url}" if running else ""
         raise ServerError(f"a server for this database is already running{where}")
     return fd

@@ -680,7 +680,8 @@ def _port_free(info: tuple[Any, ...], port: int) -> bool:
 
 def _listen_failure(host: str, port: int, error: OSError) -> str:
     """One line saying why ``host:port`` cannot be had, and who holds it when it is ours."""
-    message = f"cannot listen on {host}:{port}: {error.strerror or error}"
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    message = f"cannot listen on {host}:{port}: {reason}"
     if error.errno == errno.EADDRINUSE:
         holder = runtime.server_on_port(port)
         if holder is not None:

@@ -767,3 +767,98 @@ def test_is_loopback_for_other_hosts(host: str) -> None:
 def test_is_loopback_for_a_name_that_only_starts_like_a_loopback_address(host: str) -> None:
     # A DNS name may resolve anywhere: only an IPv4 address in 127.0.0.0/8 is loopback.
     assert is_loopback(host) is False
+
+
+# -- one database, one identity, whatever path reaches it --------------------------------
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_every_path_to_one_database_finds_one_server(projctl: Run, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked-folder").symlink_to(real)
+    db = real / "db.json"
+    paths_to_it = [
+        str(db),
+        str(tmp_path / "linked-folder" / "db.json"),
+        str(tmp_path / "link-to-file.json"),
+    ]
+    (tmp_path / "link-to-file.json").symlink_to(db)
+    relative = os.path.relpath(db, tmp_path)
+    for number in range(4):
+        for path in paths_to_it:
+            done = projctl("create", f"via {number} {path}", "--db", path)
+            assert done.returncode == 0, done.stderr
+            assert done.stderr == ""
+        done = subprocess.run(
+            [PROJCTL, "create", f"relative {number}", "--db", relative],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert done.stderr == ""
+    entries = {runtime_paths(Path(path)).key for path in paths_to_it}
+    assert len(entries) == 1
+    assert len(server_processes(db)) == 1
+    assert len(list(runtime_paths(db).folder.glob("*.json"))) == 1
+    # A symlinked database is written through to its target: the link stays a link.
+    assert (tmp_path / "link-to-file.json").is_symlink()
+    assert len(ProjectStore(db).list_projects()) == 16
+    assert sorted(p.name for p in real.iterdir()) == ["db.json", "db.json.lock"]
+
+
+def test_a_taken_port_that_was_asked_for_names_its_holder(projctl: Run, tmp_path: Path) -> None:
+    first = tmp_path / "first.json"
+    with subprocess.Popen(
+        [PROJCTL, "serve", "--db", str(first), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            state = wait_until(lambda: runtime.read_server_state(runtime_paths(first)))
+            busy = projctl(
+                "serve", "--db", str(tmp_path / "second.json"), "--port", str(state.port)
+            )
+            assert busy.returncode == 5
+            assert busy.stderr == (
+                f"Error: cannot listen on 127.0.0.1:{state.port}: Address already in use "
+                f"(the projctl server of {first}, pid {state.pid}, holds it)\n"
+            )
+            with socket.socket() as stranger:
+                stranger.bind(("127.0.0.1", 0))
+                stranger.listen()
+                port = stranger.getsockname()[1]
+                taken = projctl("serve", "--db", str(tmp_path / "third.json"), "--port", str(port))
+            assert taken.returncode == 5
+            assert taken.stderr.endswith("Address already in use (by another program)\n")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def test_four_serves_at_once_give_one_server(tmp_path: Path) -> None:
+    db = tmp_path / "db.json"
+    command = [PROJCTL, "serve", "--db", str(db), "--port", "0"]
+    servers = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    try:
+        state = wait_until(lambda: runtime.read_server_state(runtime_paths(db)))
+        refused = []
+        for server in servers:
+            if server.pid != state.pid:
+                _, stderr = server.communicate(timeout=15)
+                assert server.returncode == 5
+                refused.append(stderr)
+        assert len(refused) == 3
+        for stderr in refused:
+            assert f"Error: a server for this database is already running: pid {state.pid}" in (
+                stderr
+            )
+    finally:
+        for server in servers:
+            server.terminate()
+            server.communicate(timeout=10)

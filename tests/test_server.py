@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from projctl import rpc, runtime
+from projctl.errors import ServerError
 from projctl.events import Event, project_updated
 from projctl.runtime import is_loopback, runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
@@ -37,7 +38,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 @contextlib.asynccontextmanager
 async def serving(store: ProjectStore, **overrides: Any) -> AsyncIterator[BroadcastServer]:
     paths = runtime_paths(store.path)
-    config = ServerConfig(host="127.0.0.1", port=0, **overrides)
+    config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **overrides})
     server = BroadcastServer(store, paths, config)
     await server.start()
     try:
@@ -761,5 +762,42 @@ def test_a_subscriber_stalled_in_its_snapshot_is_closed_when_its_backlog_passes_
                 assert not server._joining
             finally:
                 raw.close()
+
+    run(scenario())
+
+
+def test_a_preferred_port_that_is_taken_falls_back_to_a_free_one(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            taken = squatter.getsockname()[1]
+            async with serving(store, port=taken, port_fallback=True) as server:
+                assert server.port not in (taken, 0)
+                async with connect(ws_url(server)):
+                    pass
+            with pytest.raises(ServerError, match="Address already in use"):
+                async with serving(store, port=taken):
+                    pass
+
+    run(scenario())
+
+
+def test_require_token_on_loopback(store: ProjectStore, db_path: Path) -> None:
+    import projctl
+
+    async def scenario() -> None:
+        database = projctl.open_database(db_path, broadcast=False)
+        async with database.serving(host="127.0.0.1", port=0, require_token=True) as server:
+            token = server.config.subscriber_token
+            assert token
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(ws_url(server))
+            assert refused.value.response.status_code == 401
+            # The Python API (and so watch) finds the token in the private state file.
+            feed = database.subscribe(since=0, start_server=False)
+            created = await asyncio.to_thread(store.create, "for token holders")
+            assert await asyncio.wait_for(anext(feed), 10) == created.event
+            await feed.aclose()
 
     run(scenario())

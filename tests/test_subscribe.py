@@ -373,3 +373,31 @@ def test_token_is_sent_in_the_query(since: int | None, snapshot: bool, path: str
             assert feed.paths == [path]
 
     run(scenario())
+
+
+def test_give_up_after_that_many_failed_attempts_in_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subscribe, "BACKOFF_FIRST", 0.001)
+    calls = []
+
+    def locate() -> Endpoint:
+        calls.append(1)
+        raise ServerUnavailableError("no server is running for this database")
+
+    async def scenario() -> list[object]:
+        seen: list[object] = []
+
+        async def drain() -> None:
+            async for item in subscribe.follow(locate, since=0, give_up_after=3):
+                seen.append(item)
+
+        with pytest.raises(ServerError) as gave_up:
+            await drain()
+        assert str(gave_up.value) == (
+            "gave up after 3 failed attempts: no server is running for this database"
+        )
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert len(calls) == 3
+    assert [item.state for item in seen if isinstance(item, Connection)] == ["reconnecting"] * 2
+    assert len(seen) == 2
