@@ -260,3 +260,76 @@ def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False, timeout=10)
+
+
+NOBODY = 65534
+
+
+def as_another_user(work: Callable[[], object], timeout: float = 30) -> object:
+    """Run ``work`` in a forked child that has dropped to an unprivileged uid (``nobody``);
+    return what it returns (JSON-able), or raise what it raised as an AssertionError.
+
+    Needs root (skips otherwise). The child imports nothing new after dropping: that uid
+    may not read the interpreter's own folders.
+    """
+    import json
+    import signal
+
+    if os.geteuid() != 0:
+        pytest.skip("dropping to another uid needs root")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(reader)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                payload = {"result": work()}
+            except BaseException as error:
+                payload = {"error": f"{type(error).__name__}: {error}"}
+                code = 1
+            os.write(writer, json.dumps(payload).encode())
+        finally:
+            os._exit(code)
+    os.close(writer)
+    deadline = time.monotonic() + timeout
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("the other user's work did not finish in time")
+            import select
+
+            ready, _, _ = select.select([reader], [], [], remaining)
+            if ready:
+                chunk = os.read(reader, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(reader)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    payload = json.loads(b"".join(chunks) or b'{"error": "the child wrote nothing"}')
+    if "error" in payload:
+        raise AssertionError(f"as uid {NOBODY}: {payload['error']}")
+    return payload["result"]
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder every user may write to, with the sticky bit, like /tmp or a team share.
+
+    Under /tmp itself: pytest's own temp folders are closed to other users.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pjshared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
