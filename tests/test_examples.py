@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
 from projctl.store import ProjectStore
@@ -40,3 +41,54 @@ def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> No
         ("project_deleted", None),
     ]
     assert not (tmp_path / "completed.jsonl").exists()
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_four_ci_jobs_in_parallel_beside_a_served_database(
+    tmp_path: Path, bash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel CI jobs on one host, each with its own database, while a fifth database is
+    served by a long-running `projctl serve`: every job passes, no warning, and each job's
+    watch saw its own database's completion event (ids repeat across databases: the
+    event's timestamp and seq tell them apart)."""
+    monkeypatch.delenv("PROJCTL_PORT")  # the real default: each database finds its own port
+    path = f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"
+    served_db = tmp_path / "served" / "projects.json"
+    with subprocess.Popen(
+        [PROJCTL, "serve", "--db", str(served_db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as served:
+        try:
+            jobs = []
+            for number in range(4):
+                workdir = tmp_path / f"job{number}"
+                workdir.mkdir()
+                jobs.append(
+                    subprocess.Popen(
+                        [bash, str(EXAMPLE)],
+                        cwd=workdir,
+                        env={
+                            **os.environ,
+                            "PATH": path,
+                            "PROJCTL_DB": str(workdir / "projects.json"),
+                            "CI_RUN_NUMBER": str(number),
+                        },
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            results = [job.communicate(timeout=120) for job in jobs]
+            assert served.poll() is None  # the served database's server never noticed
+        finally:
+            served.terminate()
+            served.wait(timeout=10)
+    for number, (job, (stdout, stderr)) in enumerate(zip(jobs, results, strict=True)):
+        assert job.returncode == 0, stdout + stderr
+        assert "Warning:" not in stderr
+        store = ProjectStore(tmp_path / f"job{number}" / "projects.json")
+        completed = store.journal()[-2]  # then the clean-up's project_deleted
+        assert completed["data"]["status"] == "completed"
+        received = orjson.dumps(completed).decode()[:80]
+        assert f"completion event received: {received}" in stdout
