@@ -1,6 +1,7 @@
-"""Benchmark: the server's memory when idle, with 1,000 idle subscribers, and past a stalled one.
+"""Benchmark: the server's memory idle, with many idle, stalled or snapshot-taking subscribers.
 
-Run by hand:  python bench/memory.py [--idle 1000] [--events 20000] [--quick]
+Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [--quick]
+(no part named: all four; ``--help`` lists the sizes that can be changed)
 
 (a) A fresh server's resident memory (VmRSS) and peak (VmHWM, from
     /proc/PID/status) when idle, then with 1,000 idle subscribers held by a
@@ -13,9 +14,25 @@ Run by hand:  python bench/memory.py [--idle 1000] [--events 20000] [--quick]
     closed (``slow_subscribers_closed`` in the server's status); every normal
     subscriber receives all 20,000 events, seqs contiguous.
 
+(c) ``snapshots``: a fresh server for a database of 20,000 projects (~300-byte
+    descriptions, several MB) and 150 clients of ``/ws?snapshot=1`` that never
+    read (raw sockets as in (b)). Measured: the idle RSS before; the peak while
+    they are connected and stalled (VmHWM, and VmRSS sampled every ~50 ms);
+    ``/healthz`` latency sampled every ~50 ms from the first connect until after
+    the disconnect (max and p99); the RSS ~2 s after all 150 closed. Targets:
+    peak <= 200 MiB; RSS after within 32 MiB of idle; ``/healthz`` max <= 100 ms.
+(d) ``fanout2000``: a fresh server, 2,000 never-reading ``/ws`` subscribers held
+    by this process, and 150 events of ~9 KiB pushed through the forward path.
+    Target: peak RSS <= 200 MiB. Reported beside it: how many subscribers the
+    server closed as slow, and a final ``/healthz``, which must answer within 1 s.
+
 --quick uses 20 idle subscribers and 500 events of 16 KiB (not 400 bytes):
 8 MB per subscriber, enough to outgrow the socket buffers and the 1 MiB limit,
-so the stalled subscriber is still cut off.
+so the stalled subscriber is still cut off; in (c) 500 projects and 10 clients,
+in (d) 50 subscribers and 20 events (figures that only show the parts still run).
+A target missed is printed MISSED and the run goes on; the exit status is non-zero
+only when a part could not measure what it claims (the server died, a subscriber
+could not connect, a normal subscriber lost events).
 Everything binds 127.0.0.1 with a free port and every wait is bounded.
 """
 
@@ -25,14 +42,19 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,11 +62,12 @@ import orjson
 
 # Run as a script, bench/ is on sys.path: the shared set-up and the fan-out benchmark's
 # helpers import from there.
-from _common import bench_database
+from _common import bench_database, start_server
 from fanout import (
     Target,
     forward_lines,
     open_subscribers,
+    percentile,
     projctl_target,
     publish,
     raise_fd_limit,
@@ -55,6 +78,12 @@ from fanout import (
 )
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+
+from projctl import runtime
+from projctl.errors import ProjctlError
+from projctl.events import format_timestamp
+from projctl.model import STATUSES, Project, next_project_id
+from projctl.store import ProjectStore
 
 SCRIPT = os.path.abspath(__file__)
 GROWTH_TARGET_MIB = 16
@@ -196,27 +225,45 @@ def collect(child: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 
 def raw_subscriber(port: int) -> socket.socket:
-    """A WebSocket subscriber that completes the handshake and then never reads."""
+    """A WebSocket subscriber that completes the handshake and then never reads.
+
+    Raises ``SystemExit`` when it cannot (see :func:`open_raw`).
+    """
+    try:
+        return open_raw(port, "/ws")
+    except OSError as error:
+        raise SystemExit(f"the raw subscriber could not connect: {error}") from None
+
+
+def open_raw(port: int, path: str) -> socket.socket:
+    """A never-reading subscriber of ``path`` (``/ws?snapshot=1``, say), as :func:`raw_subscriber`;
+    raises ``OSError`` (``ConnectionError`` for a refused upgrade) when it cannot connect."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # Set before connecting, so the window it advertises stays small.
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(10)
-    raw.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    raw.sendall(
-        (
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = raw.recv(1)
-        if not chunk:
-            raise SystemExit("the server closed the raw subscriber during the handshake")
-        response += chunk
-    if not response.startswith(b"HTTP/1.1 101"):
-        raise SystemExit(f"the raw subscriber's upgrade failed: {response[:40]!r}")
+    try:
+        # Set before connecting, so the window it advertises stays small.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        # One byte at a time: whatever follows the response (a snapshot) stays unread.
+        while b"\r\n\r\n" not in response:
+            chunk = raw.recv(1)
+            if not chunk:
+                raise ConnectionError("the server closed the connection during the handshake")
+            response += chunk
+        if not response.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"the upgrade failed: {response[:40]!r}")
+    except BaseException:
+        raw.close()
+        raise
     return raw
 
 
@@ -312,12 +359,524 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+# -- parts (c) and (d): many never-reading subscribers -------------------------------
+
+PEAK_TARGET_MIB = 200
+AFTER_TARGET_MIB = 32
+HEALTHZ_TARGET = 0.100  # seconds, the slowest /healthz answer allowed while (c) runs
+FINAL_HEALTHZ_TARGET = 1.0  # seconds, the /healthz answer after (d)'s events
+SAMPLE_INTERVAL = 0.05
+#: Longer than any target, so a slow answer is measured rather than cut short.
+HEALTHZ_TIMEOUT = 5.0
+DESCRIPTION_BYTES = 300
+MANY_EVENT_BYTES = 9 * KIB
+#: Minutes: the server must not stop on its own while a part runs.
+IDLE_TIMEOUT = 600
+_DESCRIPTION = (
+    "Move the billing service onto the new event bus: keep the old endpoints until every "
+    "client has moved, measure the queue depth under the month-end load, write down what "
+    "breaks and who owns each fix, then retire the nightly batch job and its cron entry. "
+)
+
+
+class ServerGone(Exception):
+    """The server under test is no longer running."""
+
+
+def memory_of(pid: int) -> Memory:
+    """:func:`memory`, raising :class:`ServerGone` once the process has exited."""
+    try:
+        return memory(pid)
+    except (OSError, KeyError):  # no /proc entry, or a zombie's without VmRSS
+        raise ServerGone(f"the server (pid {pid}) is gone") from None
+
+
+def healthz(port: int, timeout: float = HEALTHZ_TIMEOUT) -> dict[str, Any]:
+    """``GET /healthz``, with the loopback ``Host`` that earns the full report.
+
+    Raises ``OSError``, ``http.client.HTTPException`` or ``ValueError`` when no
+    proper answer comes within ``timeout``.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthz", headers={"Host": f"127.0.0.1:{port}"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ValueError(f"/healthz answered {response.status}")
+    health: dict[str, Any] = orjson.loads(body)
+    return health
+
+
+def ask_health(port: int, timeout: float = HEALTHZ_TIMEOUT) -> tuple[dict[str, Any] | None, str]:
+    """:func:`healthz`'s report, or ``None`` and why there is none."""
+    try:
+        return healthz(port, timeout), ""
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        return None, f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Samples:
+    """What a :class:`Sampler` saw."""
+
+    #: VmRSS readings, bytes.
+    rss: list[int] = field(default_factory=list)
+    #: Seconds each answered ``/healthz`` took.
+    latencies: list[float] = field(default_factory=list)
+    #: When each of those was asked (``time.monotonic()``).
+    asked: list[float] = field(default_factory=list)
+    #: Why each unanswered ``/healthz`` failed.
+    failures: list[str] = field(default_factory=list)
+    #: Set when the server's process was found gone.
+    gone: bool = False
+
+
+class Sampler:
+    """Two threads sampling a server every ~50 ms until the block ends: its VmRSS, and
+    how long ``GET /healthz`` takes to answer.
+
+    Threads, not a process: the benchmark's own work while they sample (opening
+    sockets, publishing) waits in system calls, which release the GIL.
+    """
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.pid = pid
+        self.port = port
+        self.samples = Samples()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._sample_rss, daemon=True),
+            threading.Thread(target=self._sample_health, daemon=True),
+        ]
+
+    def __enter__(self) -> Samples:
+        for thread in self._threads:
+            thread.start()
+        return self.samples
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(HEALTHZ_TIMEOUT + 1)
+
+    def _ticks(self) -> Iterator[None]:
+        """Every SAMPLE_INTERVAL until stopped; a late sample does not cause a burst."""
+        due = time.monotonic()
+        while not self._stop.is_set():
+            yield
+            due = max(due + SAMPLE_INTERVAL, time.monotonic())
+            self._stop.wait(due - time.monotonic())
+
+    def _sample_rss(self) -> None:
+        for _ in self._ticks():
+            try:
+                self.samples.rss.append(memory_of(self.pid).rss)
+            except ServerGone:
+                self.samples.gone = True
+                return
+
+    def _sample_health(self) -> None:
+        for _ in self._ticks():
+            started = time.monotonic()
+            health, why = ask_health(self.port)
+            if health is not None:
+                self.samples.latencies.append(time.monotonic() - started)
+                self.samples.asked.append(started)
+            elif self.samples.gone:
+                return
+            else:
+                self.samples.failures.append(why)
+
+
+def describe(number: int) -> str:
+    """Project ``number``'s description, ~DESCRIPTION_BYTES long."""
+    text = f"Project {number}. "
+    while len(text) < DESCRIPTION_BYTES:
+        text += _DESCRIPTION
+    return text[:DESCRIPTION_BYTES].rstrip()
+
+
+def described_project(store: ProjectStore, number: int) -> object:
+    """A project made through the store, so the file, its meta and journal are the store's own."""
+    return store.create(f"project {number}", description=describe(number))
+
+
+def add_projects(db: Path, count: int) -> None:
+    """Add ``count`` projects to ``db``'s projects table in one rewrite of the file.
+
+    Creating 20,000 projects one ``ProjectStore.create`` each would rewrite a
+    growing file 20,000 times (minutes); the records are the model's own
+    (``Project.to_dict``, ids from ``next_project_id``), added to the table of
+    projects the store's docstring describes, before any server reads the file.
+    """
+    data = orjson.loads(db.read_bytes())
+    projects: dict[str, Any] = data["projects"]
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    stamp = format_timestamp(start)
+    for number in range(1, count + 1):
+        project_id = next_project_id(
+            start + timedelta(seconds=number), is_taken=projects.__contains__
+        )
+        projects[project_id] = Project(
+            project_id=project_id,
+            name=f"project {number}",
+            type="api",
+            status=STATUSES[number % len(STATUSES)],
+            owner_id=f"owner{number % 17}",
+            description=describe(number),
+            created_at=stamp,
+            updated_at=stamp,
+        ).to_dict()
+    db.write_bytes(orjson.dumps(data))
+
+
+@contextlib.contextmanager
+def bench_server(projects: int) -> Iterator[tuple[Target, int]]:
+    """projctl's real server for a new database of ``projects`` projects; and the file's size.
+
+    On exit the server is stopped as :func:`bench_database` stops it (which raises
+    a ``ProjctlError`` when the server does not answer), and killed should that
+    leave it running.
+    """
+    pid: int | None = None
+    try:
+        with bench_database(
+            1, serve=False, idle_timeout=IDLE_TIMEOUT, make_project=described_project
+        ) as bench:
+            if projects > 1:
+                add_projects(bench.db, projects - 1)
+            info = start_server(bench.db, IDLE_TIMEOUT)
+            pid = info.pid
+            yield projctl_target(info), bench.db.stat().st_size
+    finally:
+        if pid is not None:
+            kill_if_running(pid)
+
+
+def kill_if_running(pid: int) -> None:
+    """Kill server ``pid`` (ours: this process spawned it) if it still runs, and reap it."""
+    if not runtime.pid_alive(pid):
+        return
+    print(f"    the server (pid {pid}) did not stop when asked; killing it")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while runtime.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def port_of(target: Target) -> int:
+    port = urlsplit(target.url).port
+    assert port is not None
+    return port
+
+
+@dataclass
+class Opened:
+    """Never-reading subscribers opened by :func:`open_never_reading`."""
+
+    sockets: list[socket.socket] = field(default_factory=list)
+    #: Why the first one that could not be opened failed; ``None`` when all opened.
+    failure: str | None = None
+    seconds: float = 0.0
+
+    def close(self) -> None:
+        """Close every socket (again: harmless)."""
+        for raw in self.sockets:
+            raw.close()
+
+
+@contextlib.contextmanager
+def never_reading(port: int, count: int, path: str) -> Iterator[Opened]:
+    """``count`` raw subscribers of ``path``, all closed on exit (or earlier, by ``close``).
+
+    Stops at the first that cannot be opened, and after a deadline that 2,000
+    handshakes on loopback never come near: a wedged server cannot hold this up.
+    """
+    opened = Opened()
+    started = time.monotonic()
+    deadline = started + 120 + count * 0.1
+    try:
+        for _ in range(count):
+            if time.monotonic() >= deadline:
+                opened.failure = f"not all opened within {deadline - started:.0f}s"
+                break
+            try:
+                opened.sockets.append(open_raw(port, path))
+            except OSError as error:
+                opened.failure = f"{type(error).__name__}: {error}"
+                break
+        opened.seconds = time.monotonic() - started
+        yield opened
+    finally:
+        opened.close()
+
+
+@dataclass(frozen=True)
+class Count:
+    """What :func:`wait_subscriber_count` saw: the server's last subscriber count and when."""
+
+    subscribers: int | None
+    seconds: float
+    reached: bool
+
+
+def wait_subscriber_count(
+    pid: int, port: int, want: int, timeout: float, still: float | None = None
+) -> Count:
+    """Poll ``/healthz`` until the server counts ``want`` subscribers, at most ``timeout``.
+
+    With ``still``, also stop once neither the count nor the server's peak memory
+    has moved for that long: a server that will not count a stalled client (one
+    still owed its snapshot, say) has then settled all the same.
+    Raises :class:`ServerGone` when the server exits meanwhile.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    seen: int | None = None
+    last_change = started
+    last_state: tuple[int, int] | None = None
+    while True:
+        health, _why = ask_health(port, min(HEALTHZ_TIMEOUT, max(0.1, deadline - time.monotonic())))
+        peak = memory_of(pid).peak
+        now = time.monotonic()
+        if health is None:
+            last_change = now  # a server too busy to answer has not settled
+        else:
+            seen = int(health["subscribers"])
+            if seen == want:
+                return Count(seen, now - started, True)
+            if (seen, peak) != last_state:
+                last_state, last_change = (seen, peak), now
+        if now >= deadline or (still is not None and now - last_change >= still):
+            return Count(seen, now - started, False)
+        time.sleep(SAMPLE_INTERVAL)
+
+
+def latency_line(
+    samples: Samples, target: float | None, phases: list[tuple[str, float]]
+) -> tuple[str, bool]:
+    """``/healthz``'s figures for one part; and whether they meet ``target`` (max seconds).
+
+    ``phases`` names each stretch of the part and when it began (``time.monotonic()``,
+    in order): beside the overall figures, the slowest answer of each.
+    """
+    answered = sorted(samples.latencies)
+    failed = len(samples.failures)
+    if not answered:
+        return f"/healthz never answered ({failed} tries failed)", False
+    worst = answered[-1]
+    ok = failed == 0 and (target is None or worst <= target)
+    figure = (
+        f"/healthz latency, {len(answered)} answers about every {SAMPLE_INTERVAL * 1000:g} ms: "
+        f"p99 {percentile(answered, 0.99) * 1000:.1f} ms, max {worst * 1000:.1f} ms"
+    )
+    if failed:
+        figure += f", and {failed} that did not answer within {HEALTHZ_TIMEOUT:g}s or failed "
+        figure += f"(first: {samples.failures[0]})"
+    if target is not None:
+        # An unanswered request took at least the timeout (or the server was gone).
+        ratio = f">= {HEALTHZ_TIMEOUT / target:.0f}x" if failed else f"{worst / target:.2f}x"
+        figure += f" (target max <= {target * 1000:g} ms: {ratio}, {verdict(ok)})"
+    slowest: dict[str, float] = {}
+    for asked, latency in zip(samples.asked, samples.latencies, strict=True):
+        phase = next((name for name, began in reversed(phases) if asked >= began), phases[0][0])
+        slowest[phase] = max(slowest.get(phase, 0.0), latency)
+    figure += "; slowest " + ", ".join(
+        f"{name} {slowest[name] * 1000:.1f} ms" for name, _began in phases if name in slowest
+    )
+    return figure, ok
+
+
+def peak_line(stalled: Memory, samples: Samples) -> str:
+    """The peak figure of (c) and (d) beside its target."""
+    target = PEAK_TARGET_MIB * MIB
+    sampled = max(samples.rss, default=0)
+    return (
+        f"peak RSS (VmHWM) {mib(stalled.peak)}, sampled VmRSS max {mib(sampled)} "
+        f"(target <= {PEAK_TARGET_MIB} MiB: {stalled.peak / target:.2f}x, "
+        f"{verdict(stalled.peak <= target)})"
+    )
+
+
+def snapshot_clients(projects: int, clients: int, hold: float, settle: float) -> bool:
+    """Part (c): ``clients`` never-reading ``?snapshot=1`` clients of a large database.
+
+    Returns whether the part measured what it claims (every client connected and
+    the server lived through it); targets missed are only printed.
+    """
+    try:
+        with bench_server(projects) as (target, db_bytes):
+            print(
+                f"(c) {clients} never-reading ?snapshot=1 clients, {projects} projects "
+                f"({db_bytes / 1e6:.1f} MB database)"
+            )
+            return measure_snapshots(target, clients, hold, settle)
+    except ServerGone as error:
+        print(f"    the server DIED during (c): {error}")
+    except ProjctlError as error:
+        print(f"    (c) failed: {error}")
+    return False
+
+
+def measure_snapshots(target: Target, clients: int, hold: float, settle: float) -> bool:
+    """Part (c) against a running server: see :func:`snapshot_clients`."""
+    port = port_of(target)
+    time.sleep(0.5)  # let start-up's allocations settle
+    idle = memory_of(target.pid)
+    print(f"    idle server: RSS {mib(idle.rss)}, peak (VmHWM) {mib(idle.peak)}")
+    with Sampler(target.pid, port) as samples:
+        phases = [("connecting", time.monotonic())]
+        with never_reading(port, clients, "/ws?snapshot=1") as opened:
+            phases.append(("stalled", time.monotonic()))
+            counted = wait_subscriber_count(
+                target.pid, port, len(opened.sockets), 60 + clients * 0.5, still=3
+            )
+            time.sleep(hold)  # stalled: the server holds whatever it holds for them
+            stalled = memory_of(target.pid)
+            status, why = ask_health(port)
+            opened.close()
+            phases.append(("after closing", time.monotonic()))
+            noticed = wait_subscriber_count(target.pid, port, 0, 10)
+        time.sleep(settle)  # let freed memory go back to the system
+        after = memory_of(target.pid)
+    print(
+        f"    {len(opened.sockets)} of {clients} clients upgraded in {opened.seconds:.2f}s"
+        + (f"; then: {opened.failure}" if opened.failure else "")
+        + (
+            f"; all {counted.subscribers} counted as subscribers after {counted.seconds:.1f}s; "
+            if counted.reached
+            else f"; the server counted {counted.subscribers} as subscribers (no change in 3s, "
+            f"waited {counted.seconds:.1f}s); "
+        )
+        + (
+            f"slow_subscribers_closed {status['slow_subscribers_closed']}"
+            if status is not None
+            else f"/healthz did not answer then ({why})"
+        )
+    )
+    print(f"    {peak_line(stalled, samples)}")
+    grown = after.rss - idle.rss
+    print(
+        f"    RSS {settle:g}s after all {len(opened.sockets)} closed (noticed in "
+        f"{noticed.seconds:.1f}s, {noticed.subscribers} subscribers left): {mib(after.rss)}, "
+        f"{'+' if grown >= 0 else ''}{mib(grown)} over idle (target within "
+        f"{AFTER_TARGET_MIB} MiB: {max(grown, 0) / (AFTER_TARGET_MIB * MIB):.2f}x, "
+        f"{verdict(grown <= AFTER_TARGET_MIB * MIB)})"
+    )
+    figure, _ok = latency_line(samples, HEALTHZ_TARGET, phases)
+    print(f"    {figure}")
+    return opened.failure is None and not samples.gone
+
+
+def many_subscribers(count: int, events: int, event_bytes: int) -> bool:
+    """Part (d): ``count`` never-reading ``/ws`` subscribers and ``events`` large events.
+
+    Returns whether the part measured what it claims (every subscriber connected,
+    every event was taken, the server lived); targets missed are only printed.
+    """
+    raise_fd_limit()  # the subscribers' sockets are this process's
+    print(f"(d) {count} never-reading subscribers, {events} events of ~{event_bytes} bytes")
+    try:
+        with bench_server(1) as (target, _db_bytes):
+            return measure_many(target, count, events, event_bytes)
+    except ServerGone as error:
+        print(f"    the server DIED during (d): {error}")
+    except ProjctlError as error:
+        print(f"    (d) failed: {error}")
+    return False
+
+
+def measure_many(target: Target, count: int, events: int, event_bytes: int) -> bool:
+    """Part (d) against a running server: see :func:`many_subscribers`."""
+    port = port_of(target)
+    first_seq = int(target.status()["latest_seq"]) + 1
+    lines = forward_lines(first_seq, events, event_bytes)
+    time.sleep(0.5)  # let start-up's allocations settle
+    idle = memory_of(target.pid)
+    publish_error = None
+    elapsed = 0.0
+    with Sampler(target.pid, port) as samples:
+        phases = [("connecting", time.monotonic())]
+        with never_reading(port, count, "/ws") as opened:
+            counted = wait_subscriber_count(target.pid, port, len(opened.sockets), 60)
+            phases.append(("publishing", time.monotonic()))
+            try:
+                sent = publish(target.socket_path, lines, None)
+                elapsed = time.monotonic() - sent[0]
+            # publish raises SystemExit for a refused forward or a closed socket.
+            except (OSError, SystemExit) as error:
+                publish_error = str(error) or type(error).__name__
+            final_started = time.monotonic()
+            phases.append(("after", final_started))
+            status, final_error = ask_health(port)
+            final = time.monotonic() - final_started
+            stalled = memory_of(target.pid)
+        noticed = wait_subscriber_count(target.pid, port, 0, 10)
+        after = memory_of(target.pid)
+    print(
+        f"    {len(opened.sockets)} of {count} connected in {opened.seconds:.2f}s"
+        + (f" (then: {opened.failure})" if opened.failure else "")
+        + f", {counted.subscribers} counted by the server; the events "
+        + (
+            f"NOT all published: {publish_error}"
+            if publish_error
+            else f"published in {elapsed:.2f}s"
+        )
+    )
+    print(f"    idle server: RSS {mib(idle.rss)}; {peak_line(stalled, samples)}")
+    if status is None:
+        print(
+            f"    final /healthz: NO ANSWER after {final:.2f}s ({final_error}; "
+            f"target <= {FINAL_HEALTHZ_TARGET:g} s: MISSED)"
+        )
+    else:
+        print(
+            f"    slow subscribers closed: {status['slow_subscribers_closed']} of "
+            f"{len(opened.sockets)} ({status['subscribers']} subscribers left, latest_seq "
+            f"{status['latest_seq']})"
+        )
+        print(
+            f"    final /healthz answered in {final * 1000:.1f} ms (target <= "
+            f"{FINAL_HEALTHZ_TARGET:g} s: {final / FINAL_HEALTHZ_TARGET:.2f}x, "
+            f"{verdict(final <= FINAL_HEALTHZ_TARGET)})"
+        )
+    figure, _ok = latency_line(samples, None, phases)
+    print(f"    {figure}")
+    print(f"    after closing them all (noticed in {noticed.seconds:.1f}s): RSS {mib(after.rss)}")
+    return opened.failure is None and publish_error is None and not samples.gone
+
+
+PARTS = ("idle", "stalled", "snapshots", "fanout2000")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # [] among the choices: argparse checks an empty nargs="*" against them (Python < 3.12).
+    parser.add_argument(
+        "parts", nargs="*", choices=[*PARTS, []], help="run only these (default: all)"
+    )
     parser.add_argument("--idle", type=int, default=1000, help="idle subscribers in (a)")
     parser.add_argument("--events", type=int, default=20_000, help="events in (b)")
     parser.add_argument("--event-bytes", type=int, default=EVENT_BYTES, help="event size in (b)")
-    parser.add_argument("--quick", action="store_true", help="20 idle; 500 events of 16 KiB")
+    parser.add_argument("--projects", type=int, default=20_000, help="projects in (c)")
+    parser.add_argument("--clients", type=int, default=150, help="snapshot clients in (c)")
+    parser.add_argument("--many", type=int, default=2000, help="subscribers in (d)")
+    parser.add_argument("--many-events", type=int, default=150, help="events in (d)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="(a) 20 idle; (b) 500 events of 16 KiB; (c) 500 projects, 10 clients; "
+        "(d) 50 subscribers, 20 events",
+    )
     hidden = argparse.SUPPRESS
     parser.add_argument("--subscribers-child", type=int, help=hidden)
     parser.add_argument("--url", help=hidden)
@@ -336,10 +895,22 @@ def main() -> None:
         return
     if args.quick:
         args.idle, args.events, args.event_bytes = 20, 500, 16 * KIB
-    idle_subscribers(args.idle)
-    intact = stalled_subscriber(args.events, args.event_bytes)
-    if not intact:
-        raise SystemExit("a normal subscriber missed events")
+        args.projects, args.clients, args.many, args.many_events = 500, 10, 50, 20
+    hold, settle = (0.2, 0.5) if args.quick else (1.0, 2.0)
+    parts = args.parts or PARTS
+    failed = []
+    if "idle" in parts:
+        idle_subscribers(args.idle)
+    if "stalled" in parts and not stalled_subscriber(args.events, args.event_bytes):
+        failed.append("(b): a normal subscriber missed events")
+    if "snapshots" in parts and not snapshot_clients(args.projects, args.clients, hold, settle):
+        failed.append("(c) did not complete (see above)")
+    if "fanout2000" in parts and not many_subscribers(
+        args.many, args.many_events, MANY_EVENT_BYTES
+    ):
+        failed.append("(d) did not complete (see above)")
+    if failed:
+        raise SystemExit("; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -16,7 +17,7 @@ import pytest
 from projctl import model
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL, require_tool
+from .conftest import PROJCTL, require_tool, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
@@ -166,7 +167,7 @@ class Zsh:
             f"source {shlex.quote(str(COMPLETIONS / 'projctl.zsh'))} && "
             "zstyle ':completion:*' list-rows-first true && clear"
         )
-        time.sleep(0.5)
+        wait_until(self._at_a_fresh_prompt, what="zsh ready at a clear prompt")
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
@@ -180,21 +181,31 @@ class Zsh:
     def type_line(self, text: str) -> None:
         self._tmux("send-keys", "-t", "z", text, "Enter")
 
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "z")
+
+    def _at_a_fresh_prompt(self) -> bool:
+        lines = [line for line in self.screen().splitlines() if line.strip()]
+        return len(lines) == 1 and lines[0].rstrip().endswith(("#", "%"))
+
     def complete(self, text: str, expect: Callable[[str], bool]) -> str:
-        """Type ``text``, press TAB twice (insert, then list), return the screen."""
+        """Type ``text``, press TAB until the screen shows what ``expect`` wants (insert, then
+        list), and return the screen."""
         self._tmux("send-keys", "-t", "z", "C-u")
         self._tmux("send-keys", "-t", "z", "clear", "Enter")
-        time.sleep(0.2)
+        wait_until(self._at_a_fresh_prompt, what="a clear zsh prompt")
         self._tmux("send-keys", "-t", "z", "-l", text)
-        deadline = time.monotonic() + 20
-        while True:
+        wait_until(lambda: text.rstrip() in self.screen(), what=f"{text!r} typed")
+
+        def offered() -> str:
+            screen = self.screen()
+            return screen if expect(screen) else ""
+
+        for _press in range(20):
             self._tmux("send-keys", "-t", "z", "Tab")
-            time.sleep(0.4)
-            screen = self._tmux("capture-pane", "-p", "-t", "z")
-            if expect(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"zsh never offered what was expected:\n{screen}")
+            with contextlib.suppress(AssertionError):
+                return wait_until(offered, timeout=1, what="the completion")
+        raise AssertionError(f"zsh never offered what was expected:\n{self.screen()}")
 
     def close(self) -> None:
         subprocess.run(

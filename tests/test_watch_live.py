@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import PROJCTL, require_tool
+from .conftest import PROJCTL, require_tool, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -37,14 +37,16 @@ class Terminal:
         return self._tmux("capture-pane", "-p", "-t", "watch")
 
     def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The screen, once ``condition`` holds for it; the last screen in the failure."""
+
+        def shown() -> str:
             text = self.screen()
-            if condition(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"screen never showed {what}:\n{text}")
-            time.sleep(0.1)
+            return text if condition(text) else ""
+
+        try:
+            return wait_until(shown, timeout=timeout, what=f"screen showing {what}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{self.screen()}") from None
 
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", "watch", "-x", str(width), "-y", str(height))
