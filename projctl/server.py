@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import hmac
 import http
 import logging
@@ -93,11 +94,15 @@ class ServerConfig:
     subscriber_token: str | None = None
     #: A subscriber whose unsent data passes this many bytes is closed with 1013.
     slow_subscriber_limit: int = 1 << 20
+    #: Unsent bytes of all subscribers together; past it the furthest behind are closed.
+    send_budget: int = 32 << 20
     #: How long an early event waits for the ones before it before the journal is read.
     gap_grace: float = 0.3
     #: How often the database file is checked for commits nobody forwarded.
     poll_interval: float = 0.2
     ping_interval: float | None = 20.0
+    #: How long a closing handshake may take before the connection is dropped.
+    close_timeout: float = 5.0
     journal_window: int = 1000
     #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
     max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
@@ -155,6 +160,8 @@ class BroadcastServer:
         self._lock_fd: int | None = None
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
+        #: Subscribers closed for being slow whose close has not completed yet.
+        self._closing: set[ServerConnection] = set()
         self._shared_state: weakref.ref[StoreState] | None = None
         self._reading: asyncio.Future[StoreState] | None = None
         #: The last journal read error logged, so that one bad file is logged once.
@@ -246,7 +253,7 @@ class BroadcastServer:
                     max_size=rpc.MAX_MESSAGE,
                     ping_interval=self.config.ping_interval,
                     ping_timeout=self.config.ping_interval,
-                    close_timeout=5,
+                    close_timeout=self.config.close_timeout,
                     server_header=f"projctl/{__version__}",
                 )
             except OSError as error:
@@ -320,26 +327,50 @@ class BroadcastServer:
             self._cut_off_slow_subscribers()
 
     def _cut_off_slow_subscribers(self) -> None:
-        """Close every subscriber holding more than its bound of unsent bytes (1013).
+        """Close subscribers that hold too many unsent bytes, with 1013 (they may resume).
 
-        The bound counts every byte: what waits in its socket's buffer, and the
-        backlog of one still receiving its snapshot or replay.
+        Every byte counts: what waits in a subscriber's socket buffer, and the backlog of
+        one still receiving its snapshot or replay. One subscriber may hold at most
+        ``slow_subscriber_limit``; all of them together at most ``send_budget``, and past
+        that the ones furthest behind their fair share go first. A closed subscriber keeps
+        its buffer until it has read up to the close frame, which one that never reads
+        never does: past the budget, those are dropped at once, largest first. So many
+        subscribers that stop reading together cannot take the server's memory with them.
         """
-        limit = self.config.slow_subscriber_limit
-        for connection in list(self.subscribers):
-            if connection.transport.get_write_buffer_size() > limit:
+        limit, budget = self.config.slow_subscriber_limit, self.config.send_budget
+        pending = [
+            (connection.transport.get_write_buffer_size(), connection)
+            for connection in self.subscribers
+        ] + [
+            (backlog.size + connection.transport.get_write_buffer_size(), connection)
+            for connection, backlog in self._joining.items()
+        ]
+        total = sum(size for size, _ in pending) + sum(
+            connection.transport.get_write_buffer_size() for connection in self._closing
+        )
+        fair_share = budget // max(1, len(pending))
+        for size, connection in sorted(pending, key=lambda item: item[0], reverse=True):
+            if size > limit or (total > budget and size > fair_share):
                 self.subscribers.discard(connection)
+                self._joining.pop(connection, None)
                 self._close_slow(connection)
-        for connection, backlog in list(self._joining.items()):
-            if backlog.size + connection.transport.get_write_buffer_size() > limit:
-                del self._joining[connection]
-                self._close_slow(connection)
+            elif total <= budget:
+                break  # sorted: nobody after this one is over its bound either
+        if total > budget:
+            closing = [(c.transport.get_write_buffer_size(), c) for c in self._closing]
+            for size, connection in sorted(closing, key=lambda item: item[0], reverse=True):
+                connection.transport.abort()
+                self._closing.discard(connection)
+                total -= size
+                if total <= budget:
+                    break
 
     def _close_slow(self, connection: ServerConnection) -> None:
         self.stats.slow_closed += 1
+        self._closing.add(connection)
         log.warning("closing a subscriber that stopped reading (%s)", connection.id)
         # close() waits for the closing handshake, which such a peer may never answer;
-        # its close_timeout then aborts the connection.
+        # its close_timeout, or the budget above, then aborts the connection.
         self._spawn(connection.close(1013, f"too slow; reconnect with ?since={self.last_seq}"))
 
     async def _fill_gap_later(self) -> None:
@@ -416,10 +447,18 @@ class BroadcastServer:
             "events_broadcast": self.sequencer.stats.events,
             "gap_fills": self.sequencer.stats.gap_fills,
             "slow_subscribers_closed": self.stats.slow_closed,
+            "unsent_bytes": self._unsent_bytes(),
             "journal_read_failures": self.stats.journal_read_failures,
             "uptime_seconds": round(time.time() - self.stats.started, 3),
             "idle_timeout": self.config.idle_timeout,
         }
+
+    def _unsent_bytes(self) -> int:
+        """Bytes waiting in every open connection's buffer and every joining backlog."""
+        connections = self._ws_server.all_connections if self._ws_server else set()
+        return sum(c.transport.get_write_buffer_size() for c in connections) + sum(
+            backlog.size for backlog in self._joining.values()
+        )
 
     def public_health(self) -> dict[str, Any]:
         """What ``/healthz`` tells a client that is neither on loopback nor holds the token."""
@@ -507,7 +546,8 @@ class BroadcastServer:
         connection.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
         sequencer = self.sequencer
         state = None
-        if sequencer.needs_projects(since=since, snapshot=snapshot):
+        state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
+        if state_was_read:
             state = await self._read_state_shared()
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
         if state is not None and state.latest_seq > sequencer.last_seq:
@@ -519,7 +559,7 @@ class BroadcastServer:
                 await self._send_opening(connection, parts)
             else:
                 self.subscribers.add(connection)
-            del state, parts  # a large read is shared only while someone still streams it
+            state, parts = None, []  # a large read is kept only while someone still streams it
             async for _message in connection:
                 pass  # subscribers cannot publish: what they send is ignored
         except ConnectionClosed:
@@ -527,7 +567,11 @@ class BroadcastServer:
         finally:
             self._joining.pop(connection, None)
             self.subscribers.discard(connection)
+            self._closing.discard(connection)
             self._last_activity = time.monotonic()
+            if state_was_read:
+                state, parts = None, []
+                self._return_memory_when_idle()
 
     async def _send_opening(
         self, connection: ServerConnection, parts: list[bytes | Iterator[bytes]]
@@ -549,6 +593,18 @@ class BroadcastServer:
         # The backlog is empty and nothing awaits from here: the live feed goes on seamlessly.
         del self._joining[connection]
         self.subscribers.add(connection)
+
+    def _return_memory_when_idle(self) -> None:
+        """Give the memory of a large read back to the system once nobody streams it.
+
+        A snapshot of a large database parses the whole file; when the last subscriber
+        that needed it is gone, the parsed projects are garbage, but the C allocator
+        keeps the freed pages unless asked. Linux/glibc only; elsewhere a no-op.
+        """
+        if self._joining or (self._shared_state is not None and self._shared_state()):
+            return
+        gc.collect()
+        _malloc_trim()
 
     async def _read_state_shared(self) -> StoreState:
         """One read of the database for every subscriber that needs the projects now.
@@ -647,6 +703,18 @@ def _json_response(status: http.HTTPStatus, body: Any) -> Response:
         ]
     )
     return Response(status.value, status.phrase, headers, payload)
+
+
+def _malloc_trim() -> None:
+    """Ask glibc to return free heap pages to the system (``malloc_trim(0)``), where it can."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
 
 
 def _free_port(host: str) -> int:

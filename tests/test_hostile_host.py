@@ -122,7 +122,8 @@ def test_a_database_that_is_not_a_regular_file_is_refused(
 def _listen_as_stranger(
     socket_path: Path, ready_file: Path, seconds: float
 ) -> Callable[[], object]:
-    """Work for the other user: listen on ``socket_path`` and count who connects meanwhile."""
+    """Work for the other user: listen on ``socket_path`` and count who connects, until
+    ``<ready_file>.done`` appears (or ``seconds`` pass)."""
     import socket as socket_module
 
     def work() -> object:
@@ -134,7 +135,8 @@ def _listen_as_stranger(
             listener.settimeout(0.1)
             ready_file.write_text("ready")
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            done = ready_file.with_name(ready_file.name + ".done")
+            while time.monotonic() < deadline and not done.exists():
                 try:
                     peer, _ = listener.accept()
                 except TimeoutError:
@@ -212,6 +214,7 @@ def test_a_planted_runtime_folder_beside_the_database_is_ignored(
         stop = projctl("server", "stop", "--db", str(db))
         assert stop.returncode == 0
     finally:
+        (shared_folder / "ready.done").touch()
         stranger.join(timeout=30)
     assert outcome["connections"] == 0
     assert sorted(p.name for p in planted.iterdir()) == ["server.json"]
@@ -343,6 +346,7 @@ def test_a_request_never_reaches_another_users_socket(shared_folder: Path) -> No
         with pytest.raises(ServerError, match="is not this user's server"):
             rpc.request(fake_socket, rpc.OP_STATUS)
     finally:
+        (shared_folder / "ready.done").touch()
         stranger.join(timeout=30)
     assert outcome["connections"] == 1  # it connected, checked, and sent nothing
 

@@ -532,7 +532,7 @@ def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -
 
 def test_keepalive_drops_a_dead_peer(store: ProjectStore) -> None:
     async def scenario() -> None:
-        async with serving(store, ping_interval=0.2) as server:
+        async with serving(store, ping_interval=0.2, close_timeout=0.5) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port)  # never answers pings
             try:
                 await until(lambda: len(server.subscribers) == 1)
@@ -799,5 +799,49 @@ def test_require_token_on_loopback(store: ProjectStore, db_path: Path) -> None:
             created = await asyncio.to_thread(store.create, "for token holders")
             assert await asyncio.wait_for(anext(feed), 10) == created.event
             await feed.aclose()
+
+    run(scenario())
+
+
+def test_all_subscribers_together_stay_within_the_send_budget(store: ProjectStore) -> None:
+    """The decision alone, with stand-in connections: past the budget the subscribers
+    furthest behind their fair share are closed (1013), and closed ones still holding their
+    buffers are dropped at once, largest first, until the total fits."""
+
+    class Transport:
+        def __init__(self, size: int) -> None:
+            self.size = size
+            self.aborted = False
+
+        def get_write_buffer_size(self) -> int:
+            return self.size
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    class Connection:
+        def __init__(self, size: int) -> None:
+            self.transport = Transport(size)
+            self.id = f"size {size}"
+            self.closed_with: int | None = None
+
+        async def close(self, code: int, reason: str) -> None:
+            self.closed_with = code
+
+    async def scenario() -> None:
+        async with serving(store, slow_subscriber_limit=45, send_budget=100) as server:
+            connections = {size: Connection(size) for size in (10, 20, 30, 40, 50)}
+            server.subscribers = set(connections.values())  # type: ignore[arg-type]
+            server._cut_off_slow_subscribers()
+            assert server.stats.slow_closed == 3
+            await until(lambda: sum(c.closed_with == 1013 for c in connections.values()) == 3)
+            assert {size for size, c in connections.items() if c.closed_with == 1013} == {
+                30,
+                40,
+                50,
+            }
+            assert {size for size, c in connections.items() if c.transport.aborted} == {50}
+            assert server.subscribers == {connections[10], connections[20]}
+            server.subscribers = set()
 
     run(scenario())
