@@ -862,3 +862,24 @@ def test_four_serves_at_once_give_one_server(tmp_path: Path) -> None:
         for server in servers:
             server.terminate()
             server.communicate(timeout=10)
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_a_server_of_another_database_is_never_followed(projctl: Run, tmp_path: Path) -> None:
+    """A state entry naming a live server of another database (a copied file, a stale
+    entry) is refused by every command that talks to it, watch first of all."""
+    mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
+    assert projctl("create", "mine", "--db", str(mine), "--no-broadcast").returncode == 0
+    assert projctl("create", "theirs", "--db", str(theirs)).returncode == 0
+    their_state = runtime.read_server_state(runtime_paths(theirs))
+    assert their_state is not None
+    my_paths = runtime_paths(mine)
+    dataclasses.replace(their_state, db=str(my_paths.db_path)).write(my_paths.state_file)
+    for args in (("watch", "--json", "--since", "0", "--timeout", "5"), ("server", "status")):
+        refused = projctl(*args, "--db", str(mine))
+        assert refused.returncode == 5, args
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("Error: the server found for this database serves ")
+    stop = projctl("server", "stop", "--db", str(mine))
+    assert stop.returncode == 5
+    assert pid_alive(their_state.pid)
