@@ -198,6 +198,27 @@ class Database:
         self._forward(change)
         return change
 
+    def delete_many(
+        self, project_ids: Sequence[str], *, missing_ok: bool = False
+    ) -> builtins.list[Change]:
+        """Delete several projects at once: all of them or, when one is missing, none.
+
+        With ``missing_ok`` the missing ones are skipped. One event per project, all
+        committed in one write, then broadcast.
+        """
+        changes = self.store.delete_many(project_ids, missing_ok=missing_ok)
+        for change in changes:
+            self._forward(change)
+        return changes
+
+    def resolve(self, reference: str) -> str:
+        """The id of the project ``reference`` names: an exact id, or else an exact unique name.
+
+        Raises :class:`ProjectNotFoundError`, or :class:`InvalidInputError` listing the
+        ids when several projects share that name.
+        """
+        return self.store.resolve(reference)
+
     @cached_property
     def default_owner(self) -> str:
         """The owner of projects created without one: ``PROJCTL_OWNER`` or the user's name."""
@@ -238,10 +259,17 @@ class Database:
 
     @property
     def runtime_paths(self) -> RuntimePaths:
-        """Where this database's server keeps its state on this machine."""
+        """Where this database's server keeps its state on this machine (nothing is created)."""
         from projctl import runtime
 
         return runtime.runtime_paths(self.path)
+
+    def _server_paths(self) -> RuntimePaths:
+        """:attr:`runtime_paths` for starting or finding a server: the database's folder is
+        created first, so the entry is the one it keeps."""
+        from projctl import runtime
+
+        return runtime.runtime_paths(self.path, for_a_server=True)
 
     def start_options(self) -> StartOptions | None:
         """How a background server is started; ``None`` when it must not be.
@@ -274,7 +302,7 @@ class Database:
                 f"no background server is started for host {self.settings.host}; "
                 "run projctl serve --host"
             )
-        return runtime.ensure_server(self.runtime_paths, start)
+        return runtime.ensure_server(self._server_paths(), start)
 
     def _known_database_id(self) -> str:
         """This database's id, to check a server against; ``""`` when it cannot be read."""
@@ -282,6 +310,15 @@ class Database:
             return self.store.database_id()
         except StoreError:
             return ""
+
+    def log_file(self) -> Path:
+        """Where this database's background server writes its log (in the private runtime
+        folder, checked first: :class:`ServerError` when it is not private)."""
+        from projctl import runtime
+
+        paths = self.runtime_paths
+        runtime.check_private_folder(paths.folder, create=False)
+        return paths.log_file
 
     def server_status(self) -> dict[str, Any] | None:
         """The running server's health report, or ``None`` when none runs."""
@@ -303,7 +340,7 @@ class Database:
         from projctl import rpc, runtime
         from projctl.errors import ServerUnavailableError
 
-        paths = self.runtime_paths
+        paths = self._server_paths()
         forward = {"event": event, "version": change.version, "database_id": change.database_id}
         try:
             state = runtime.read_server_state(paths)
@@ -360,7 +397,7 @@ class Database:
         from projctl.server import BroadcastServer
 
         config = self._server_config(host, port, allow_origins, None, require_token)
-        server = BroadcastServer(self.store, self.runtime_paths, config)
+        server = BroadcastServer(self.store, self._server_paths(), config)
         await server.start()
         try:
             yield server
@@ -397,7 +434,9 @@ class Database:
         from projctl import runtime
 
         return runtime.locate(
-            self.runtime_paths, self.start_options() if start else None, self._known_database_id()
+            self._server_paths() if start else self.runtime_paths,
+            self.start_options() if start else None,
+            self._known_database_id(),
         )
 
     async def subscribe(

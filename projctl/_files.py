@@ -28,6 +28,7 @@ __all__ = [
     "NotRegularFile",
     "atomic_write",
     "fsync_folder",
+    "lock_holder",
     "locked",
     "read_regular",
     "remove_temp_files",
@@ -121,6 +122,27 @@ def try_lock(path: Path, *, mode: int = 0o600) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding an ``flock`` on ``path``, as ``/proc/locks`` tells (Linux); ``None``
+    when nobody does, or the platform cannot tell."""
+    try:
+        status = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    wanted = f":{status.st_ino}"
+    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}{wanted}"
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:123456 0 EOF" (a "->" marks a waiter)
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        if fields[5] == device or (fields[5].endswith(wanted) and fields[5].count(":") == 2):
+            with contextlib.suppress(ValueError):
+                return int(fields[4])
+    return None
 
 
 def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:

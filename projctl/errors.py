@@ -35,8 +35,8 @@ class ConfigError(InvalidInputError):
 class ProjectNotFoundError(ProjctlError, LookupError):
     """No project has the given id."""
 
-    def __init__(self, project_id: str) -> None:
-        super().__init__(f"no project with id {project_id!r}")
+    def __init__(self, project_id: str, *, looked_up_by: str = "id") -> None:
+        super().__init__(f"no project with {looked_up_by} {project_id!r}")
         self.project_id = project_id
 
 

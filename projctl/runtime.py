@@ -191,11 +191,9 @@ class RuntimePaths:
 def database_key(db_path: Path) -> str:
     """The identity of the database at ``db_path`` (which must have symlinks resolved).
 
-    The database's folder is created when missing (its first change would create it
-    anyway): an identity taken before the folder existed would change when it appears.
+    A database whose folder does not exist yet has no server (starting one creates the
+    folder first, see :func:`runtime_paths`): its key comes from its path alone.
     """
-    with contextlib.suppress(OSError):
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         folder = os.stat(db_path.parent)
         material = f"{folder.st_dev}:{folder.st_ino}:{db_path.name}"
@@ -204,12 +202,18 @@ def database_key(db_path: Path) -> str:
     return hashlib.sha256(os.fsencode(material)).hexdigest()[:_KEY_LENGTH]
 
 
-def runtime_paths(db_path: Path) -> RuntimePaths:
+def runtime_paths(db_path: Path, *, for_a_server: bool = False) -> RuntimePaths:
     """The runtime entry of the database at ``db_path``: whatever path reaches it, the same.
 
-    The runtime folder is not created or checked here; every function that uses the
-    entry checks it first.
+    ``for_a_server``: the entry a server is started or found under, which needs the
+    database's folder to exist (its first change would create it anyway): an identity
+    taken before the folder existed would change when it appears. Without it nothing is
+    created, for commands that only look. The runtime folder is not created or checked
+    here; every function that uses the entry checks it first.
     """
+    if for_a_server:
+        with contextlib.suppress(OSError):
+            Path(os.path.realpath(db_path)).parent.mkdir(parents=True, exist_ok=True)
     real = Path(os.path.realpath(db_path))
     key = database_key(real)
     folder = private_folder()
@@ -502,6 +506,7 @@ def ensure_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
     Commands racing here serialise on the entry's start lock: the first starts the
     server, the others find it running.
     """
+    paths = runtime_paths(paths.db_path, for_a_server=True)  # the entry the server keeps
     check_private_folder(paths.folder, create=True)
     try:
         with _files.locked(paths.start_lock, START_TIMEOUT):

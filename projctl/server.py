@@ -182,6 +182,8 @@ class BroadcastServer:
         Raises :class:`~projctl.errors.ServerError` when a server already runs for the
         database (naming it) or the address cannot be had (naming who holds the port).
         """
+        # The entry a server keeps needs the database's folder to exist: take it afresh.
+        self.paths = runtime.runtime_paths(self.paths.db_path, for_a_server=True)
         self._lock_fd = runtime.claim_server(self.paths)
         try:
             self.sequencer.load(await asyncio.to_thread(self.store.read_state))
@@ -816,7 +818,7 @@ def run_server(
     Raises :class:`~projctl.errors.ServerError` when a server already runs for the
     database or this one cannot listen.
     """
-    paths = runtime.runtime_paths(store.path)
+    paths = runtime.runtime_paths(store.path, for_a_server=True)
     _raise_open_file_limit()
 
     async def main() -> None:

@@ -24,7 +24,7 @@ import functools
 import gc
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from operator import and_
@@ -335,15 +335,64 @@ class ProjectStore:
 
         The :class:`Change`'s ``project`` is the project as it was when deleted.
         """
+        (change,) = self.delete_many([project_id])
+        return change
+
+    def delete_many(self, project_ids: Sequence[str], *, missing_ok: bool = False) -> list[Change]:
+        """Remove several projects in one transaction: all of them, or none.
+
+        One ``project_deleted`` event per project, in the order given; an id given twice
+        counts once. An unknown id raises :class:`ProjectNotFoundError` and deletes
+        nothing, unless ``missing_ok`` (then it is skipped).
+        """
+        wanted = list(dict.fromkeys(project_ids))
         with self._transaction() as (tables, written):
-            project = tables.project(project_id)
+            found = []
+            for project_id in wanted:
+                try:
+                    found.append(tables.project(project_id))
+                except ProjectNotFoundError:
+                    if not missing_ok:
+                        raise
+            if not found:
+                return []
             meta = tables.read_meta()
-            tables.projects.discard(project_id)
-            event = events.project_deleted(
-                project.to_dict(), seq=meta["last_seq"] + 1, timestamp=format_timestamp(utc_now())
+            timestamp = format_timestamp(utc_now())
+            deletions = []
+            for offset, project in enumerate(found, start=1):
+                tables.projects.discard(project.project_id)
+                event = events.project_deleted(
+                    project.to_dict(), seq=meta["last_seq"] + offset, timestamp=timestamp
+                )
+                tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
+                deletions.append((project, event))
+        return [written.change(project, event) for project, event in deletions]
+
+    def resolve(self, reference: str) -> str:
+        """The id of the project ``reference`` names: an exact id, else an exact unique name.
+
+        An id always wins over a name. Raises :class:`ProjectNotFoundError` when nothing
+        matches, and :class:`InvalidInputError` listing the candidates' ids when several
+        projects have that name.
+        """
+        tables = self._snapshot()
+        if tables.projects.find(reference) is not None:
+            return reference
+        named = self._checked(
+            lambda: [
+                record["project_id"]
+                for record in tables.projects.all()
+                if record["name"] == reference
+            ]
+        )
+        if not named:
+            raise ProjectNotFoundError(reference, looked_up_by="id or name")
+        if len(named) > 1:
+            raise InvalidInputError(
+                f"{len(named)} projects are named {reference!r}: {', '.join(named)}; "
+                "give one of these ids"
             )
-            tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
-        return written.change(project, event)
+        return str(named[0])
 
     # -- reads (lock-free: the file is only ever replaced whole) -------------
 

@@ -116,7 +116,11 @@ def test_delete(cli: Cli, store: ProjectStore) -> None:
     project_id = create(cli, "Doomed")
     result = cli("delete", project_id, "--json")
     assert result.exit_code == 0
-    assert orjson.loads(result.stdout) == {"project_id": project_id, "name": "Doomed"}
+    assert orjson.loads(result.stdout) == {
+        "project_id": project_id,
+        "name": "Doomed",
+        "deleted": True,
+    }
     assert store.list_projects() == []
     project_id = create(cli, "Doomed too")
     assert cli("delete", project_id).stdout == f"{project_id}: deleted\n"
@@ -125,7 +129,7 @@ def test_delete(cli: Cli, store: ProjectStore) -> None:
 def test_delete_missing(cli: Cli) -> None:
     result = cli("delete", "proj_nope")
     assert result.exit_code == ExitCode.NOT_FOUND == 3
-    assert result.stderr == "Error: no project with id 'proj_nope'\n"
+    assert result.stderr == "Error: no project with id or name 'proj_nope'\n"
     tolerant = cli("delete", "proj_nope", "--missing-ok")
     assert tolerant.exit_code == 0
     assert tolerant.stdout == ""
@@ -137,7 +141,7 @@ def test_unknown_id_exits_3(cli: Cli, command: tuple[str, ...]) -> None:
     create(cli, "X")
     result = cli(*command)
     assert result.exit_code == 3
-    assert result.stderr == "Error: no project with id 'proj_nope'\n"
+    assert result.stderr == "Error: no project with id or name 'proj_nope'\n"
 
 
 def test_list_piped_is_tab_separated(cli: Cli, store: ProjectStore) -> None:

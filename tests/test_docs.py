@@ -36,8 +36,11 @@ def test_commands() -> None:
     assert COMMANDS == [
         "create",
         "delete",
+        "info",
         "list",
         "serve",
+        "server logs",
+        "server start",
         "server status",
         "server stop",
         "show",

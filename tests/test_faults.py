@@ -231,7 +231,7 @@ def test_state_file_naming_a_live_stranger_and_a_foreign_port(
     projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:
     """The state file points at a live process that is no projctl server, on a port in use."""
-    paths = runtime_paths(db_path)
+    paths = runtime_paths(db_path, for_a_server=True)
     runtime.check_private_folder(paths.folder, create=True)
     with (
         subprocess.Popen(["sleep", "60"]) as stranger,

@@ -279,9 +279,11 @@ def test_serve_in_the_foreground(projctl: Run, db_path: Path, stop_signal: signa
 
 def test_server_status_and_stop_when_none_runs(projctl: Run, db_path: Path) -> None:
     status = projctl("server", "status")
-    assert status.returncode == 0
+    assert status.returncode == 3  # usable in `if`
     assert status.stdout == f"no server is running for {db_path}\n"
-    assert orjson.loads(projctl("server", "status", "--json").stdout) == {"running": False}
+    assert status.stderr == ""
+    as_json = projctl("server", "status", "--json")
+    assert (as_json.returncode, orjson.loads(as_json.stdout)) == (3, {"running": False})
     stop = projctl("server", "stop")
     assert stop.returncode == 0
     assert stop.stderr == f"no server is running for {db_path}\n"
@@ -302,7 +304,7 @@ def test_beyond_loopback_needs_an_explicit_host(projctl: Run, db_path: Path) -> 
 
 
 def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: Path) -> None:
-    paths = runtime_paths(db_path)
+    paths = runtime_paths(db_path, for_a_server=True)
     runtime.check_private_folder(paths.folder, create=True)
     old = b"an old line\n" * 200_000  # 2.4 MB
     paths.log_file.write_bytes(old)

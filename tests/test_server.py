@@ -37,7 +37,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(store: ProjectStore, **overrides: Any) -> AsyncIterator[BroadcastServer]:
-    paths = runtime_paths(store.path)
+    paths = runtime_paths(store.path, for_a_server=True)
     config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **overrides})
     server = BroadcastServer(store, paths, config)
     await server.start()
@@ -499,7 +499,7 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
 
 def test_state_file_is_private_and_removed_on_close(store: ProjectStore) -> None:
     async def scenario() -> None:
-        paths = runtime_paths(store.path)
+        paths = runtime_paths(store.path, for_a_server=True)
         async with serving(store) as server:
             state = orjson.loads(paths.state_file.read_bytes())
             assert state["pid"] == os.getpid()

@@ -16,6 +16,7 @@ Every failure is reported here as one ``Error:`` line on stderr and an
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import os
 import sys
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer._click.utils import make_default_short_help
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
@@ -42,12 +43,14 @@ from projctl.errors import (
 __all__ = [
     "COMMANDS",
     "EXIT_CODE_MEANINGS",
+    "GLOBAL_OPTIONS",
     "GROUPS",
     "ExitCode",
     "app",
     "command",
     "exit_code_for",
     "main",
+    "move_global_options",
     "report",
 ]
 
@@ -70,7 +73,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "ok",
     ExitCode.FAILURE: "unexpected failure",
     ExitCode.INVALID_INPUT: "invalid input, usage or setting",
-    ExitCode.NOT_FOUND: "project not found",
+    ExitCode.NOT_FOUND: "project not found (server status: no server running)",
     ExitCode.STORE_ERROR: "database error",
     ExitCode.SERVER_ERROR: "server error",
     ExitCode.TIMEOUT: "watch timed out",
@@ -87,11 +90,14 @@ COMMANDS: dict[str, str] = {
     "watch": "projctl.cli.watching",
     "serve": "projctl.cli.serving",
     "server status": "projctl.cli.serving",
+    "server start": "projctl.cli.serving",
     "server stop": "projctl.cli.serving",
+    "server logs": "projctl.cli.serving",
+    "info": "projctl.cli.info",
 }
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
-    "server": "Inspect or stop the database's background broadcast server.",
+    "server": "Start, inspect, stop the database's background server, or read its log.",
 }
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -181,11 +187,13 @@ class ProjctlGroup(TyperGroup):
         if cmd_name not in self.commands:
             full_name = self._full_name(cmd_name)
             if full_name in COMMANDS:
-                self.commands[cmd_name] = get_command_from_info(
+                command = get_command_from_info(
                     _registered_info(full_name),
                     pretty_exceptions_short=True,
                     rich_markup_mode=None,
                 )
+                _plain_argument_metavars(command)
+                self.commands[cmd_name] = command
             elif full_name in GROUPS:
                 self.commands[cmd_name] = ProjctlGroup(
                     name=cmd_name,
@@ -226,6 +234,9 @@ class ProjctlGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        if args is None:
+            args = sys.argv[1:]
+        args = move_global_options(list(args))
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
@@ -254,6 +265,51 @@ class ProjctlGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+#: Options every command takes that may also come before the command, as in
+#: ``projctl --db X list``: they are moved behind the command before parsing.
+GLOBAL_OPTIONS: dict[str, bool] = {"--db": True, "--quiet": False, "-q": False}
+
+
+def move_global_options(args: list[str]) -> list[str]:
+    """``projctl --db X -q delete ID`` as ``projctl delete --db X -q ID``.
+
+    Only options before the command move, and only those in :data:`GLOBAL_OPTIONS`
+    (the value says whether one takes a value); anything else is left for the usual
+    error. ``--`` and what follows it are never touched.
+    """
+    moved: list[str] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        name = arg.split("=", 1)[0]
+        if arg == "--" or not arg.startswith("-") or name not in GLOBAL_OPTIONS:
+            break
+        takes_value = GLOBAL_OPTIONS[name] and "=" not in arg
+        moved += args[position : position + (2 if takes_value else 1)]
+        position += 2 if takes_value else 1
+    if not moved:
+        return args
+    rest = args[position:]
+    command_end = 1 if rest else 0
+    if rest and rest[0] in GROUPS and len(rest) > 1 and not rest[1].startswith("-"):
+        command_end = 2  # ``server status``: the options go after the subcommand
+    return rest[:command_end] + moved + rest[command_end:]
+
+
+def _plain_argument_metavars(command: Any) -> None:
+    """Show a required argument as ``NAME`` in usage lines, as people write it (typer writes
+    ``{NAME}``), an optional one as ``[NAME]``, and repeatable ones with ``...``."""
+    for param in command.params:
+        if isinstance(param, TyperArgument) and param.metavar:
+            shown = param.metavar + ("..." if param.nargs == -1 else "")
+            shown = shown if param.required else f"[{shown}]"
+            param.make_metavar = functools.partial(_metavar, shown)  # type: ignore[method-assign]
+
+
+def _metavar(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
+    return shown
 
 
 def _debug() -> bool:

@@ -4,7 +4,9 @@ Option values are taken as given and parsed by ``projctl.config``, which owns
 every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 """
 
+import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +16,7 @@ from projctl.cli._lazy import report
 from projctl.config import load_settings
 from projctl.errors import ProjctlError, ServerError
 from projctl.events import Event
+from projctl.model import STATUSES
 
 DbOption = Annotated[
     str | None,
@@ -54,6 +57,7 @@ PortOption = Annotated[
     ),
 ]
 TYPE_HELP = "Lowercase slug: 1-32 of a-z, 0-9, '_' or '-'."
+STATUS_HELP = ", ".join(STATUSES) + "."
 OWNER_HELP = "Owner id (1-100 characters)."
 
 
@@ -76,14 +80,24 @@ def open_database(
                 prefix="Warning",
             )
 
+    def waiting(lock: Path) -> None:
+        from projctl._files import lock_holder
+
+        holder = lock_holder(lock)
+        by = f" (held by pid {holder})" if holder is not None else ""
+        sys.stderr.write(f"projctl: waiting for the database lock {lock}{by}...\n")
+        sys.stderr.flush()
+
     settings = load_settings(
         db=db, host=host, port=port, no_broadcast=True if no_broadcast else None
     )
-    return projctl.Database(settings, on_broadcast_error=warn)
+    return projctl.Database(settings, on_broadcast_error=warn, on_lock_wait=waiting)
 
 
-def complete_project_ids(context: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    """Existing ids starting with what was typed, each with its project's name as description.
+def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """Existing ids and names starting with what was typed, each with a description (the
+    name for an id, the id for a name). Names with spaces or shell characters are left
+    out: typed by hand, they need quotes.
 
     Runs on every TAB: it reads the database and nothing else (no rich, no server).
     """
@@ -91,15 +105,29 @@ def complete_project_ids(context: typer.Context, incomplete: str) -> list[tuple[
         projects = open_database(context.params.get("db")).list()
     except ProjctlError:
         return []
-    return [(p.project_id, p.name) for p in projects if p.project_id.startswith(incomplete)]
+    ids = [(p.project_id, p.name) for p in projects if p.project_id.startswith(incomplete)]
+    # Only names a shell takes as one word as they are: the completion scripts insert a
+    # candidate unquoted, and "Billing API" would become two arguments.
+    names = [
+        (p.name, p.project_id)
+        for p in projects
+        if p.name.startswith(incomplete) and _SHELL_WORD.fullmatch(p.name)
+    ]
+    return ids + names
 
 
-ProjectIdArgument = Annotated[
+_SHELL_WORD = re.compile(r"[\w.@%+=:,/-]+")
+_PROJECT_HELP = "Id of the project (e.g. proj_20231119_120000), or its exact name."
+ProjectArgument = Annotated[
     str,
+    typer.Argument(metavar="PROJECT", help=_PROJECT_HELP, autocompletion=complete_projects),
+]
+ProjectsArgument = Annotated[
+    list[str],
     typer.Argument(
-        metavar="PROJECT_ID",
-        help="Id of the project, e.g. proj_20231119_120000.",
-        autocompletion=complete_project_ids,
+        metavar="PROJECT",
+        help=_PROJECT_HELP + " Several may be given.",
+        autocompletion=complete_projects,
     ),
 ]
 

@@ -1,6 +1,7 @@
 """``create``, ``update``, ``delete``, ``list``, ``show``: parse, call the library, print."""
 
 import sys
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -8,15 +9,18 @@ import typer
 from projctl.cli._lazy import command
 from projctl.cli._options import (
     OWNER_HELP,
+    STATUS_HELP,
     TYPE_HELP,
     DbOption,
     JsonFlag,
     NoBroadcastFlag,
-    ProjectIdArgument,
+    ProjectArgument,
+    ProjectsArgument,
     QuietFlag,
     open_database,
     print_json,
 )
+from projctl.config import parse_count
 from projctl.errors import InvalidInputError, ProjectNotFoundError
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
 
@@ -24,21 +28,26 @@ from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
 @command("create")
 def create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Project name (1-200 characters).")],
-    type: Annotated[str, typer.Option("--type", "-t", help=TYPE_HELP)] = DEFAULT_TYPE,
+    type: Annotated[
+        str, typer.Option("--type", "-t", metavar="TYPE", help=TYPE_HELP)
+    ] = DEFAULT_TYPE,
     status: Annotated[
-        Status, typer.Option("--status", "-s", help="Initial status.")
+        Status,
+        typer.Option("--status", "-s", metavar="STATUS", help="Initial status: " + STATUS_HELP),
     ] = DEFAULT_STATUS,
     owner: Annotated[
         str | None,
         typer.Option(
             "--owner",
             "-o",
+            metavar="OWNER",
             help=OWNER_HELP + " [default: $PROJCTL_OWNER, else your user name]",
             show_default=False,
         ),
     ] = None,
     description: Annotated[
-        str, typer.Option("--description", "-d", help="Up to 10,000 characters.")
+        str,
+        typer.Option("--description", "-d", metavar="TEXT", help="Up to 10,000 characters."),
     ] = "",
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -67,13 +76,23 @@ def create(
 
 @command("update")
 def update(
-    project_id: ProjectIdArgument,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="New name.")] = None,
-    type: Annotated[str | None, typer.Option("--type", "-t", help=TYPE_HELP)] = None,
-    status: Annotated[Status | None, typer.Option("--status", "-s", help="New status.")] = None,
-    owner: Annotated[str | None, typer.Option("--owner", "-o", help=OWNER_HELP)] = None,
+    project: ProjectArgument,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", metavar="NAME", help="New name.")
+    ] = None,
+    type: Annotated[
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help=TYPE_HELP)
+    ] = None,
+    status: Annotated[
+        Status | None,
+        typer.Option("--status", "-s", metavar="STATUS", help="New status: " + STATUS_HELP),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", "-o", metavar="OWNER", help=OWNER_HELP)
+    ] = None,
     description: Annotated[
-        str | None, typer.Option("--description", "-d", help="New description.")
+        str | None,
+        typer.Option("--description", "-d", metavar="TEXT", help="New description."),
     ] = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -103,75 +122,128 @@ def update(
             "--name, --type, --status, --owner, --description"
         )
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    change = database.update(project_id, **changes)
+    change = database.update(database.resolve(project), **changes)
     if quiet:
         return
-    project = change.project
+    updated = change.project
     if json_output:
-        print_json({"project": project.to_dict(), "updated_fields": list(change.updated_fields)})
+        print_json({"project": updated.to_dict(), "updated_fields": list(change.updated_fields)})
     elif change.updated_fields:
-        typer.echo(f"{project.project_id}: updated {', '.join(change.updated_fields)}")
+        typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
     else:
-        typer.echo(f"{project.project_id}: unchanged")
+        typer.echo(f"{updated.project_id}: unchanged")
 
 
 @command("delete")
 def delete(
-    project_id: ProjectIdArgument,
+    projects: ProjectsArgument,
     missing_ok: Annotated[
-        bool, typer.Option("--missing-ok", help="Exit 0 when the project does not exist.")
+        bool,
+        typer.Option("--missing-ok", help="Exit 0 when a project does not exist (skip it)."),
     ] = False,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
-    """Delete a project.
+    """Delete one or more projects: all of them, or none when one is missing.
 
-    With --json, print {"project_id": ..., "name": ...} of the deleted project.
+    Unless --missing-ok, a project that does not exist deletes nothing and exits 3.
+    With --json, print {"project_id": ..., "name": ..., "deleted": true} for each (one
+    object for one project, an array for several); a missing one has "deleted": false.
 
     \b
     Example:
         projctl delete "$id" --missing-ok
     """
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    try:
-        change = database.delete(project_id)
-    except ProjectNotFoundError:
-        if not missing_ok:
-            raise
-        if not quiet:
-            typer.echo(f"{project_id}: not found, nothing deleted", err=True)
-        return
+    resolved: list[tuple[str, str | None]] = []  # (as given, its id or None when missing)
+    for reference in projects:
+        try:
+            resolved.append((reference, database.resolve(reference)))
+        except ProjectNotFoundError:
+            if not missing_ok:
+                raise
+            resolved.append((reference, None))
+    ids = [project_id for _, project_id in resolved if project_id is not None]
+    changes = database.delete_many(ids, missing_ok=missing_ok)
+    deleted = {change.project.project_id: change.project for change in changes}
     if quiet:
         return
-    project = change.project
+    results: list[dict[str, object]] = []
+    for reference, project_id in resolved:
+        gone = deleted.get(project_id) if project_id is not None else None
+        if gone is None:
+            results.append({"project_id": reference, "deleted": False})
+            if not json_output:
+                typer.echo(f"{reference}: not found, nothing deleted", err=True)
+        else:
+            results.append({"project_id": gone.project_id, "name": gone.name, "deleted": True})
+            if not json_output:
+                typer.echo(f"{gone.project_id}: deleted")
     if json_output:
-        print_json({"project_id": project.project_id, "name": project.name})
-    else:
-        typer.echo(f"{project.project_id}: deleted")
+        print_json(results[0] if len(results) == 1 else results)
+
+
+#: ``list --sort`` keys: the record field, and whether the newest (largest) comes first.
+SORT_KEYS: dict[str, tuple[str, bool]] = {
+    "created": ("created_at", True),
+    "updated": ("updated_at", True),
+    "name": ("name", False),
+    "status": ("status", False),
+}
+SortChoice = Enum("SortChoice", {name: name for name in SORT_KEYS}, type=str)  # type: ignore[misc]
 
 
 @command("list")
 def list_projects(
     status: Annotated[
-        Status | None, typer.Option("--status", "-s", help="Only this status.")
+        Status | None,
+        typer.Option("--status", "-s", metavar="STATUS", help="Only this status: " + STATUS_HELP),
     ] = None,
-    type: Annotated[str | None, typer.Option("--type", "-t", help="Only this type.")] = None,
-    owner: Annotated[str | None, typer.Option("--owner", "-o", help="Only this owner.")] = None,
+    type: Annotated[
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type.")
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", "-o", metavar="OWNER", help="Only this owner.")
+    ] = None,
+    sort: Annotated[
+        SortChoice | None,
+        typer.Option(
+            "--sort",
+            metavar="FIELD",
+            help="Order by created or updated (newest first), name or status "
+            "[default: creation order, oldest first].",
+            show_default=False,
+        ),
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
+    limit: Annotated[
+        str | None,
+        typer.Option("--limit", "-n", metavar="N", help="Show at most N projects."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     db: DbOption = None,
 ) -> None:
-    """List projects, oldest first.
+    """List projects, oldest first unless --sort says otherwise.
 
     A table on a terminal; one tab-separated line per project (id, name, type,
     status, owner, updated) when piped; a JSON array with --json.
 
     \b
     Example:
-        projctl list --status in_progress --owner alice
+        projctl list --status in_progress --sort updated --limit 10
     """
-    projects = open_database(db).list(status=status, type=type, owner_id=owner)
+    count = None if limit is None else parse_count(limit, "--limit", minimum=1)
+    database = open_database(db)
+    projects = database.list(status=status, type=type, owner_id=owner)
+    if sort is not None:
+        field, newest_first = SORT_KEYS[sort.value]
+        projects.sort(key=lambda project: project.to_dict()[field], reverse=newest_first)
+    if reverse:
+        projects.reverse()
+    if count is not None:
+        projects = projects[:count]
     if json_output:
         print_json([project.to_dict() for project in projects])
     elif sys.stdout.isatty():
@@ -179,11 +251,20 @@ def list_projects(
 
         from projctl.watch import render_projects_table
 
-        console = Console()
         if projects:
-            console.print(render_projects_table([project.to_dict() for project in projects]))
+            Console().print(render_projects_table([project.to_dict() for project in projects]))
         else:
-            Console(stderr=True).print("No projects. Create one with: projctl create NAME")
+            filters = [
+                f"--{name} {value}"
+                for name, value in (("status", status), ("type", type), ("owner", owner))
+                if value is not None
+            ]
+            if filters:
+                total = len(database.list())
+                message = f"No projects match {' '.join(filters)} ({total} in all)."
+            else:
+                message = "No projects. Create one with: projctl create NAME"
+            Console(stderr=True).print(message, markup=False, highlight=False)
     else:
         for project in projects:
             typer.echo("\t".join(_tsv_fields(project)))
@@ -205,19 +286,37 @@ def _tsv_fields(project: Project) -> tuple[str, ...]:
 
 
 @command("show")
-def show(project_id: ProjectIdArgument, json_output: JsonFlag = False, db: DbOption = None) -> None:
-    """Show one project.
+def show(projects: ProjectsArgument, json_output: JsonFlag = False, db: DbOption = None) -> None:
+    """Show one or more projects.
+
+    With --json, one object for one project, an array for several. A project that
+    does not exist is reported (exit 3) after the others are shown.
 
     \b
     Example:
         projctl show "$id" --json
     """
-    project = open_database(db).get(project_id)
+    database = open_database(db)
+    found: list[Project] = []
+    missing: ProjectNotFoundError | InvalidInputError | None = None
+    for reference in projects:
+        try:
+            found.append(database.get(database.resolve(reference)))
+        except (ProjectNotFoundError, InvalidInputError) as error:
+            missing = missing or error
     if json_output:
-        print_json(project.to_dict())
-        return
-    record = project.to_dict()
-    width = max(map(len, record))
-    for field, value in record.items():
-        # The database may have been written by another program: no raw control characters.
-        typer.echo(f"{field:<{width}}  {visible(value, keep_lines=field == 'description')}")
+        records = [project.to_dict() for project in found]
+        if records:
+            print_json(records[0] if len(projects) == 1 else records)
+    else:
+        for number, project in enumerate(found):
+            if number:
+                typer.echo("")
+            record = project.to_dict()
+            width = max(map(len, record))
+            for field, value in record.items():
+                # Another program may have written the database: no raw control characters.
+                shown = visible(value, keep_lines=field == "description")
+                typer.echo(f"{field:<{width}}  {shown}")
+    if missing is not None:
+        raise missing

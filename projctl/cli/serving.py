@@ -1,11 +1,12 @@
 """``serve``, ``server status``, ``server stop``: the database's broadcast server."""
 
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
 
-from projctl.cli._lazy import command
+from projctl.cli._lazy import ExitCode, command
 from projctl.cli._options import (
     DbOption,
     HostOption,
@@ -14,8 +15,8 @@ from projctl.cli._options import (
     open_database,
     print_json,
 )
-from projctl.config import parse_seconds
-from projctl.errors import InvalidInputError
+from projctl.config import parse_count, parse_seconds
+from projctl.errors import InvalidInputError, ProjectNotFoundError
 
 
 @command("serve")
@@ -91,9 +92,11 @@ def serve(
 def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
     """Show whether a server runs for the database, and its health.
 
+    Exits 0 when one runs and 3 when none does, so it works in `if`.
+
     \b
     Example:
-        projctl server status --json
+        if projctl server status >/dev/null; then echo up; fi
     """
     database = open_database(db)
     status = database.server_status()
@@ -106,6 +109,23 @@ def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
             f"running: pid {status['pid']}, {status['url']}, latest seq {status['latest_seq']}, "
             f"{status['subscribers']} subscriber(s)"
         )
+    if status is None:
+        raise typer.Exit(ExitCode.NOT_FOUND)
+
+
+@command("server start")
+def server_start(db: DbOption = None) -> None:
+    """Start the database's background server now (if none runs) and print its URL.
+
+    Commands start it by themselves when they need it; this is for a browser page or a
+    subscriber that should connect before the first change. It stops after
+    $PROJCTL_IDLE_TIMEOUT seconds with no subscribers and no events.
+
+    \b
+    Example:
+        url=$(projctl server start)
+    """
+    typer.echo(open_database(db).ensure_server().url)
 
 
 @command("server stop")
@@ -122,3 +142,44 @@ def server_stop(db: DbOption = None) -> None:
         typer.echo(f"no server is running for {database.path}", err=True)
     else:
         typer.echo(f"stopped server pid {stopped.pid}")
+
+
+@command("server logs")
+def server_logs(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    tail: Annotated[
+        str | None,
+        typer.Option("--tail", "-n", metavar="N", help="Only the last N lines."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Show the log of the database's background server.
+
+    \b
+    Example:
+        projctl server logs --tail 20 --follow
+    """
+    lines = None if tail is None else parse_count(tail, "--tail")
+    log_file = open_database(db).log_file()
+    try:
+        with open(log_file, "rb") as log:
+            text = log.read()
+            shown = text.splitlines(keepends=True)
+            if lines is not None:
+                shown = shown[len(shown) - lines :] if lines else []
+            _write(b"".join(shown))
+            while follow:
+                chunk = log.read()
+                if chunk:
+                    _write(chunk)
+                else:
+                    time.sleep(0.2)  # the pace of `tail -f`; Ctrl-C ends it
+    except FileNotFoundError:
+        raise ProjectNotFoundError(str(log_file), looked_up_by="server log") from None
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from projctl.cli._lazy import ExitCode, command, report
-from projctl.cli._options import DbOption, complete_project_ids, open_database
+from projctl.cli._options import DbOption, complete_projects, open_database
 from projctl.config import parse_count, parse_seconds
 from projctl.events import EVENT_TYPES
 from projctl.model import STATUSES
@@ -50,7 +50,7 @@ def watch(
             "-p",
             metavar="PROJECT_ID",
             help="Only this project (repeatable).",
-            autocompletion=complete_project_ids,
+            autocompletion=complete_projects,
         ),
     ] = None,
     status: Annotated[
