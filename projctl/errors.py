@@ -12,6 +12,7 @@ __all__ = [
     "CorruptDatabaseError",
     "InvalidInputError",
     "LockTimeoutError",
+    "NotFoundError",
     "ProjctlError",
     "ProjectNotFoundError",
     "ServerError",
@@ -32,7 +33,11 @@ class ConfigError(InvalidInputError):
     """A setting (an option or a ``PROJCTL_*`` variable) has a value that is not accepted."""
 
 
-class ProjectNotFoundError(ProjctlError, LookupError):
+class NotFoundError(ProjctlError, LookupError):
+    """Something asked for does not exist (a project, a server's log)."""
+
+
+class ProjectNotFoundError(NotFoundError):
     """No project has the given id."""
 
     def __init__(self, project_id: str, *, looked_up_by: str = "id") -> None:

@@ -290,6 +290,8 @@ class BroadcastServer:
             await self.close()
 
     async def close(self) -> None:
+        """Close every connection, stop the background tasks, remove the state file."""
+        log.info("stopping (pid %d)", os.getpid())
         for task in list(self._background):
             task.cancel()
         if self._unix_server is not None:

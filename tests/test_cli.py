@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -358,3 +359,126 @@ def test_a_mistyped_command_gets_the_closest_real_one(cli: Cli) -> None:
         "Error: No such command 'stpo'. Did you mean 'stop'? (see 'projctl server --help')\n"
     )
     assert cli("zzz").stderr == "Error: No such command 'zzz'. (see 'projctl --help')\n"
+
+
+# -- what gh, docker and kubectl users expect ------------------------------------------------
+
+
+def test_db_and_quiet_may_come_before_the_command(cli: Cli, tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    quiet = cli("--db", str(other), "-q", "create", "Elsewhere")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    listed = cli(f"--db={other}", "list", "--json")
+    assert [p["name"] for p in orjson.loads(listed.stdout)] == ["Elsewhere"]
+    assert cli("--db", str(other), "server", "status").stdout.startswith(
+        f"no server is running for {other}"
+    )
+    assert cli("list", "--json").stdout == "[]\n"  # the default database is untouched
+
+
+def test_a_project_may_be_given_by_its_exact_name(cli: Cli, store: ProjectStore) -> None:
+    alpha = create(cli, "Alpha")
+    assert cli("update", "Alpha", "-s", "completed").stdout == f"{alpha}: updated status\n"
+    assert orjson.loads(cli("show", "Alpha", "--json").stdout)["project_id"] == alpha
+    # An exact id wins over a project whose name is that id.
+    create(cli, alpha)
+    assert orjson.loads(cli("show", alpha, "--json").stdout)["name"] == "Alpha"
+    create(cli, "Twin")
+    twin = create(cli, "Twin")
+    ambiguous = cli("delete", "Twin")
+    assert ambiguous.exit_code == 2
+    assert ambiguous.stderr.startswith("Error: 2 projects are named 'Twin': ")
+    assert twin in ambiguous.stderr
+    assert len(store.list_projects()) == 4  # nothing deleted
+    missing = cli("show", "Nobody")
+    assert (missing.exit_code, missing.stderr) == (
+        3,
+        "Error: no project with id or name 'Nobody'\n",
+    )
+
+
+def test_delete_several_is_all_or_nothing(cli: Cli, store: ProjectStore) -> None:
+    first, second = create(cli, "one"), create(cli, "two")
+    refused = cli("delete", first, "proj_nope", second)
+    assert refused.exit_code == 3
+    assert refused.stderr == "Error: no project with id or name 'proj_nope'\n"
+    assert len(store.list_projects()) == 2
+    done = cli("delete", first, "proj_nope", "two", "--missing-ok", "--json")
+    assert done.exit_code == 0
+    assert orjson.loads(done.stdout) == [
+        {"project_id": first, "name": "one", "deleted": True},
+        {"project_id": "proj_nope", "deleted": False},
+        {"project_id": second, "name": "two", "deleted": True},
+    ]
+    assert store.list_projects() == []
+    deletions = [e for e in store.journal() if e["event_type"] == "project_deleted"]
+    assert [e["data"]["project_id"] for e in deletions] == [first, second]
+    assert deletions[0]["timestamp"] == deletions[1]["timestamp"]  # one transaction
+
+
+def test_delete_missing_ok_with_json_always_prints_one_value(cli: Cli) -> None:
+    result = cli("delete", "proj_nope", "--missing-ok", "--json")
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout) == {"project_id": "proj_nope", "deleted": False}
+
+
+def test_show_several(cli: Cli) -> None:
+    first, second = create(cli, "one"), create(cli, "two")
+    both = cli("show", first, second, "--json")
+    assert [p["name"] for p in orjson.loads(both.stdout)] == ["one", "two"]
+    text = cli("show", first, "proj_nope", second)
+    assert text.exit_code == 3
+    assert text.stdout.count("project_id") == 2
+    assert text.stderr == "Error: no project with id or name 'proj_nope'\n"
+
+
+def test_list_sort_reverse_and_limit(cli: Cli) -> None:
+    ids = {name: create(cli, name, "-s", status) for name, status in (
+        ("bravo", "on_hold"), ("alpha", "completed"), ("charlie", "created")
+    )}  # fmt: skip
+    cli("update", "bravo", "-d", "touched")
+
+    def names(*args: str) -> list[str]:
+        result = cli("list", "--json", *args)
+        assert result.exit_code == 0, result.stderr
+        return [p["name"] for p in orjson.loads(result.stdout)]
+
+    assert names() == ["bravo", "alpha", "charlie"]  # creation order
+    assert names("--sort", "name") == ["alpha", "bravo", "charlie"]
+    assert names("--sort", "name", "--reverse") == ["charlie", "bravo", "alpha"]
+    assert names("--sort", "created") == ["charlie", "alpha", "bravo"]  # newest first
+    assert names("--sort", "updated", "--limit", "1") == ["bravo"]
+    assert names("--sort", "status") == ["alpha", "charlie", "bravo"]
+    assert ids["alpha"] in cli("list", "--limit", "2").stdout
+    refused = cli("list", "--limit", "0")
+    assert refused.exit_code == 2
+    assert "--limit='0' is not accepted" in refused.stderr
+
+
+def test_info(cli: Cli, db_path: Path, tmp_path: Path) -> None:
+    create(cli, "one")
+    report = orjson.loads(cli("info", "--json").stdout)
+    assert report["database"]["path"] == str(db_path)
+    assert report["database"]["source"] == "PROJCTL_DB"
+    assert report["database"]["exists"] is True
+    assert (report["projects"], report["latest_seq"]) == (1, 1)
+    assert report["journal"] == {"events": 1, "limit": 1000}
+    assert report["server"]["running"] is False
+    typo = tmp_path / "typo" / "dbb.json"
+    text = cli("--db", str(typo), "info").stdout
+    assert f"database  {typo} (from --db), does not exist yet\n" in text
+    assert "projects  0\n" in text
+    assert not typo.parent.exists()  # looking creates nothing
+
+
+def test_help_reads_as_written_for_people(cli: Cli) -> None:
+    from projctl.cli._lazy import COMMANDS
+
+    for command in COMMANDS:
+        text = cli(*command.split(), "--help").stdout
+        assert not re.search(r"\{[A-Z_]+\}|<(str|int|float|created)", text), command
+        assert "range" not in text, command
+    bad = cli("list", "--limit", "x")
+    assert bad.stderr == (
+        "Error: --limit='x' is not accepted: expected a whole number of at least 1\n"
+    )

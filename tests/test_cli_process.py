@@ -284,3 +284,89 @@ def test_readers_never_see_a_half_written_file(store: ProjectStore) -> None:
             reads += 1
     assert reads > 50
     assert len(store.list_projects()) > 1  # the writer really wrote meanwhile
+
+
+def test_a_wait_for_the_lock_is_announced_and_ctrl_c_ends_it(projctl: Run, db_path: Path) -> None:
+    import fcntl
+
+    assert projctl("create", "first").returncode == 0
+    lock = db_path.with_name(db_path.name + ".lock")
+    with open(lock, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with subprocess.Popen(
+            [PROJCTL, "create", "second"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as waiting:
+            assert waiting.stderr is not None
+            line = waiting.stderr.readline()  # bounded: the lock times out after 10 s
+            assert line == (
+                f"projctl: waiting for the database lock {lock} (held by pid {os.getpid()})...\n"
+            )
+            waiting.send_signal(signal.SIGINT)
+            out, err = waiting.communicate(timeout=15)
+    assert waiting.returncode == 130
+    assert (out, err) == ("", "Error: interrupted\n")
+    assert [p.name for p in ProjectStore(db_path).list_projects()] == ["first"]
+
+
+def test_list_with_filters_that_match_nothing_says_so(projctl: Run) -> None:
+    for name in ("a", "b"):
+        assert projctl("create", name).returncode == 0
+    screen = _run_on_a_terminal_with_stderr("list", "--owner", "nobody")
+    assert screen == "No projects match --owner nobody (2 in all).\n"
+
+
+def _run_on_a_terminal_with_stderr(*args: str) -> str:
+    """Run projctl with stdout on a pseudo-terminal; return its stderr."""
+    leader, follower = os.openpty()
+    try:
+        done = subprocess.run(
+            [PROJCTL, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "120"},
+            timeout=30,
+            check=True,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    return done.stderr.decode()
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_server_start_status_and_logs(projctl: Run) -> None:
+    none = projctl("server", "logs")
+    assert none.returncode == 3
+    assert none.stderr.startswith("Error: no server log yet: no background server has run ")
+    started = projctl("server", "start")
+    assert started.returncode == 0
+    url = started.stdout.strip()
+    assert url.startswith("ws://127.0.0.1:")
+    status = projctl("server", "status", "--json")
+    assert status.returncode == 0
+    assert orjson.loads(status.stdout)["url"] == url
+    assert projctl("server", "start").stdout.strip() == url  # already running: the same one
+    logs = projctl("server", "logs", "--tail", "1")
+    assert logs.returncode == 0
+    assert f"serving {url} for " in logs.stdout
+    assert logs.stdout.count("\n") == 1
+    with subprocess.Popen(
+        [PROJCTL, "server", "logs", "-f", "--tail", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as follower:
+        try:
+            assert projctl("server", "stop").returncode == 0
+            assert follower.stdout is not None
+            line = follower.stdout.readline()  # bounded: the stop writes it
+            assert "INFO projctl.server: stopping (pid " in line
+        finally:
+            follower.send_signal(signal.SIGINT)
+            follower.communicate(timeout=10)
+    assert follower.returncode == 130

@@ -267,3 +267,14 @@ def test_install_completion_still_works(tmp_path: Path) -> None:
     installed = (home / ".bash_completions" / "projctl.sh").read_text()
     assert installed.strip() == (COMPLETIONS / "projctl.bash").read_text().strip()
     assert "projctl.sh" in (home / ".bashrc").read_text()
+
+
+def test_bash_completes_names_that_are_one_shell_word(
+    bash_complete: BashComplete, projects: dict[str, str], store: ProjectStore
+) -> None:
+    plain = store.create("billing-api").project.project_id
+    assert bash_complete(["projctl", "delete", "bill"]) == ["billing-api"]
+    # Names with spaces ("Billing API", "Web shop") are not offered: they need quotes.
+    assert sorted(bash_complete(["projctl", "show", ""])) == sorted(
+        [*projects, plain, "billing-api"]
+    )

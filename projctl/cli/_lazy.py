@@ -34,8 +34,8 @@ from typer.models import CommandInfo
 from projctl import __version__, config
 from projctl.errors import (
     InvalidInputError,
+    NotFoundError,
     ProjctlError,
-    ProjectNotFoundError,
     ServerError,
     StoreError,
 )
@@ -127,7 +127,7 @@ def exit_code_for(error: ProjctlError) -> ExitCode:
     """The exit code that reports ``error``."""
     if isinstance(error, InvalidInputError):
         return ExitCode.INVALID_INPUT
-    if isinstance(error, ProjectNotFoundError):
+    if isinstance(error, NotFoundError):
         return ExitCode.NOT_FOUND
     if isinstance(error, StoreError):
         return ExitCode.STORE_ERROR
@@ -240,6 +240,8 @@ class ProjctlGroup(TyperGroup):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
+            if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into a bare exit code
+                report("interrupted")
         except NoArgsIsHelpError as error:  # `projctl` or `projctl server` alone: the help
             if error.ctx is not None:
                 typer.echo(error.ctx.get_help())

@@ -16,7 +16,7 @@ from projctl.cli._options import (
     print_json,
 )
 from projctl.config import parse_count, parse_seconds
-from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.errors import InvalidInputError, NotFoundError
 
 
 @command("serve")
@@ -177,7 +177,9 @@ def server_logs(
                 else:
                     time.sleep(0.2)  # the pace of `tail -f`; Ctrl-C ends it
     except FileNotFoundError:
-        raise ProjectNotFoundError(str(log_file), looked_up_by="server log") from None
+        raise NotFoundError(
+            f"no server log yet: no background server has run for this database ({log_file})"
+        ) from None
 
 
 def _write(data: bytes) -> None:
