@@ -8,13 +8,21 @@
 #   PROJCTL_DB=/tmp/ci-projects.json bash examples/ci.sh
 set -euo pipefail
 
+# If no server runs for this database yet, the first command starts one in the background:
+# then this job stops it at the end, so none lingers on a self-hosted runner.
+if projctl server status >/dev/null; then ours=false; else ours=true; fi
+
 run_name="${CI_PIPELINE_NAME:-example pipeline} #${CI_RUN_NUMBER:-1}"
 id=$(projctl create "$run_name" --type ci --owner "${CI_USER:-ci-bot}" \
     --description "started $(date -u +%Y-%m-%dT%H:%M:%SZ)")
 echo "tracking this run as $id"
 
-# Whatever happens below, leave no project behind.
-trap 'projctl delete "$id" --missing-ok --quiet' EXIT
+# Whatever happens below, leave no project (and no server of ours) behind.
+cleanup() {
+    projctl delete "$id" --missing-ok --quiet
+    if [ "$ours" = true ]; then projctl server stop >/dev/null; fi
+}
+trap cleanup EXIT
 
 # Wait for the completion event in the background. --since 0 replays the journal
 # first, so the event counts even if it is broadcast before the watcher connects.

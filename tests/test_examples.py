@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from projctl import runtime
 from projctl.store import ProjectStore
 
 from .conftest import PROJCTL
@@ -41,6 +44,8 @@ def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> No
         ("project_deleted", None),
     ]
     assert not (tmp_path / "completed.jsonl").exists()
+    # It started the server, so it stopped it: none lingers.
+    assert runtime.read_server_state(runtime.runtime_paths(store.path)) is None
 
 
 @pytest.mark.usefixtures("broadcasting")
@@ -92,3 +97,24 @@ def test_four_ci_jobs_in_parallel_beside_a_served_database(
         assert completed["data"]["status"] == "completed"
         received = orjson.dumps(completed).decode()[:80]
         assert f"completion event received: {received}" in stdout
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_example_ci_script_leaves_a_server_it_did_not_start(
+    tmp_path: Path, store: ProjectStore, bash: str, projctl: Callable[..., Any]
+) -> None:
+    running = projctl("server", "start")
+    assert running.returncode == 0
+    done = subprocess.run(
+        [bash, str(EXAMPLE)],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = runtime.read_server_state(runtime.runtime_paths(store.path))
+    assert state is not None
+    assert state.url == running.stdout.strip()
