@@ -181,6 +181,10 @@ class Sequencer:
         oldest = self._recent[0][0] if self._recent else self.last_seq + 1
         return oldest - 1 <= since <= self.last_seq
 
+    def recent_after(self, since: int) -> list[tuple[int, bytes]]:
+        """The retained encoded events after ``since`` (see :meth:`can_replay`), oldest first."""
+        return [(seq, message) for seq, message in self._recent if seq > since]
+
     def needs_projects(self, *, since: int | None, snapshot: bool) -> bool:
         """Whether a subscriber asking for this must be sent the project list (read it first)."""
         return snapshot or (since is not None and not self.can_replay(since))
@@ -212,7 +216,7 @@ class Sequencer:
         that come while these are sent must wait behind them.
         """
         if since is not None and self.can_replay(since):
-            return [message for seq, message in self._recent if seq > since]
+            return [message for _seq, message in self.recent_after(since)]
         if state is None or not (snapshot or since is not None):
             return []
         return [

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import hmac
 import http
@@ -43,16 +44,18 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from projctl import __version__, rpc, runtime
 from projctl.errors import ProjctlError, ServerError, StoreError
@@ -76,6 +79,8 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
 _MAX_SINCE_DIGITS = 19
+#: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
+_TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
@@ -251,6 +256,7 @@ class BroadcastServer:
                     chosen,
                     origins=origins,
                     process_request=self._process_request,
+                    select_subprotocol=self._select_subprotocol,
                     compression=None,  # small JSON gains nothing; deflate costs CPU
                     max_size=rpc.MAX_MESSAGE,
                     ping_interval=self.config.ping_interval,
@@ -493,7 +499,10 @@ class BroadcastServer:
         address = connection.remote_address
         return runtime.is_loopback(str(address[0])) if address else False
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """Route one request: answer HTTP ones here, let WebSocket handshakes go on (``None``)."""
         if not self._host_allowed(request.headers.get("Host")):
             return connection.respond(
                 http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
@@ -513,6 +522,10 @@ class BroadcastServer:
             return _json_response(
                 http.HTTPStatus.OK, self.health() if trusted else self.public_health()
             )
+        if url.path in _PAGES:
+            return _page_response(url.path, request.headers.get("Host", ""))
+        if url.path.startswith("/api/"):
+            return await self._answer_api(request, url.path, parse_qs(url.query))
         if url.path == "/publish":
             if not _bearer_matches(request.headers, self.token):
                 response = connection.respond(
@@ -524,13 +537,135 @@ class BroadcastServer:
         if url.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
         query = parse_qs(url.query, keep_blank_values=True)
-        token = self.config.subscriber_token
-        if token is not None and not _query_token_matches(request.path, token):
-            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "subscribing needs ?token=\n")
+        if not self._token_presented(request):
+            return connection.respond(
+                http.HTTPStatus.UNAUTHORIZED,
+                "subscribing needs the token: ?token= or the projctl-token subprotocol\n",
+            )
         try:
             _parse_since(query)
         except ValueError as error:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{error}\n")
+        return None
+
+    def _token_presented(self, request: Request) -> bool:
+        """Whether a subscriber holds the token, if one is needed: as ``?token=``, as
+        ``Authorization: Bearer``, or (from a browser, which can set no header) as the
+        WebSocket subprotocol ``projctl-token.<token>``."""
+        token = self.config.subscriber_token
+        if token is None:
+            return True
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        protocols = [item.strip() for item in offered.split(",")]
+        return (
+            _query_token_matches(request.path, token)
+            or _bearer_matches(request.headers, token)
+            or any(
+                hmac.compare_digest(protocol.encode(), f"{_TOKEN_PROTOCOL}{token}".encode())
+                for protocol in protocols
+                if protocol.startswith(_TOKEN_PROTOCOL)
+            )
+        )
+
+    def _origin_allowed(self, origin: str | None) -> bool:
+        allowed = self.config.allow_origins
+        return (
+            origin is None
+            or "*" in allowed
+            or origin in allowed
+            or _LOCAL_ORIGIN.fullmatch(origin) is not None
+        )
+
+    async def _answer_api(
+        self, request: Request, path: str, query: dict[str, list[str]]
+    ) -> Response:
+        """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``."""
+        origin = request.headers.get("Origin")
+        if not self._origin_allowed(origin):
+            return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
+        if not self._token_presented(request):
+            response = _api_error(
+                http.HTTPStatus.UNAUTHORIZED,
+                "unauthorized",
+                "this server needs the subscriber token (Authorization: Bearer ...)",
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
+            return response
+        response = await self._api_route(path, query)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    async def _api_route(self, path: str, query: dict[str, list[str]]) -> Response:
+        sequencer = self.sequencer
+        if path == "/api/events":
+            try:
+                since = _parse_since(query) or 0
+            except ValueError as error:
+                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
+            if sequencer.can_replay(since):
+                messages = [m for seq, m in sequencer.recent_after(since)]
+                body = (
+                    b'{"events":['
+                    + b",".join(messages)
+                    + b'],"latest_seq":'
+                    + str(sequencer.last_seq).encode()
+                    + b',"resync":false}'
+                )
+                return _json_response(http.HTTPStatus.OK, body, encoded=True)
+            projects = await self._current_projects()
+            return _json_response(
+                http.HTTPStatus.OK,
+                {
+                    "events": [],
+                    "latest_seq": sequencer.last_seq,
+                    "resync": True,
+                    "projects": projects,
+                },
+            )
+        if path == "/api/projects":
+            projects = await self._current_projects()
+            wanted = {
+                field: set(query.get(name, []))
+                for name, field in (("status", "status"), ("owner", "owner_id"), ("type", "type"))
+            }
+            chosen = [
+                project
+                for project in projects
+                if all(
+                    not values or project.get(field) in values for field, values in wanted.items()
+                )
+            ]
+            return _json_response(
+                http.HTTPStatus.OK, {"seq": sequencer.last_seq, "projects": chosen}
+            )
+        prefix = "/api/projects/"
+        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            project_id = unquote(path[len(prefix) :])
+            for project in await self._current_projects():
+                if project.get("project_id") == project_id:
+                    return _json_response(http.HTTPStatus.OK, project)
+            return _api_error(
+                http.HTTPStatus.NOT_FOUND, "not_found", f"no project with id {project_id!r}"
+            )
+        return _api_error(http.HTTPStatus.NOT_FOUND, "not_found", f"no such route {path}")
+
+    async def _current_projects(self) -> list[dict[str, Any]]:
+        """The projects as of the last event broadcast, from the shared read of the file."""
+        state = await self._read_state_shared()
+        if state.latest_seq > self.sequencer.last_seq:
+            self._send_to_all(self.sequencer.catch_up(state))
+        return self.sequencer.projects_at_last_seq(state)
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        """Echo a browser's ``projctl`` or ``projctl-token.*`` subprotocol, which it must see
+        in the answer; clients that offer none (the seed's snippet) get none."""
+        for protocol in subprotocols:
+            if protocol == "projctl" or protocol.startswith(_TOKEN_PROTOCOL):
+                return protocol
         return None
 
     async def _handle_websocket(self, connection: ServerConnection) -> None:
@@ -696,17 +831,60 @@ class BroadcastServer:
         return rpc.encode_reply()
 
 
-def _json_response(status: http.HTTPStatus, body: Any) -> Response:
-    payload = orjson.dumps(body)
+def _json_response(status: http.HTTPStatus, body: Any, *, encoded: bool = False) -> Response:
+    payload = body if encoded else orjson.dumps(body)
     headers = Headers(
         [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
             ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
         ]
     )
     return Response(status.value, status.phrase, headers, payload)
+
+
+def _api_error(status: http.HTTPStatus, code: str, message: str) -> Response:
+    """An API error: ``{"error": code, "message": one line}``, codes stable for scripts."""
+    return _json_response(status, {"error": code, "message": message})
+
+
+#: The dashboard's files (package data in ``projctl/dashboard``), by the path they are served at.
+_PAGES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+
+
+@functools.cache
+def _page(name: str) -> bytes:
+    return (resources.files("projctl") / "dashboard" / name).read_bytes()
+
+
+def _page_response(path: str, host: str) -> Response:
+    """One of the dashboard's files, with headers that allow only its own origin."""
+    name, content_type = _PAGES[path]
+    body = _page(name)
+    policy = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("Content-Security-Policy", policy),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(200, "OK", headers, body)
 
 
 def _malloc_trim() -> None:

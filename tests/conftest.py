@@ -86,6 +86,7 @@ SYSTEM_TOOLS = {
         SystemTool("bash", "the completion, CI example and subshell tests run it", "bash", "bash"),
         SystemTool("zsh", "the zsh completion tests run it", "zsh", "zsh"),
         SystemTool("fish", "the fish completion tests run it", "fish", "fish"),
+        SystemTool("curl", "the README's HTTP API examples run it", "curl", "curl"),
         SystemTool(
             "chromium",
             "the dashboard tests drive it",

@@ -88,6 +88,7 @@ COMMANDS: dict[str, str] = {
     "list": "projctl.cli.projects",
     "show": "projctl.cli.projects",
     "watch": "projctl.cli.watching",
+    "open": "projctl.cli.serving",
     "serve": "projctl.cli.serving",
     "server status": "projctl.cli.serving",
     "server start": "projctl.cli.serving",

@@ -88,6 +88,49 @@ def serve(
     )
 
 
+@command("open")
+def open_dashboard(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Only print the dashboard's URL.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Open the live dashboard of the database in a browser (starting its server if needed).
+
+    Prints the dashboard's URL; opens it in the default browser when there is a display.
+    A server that needs a token gets it in the URL's fragment (#token=...), which the
+    browser never sends to the server.
+
+    \b
+    Example:
+        projctl open --no-browser
+    """
+    state = open_database(db).ensure_server()
+    url = dashboard_url(state.url, state.subscriber_token)
+    typer.echo(url)
+    if not no_browser and _has_display():
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+def dashboard_url(ws_url: str, token: str | None) -> str:
+    """``ws://host:port/ws`` as the dashboard's ``http://host:port/``, the token in the fragment."""
+    from urllib.parse import quote
+
+    base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    base = base.removesuffix("/ws") + "/"
+    return base + (f"#token={quote(token, safe='')}" if token else "")
+
+
+def _has_display() -> bool:
+    import os
+
+    return sys.platform == "darwin" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
 @command("server status")
 def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
     """Show whether a server runs for the database, and its health.
