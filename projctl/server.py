@@ -241,9 +241,6 @@ class BroadcastServer:
             self.port = sockets[0].getsockname()[1]
 
     async def _serve_on(self, host: str, port: int) -> Server:
-        origins: list[Any] | None = [None, _LOCAL_ORIGIN, *self.config.allow_origins]
-        if "*" in self.config.allow_origins:
-            origins = None
         attempts = 5 if port == 0 else 1
         for attempt in range(attempts):
             # A name with several addresses (localhost: 127.0.0.1 and ::1) would get a
@@ -254,7 +251,6 @@ class BroadcastServer:
                     self._handle_websocket,
                     host,
                     chosen,
-                    origins=origins,
                     process_request=self._process_request,
                     select_subprotocol=self._select_subprotocol,
                     compression=None,  # small JSON gains nothing; deflate costs CPU
@@ -536,6 +532,8 @@ class BroadcastServer:
             return None
         if url.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
+        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "this origin may not subscribe\n")
         query = parse_qs(url.query, keep_blank_values=True)
         if not self._token_presented(request):
             return connection.respond(
@@ -567,13 +565,17 @@ class BroadcastServer:
             )
         )
 
-    def _origin_allowed(self, origin: str | None) -> bool:
+    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Whether a browser page at ``origin`` may subscribe or read: no Origin (not a
+        browser), a page on loopback, one of ``--allow-origin``, or the server's own pages
+        (the dashboard is served from the very ``Host`` the request names)."""
         allowed = self.config.allow_origins
         return (
             origin is None
             or "*" in allowed
             or origin in allowed
             or _LOCAL_ORIGIN.fullmatch(origin) is not None
+            or (host is not None and origin in (f"http://{host}", f"https://{host}"))
         )
 
     async def _answer_api(
@@ -581,7 +583,7 @@ class BroadcastServer:
     ) -> Response:
         """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``."""
         origin = request.headers.get("Origin")
-        if not self._origin_allowed(origin):
+        if not self._origin_allowed(origin, request.headers.get("Host")):
             return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
         if not self._token_presented(request):
             response = _api_error(

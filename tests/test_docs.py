@@ -38,6 +38,7 @@ def test_commands() -> None:
         "delete",
         "info",
         "list",
+        "open",
         "serve",
         "server logs",
         "server start",

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.style import Style
 
 from projctl import runtime
-from projctl.events import project_created, project_deleted, project_updated
+from projctl.events import format_timestamp, project_created, project_deleted, project_updated
 from projctl.runtime import pid_alive, runtime_paths
 from projctl.store import ProjectStore
 from projctl.subscribe import Connection, Message, follow
@@ -30,12 +30,20 @@ from projctl.watch import (
     WatchState,
     relative_time,
     render_screen,
+    short_age,
 )
 
 from .conftest import PROJCTL, wait_until
 
 NOW = 1_700_000_000.0
 STAMP = "2023-11-14T22:13:20.000000"  # == NOW
+
+
+def stamp(at: float) -> str:
+    """The contract timestamp of the moment ``at`` (seconds since the epoch)."""
+    from datetime import datetime, timezone
+
+    return format_timestamp(datetime.fromtimestamp(at, timezone.utc))
 
 
 def record(project_id: str, **fields: str) -> dict[str, str]:
@@ -64,6 +72,21 @@ def screen(
     return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
+def table_of(text: str) -> list[str]:
+    """The table's lines of a rendered screen: its head, rule and rows, not the feed."""
+    lines = text.split("Recent events")[0].splitlines()
+    start = next(number for number, line in enumerate(lines) if line.startswith("ID "))
+    return lines[start:-1] if "Recent events" not in text else lines[start:]
+
+
+def header_columns(text: str) -> list[str]:
+    """The column headers, as printed (columns are two or more spaces apart)."""
+    head = next(line for line in text.splitlines() if line.startswith("ID "))
+    import re
+
+    return re.split(r" {2,}", head.strip())
+
+
 def style_of(state: WatchState, needle: str, now: float = NOW) -> Style:
     """The style of the first rendered segment holding ``needle``."""
     console = Console(file=io.StringIO(), width=160, height=30, color_system="standard")
@@ -79,6 +102,7 @@ def test_relative_time() -> None:
     assert relative_time(300) == "5m ago"
     assert relative_time(3 * 3600 + 5) == "3h ago"
     assert relative_time(2 * 86400) == "2d ago"
+    assert [short_age(s) for s in (0.5, 12.9, 300, 3 * 3600 + 5)] == ["now", "12s", "5m", "3h"]
 
 
 def loaded_state() -> WatchState:
@@ -99,7 +123,7 @@ def test_snapshot_fills_the_table() -> None:
     assert "ws://127.0.0.1:9/ws" in text
     assert "proj_a" in text
     assert "on_hold" in text
-    assert "12s ago" in text  # Updated, relative to updated_at
+    assert "12s ago" in text  # Last change of a loaded row: its updated_at
     assert "2 projects · 0 events seen · last seq 7" in text
 
 
@@ -107,25 +131,26 @@ def test_new_updated_and_deleted_rows_are_marked() -> None:
     state = loaded_state()
     state.apply(message(project_created(record("proj_new"), seq=8, timestamp=STAMP)), NOW)
     changed = record("proj_a", status="completed", name="Renamed")
-    state.apply(
-        message(project_updated(changed, ["name", "status"], seq=9, timestamp=STAMP)), NOW + 1
-    )
-    state.apply(message(project_deleted(record("proj_b"), seq=10, timestamp=STAMP)), NOW + 2)
+    updated = project_updated(changed, ["name", "status"], seq=9, timestamp=stamp(NOW + 1))
+    state.apply(message(updated), NOW + 1)
+    deleted = project_deleted(record("proj_b"), seq=10, timestamp=stamp(NOW + 2))
+    state.apply(message(deleted), NOW + 2)
     text = screen(state, NOW + 3)
     lines = text.splitlines()
     row = {
-        name: next(line for line in lines if line.startswith(name))
+        name: next(line for line in lines if line.startswith(name + " "))
         for name in ("proj_new", "proj_a", "proj_b")
     }
-    assert "NEW · 3s ago" in row["proj_new"]
-    assert "updated name, status · 2s ago" in row["proj_a"]
+    assert "new · 3s" in row["proj_new"]
+    assert "upd name,status · 2s" in row["proj_a"]
     assert "Renamed" in row["proj_a"]
-    assert "DELETED · 1s ago" in row["proj_b"]
+    assert "del · 1s" in row["proj_b"]
     # Newest change first.
     assert text.index("proj_b") < text.index("proj_a") < text.index("proj_new")
     assert "3 events seen · last seq 10" in text
-    assert "project_updated  proj_a Renamed (name, status)" in text
+    assert "project_updated  proj_a    Renamed (name, status)" in text
     assert style_of(state, "name of proj_b", NOW + 3).strike  # deleted: struck through
+    assert style_of(state, "upd name,status", NOW + 3).bold
     assert style_of(state, "Renamed", NOW + 3).reverse  # changed cells stand out
     assert style_of(state, "completed", NOW + 3).reverse
     assert not style_of(state, "api", NOW + 3).reverse  # unchanged cells do not
@@ -154,7 +179,7 @@ def test_resync_rebuilds_the_table_and_says_so() -> None:
     assert "1 project reloaded" in screen(state)
 
 
-def test_more_projects_than_rows_shows_the_most_recent_and_counts_the_rest() -> None:
+def test_more_projects_than_rows_shows_the_most_recent_and_counts_them() -> None:
     state = WatchState()
     for number in range(40):
         event = project_created(record(f"proj_{number:02}"), seq=number + 1, timestamp=STAMP)
@@ -163,20 +188,108 @@ def test_more_projects_than_rows_shows_the_most_recent_and_counts_the_rest() -> 
     assert len(text.splitlines()) <= 20
     assert "proj_39" in text
     assert "proj_00" not in text.split("Recent events")[0]
-    hidden = int(text.split(" hidden")[0].rsplit("· ", 1)[1])
-    shown = sum(1 for line in text.splitlines() if line.startswith("proj_"))
-    assert shown + hidden == 40
-    assert f"{hidden} more not shown" in text
+    shown = sum(1 for line in table_of(text) if line.startswith("proj_"))
+    assert f"{shown} of 40 projects shown · 40 events seen" in text
 
 
-@pytest.mark.parametrize("width", [50, 70, 90, 140])
-def test_narrow_terminals_drop_columns_not_rows(width: int) -> None:
-    state = loaded_state()
-    text = screen(state, width=width)
-    assert all(len(line) <= width for line in text.splitlines())
-    assert sum(1 for line in text.splitlines() if line.startswith("proj_")) == 2
-    assert ("Owner" in text) == (width >= 80)
-    assert ("Type" in text) == (width >= 100)
+def test_a_snapshot_starts_newest_change_on_top() -> None:
+    """Rows loaded from a snapshot (or a resync, or the database) are ordered by updated_at
+    from the first frame, not by id: 11 s ago sits above 27 s ago."""
+    state = WatchState()
+    snapshot = {
+        "event_type": "snapshot",
+        "seq": 3,
+        "data": {
+            "projects": [
+                record("proj_20261126_150000", updated_at=stamp(NOW - 27)),
+                record("proj_20261126_150000_2", updated_at=stamp(NOW - 11)),
+                record("proj_20261126_150000_3", updated_at=stamp(NOW - 3600)),
+            ]
+        },
+    }
+    state.apply(message(snapshot), NOW)
+    rows = [line.split()[0] for line in table_of(screen(state))[2:]]
+    assert rows == ["proj_20261126_150000_2", "proj_20261126_150000", "proj_20261126_150000_3"]
+    assert "11s ago" in table_of(screen(state))[2]
+    resync = {**snapshot, "event_type": "resync", "seq": 9}
+    state.apply(message(resync), NOW)
+    assert [line.split()[0] for line in table_of(screen(state))[2:]] == rows
+    loaded = WatchState()
+    loaded.load(snapshot["data"]["projects"], NOW)  # type: ignore[index]
+    assert list(loaded.rows) == list(reversed(rows))
+
+
+def issue_state(now: float = NOW) -> WatchState:
+    """The screen of the issue: `_2` ids, long names, one owner, a three-field update."""
+    state = WatchState()
+    state.apply(Connection("connected", "ws://127.0.0.1:8000/ws"), now)
+    projects = [
+        record(
+            f"proj_20261126_1530{number:02}" + ("_2" if number % 2 else ""),
+            name=f"Quarterly revenue dashboard for the northern region, part {number}",
+            owner_id="root",
+            updated_at=stamp(now - 60 - number),
+        )
+        for number in range(8)
+    ]
+    state.apply(
+        message({"event_type": "snapshot", "seq": 300, "data": {"projects": projects}}), now
+    )
+    changed = {**projects[3], "name": "Renamed", "status": "in_progress", "type": "web"}
+    update = project_updated(changed, ["name", "type", "status"], seq=301, timestamp=stamp(now))
+    state.apply(message(update), now)
+    state.apply(
+        message(
+            project_created(
+                record("proj_20261126_153100_2", owner_id="root"), seq=302, timestamp=stamp(now)
+            )
+        ),
+        now,
+    )
+    return state
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "columns"),
+    [
+        (120, 30, ["ID", "Name", "Type", "Status", "Owner", "Last change"]),
+        (80, 24, ["ID", "Name", "Status", "Last change"]),
+        (60, 20, ["ID", "Name", "Status", "Last change"]),
+    ],
+)
+def test_the_table_fits_and_never_truncates_an_id(
+    width: int, height: int, columns: list[str]
+) -> None:
+    state = issue_state()
+    text = screen(state, NOW + 3, width=width, height=height)
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert len(lines) <= height
+    assert header_columns(text) == columns  # whole headers only: no `La`, no `Own…`
+    rows = table_of(text)[2:]
+    assert len(rows) == 9  # they all fit: columns go, not rows
+    for project_id in state.rows:
+        assert any(line.split()[0] == project_id for line in rows), project_id
+    assert "…" not in "".join(line.split()[0] for line in rows)
+    assert rows[1].split()[1] == "Renamed"  # Name is there at every width
+    assert "Quarterly" in rows[2]
+
+
+def test_columns_are_as_wide_as_their_content() -> None:
+    text = screen(issue_state(), NOW + 3, width=120)
+    head = next(line for line in text.splitlines() if line.startswith("ID "))
+    # Owner is as wide as `Owner` (every owner is `root`), Type as `Type`.
+    assert "  Type  Status       Owner  Last change" in head
+    assert head.index("Name") == len("proj_20261126_153000_2  ")
+
+
+@pytest.mark.parametrize(
+    ("width", "label"),
+    [(120, "upd name,type,status · 3s"), (80, "upd name,type,+1 · 3s"), (60, "upd · 3s")],
+)
+def test_the_last_change_is_abbreviated_to_fit(width: int, label: str) -> None:
+    text = screen(issue_state(), NOW + 3, width=width, height=24)
+    assert label in table_of(text)[3]
 
 
 def test_reconnecting_shows_a_countdown() -> None:
@@ -190,9 +303,98 @@ def test_reconnecting_shows_a_countdown() -> None:
 
 def test_filters_apply_to_the_table() -> None:
     state = loaded_state()
-    text = screen(state, event_filter=EventFilter(statuses=frozenset({"on_hold"})))
+    state.event_filter = EventFilter(statuses=frozenset({"on_hold"}))
+    text = screen(state)
     assert "proj_b" in text
     assert "proj_a" not in text
+
+
+def test_the_header_shows_the_filters_and_how_many_are_shown() -> None:
+    state = WatchState(
+        event_filter=EventFilter(owners=frozenset({"bob", "ann"}), statuses=frozenset({"on_hold"})),
+        count=2,
+    )
+    state.apply(Connection("connected", "ws://127.0.0.1:9/ws"), NOW)
+    projects = [record(f"proj_{n}", owner_id="bob") for n in range(309)]
+    projects[7]["status"] = "on_hold"
+    state.apply(message({"event_type": "snapshot", "seq": 1, "data": {"projects": projects}}), NOW)
+    text = screen(state)
+    assert "filter status=on_hold owner=ann,bob · until 2 matching events (0 so far)" in text
+    assert "1 of 309 projects shown · 0 of 0 events matched" in text
+    assert "309 projects ·" not in text
+    updated = project_updated(
+        {**projects[8], "status": "on_hold"}, ["status"], seq=2, timestamp=STAMP
+    )
+    state.apply(message(updated), NOW)
+    state.apply(message(project_created(record("proj_x"), seq=3, timestamp=STAMP)), NOW)
+    text = screen(state)
+    assert "until 2 matching events (1 so far)" in text
+    assert "2 of 310 projects shown · 1 of 2 events matched" in text
+    assert "proj_x" not in text  # not in the table, not in the feed
+    assert not state.done
+
+
+def test_the_feed_lists_newest_on_top_like_the_table() -> None:
+    state = loaded_state()
+    for number, name in enumerate(("proj_c", "proj_d", "proj_e")):
+        created = project_created(record(name), seq=8 + number, timestamp=stamp(NOW + number))
+        state.apply(message(created), NOW + number)
+    text = screen(state, NOW + 5)
+    table, feed = text.split("Recent events")
+    assert table.index("proj_e") < table.index("proj_d") < table.index("proj_c")
+    assert feed.index("proj_e") < feed.index("proj_d") < feed.index("proj_c")
+    assert feed.splitlines()[1].startswith("3s ago    #10  project_created  proj_e")
+
+
+def test_count_counts_matching_events_as_json_mode_does() -> None:
+    """--count on a terminal: the same events as run_json counts (a deletion is judged by
+    the project as it was), replayed ones included."""
+    state = WatchState(event_filter=EventFilter(owners=frozenset({"bob"})), count=2)
+    state.load([record("proj_a", owner_id="bob"), record("proj_b")], NOW)
+    state.apply(message(project_deleted(record("proj_b"), seq=5, timestamp=STAMP)), NOW)
+    assert (state.events_matched, state.done) == (0, False)
+    state.apply(
+        message(project_created(record("proj_c", owner_id="bob"), seq=6, timestamp=STAMP)), NOW
+    )
+    assert (state.events_matched, state.done) == (1, False)
+    state.apply(message(project_deleted(record("proj_a"), seq=7, timestamp=STAMP)), NOW)
+    assert (state.events_matched, state.done) == (2, True)
+
+
+def test_since_replays_events_as_changes_onto_the_current_projects() -> None:
+    """watch --since N on a terminal: the table starts from the projects as they are, and
+    the replayed events are changes on top of it, aged by when they happened."""
+    state = WatchState()
+    state.load(
+        [
+            record("proj_a", updated_at=stamp(NOW - 7200)),
+            record("proj_b", status="completed", updated_at=stamp(NOW - 600)),
+        ],
+        NOW,
+    )
+    replayed = project_updated(
+        record("proj_b", status="completed"), ["status"], seq=4, timestamp=stamp(NOW - 600)
+    )
+    state.apply(message(replayed), NOW)
+    text = screen(state, NOW + 1)
+    rows = table_of(text)[2:]
+    assert rows[0].startswith("proj_b ")
+    assert "upd status · 10m" in rows[0]
+    assert rows[1].startswith("proj_a ")
+    assert "2h ago" in rows[1]
+    assert "2 projects · 1 event seen · last seq 4" in text
+    assert "10m ago" in text.split("Recent events")[1]
+    # A writer's clock ahead of ours never makes a change look as if in the future.
+    ahead = project_created(record("proj_c"), seq=5, timestamp=stamp(NOW + 60))
+    state.apply(message(ahead), NOW + 1)
+    assert "new · now" in table_of(screen(state, NOW + 1))[2]
+
+
+def test_rendering_changes_nothing() -> None:
+    state = issue_state()
+    before = (dict(state.rows), list(state.feed), state.events_seen, state.events_matched)
+    assert screen(state, NOW + 3) == screen(state, NOW + 3)
+    assert (dict(state.rows), list(state.feed), state.events_seen, state.events_matched) == before
 
 
 def test_filter_semantics() -> None:
@@ -263,6 +465,20 @@ def test_timeout_exits_124(projctl: Run) -> None:
 
 
 @pytest.mark.usefixtures("broadcasting")
+def test_timeout_without_count_ends_a_time_boxed_watch_with_zero(projctl: Run) -> None:
+    for name in ("a", "b"):
+        assert projctl("create", name).returncode == 0
+    done = projctl("watch", "--json", "--since", "0", "--timeout", "1.5", timeout=15)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line)["data"]["name"] for line in done.stdout.splitlines()] == ["a", "b"]
+    assert "Error" not in done.stderr
+    short = projctl("watch", "--json", "--since", "0", "--count", "3", "--timeout", "1.5")
+    assert short.returncode == 124  # with --count, 124 says the count was not reached
+    assert len(short.stdout.splitlines()) == 2
+    assert short.stderr.splitlines()[-1] == "Error: timed out after 1.5s waiting for events"
+
+
+@pytest.mark.usefixtures("broadcasting")
 def test_since_replays_exactly_as_journaled(projctl: Run, store: ProjectStore) -> None:
     for name in ("a", "b", "c"):
         assert projctl("create", name).returncode == 0
@@ -284,7 +500,8 @@ def test_every_filter(projctl: Run, store: ProjectStore) -> None:
 
     def seqs(args: tuple[str, ...]) -> list[int]:
         done = projctl("watch", "--since", "0", "--timeout", "2", *args)
-        assert done.returncode == 124  # it waited for more, which never came
+        assert done.returncode == 0, done.stderr  # a time-boxed watch: no --count to miss
+        assert done.stderr.count("Error") == 0
         return [orjson.loads(line)["seq"] for line in done.stdout.splitlines()]
 
     expected: dict[tuple[str, ...], list[int]] = {
@@ -377,3 +594,17 @@ def test_burst_of_5000_events_ends_in_the_database_state(projctl: Run, db_path: 
     shown = {pid: row.project for pid, row in state.rows.items() if row.change != "deleted"}
     assert shown == {p.project_id: p.to_dict() for p in store.list_projects()}
     assert state.events_seen == burst
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_project_filter_takes_a_name_too(projctl: Run) -> None:
+    named = projctl("create", "billing-api").stdout.strip()
+    assert projctl("create", "other").returncode == 0
+    assert projctl("update", "billing-api", "-s", "completed").returncode == 0
+    done = projctl(
+        "watch", "--json", "--since", "0", "--project", "billing-api", "--count", "2",
+        "--timeout", "20",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [e["data"]["project_id"] for e in events] == [named, named]

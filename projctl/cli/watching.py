@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+import projctl
 from projctl.cli._lazy import ExitCode, command, report
-from projctl.cli._options import DbOption, complete_projects, open_database
+from projctl.cli._options import STATUS_HELP, DbOption, complete_projects, open_database
 from projctl.config import parse_count, parse_seconds
+from projctl.errors import ProjectNotFoundError
 from projctl.events import EVENT_TYPES
 from projctl.model import STATUSES
 
@@ -35,13 +37,19 @@ def watch(
         typer.Option(
             "--since",
             metavar="SEQ",
-            help="Replay journaled events after SEQ first (0: all retained). "
-            "Without it, only new events. JSON mode only: the table starts from a snapshot.",
+            help="Replay journaled events after SEQ first (0: all retained); "
+            "without it, only new events. On a terminal the table starts from the "
+            "projects as they are and shows the replayed events as changes.",
         ),
     ] = None,
     event: Annotated[
         list[EventChoice] | None,
-        typer.Option("--event", "-e", help="Only this event type (repeatable)."),
+        typer.Option(
+            "--event",
+            "-e",
+            metavar="EVENT",
+            help="Only this event type (repeatable): " + ", ".join(EVENT_TYPES) + ".",
+        ),
     ] = None,
     project: Annotated[
         list[str] | None,
@@ -55,21 +63,30 @@ def watch(
     ] = None,
     status: Annotated[
         list[StatusChoice] | None,
-        typer.Option("--status", "-s", help="Only projects in this status."),
+        typer.Option(
+            "--status", "-s", metavar="STATUS", help="Only projects in this status: " + STATUS_HELP
+        ),
     ] = None,
     owner: Annotated[
-        list[str] | None, typer.Option("--owner", "-o", help="Only projects of this owner.")
+        list[str] | None,
+        typer.Option("--owner", "-o", metavar="OWNER", help="Only projects of this owner."),
     ] = None,
     count: Annotated[
         str | None,
-        typer.Option("--count", "-n", metavar="N", help="Exit 0 after N matching events."),
+        typer.Option(
+            "--count",
+            "-n",
+            metavar="N",
+            help="Exit 0 after N matching events (replayed ones count).",
+        ),
     ] = None,
     timeout: Annotated[
         str | None,
         typer.Option(
             "--timeout",
             metavar="SECONDS",
-            help="Exit 124 if --count events have not arrived by then.",
+            help="Stop after SECONDS: exit 0, or with --count exit 124 if N matching "
+            "events have not arrived by then.",
         ),
     ] = None,
     db: DbOption = None,
@@ -77,6 +94,7 @@ def watch(
     """Watch projects change live: a table on a terminal, JSON Lines for scripts.
 
     Filters: the same filter repeated means OR, different filters mean AND.
+    Every option means the same on a terminal and in JSON mode.
     Reconnects by itself and resumes where it left off; Ctrl-C exits with 130.
 
     \b
@@ -91,7 +109,7 @@ def watch(
     database = open_database(db)
     event_filter = watching.EventFilter(
         event_types=frozenset(choice.value for choice in event or ()),
-        project_ids=frozenset(project or ()),
+        project_ids=frozenset(_project_ids(database, project or ())),
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
     )
@@ -110,14 +128,36 @@ def watch(
     else:
         from rich.console import Console
 
+        # With --since the replayed events are changes on top of the projects as they
+        # are now; the server's snapshot cannot serve, as it comes only instead of a replay.
+        current = database.list() if since_seq is not None else []
         job = watching.run_live(
-            database.locate_server, console=Console(), event_filter=event_filter
+            database.locate_server,
+            console=Console(),
+            event_filter=event_filter,
+            since=since_seq,
+            count=wanted,
+            projects=[project.to_dict() for project in current],
         )
     try:
         asyncio.run(asyncio.wait_for(job, seconds))
     except (asyncio.TimeoutError, TimeoutError):
+        if wanted is None:
+            return  # a time-boxed watch: its time is up, nothing failed
         report(f"timed out after {seconds:g}s waiting for events")
         raise typer.Exit(ExitCode.TIMEOUT) from None
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
+    """``--project`` values as ids: an existing project's exact name becomes its id; anything
+    else is kept as given (an id not created yet can be watched for)."""
+    ids = []
+    for reference in references:
+        try:
+            ids.append(database.resolve(reference))
+        except ProjectNotFoundError:
+            ids.append(reference)
+    return ids
