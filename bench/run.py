@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory"]
+BENCHMARKS = ["startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory", "dashboard"]
 
 
 def main() -> None:

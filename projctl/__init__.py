@@ -366,9 +366,15 @@ class Database:
         allow_origins: Sequence[str] = (),
         idle_timeout: float | None = None,
         require_token: bool | None = None,
+        tls: tuple[Path, Path] | None = None,
+        token_file: Path | None = None,
         on_ready: Callable[[BroadcastServer], None] | None = None,
     ) -> None:
         """Run this database's broadcast server in the foreground until SIGINT or SIGTERM.
+
+        ``tls`` is ``(certfile, keyfile)``: the server then speaks ``wss://`` and ``https://``.
+        ``token_file`` holds the read and write tokens (see ``server.read_token_file``);
+        without it, fresh ones are made and kept in the private runtime folder.
 
         ``host``, ``port`` and ``require_token`` default to the settings. Beyond loopback
         (or with ``require_token``) subscribers need a token, ``server.config.subscriber_token``,
@@ -377,7 +383,15 @@ class Database:
         """
         from projctl.server import run_server
 
-        config = self._server_config(host, port, allow_origins, idle_timeout, require_token)
+        config = self._server_config(
+            host,
+            port,
+            allow_origins,
+            idle_timeout,
+            require_token,
+            tls=tls,
+            token_file=token_file,
+        )
         run_server(self.store, config, on_ready=on_ready)
 
     @contextlib.asynccontextmanager
@@ -411,13 +425,27 @@ class Database:
         allow_origins: Sequence[str],
         idle_timeout: float | None,
         require_token: bool | None,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        token_file: Path | None = None,
     ) -> ServerConfig:
+        import ssl
+
         from projctl.server import ServerConfig
 
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(*tls)
+            except (OSError, ssl.SSLError) as error:
+                raise ConfigError(f"cannot load the TLS certificate or key: {error}") from None
         settings = self.settings
         chosen_port = port if port is not None else settings.port
         return ServerConfig.for_host(
             settings.host if host is None else host,
+            token_file=token_file,
+            ssl_context=context,
             require_token=settings.require_token if require_token is None else require_token,
             port=settings.preferred_port if chosen_port is None else chosen_port,
             port_fallback=chosen_port is None,
@@ -429,15 +457,44 @@ class Database:
 
     # -- the feed ----------------------------------------------------------------
 
+    def info(self) -> dict[str, Any]:
+        """Which database this is and where that came from, what it holds, and its server."""
+        settings = self.settings
+        exists = self.path.exists()
+        status = self.server_status()
+        return {
+            "database": {
+                "path": str(self.path),
+                "source": settings.db_source,
+                "exists": exists,
+                "id": self.store.database_id() if exists else "",
+            },
+            "projects": len(self.list()) if exists else 0,
+            "latest_seq": self.latest_seq() if exists else 0,
+            "journal": {
+                "events": len(self.journal()) if exists else 0,
+                "limit": settings.journal_limit,
+            },
+            "server": {
+                "running": status is not None,
+                "url": status.get("url") if status else None,
+                "pid": status.get("pid") if status else None,
+                "subscribers": status.get("subscribers") if status else None,
+            },
+        }
+
     def locate_server(self, *, start: bool = True) -> Endpoint:
         """Where a subscriber connects to this database's server (starting one if ``start``)."""
+        import dataclasses
+
         from projctl import runtime
 
-        return runtime.locate(
+        endpoint = runtime.locate(
             self._server_paths() if start else self.runtime_paths,
             self.start_options() if start else None,
             self._known_database_id(),
         )
+        return dataclasses.replace(endpoint, ca_file=self.settings.ca_file)
 
     async def subscribe(
         self, *, since: int | None = None, snapshot: bool = False, start_server: bool = True

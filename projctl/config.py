@@ -38,10 +38,12 @@ __all__ = [
     "login_name",
     "parse_count",
     "parse_db_path",
+    "parse_file",
     "parse_flag",
     "parse_host",
     "parse_port",
     "parse_seconds",
+    "parse_url",
 ]
 
 DEFAULT_HOST = "localhost"
@@ -78,6 +80,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROJCTL_JOURNAL_LIMIT", "how many events the journal keeps", "1000"),
     Variable("PROJCTL_REQUIRE_TOKEN", "1: subscribers need the token, even on loopback", "unset"),
     Variable("PROJCTL_MAX_CONNECTIONS", "open connections a server accepts", "4096"),
+    Variable("PROJCTL_URL", "a team server (wss://host:port) to run commands against", "unset"),
+    Variable("PROJCTL_TOKEN", "the token for PROJCTL_URL (read or write)", "unset"),
+    Variable("PROJCTL_CA_FILE", "a CA certificate file to trust for PROJCTL_URL", "system CAs"),
     Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset"),
     Variable("NO_COLOR", "no colour in tables", "unset"),
 )
@@ -142,6 +147,34 @@ def parse_host(raw: str, source: str) -> str:
     return host
 
 
+def parse_url(raw: str, source: str) -> str:
+    """A team server's address: ``wss://host:port`` (or ``ws://`` for a plain one), no path."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw.strip())
+        port = parts.port
+    except ValueError:
+        raise _refuse(source, raw, "wss://HOST:PORT (or ws://HOST:PORT)") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.path not in ("", "/"):
+        raise _refuse(source, raw, "wss://HOST:PORT (or ws://HOST:PORT)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise _refuse(source, raw, "an address without a query, fragment or user")
+    return (
+        f"{parts.scheme}://{parts.netloc}"
+        if port is not None
+        else f"{parts.scheme}://{parts.hostname}"
+    )
+
+
+def parse_file(raw: str, source: str) -> Path:
+    """A readable file's path, ``~`` expanded."""
+    path = Path(os.path.expanduser(raw))
+    if not path.is_file():
+        raise _refuse(source, raw, "the path of a readable file")
+    return path
+
+
 def parse_db_path(raw: str, source: str) -> Path:
     """A database path: not empty, ``~`` expanded, made absolute."""
     if not raw.strip():
@@ -188,6 +221,13 @@ class Settings:
     debug: bool
     require_token: bool
     max_connections: int
+    #: A team server to run commands against (``PROJCTL_URL`` or ``--url``); ``None``: local.
+    url: str | None = None
+    url_source: str = ""
+    #: The token for :attr:`url`.
+    token: str | None = None
+    #: A CA certificate file to trust for :attr:`url` (``PROJCTL_CA_FILE``).
+    ca_file: str | None = None
 
     @property
     def preferred_port(self) -> int:
@@ -205,6 +245,7 @@ def load_settings(
     port: str | None = None,
     no_broadcast: bool | None = None,
     require_token: bool | None = None,
+    url: str | None = None,
 ) -> Settings:
     """Read the settings from ``environ`` (default: ``os.environ``); options given here win.
 
@@ -230,6 +271,9 @@ def load_settings(
     raw_limit = variable("PROJCTL_JOURNAL_LIMIT")
     raw_idle = variable("PROJCTL_IDLE_TIMEOUT")
     raw_connections = variable("PROJCTL_MAX_CONNECTIONS")
+    raw_url = url if url is not None else variable("PROJCTL_URL")
+    url_source = "--url" if url is not None else "PROJCTL_URL"
+    raw_ca = variable("PROJCTL_CA_FILE")
     raw_host = host if host is not None else variable("PROJCTL_HOST")
     return Settings(
         db_path=db_path,
@@ -258,4 +302,8 @@ def load_settings(
         max_connections=DEFAULT_MAX_CONNECTIONS
         if raw_connections is None
         else parse_count(raw_connections, "PROJCTL_MAX_CONNECTIONS", minimum=1),
+        url=None if raw_url is None else parse_url(raw_url, url_source),
+        url_source=url_source if raw_url is not None else "",
+        token=variable("PROJCTL_TOKEN"),
+        ca_file=None if raw_ca is None else str(parse_file(raw_ca, "PROJCTL_CA_FILE")),
     )

@@ -248,6 +248,8 @@ class ServerState:
     #: Subscribers must send this as ``?token=`` (a server listening beyond loopback).
     subscriber_token: str | None
     started_at: float
+    #: The team protocol's write token, for the server's own user (``None``: none made).
+    write_token: str | None = None
 
     def encode(self) -> bytes:
         """The state file's content."""
@@ -293,6 +295,7 @@ class ServerState:
             auto=field("auto", bool),
             subscriber_token=field("subscriber_token", str, optional=True),
             started_at=float(started_at),
+            write_token=field("write_token", str, optional=True),
         )
 
     def write(self, path: Path) -> None:
@@ -646,6 +649,8 @@ class Endpoint:
     token: str | None = None
     #: The server's newest ``seq`` when it was located, so "from now on" can be resumed.
     latest_seq: int | None = None
+    #: A CA certificate file to trust for a ``wss://`` URL (``None``: the system's CAs).
+    ca_file: str | None = None
 
 
 def locate(paths: RuntimePaths, start: StartOptions | None, database_id: str = "") -> Endpoint:

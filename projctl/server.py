@@ -40,13 +40,16 @@ import os
 import re
 import secrets
 import signal
+import ssl
+import stat
 import sys
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -57,7 +60,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from projctl import __version__, rpc, runtime
+from projctl import __version__, remote, rpc, runtime
 from projctl.errors import ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
@@ -79,6 +82,8 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
 _MAX_SINCE_DIGITS = 19
+#: Answers to writes kept for retries of the same request id.
+_RPC_ANSWERS_KEPT = 4096
 #: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
 _TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
@@ -113,14 +118,44 @@ class ServerConfig:
     max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
     #: When ``port`` is taken, listen on any free port instead of failing.
     port_fallback: bool = False
+    #: Tokens that may read (subscribe, the HTTP API, the team protocol's reads).
+    read_tokens: frozenset[str] = frozenset()
+    #: Tokens that may also write through the team protocol (``/rpc``).
+    write_tokens: frozenset[str] = frozenset()
+    #: TLS for ``wss://`` and ``https://`` (``None``: plain).
+    ssl_context: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        # The subscriber token is one of the read tokens, however the config was built.
+        if self.subscriber_token is not None and self.subscriber_token not in self.read_tokens:
+            object.__setattr__(self, "read_tokens", self.read_tokens | {self.subscriber_token})
 
     @classmethod
-    def for_host(cls, host: str, *, require_token: bool = False, **settings: Any) -> ServerConfig:
-        """A config for ``host``, with a fresh subscriber token when one is needed: always
-        beyond loopback, and on loopback too with ``require_token``."""
-        needs_token = require_token or not runtime.is_loopback(host)
-        token = secrets.token_urlsafe(24) if needs_token else None
-        return cls(host=host, subscriber_token=token, **settings)
+    def for_host(
+        cls,
+        host: str,
+        *,
+        require_token: bool = False,
+        token_file: Path | None = None,
+        **settings: Any,
+    ) -> ServerConfig:
+        """A config for ``host`` with its tokens: from ``token_file``, or fresh ones. A read
+        token is needed beyond loopback, and on loopback too with ``require_token`` (or a
+        token file); a write token always exists (the team protocol never runs without)."""
+        if token_file is not None:
+            read, write = read_token_file(token_file)
+        else:
+            needs_token = require_token or not runtime.is_loopback(host)
+            read = frozenset({secrets.token_urlsafe(24)}) if needs_token else frozenset()
+            write = frozenset({secrets.token_urlsafe(24)})
+        subscriber = min(read) if read else (min(write) if token_file is not None else None)
+        return cls(
+            host=host,
+            subscriber_token=subscriber,
+            read_tokens=read,
+            write_tokens=write,
+            **settings,
+        )
 
 
 @dataclass
@@ -163,6 +198,9 @@ class BroadcastServer:
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
+        #: The team protocol's answered writes, by request id (for retries), oldest first.
+        self._rpc_answered: OrderedDict[str, bytes] = OrderedDict()
+        self._rpc_running: dict[str, asyncio.Future[bytes]] = {}
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -218,6 +256,7 @@ class BroadcastServer:
             auto=self.config.idle_timeout is not None,
             subscriber_token=self.config.subscriber_token,
             started_at=self.stats.started,
+            write_token=min(self.config.write_tokens) if self.config.write_tokens else None,
         )
         self._state.write(self.paths.state_file)
         self._spawn(self._watch_database())
@@ -253,6 +292,7 @@ class BroadcastServer:
                     chosen,
                     process_request=self._process_request,
                     select_subprotocol=self._select_subprotocol,
+                    ssl=self.config.ssl_context,
                     compression=None,  # small JSON gains nothing; deflate costs CPU
                     max_size=rpc.MAX_MESSAGE,
                     ping_interval=self.config.ping_interval,
@@ -278,7 +318,8 @@ class BroadcastServer:
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}/ws"
+        scheme = "wss" if self.config.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{self.port}/ws"
 
     def stop(self) -> None:
         """Ask :meth:`serve_until_stopped` to shut down."""
@@ -522,6 +563,14 @@ class BroadcastServer:
             return _page_response(url.path, request.headers.get("Host", ""))
         if url.path.startswith("/api/"):
             return await self._answer_api(request, url.path, parse_qs(url.query))
+        if url.path == remote.RPC_PATH:
+            if self._presented_token(request) is None:
+                response = connection.respond(
+                    http.HTTPStatus.UNAUTHORIZED, "the team protocol needs a read or write token\n"
+                )
+                response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
+                return response
+            return None
         if url.path == "/publish":
             if not _bearer_matches(request.headers, self.token):
                 response = connection.respond(
@@ -550,20 +599,31 @@ class BroadcastServer:
         """Whether a subscriber holds the token, if one is needed: as ``?token=``, as
         ``Authorization: Bearer``, or (from a browser, which can set no header) as the
         WebSocket subprotocol ``projctl-token.<token>``."""
-        token = self.config.subscriber_token
-        if token is None:
+        config = self.config
+        if config.subscriber_token is None and not config.read_tokens:
             return True
+        return self._presented_token(request) in config.read_tokens | config.write_tokens
+
+    def _presented_token(self, request: Request) -> str | None:
+        """The server token a request carries, found in constant time: as ``?token=``, as
+        ``Authorization: Bearer``, or (from a browser, which can set no header) as the
+        WebSocket subprotocol ``projctl-token.<token>``. ``None`` when it carries none."""
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
-        protocols = [item.strip() for item in offered.split(",")]
-        return (
-            _query_token_matches(request.path, token)
-            or _bearer_matches(request.headers, token)
-            or any(
-                hmac.compare_digest(protocol.encode(), f"{_TOKEN_PROTOCOL}{token}".encode())
-                for protocol in protocols
-                if protocol.startswith(_TOKEN_PROTOCOL)
-            )
-        )
+        candidates = [
+            item.strip().removeprefix(_TOKEN_PROTOCOL)
+            for item in offered.split(",")
+            if item.strip().startswith(_TOKEN_PROTOCOL)
+        ]
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            candidates.append(bearer.strip())
+        candidates += parse_qs(urlsplit(request.path).query).get("token", [])
+        known = self.config.read_tokens | self.config.write_tokens
+        for candidate in candidates:
+            for token in known:
+                if hmac.compare_digest(candidate.encode(), token.encode()):
+                    return token
+        return None
 
     def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a browser page at ``origin`` may subscribe or read: no Origin (not a
@@ -676,6 +736,10 @@ class BroadcastServer:
         if url.path == "/publish":
             await self._serve_publisher(connection)
             return
+        if url.path == remote.RPC_PATH:
+            may_write = self._presented_token(connection.request) in self.config.write_tokens
+            await self._serve_rpc(connection, may_write=may_write)
+            return
         query = parse_qs(url.query, keep_blank_values=True)
         since = _parse_since(query)
         snapshot = query.get("snapshot", ["0"])[-1] in ("1", "true", "yes")
@@ -767,6 +831,56 @@ class BroadcastServer:
                 self._reading = None
         self._shared_state = weakref.ref(state)
         return state
+
+    async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
+        """The team protocol: one reply per request, each write applied once per id."""
+        connection.protocol.max_message_size = remote.MAX_REQUEST
+        self._last_activity = time.monotonic()
+        try:
+            async for message in connection:
+                reply = await self._rpc_reply(message, may_write=may_write)
+                await connection.send(reply, text=True)
+                self._last_activity = time.monotonic()
+        except ConnectionClosed:
+            pass
+
+    async def _rpc_reply(self, message: str | bytes, *, may_write: bool) -> bytes:
+        """The reply to one request; a write whose id was answered before gets that answer
+        again (a client retrying after a lost reply), and one in progress is waited for."""
+        try:
+            request_id: str | None = remote.request_id_of(orjson.loads(message))
+        except (orjson.JSONDecodeError, ProjctlError):
+            request_id = None
+        if request_id is not None and may_write:
+            if request_id in self._rpc_answered:
+                self._rpc_answered.move_to_end(request_id)
+                return self._rpc_answered[request_id]
+            running = self._rpc_running.get(request_id)
+            if running is not None:
+                return await asyncio.shield(running)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if request_id is not None and may_write:
+            self._rpc_running[request_id] = future
+        try:
+            answer = await asyncio.to_thread(
+                remote.answer, self.store, message, may_write=may_write
+            )
+            for change in answer.changes:
+                if change.event is not None:
+                    self.accept(change.event, change.version)
+            if answer.idempotent and request_id is not None:
+                self._rpc_answered[request_id] = answer.reply
+                while len(self._rpc_answered) > _RPC_ANSWERS_KEPT:
+                    self._rpc_answered.popitem(last=False)
+            future.set_result(answer.reply)
+            return answer.reply
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: a retry waiting on it raises it too
+            raise
+        finally:
+            if request_id is not None:
+                self._rpc_running.pop(request_id, None)
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:
@@ -887,6 +1001,44 @@ def _page_response(path: str, host: str) -> Response:
         ]
     )
     return Response(200, "OK", headers, body)
+
+
+def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """The read and write tokens of a token file: one ``read: TOKEN`` or ``write: TOKEN`` a
+    line (``#`` comments and blank lines allowed).
+
+    Refused (:class:`~projctl.errors.ConfigError`) unless it is a regular file that nobody
+    but its owner may read (mode 0600 or stricter), and holds at least one write token.
+    """
+    from projctl.errors import ConfigError
+
+    try:
+        status = os.stat(path)
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read the token file {path}: {error.strerror}") from None
+    mode = stat.S_IMODE(status.st_mode)
+    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
+        raise ConfigError(
+            f"the token file {path} may be read by others (mode {mode:04o}); chmod 600 it"
+        )
+    read: set[str] = set()
+    write: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, _, token = line.partition(":")
+        token = token.strip()
+        if kind.strip() not in ("read", "write") or len(token) < 16 or not token.isprintable():
+            raise ConfigError(
+                f"{path}, line {number}: expected 'read: TOKEN' or 'write: TOKEN' "
+                "(a token of 16 characters or more)"
+            )
+        (read if kind.strip() == "read" else write).add(token)
+    if not write:
+        raise ConfigError(f"the token file {path} has no write token")
+    return frozenset(read), frozenset(write)
 
 
 def _malloc_trim() -> None:

@@ -11,6 +11,7 @@ raised to the caller instead of becoming an endless reconnect loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -135,10 +136,22 @@ async def follow(
                 query["snapshot"] = 1
             elif last_seq is not None:
                 query["since"] = last_seq
-            if endpoint.token:
-                query["token"] = endpoint.token
             url = f"{endpoint.url}?{urlencode(query)}" if query else endpoint.url
-            async with connect(url, open_timeout=10, compression=None, max_size=MAX_FRAME) as ws:
+            # The token goes in a header, never in the request line a proxy may log.
+            headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
+            secure = (
+                ssl.create_default_context(cafile=endpoint.ca_file)
+                if endpoint.url.startswith("wss://")
+                else None
+            )
+            async with connect(
+                url,
+                ssl=secure,
+                additional_headers=headers,
+                open_timeout=10,
+                compression=None,
+                max_size=MAX_FRAME,
+            ) as ws:
                 yield Connection("connected", endpoint.url)
                 backoff = BACKOFF_FIRST
                 failures = 0

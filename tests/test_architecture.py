@@ -25,7 +25,8 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "rpc": {"config", "errors", "_files"},
     "runtime": {"config", "errors", "_files", "rpc"},
     "sequencer": {"events"},
-    "server": {"sequencer", "store", "rpc", "runtime", "events", "errors"},
+    "server": {"sequencer", "store", "rpc", "runtime", "events", "errors", "remote"},
+    "remote": {"config", "errors", "events", "model", "runtime", "store"},
     "subscribe": {"events", "runtime", "errors"},
     "watch": {"events", "subscribe", "model"},
     "cli": {"*"},
@@ -45,7 +46,7 @@ ALLOWED_OURS: dict[str, set[str]] = {
 # Third-party packages and the only modules allowed to import them.
 THIRD_PARTY_HOMES: dict[str, set[str]] = {
     "tinydb": {"store"},
-    "websockets": {"server", "subscribe"},
+    "websockets": {"server", "subscribe", "remote"},
     "rich": {"watch", "cli"},
     "typer": {"cli"},
 }

@@ -364,6 +364,7 @@ def test_server_state_encodes_every_field_and_decodes_back(subscriber_token: str
         **STATE_FIELDS,
         "auto": False,
         "subscriber_token": subscriber_token,
+        "write_token": None,
     }
     decoded = ServerState.decode(raw)
     assert decoded == state

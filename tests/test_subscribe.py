@@ -54,12 +54,15 @@ class Feed:
     statuses: list[int] = dataclasses.field(default_factory=list)
     #: The request path (with its query) of every handshake, accepted or not.
     paths: list[str] = dataclasses.field(default_factory=list)
+    #: The Authorization header of every handshake ("" when none).
+    authorizations: list[str] = dataclasses.field(default_factory=list)
     port: int = 0
     url: str = ""
     accepted: int = 0
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.paths.append(request.path)
+        self.authorizations.append(request.headers.get("Authorization", ""))
         if len(self.paths) <= len(self.statuses):
             return connection.respond(self.statuses[len(self.paths) - 1], "not now\n")
         return None
@@ -358,11 +361,13 @@ def test_resync_at_or_below_last_seq_is_still_yielded() -> None:
 @pytest.mark.parametrize(
     ("since", "snapshot", "path"),
     [
-        (0, False, "/ws?since=0&token=s3cr%26t"),
-        (None, True, "/ws?snapshot=1&token=s3cr%26t"),
+        (0, False, "/ws?since=0"),
+        (None, True, "/ws?snapshot=1"),
     ],
 )
-def test_token_is_sent_in_the_query(since: int | None, snapshot: bool, path: str) -> None:
+def test_token_is_sent_in_a_header_never_in_the_url(
+    since: int | None, snapshot: bool, path: str
+) -> None:
     async def scenario() -> None:
         async with feeding(Feed([None])) as feed:
             locate = Locate(Endpoint(url=feed.url, token="s3cr&t", latest_seq=0))
@@ -371,6 +376,7 @@ def test_token_is_sent_in_the_query(since: int | None, snapshot: bool, path: str
             ) as stream:
                 assert await anext(stream) == Connection("connected", feed.url)
             assert feed.paths == [path]
+            assert feed.authorizations == ["Bearer s3cr&t"]
 
     run(scenario())
 

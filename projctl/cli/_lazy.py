@@ -52,6 +52,7 @@ __all__ = [
     "main",
     "move_global_options",
     "report",
+    "url_override",
 ]
 
 
@@ -353,6 +354,16 @@ app = typer.Typer(
 )
 
 
+#: ``--url`` as given before the command (the app's callback runs first), for
+#: :func:`url_override`.
+_url_given: list[str | None] = [None]
+
+
+def url_override() -> str | None:
+    """The ``--url`` given before the command, if any (it wins over ``PROJCTL_URL``)."""
+    return _url_given[0]
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(
@@ -362,8 +373,16 @@ def _root(
         is_eager=True,
         help="Print the version and exit.",
     ),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        metavar="URL",
+        help="Run the command against the team server at URL (wss://host:port) instead of a "
+        "local database, with $PROJCTL_TOKEN. [env: PROJCTL_URL]",
+        show_default=False,
+    ),
 ) -> None:
-    pass
+    _url_given[0] = url
 
 
 def main() -> None:

@@ -7,16 +7,19 @@ every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import typer
 
 import projctl
-from projctl.cli._lazy import report
-from projctl.config import load_settings
-from projctl.errors import ProjctlError, ServerError
+from projctl.cli._lazy import report, url_override
+from projctl.config import Settings, load_settings
+from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import Event
 from projctl.model import STATUSES
+
+if TYPE_CHECKING:
+    from projctl.remote import RemoteDatabase
 
 DbOption = Annotated[
     str | None,
@@ -61,6 +64,11 @@ STATUS_HELP = ", ".join(STATUSES) + "."
 OWNER_HELP = "Owner id (1-100 characters)."
 
 
+#: A local database, or one on a team server (``PROJCTL_URL``): the commands use the
+#: methods both have.
+AnyDatabase = Union["projctl.Database", "RemoteDatabase"]
+
+
 def open_database(
     db: str | None,
     *,
@@ -68,10 +76,48 @@ def open_database(
     quiet: bool = False,
     host: str | None = None,
     port: str | None = None,
-) -> projctl.Database:
-    """The database the options and ``PROJCTL_*`` settings name; committed events that cannot
+) -> AnyDatabase:
+    """The database the options and ``PROJCTL_*`` settings name: on a team server when
+    ``PROJCTL_URL`` (or ``--url``) is set, else the local file. Committed events that cannot
     be broadcast get one ``Warning:`` line (none with ``--quiet``)."""
+    settings = _settings(db, no_broadcast=no_broadcast, host=host, port=port)
+    if settings.url is not None:
+        from projctl.remote import RemoteDatabase
 
+        return RemoteDatabase(settings)
+    return _local(settings, quiet=quiet)
+
+
+def local_database(
+    db: str | None, *, host: str | None = None, port: str | None = None
+) -> projctl.Database:
+    """The local database, for commands that run or manage this machine's server."""
+    settings = _settings(db, host=host, port=port)
+    if settings.url is not None:
+        raise InvalidInputError(
+            f"this command works on a local database; {settings.url_source} points at a "
+            "team server (unset it, or run it on the server's machine)"
+        )
+    return _local(settings, quiet=False)
+
+
+def _settings(
+    db: str | None,
+    *,
+    no_broadcast: bool = False,
+    host: str | None = None,
+    port: str | None = None,
+) -> Settings:
+    return load_settings(
+        db=db,
+        host=host,
+        port=port,
+        no_broadcast=True if no_broadcast else None,
+        url=url_override(),
+    )
+
+
+def _local(settings: Settings, *, quiet: bool) -> projctl.Database:
     def warn(event: Event, error: ServerError) -> None:
         if not quiet:
             report(
@@ -88,9 +134,6 @@ def open_database(
         sys.stderr.write(f"projctl: waiting for the database lock {lock}{by}...\n")
         sys.stderr.flush()
 
-    settings = load_settings(
-        db=db, host=host, port=port, no_broadcast=True if no_broadcast else None
-    )
     return projctl.Database(settings, on_broadcast_error=warn, on_lock_wait=waiting)
 
 

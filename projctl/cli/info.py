@@ -1,7 +1,5 @@
 """``info``: which database this is, where that came from, and how its server is."""
 
-from typing import Any
-
 import typer
 
 from projctl.cli._lazy import command
@@ -24,40 +22,30 @@ def info(json_output: JsonFlag = False, db: DbOption = None) -> None:
         projctl info --json
     """
     database = open_database(db)
-    settings = database.settings
-    exists = database.path.exists()
-    store = database.store
-    journal = store.journal() if exists else []
-    status = database.server_status()
-    report: dict[str, Any] = {
-        "database": {
-            "path": str(database.path),
-            "source": settings.db_source,
-            "exists": exists,
-            "id": store.database_id() if exists else "",
-        },
-        "projects": len(database.list()) if exists else 0,
-        "latest_seq": database.latest_seq() if exists else 0,
-        "journal": {"events": len(journal), "limit": settings.journal_limit},
-        "server": {
-            "running": status is not None,
-            "url": status.get("url") if status else None,
-            "pid": status.get("pid") if status else None,
-            "subscribers": status.get("subscribers") if status else None,
-        },
-    }
+    report = database.info()
     if json_output:
         print_json(report)
         return
+    where = report["database"]
     server = report["server"]
+    if "url" in where:
+        located = f"{where['url']} (a team server, from {where['source']})"
+    else:
+        located = f"{where['path']} ({_SOURCES[where['source']]})" + (
+            "" if where["exists"] else ", does not exist yet"
+        )
+    journal = report["journal"]
     rows = {
-        "database": f"{database.path} ({_SOURCES[settings.db_source]})"
-        + ("" if exists else ", does not exist yet"),
+        "database": located,
         "projects": str(report["projects"]),
         "last seq": str(report["latest_seq"]),
-        "journal": f"{len(journal)} events kept (limit {settings.journal_limit})",
-        "server": f"running at {server['url']} (pid {server['pid']}, "
-        f"{server['subscribers']} subscriber(s))"
+        "journal": f"{journal['events']} events kept (limit {journal['limit']})",
+        "server": f"running at {server['url']}"
+        + (
+            f" (pid {server['pid']}, {server['subscribers']} subscriber(s))"
+            if "pid" in server
+            else ""
+        )
         if server["running"]
         else "not running (commands start one when they need it)",
     }

@@ -6,16 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from projctl.cli._lazy import ExitCode, command
+from projctl.cli._lazy import ExitCode, command, report
 from projctl.cli._options import (
     DbOption,
     HostOption,
     JsonFlag,
     PortOption,
-    open_database,
+    local_database,
     print_json,
 )
-from projctl.config import parse_count, parse_seconds
+from projctl.config import parse_count, parse_file, parse_seconds
 from projctl.errors import InvalidInputError, NotFoundError
 
 
@@ -49,41 +49,87 @@ def serve(
             "(watch and the Python API pass it by themselves). [env: PROJCTL_REQUIRE_TOKEN]",
         ),
     ] = False,
+    certfile: Annotated[
+        str | None,
+        typer.Option("--certfile", metavar="PEM", help="TLS certificate (chain): serve wss://."),
+    ] = None,
+    keyfile: Annotated[
+        str | None, typer.Option("--keyfile", metavar="PEM", help="TLS private key.")
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            metavar="PATH",
+            help="Read and write tokens, one 'read: TOKEN' or 'write: TOKEN' a line; mode 0600 "
+            "or stricter. [default: fresh tokens, printed once]",
+            show_default=False,
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Allow plain ws:// beyond loopback (tokens travel in the clear)."
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Run the broadcast server for a database in the foreground until Ctrl-C.
 
     Subscribers connect to ws://HOST:PORT/ws (?since=N to resume, ?snapshot=1 for
-    the current projects first); GET /healthz reports status. Commands start a
-    server in the background by themselves; run this one to choose its address.
+    the current projects first); GET /healthz reports status; / is the dashboard.
+    Commands start a server in the background by themselves; run this one to choose
+    its address, or to serve a team: beyond loopback it needs TLS (or --insecure),
+    and other machines run commands against it with PROJCTL_URL and a token.
 
     \b
     Example:
-        projctl serve --port 8000 --allow-origin https://dashboard.example
+        projctl serve --host 0.0.0.0 --port 8443 --certfile cert.pem --keyfile key.pem
     """
     from projctl import runtime
     from projctl.server import configure_logging
 
     seconds = parse_seconds(idle_timeout, "--idle-timeout")
-    database = open_database(db, host=host, port=port)
+    database = local_database(db, host=host, port=port)
     settings = database.settings
     if host is None and not runtime.is_loopback(settings.host):
         raise InvalidInputError(
             f"listening beyond loopback ({settings.host}) needs --host on the command line, "
             "not only PROJCTL_HOST"
         )
+    if (certfile is None) != (keyfile is None):
+        raise InvalidInputError("--certfile and --keyfile go together")
+    tls = None
+    if certfile is not None and keyfile is not None:
+        tls = (parse_file(certfile, "--certfile"), parse_file(keyfile, "--keyfile"))
+    if tls is None and not runtime.is_loopback(settings.host):
+        if not insecure:
+            raise InvalidInputError(
+                f"listening beyond loopback ({settings.host}) without TLS sends tokens and data "
+                "in the clear: give --certfile and --keyfile, or --insecure"
+            )
+        report(
+            "serving plain ws:// beyond loopback: tokens and data cross the network unencrypted",
+            prefix="Warning",
+        )
+    tokens = None if token_file is None else parse_file(token_file, "--token-file")
     configure_logging()
 
     def announce(server: Any) -> None:
-        token = server.config.subscriber_token
-        if token is not None:
-            sys.stderr.write(f"projctl: subscribers need ?token={token}\n")
-            sys.stderr.flush()
+        # Printed once, here, never logged: the state file keeps them for this user only.
+        config = server.config
+        if tokens is None:
+            for kind, known in (("read", config.read_tokens), ("write", config.write_tokens)):
+                for token in sorted(known):
+                    sys.stderr.write(f"projctl: {kind} token: {token}\n")
+        sys.stderr.flush()
 
     database.serve(
         allow_origins=allow_origin or (),
         idle_timeout=seconds,
         require_token=True if require_token else None,
+        tls=tls,
+        token_file=tokens,
         on_ready=announce,
     )
 
@@ -105,7 +151,7 @@ def open_dashboard(
     Example:
         projctl open --no-browser
     """
-    state = open_database(db).ensure_server()
+    state = local_database(db).ensure_server()
     url = dashboard_url(state.url, state.subscriber_token)
     typer.echo(url)
     if not no_browser and _has_display():
@@ -141,7 +187,7 @@ def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
     Example:
         if projctl server status >/dev/null; then echo up; fi
     """
-    database = open_database(db)
+    database = local_database(db)
     status = database.server_status()
     if json_output:
         print_json({"running": status is not None, **(status or {})})
@@ -168,7 +214,7 @@ def server_start(db: DbOption = None) -> None:
     Example:
         url=$(projctl server start)
     """
-    typer.echo(open_database(db).ensure_server().url)
+    typer.echo(local_database(db).ensure_server().url)
 
 
 @command("server stop")
@@ -179,7 +225,7 @@ def server_stop(db: DbOption = None) -> None:
     Example:
         projctl server stop
     """
-    database = open_database(db)
+    database = local_database(db)
     stopped = database.stop_server()
     if stopped is None:
         typer.echo(f"no server is running for {database.path}", err=True)
@@ -205,7 +251,7 @@ def server_logs(
         projctl server logs --tail 20 --follow
     """
     lines = None if tail is None else parse_count(tail, "--tail")
-    log_file = open_database(db).log_file()
+    log_file = local_database(db).log_file()
     try:
         with open(log_file, "rb") as log:
             text = log.read()

@@ -9,9 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-import projctl
 from projctl.cli._lazy import ExitCode, command, report
-from projctl.cli._options import STATUS_HELP, DbOption, complete_projects, open_database
+from projctl.cli._options import (
+    STATUS_HELP,
+    AnyDatabase,
+    DbOption,
+    complete_projects,
+    open_database,
+)
 from projctl.config import parse_count, parse_seconds
 from projctl.errors import ProjectNotFoundError
 from projctl.events import EVENT_TYPES
@@ -151,7 +156,7 @@ def watch(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
+def _project_ids(database: "AnyDatabase", references: "list[str] | tuple[()]") -> list[str]:
     """``--project`` values as ids: an existing project's exact name becomes its id; anything
     else is kept as given (an id not created yet can be watched for)."""
     ids = []

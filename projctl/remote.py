@@ -1,0 +1,406 @@
+"""The team protocol: projctl commands run against a server on another machine.
+
+One authenticated WebSocket endpoint, ``/rpc``, carries JSON requests and replies
+(``docs/protocol.md`` is the reference for other languages)::
+
+    {"id": "4f1c...", "op": "create", "args": {"name": "Billing API", "owner_id": "ann"}}
+    {"id": "4f1c...", "ok": true, "result": {"project": {...}, "event": {...}, ...}}
+    {"id": "4f1c...", "ok": false, "error": {"code": "not_found", "message": "..."}}
+
+The ``id`` is chosen by the client, and for a write it is also the idempotency key: a
+retry after a lost reply (same ``id``) gets the first result, and the change is never
+applied twice. Reads need a read or a write token, writes a write token.
+
+This module owns the contract (op names, error codes, limits), the answering of one
+request against a store (:func:`answer`, run by the server in a thread), and the
+client (:class:`RemoteDatabase`), which the CLI uses when ``PROJCTL_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from projctl import events
+from projctl.config import Settings
+from projctl.errors import (
+    InvalidInputError,
+    ProjectNotFoundError,
+    ServerError,
+    StoreError,
+)
+from projctl.model import EDITABLE_FIELDS, Project
+from projctl.runtime import Endpoint
+
+if TYPE_CHECKING:
+    from projctl.store import Change, ProjectStore
+
+__all__ = [
+    "ERROR_CODES",
+    "MAX_REQUEST",
+    "READ_OPS",
+    "RPC_PATH",
+    "WRITE_OPS",
+    "Answer",
+    "RemoteDatabase",
+    "answer",
+]
+
+#: The WebSocket path of the protocol.
+RPC_PATH = "/rpc"
+READ_OPS = frozenset({"get", "list", "resolve", "info"})
+WRITE_OPS = frozenset({"create", "update", "delete"})
+#: Error codes, stable for scripts and other languages, and the CLI exit code of each.
+ERROR_CODES: dict[str, int] = {
+    "invalid_input": 2,
+    "not_found": 3,
+    "store_error": 4,
+    "forbidden": 5,
+    "unknown_op": 2,
+    "bad_request": 2,
+    "server_error": 5,
+}
+#: The largest request: a create with a 10,000-character description fits many times.
+MAX_REQUEST = 256 * 1024
+#: Attempts of one request on a dropped connection (the same id each time), and the pauses.
+RETRY_PAUSES = (0.1, 0.3, 0.9)
+_ID_MAX = 128
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One reply, and the events its change committed (for the server to broadcast)."""
+
+    reply: bytes
+    changes: list[Change] = field(default_factory=list)
+    #: Whether the reply may be replayed to a retry of the same id (a write's reply).
+    idempotent: bool = False
+
+
+def _error(request_id: Any, code: str, message: str) -> bytes:
+    return orjson.dumps(
+        {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+    )
+
+
+def _ok(request_id: Any, result: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": request_id, "ok": True, "result": result})
+
+
+def _change_result(change: Change) -> dict[str, Any]:
+    return {
+        "project": change.project.to_dict(),
+        "event": change.event,
+        "updated_fields": list(change.updated_fields),
+    }
+
+
+def _text(args: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = args.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string")
+    return value
+
+
+def request_id_of(request: Any) -> str:
+    """The ``id`` of a decoded request; ``InvalidInputError`` when it has none usable."""
+    request_id = request.get("id") if isinstance(request, dict) else None
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= _ID_MAX:
+        raise InvalidInputError(f"every request needs an id: a string of 1-{_ID_MAX} characters")
+    return request_id
+
+
+def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Answer:
+    """Answer one request against ``store``: never raises, never applies half a change.
+
+    Hostile input (not JSON, wrong types, unknown ops, missing ids) gets an error reply.
+    A write is one locked transaction of the store, as a local command's is.
+    """
+    try:
+        request = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return Answer(_error(None, "bad_request", "a request is one JSON object"))
+    try:
+        request_id = request_id_of(request)
+    except InvalidInputError as error:
+        return Answer(_error(None, "bad_request", str(error)))
+    op, args = request.get("op"), request.get("args", {})
+    if not isinstance(op, str) or op not in READ_OPS | WRITE_OPS:
+        return Answer(_error(request_id, "unknown_op", f"unknown op {str(op)[:40]!r}"))
+    if not isinstance(args, dict):
+        return Answer(_error(request_id, "bad_request", "args must be a JSON object"))
+    if op in WRITE_OPS and not may_write:
+        return Answer(_error(request_id, "forbidden", "this token may only read"))
+    try:
+        if op in WRITE_OPS:
+            changes = _write(store, op, args)
+            if op == "delete":
+                result: dict[str, Any] = {"deleted": [_change_result(c) for c in changes]}
+            else:
+                result = _change_result(changes[0])
+            return Answer(_ok(request_id, result), changes, idempotent=True)
+        return Answer(_ok(request_id, _read(store, op, args)))
+    except InvalidInputError as error:
+        return Answer(_error(request_id, "invalid_input", str(error)))
+    except ProjectNotFoundError as error:
+        return Answer(_error(request_id, "not_found", str(error)))
+    except StoreError as error:
+        return Answer(_error(request_id, "store_error", str(error)))
+    except (TypeError, ValueError, KeyError) as error:  # a value of the wrong shape
+        return Answer(_error(request_id, "invalid_input", f"bad arguments: {error}"))
+
+
+def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
+    if op == "create":
+        return [
+            store.create(
+                _text(args, "name") or "",
+                type=_text(args, "type", required=False) or "api",
+                status=_text(args, "status", required=False) or "created",
+                owner_id=_text(args, "owner_id"),
+                description=_text(args, "description", required=False) or "",
+            )
+        ]
+    if op == "update":
+        changes = args.get("changes")
+        if not isinstance(changes, dict) or not all(
+            isinstance(value, str) for value in changes.values()
+        ):
+            raise InvalidInputError("changes must be an object of field names to strings")
+        return [store.update(store.resolve(_text(args, "project") or ""), changes)]
+    projects = args.get("projects")
+    if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
+        raise InvalidInputError("projects must be a list of ids or names")
+    missing_ok = args.get("missing_ok", False) is True
+    ids = []
+    for reference in projects:
+        try:
+            ids.append(store.resolve(reference))
+        except ProjectNotFoundError:
+            if not missing_ok:
+                raise
+    return store.delete_many(ids, missing_ok=missing_ok)
+
+
+def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    if op == "resolve":
+        return {"project_id": store.resolve(_text(args, "project") or "")}
+    if op == "get":
+        return {"project": store.get(store.resolve(_text(args, "project") or "")).to_dict()}
+    if op == "list":
+        projects = store.list_projects(
+            status=_text(args, "status", required=False),
+            type=_text(args, "type", required=False),
+            owner_id=_text(args, "owner_id", required=False),
+        )
+        return {"projects": [project.to_dict() for project in projects]}
+    journal = store.journal()
+    return {
+        "database": {"id": store.database_id()},
+        "projects": len(store.list_projects()),
+        "latest_seq": store.latest_seq(),
+        "journal": {"events": len(journal), "limit": store.journal_limit},
+    }
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+def _change_from(result: dict[str, Any]) -> Change:
+    from projctl.store import Change
+
+    event = result.get("event")
+    return Change(
+        project=Project.from_dict(result["project"]),
+        event=events.check_event(event) if event is not None else None,
+        updated_fields=tuple(result.get("updated_fields", ())),
+    )
+
+
+class RemoteDatabase:
+    """A database on a team server, with the methods of :class:`projctl.Database` the
+    commands use. Every call is one request over ``wss://HOST:PORT/rpc``.
+
+    Errors are the local ones (:class:`InvalidInputError`, :class:`ProjectNotFoundError`,
+    :class:`StoreError`), validated by the server; an unreachable server, a TLS failure
+    or a refused token is a :class:`ServerError`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.url is None:
+            raise InvalidInputError("a remote database needs PROJCTL_URL or --url")
+        self.settings = settings
+        self.url = settings.url
+        self.token = settings.token
+
+    def __repr__(self) -> str:
+        return f"<projctl.RemoteDatabase {self.url!r}>"
+
+    @property
+    def path(self) -> str:
+        """Where the database is, for messages: the server's URL."""
+        return self.url
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS client context for ``wss://``: the system's CAs, or ``PROJCTL_CA_FILE``
+        (``SSL_CERT_FILE`` is honoured by OpenSSL itself)."""
+        if not self.url.startswith("wss://"):
+            return None
+        return ssl.create_default_context(cafile=self.settings.ca_file)
+
+    def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its result; a dropped connection is retried with the
+        same id (so a write is never applied twice), a bounded number of times."""
+        import asyncio
+
+        request_id = secrets.token_hex(16)
+        message = orjson.dumps({"id": request_id, "op": op, "args": args})
+        return asyncio.run(self._call(message, request_id))
+
+    async def _call(self, message: bytes, request_id: str) -> dict[str, Any]:
+        import asyncio
+
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        last_error = ""
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                async with connect(
+                    self.url.rstrip("/") + RPC_PATH,
+                    ssl=self.ssl_context(),
+                    additional_headers=headers,
+                    open_timeout=10,
+                    compression=None,
+                    max_size=64 << 20,
+                ) as ws:
+                    await ws.send(message.decode())
+                    raw = await asyncio.wait_for(ws.recv(), 60)
+                return self._result(raw, request_id)
+            except InvalidStatus as error:
+                status = error.response.status_code
+                if status in (401, 403):
+                    raise ServerError(
+                        f"the server at {self.url} refused the token (HTTP {status}); "
+                        "set PROJCTL_TOKEN"
+                    ) from None
+                last_error = f"HTTP {status}"
+                if status < 500:
+                    break
+            except ssl.SSLError as error:
+                raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as error:
+                if isinstance(error, ssl.SSLCertVerificationError):
+                    raise ServerError(
+                        f"TLS with {self.url} failed: {error.verify_message}; "
+                        "trust its CA with PROJCTL_CA_FILE"
+                    ) from None
+                last_error = str(error) or type(error).__name__
+            if pause is not None:
+                await asyncio.sleep(pause)
+        raise ServerError(f"cannot reach the server at {self.url}: {last_error}")
+
+    def _result(self, raw: str | bytes, request_id: str) -> dict[str, Any]:
+        try:
+            reply = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ServerError(f"the server at {self.url} sent a malformed reply") from None
+        if not isinstance(reply, dict) or reply.get("id") != request_id:
+            raise ServerError(f"the server at {self.url} sent a reply to another request")
+        if reply.get("ok") is True and isinstance(reply.get("result"), dict):
+            result: dict[str, Any] = reply["result"]
+            return result
+        error: dict[str, Any] = reply["error"] if isinstance(reply.get("error"), dict) else {}
+        code, message = str(error.get("code", "")), str(error.get("message", "no message"))
+        if code == "invalid_input":
+            raise InvalidInputError(message)
+        if code == "not_found":
+            raise ProjectNotFoundError(
+                message.removeprefix("no project with id or name ").strip("'"),
+                looked_up_by="id or name",
+            )
+        if code == "store_error":
+            raise StoreError(message)
+        raise ServerError(f"the server refused: {message} ({code or 'no code'})")
+
+    # -- what the commands use ---------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        type: str = "api",
+        status: str = "created",
+        owner_id: str | None = None,
+        description: str = "",
+    ) -> Change:
+        owner = owner_id if owner_id is not None else self.default_owner
+        result = self.call(
+            "create",
+            {
+                "name": name,
+                "type": type,
+                "status": status,
+                "owner_id": owner,
+                "description": description,
+            },
+        )
+        return _change_from(result)
+
+    def update(self, project_id: str, **changes: str) -> Change:
+        unknown = set(changes) - set(EDITABLE_FIELDS)
+        if unknown:
+            raise InvalidInputError(f"unknown project field(s): {', '.join(sorted(unknown))}")
+        return _change_from(self.call("update", {"project": project_id, "changes": changes}))
+
+    def delete_many(self, project_ids: Sequence[str], *, missing_ok: bool = False) -> list[Change]:
+        result = self.call("delete", {"projects": list(project_ids), "missing_ok": missing_ok})
+        return [_change_from(item) for item in result["deleted"]]
+
+    def delete(self, project_id: str) -> Change:
+        (change,) = self.delete_many([project_id])
+        return change
+
+    def resolve(self, reference: str) -> str:
+        return str(self.call("resolve", {"project": reference})["project_id"])
+
+    def get(self, project_id: str) -> Project:
+        return Project.from_dict(self.call("get", {"project": project_id})["project"])
+
+    def list(
+        self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
+    ) -> list[Project]:
+        args = {k: v for k, v in (("status", status), ("type", type), ("owner_id", owner_id)) if v}
+        return [Project.from_dict(p) for p in self.call("list", args)["projects"]]
+
+    def info(self) -> dict[str, Any]:
+        result = self.call("info", {})
+        return {
+            "database": {"url": self.url, "source": self.settings.url_source, **result["database"]},
+            "projects": result["projects"],
+            "latest_seq": result["latest_seq"],
+            "journal": result["journal"],
+            "server": {"running": True, "url": self.url},
+        }
+
+    @property
+    def default_owner(self) -> str:
+        """``PROJCTL_OWNER``, else the name of the user running: as for a local create."""
+        from projctl import config, model
+
+        if self.settings.owner is not None:
+            return model.validate_owner_id(self.settings.owner)
+        return config.login_name()
+
+    def locate_server(self, *, start: bool = True) -> Endpoint:
+        """The server's feed, for ``watch``: ``/ws`` over the same TLS, with the token."""
+        base = self.url.rstrip("/")
+        return Endpoint(url=base + "/ws", token=self.token, ca_file=self.settings.ca_file)
