@@ -4,7 +4,7 @@
     python bench/run.py --quick    # tiny sizes: checks that every benchmark still runs
 
 Each benchmark is its own script (start-up, write scaling, fan-out, end to end,
-watch burst, memory), run as a separate process so that one cannot warm up or
+watch burst, memory, the dashboard in Chromium, the team server), run as a separate process so that one cannot warm up or
 slow down the next. Targets are checked by reading the figures, never by
 timed unit tests; `tests/test_bench.py` only runs `--quick` so the scripts cannot rot.
 """
