@@ -53,6 +53,19 @@ class LockTimeout(TimeoutError):
     """The lock was still held by another process when the deadline passed."""
 
 
+def _open_lock_file(path: Path, mode: int) -> int:
+    """Open (or create with ``mode``) a lock file, never through a symlink; it must be a
+    regular file. Raises :class:`LockFileError`."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as error:
+        raise LockFileError(error.errno, error.strerror, str(path)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockFileError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
 @contextlib.contextmanager
 def locked(
     path: Path,
@@ -71,13 +84,8 @@ def locked(
     lock a file elsewhere. Raises :class:`LockFileError` when the lock file cannot
     be opened or is not a regular file.
     """
+    fd = _open_lock_file(path, mode)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
-    except OSError as error:
-        raise LockFileError(error.errno, error.strerror, str(path)) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise LockFileError(errno.EINVAL, "not a regular file", str(path))
         started = time.monotonic()
         deadline = started + timeout
         pause = 0.001
@@ -107,13 +115,8 @@ def try_lock(path: Path, *, mode: int = 0o600) -> int | None:
     Returns the open descriptor: the lock lasts until it is closed (or the process
     dies). Raises :class:`LockFileError` when the lock file cannot be opened.
     """
+    fd = _open_lock_file(path, mode)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
-    except OSError as error:
-        raise LockFileError(error.errno, error.strerror, str(path)) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise LockFileError(errno.EINVAL, "not a regular file", str(path))
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)

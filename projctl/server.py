@@ -527,11 +527,8 @@ class BroadcastServer:
         return name == listening or runtime.is_loopback(name)
 
     def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
-        """A loopback client, or one holding the subscriber token."""
-        token = self.config.subscriber_token
-        if token is not None and (
-            _bearer_matches(request.headers, token) or _query_token_matches(request.path, token)
-        ):
+        """A loopback client, or one holding a token of this server."""
+        if self._presented_token(request) is not None:
             return True
         address = connection.remote_address
         return runtime.is_loopback(str(address[0])) if address else False
@@ -1093,12 +1090,6 @@ def _listen_failure(host: str, port: int, error: OSError) -> str:
         else:
             message += " (by another program)"
     return message
-
-
-def _query_token_matches(path: str, token: str) -> bool:
-    """Whether ``?token=`` carries ``token`` (compared in constant time)."""
-    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
-    return hmac.compare_digest(query.get("token", [""])[-1].encode(), token.encode())
 
 
 def _bearer_matches(headers: Headers, token: str) -> bool:
