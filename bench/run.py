@@ -4,9 +4,10 @@
     python bench/run.py --quick    # tiny sizes: checks that every benchmark still runs
 
 Each benchmark is its own script (start-up, write scaling, fan-out, end to end,
-watch burst, memory, the dashboard in Chromium, the team server), run as a separate process so that one cannot warm up or
-slow down the next. Targets are checked by reading the figures, never by
-timed unit tests; `tests/test_bench.py` only runs `--quick` so the scripts cannot rot.
+watch burst, memory, the dashboard in Chromium, the team server), each run as a
+separate process so that one cannot warm up or slow down the next. Targets are
+checked by reading the figures, never by timed unit tests; `tests/test_bench.py`
+only runs `--quick` so the scripts cannot rot.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory", "dashboard"]
+BENCHMARKS = [
+    "startup",
+    "write_scaling",
+    "fanout",
+    "e2e",
+    "watch_burst",
+    "memory",
+    "dashboard",
+    "remote",
+]
 
 
 def main() -> None:

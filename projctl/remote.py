@@ -49,6 +49,7 @@ __all__ = [
     "Answer",
     "RemoteDatabase",
     "answer",
+    "error_reply",
 ]
 
 #: The WebSocket path of the protocol.
@@ -80,6 +81,11 @@ class Answer:
     changes: list[Change] = field(default_factory=list)
     #: Whether the reply may be replayed to a retry of the same id (a write's reply).
     idempotent: bool = False
+
+
+def error_reply(request_id: Any, code: str, message: str) -> bytes:
+    """An error reply: ``{"id", "ok": false, "error": {"code", "message"}}``."""
+    return _error(request_id, code, message)
 
 
 def _error(request_id: Any, code: str, message: str) -> bytes:
@@ -329,6 +335,8 @@ class RemoteDatabase:
             )
         if code == "store_error":
             raise StoreError(message)
+        if code in ("bad_request", "unknown_op"):
+            raise InvalidInputError(f"the server could not take the request: {message}")
         raise ServerError(f"the server refused: {message} ({code or 'no code'})")
 
     # -- what the commands use ---------------------------------------------------------

@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import gc
+import hashlib
 import hmac
 import http
 import logging
@@ -199,8 +200,11 @@ class BroadcastServer:
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
         #: The team protocol's answered writes, by request id (for retries), oldest first.
-        self._rpc_answered: OrderedDict[str, bytes] = OrderedDict()
-        self._rpc_running: dict[str, asyncio.Future[bytes]] = {}
+        self._rpc_answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._rpc_running: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._rpc_write_lock = asyncio.Lock()
+        #: Every id answered or in progress, with its request's digest.
+        self._rpc_ids: dict[str, str] = {}
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -848,27 +852,39 @@ class BroadcastServer:
             request_id: str | None = remote.request_id_of(orjson.loads(message))
         except (orjson.JSONDecodeError, ProjctlError):
             request_id = None
-        if request_id is not None and may_write:
-            if request_id in self._rpc_answered:
-                self._rpc_answered.move_to_end(request_id)
-                return self._rpc_answered[request_id]
-            running = self._rpc_running.get(request_id)
+        # A retry is the same request: an id reused for another one is refused, not replayed.
+        digest = hashlib.sha256(message if isinstance(message, bytes) else message.encode())
+        key = (request_id, digest.hexdigest()) if request_id is not None else None
+        if key is not None and may_write:
+            if self._rpc_ids.get(key[0], key[1]) != key[1]:
+                return remote.error_reply(
+                    request_id, "bad_request", "this id was already used for another request"
+                )
+            if key in self._rpc_answered:
+                self._rpc_answered.move_to_end(key)
+                return self._rpc_answered[key]
+            running = self._rpc_running.get(key)
             if running is not None:
                 return await asyncio.shield(running)
+            self._rpc_ids[key[0]] = key[1]
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        if request_id is not None and may_write:
-            self._rpc_running[request_id] = future
+        if key is not None and may_write:
+            self._rpc_running[key] = future
         try:
-            answer = await asyncio.to_thread(
-                remote.answer, self.store, message, may_write=may_write
-            )
+            # Writes go one at a time: they would only take turns at the database lock
+            # otherwise, polling for it, which stretches the slowest reply.
+            async with self._rpc_write_lock if may_write else contextlib.nullcontext():
+                answer = await asyncio.to_thread(
+                    remote.answer, self.store, message, may_write=may_write
+                )
             for change in answer.changes:
                 if change.event is not None:
                     self.accept(change.event, change.version)
-            if answer.idempotent and request_id is not None:
-                self._rpc_answered[request_id] = answer.reply
+            if answer.idempotent and key is not None:
+                self._rpc_answered[key] = answer.reply
                 while len(self._rpc_answered) > _RPC_ANSWERS_KEPT:
-                    self._rpc_answered.popitem(last=False)
+                    (forgotten, _digest), _reply = self._rpc_answered.popitem(last=False)
+                    self._rpc_ids.pop(forgotten, None)
             future.set_result(answer.reply)
             return answer.reply
         except BaseException as error:
@@ -876,8 +892,10 @@ class BroadcastServer:
             future.exception()  # retrieved: a retry waiting on it raises it too
             raise
         finally:
-            if request_id is not None:
-                self._rpc_running.pop(request_id, None)
+            if key is not None:
+                self._rpc_running.pop(key, None)
+                if key not in self._rpc_answered:
+                    self._rpc_ids.pop(key[0], None)  # not applied: the id is free again
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:

@@ -22,7 +22,8 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for name in ("startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory", "dashboard"):
+    names = ("startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory", "dashboard")
+    for name in (*names, "remote"):
         assert f"## {name}\n" in done.stdout
     for figure in ("projctl --help", "projctl create", "deliv/s", "arrival", "on screen", "RSS"):
         assert figure in done.stdout, figure
