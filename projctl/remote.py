@@ -156,7 +156,9 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
     except InvalidInputError as error:
         return Answer(_error(request_id, "invalid_input", str(error)))
     except ProjectNotFoundError as error:
-        return Answer(_error(request_id, "not_found", str(error)))
+        reply = orjson.loads(_error(request_id, "not_found", str(error)))
+        reply["error"]["project"] = error.project_id  # what was looked for, exactly
+        return Answer(orjson.dumps(reply))
     except StoreError as error:
         return Answer(_error(request_id, "store_error", str(error)))
     except (TypeError, ValueError, KeyError) as error:  # a value of the wrong shape
@@ -301,14 +303,14 @@ class RemoteDatabase:
                 last_error = f"HTTP {status}"
                 if status < 500:
                     break
+            except ssl.SSLCertVerificationError as error:
+                raise ServerError(
+                    f"TLS with {self.url} failed: {error.verify_message}; "
+                    "trust its CA with PROJCTL_CA_FILE"
+                ) from None
             except ssl.SSLError as error:
                 raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as error:
-                if isinstance(error, ssl.SSLCertVerificationError):
-                    raise ServerError(
-                        f"TLS with {self.url} failed: {error.verify_message}; "
-                        "trust its CA with PROJCTL_CA_FILE"
-                    ) from None
                 last_error = str(error) or type(error).__name__
             if pause is not None:
                 await asyncio.sleep(pause)
@@ -329,10 +331,7 @@ class RemoteDatabase:
         if code == "invalid_input":
             raise InvalidInputError(message)
         if code == "not_found":
-            raise ProjectNotFoundError(
-                message.removeprefix("no project with id or name ").strip("'"),
-                looked_up_by="id or name",
-            )
+            raise ProjectNotFoundError(str(error.get("project", "")), looked_up_by="id or name")
         if code == "store_error":
             raise StoreError(message)
         if code in ("bad_request", "unknown_op"):

@@ -21,7 +21,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from projctl.errors import ServerError, ServerUnavailableError
+from projctl.errors import ProjctlError, ServerError, ServerUnavailableError
 from projctl.events import PROJECTS_MESSAGE_TYPES
 from projctl.runtime import Endpoint
 
@@ -89,10 +89,26 @@ def _decode(frame: str | bytes) -> Message:
 def _retryable(error: BaseException) -> bool:
     if isinstance(error, InvalidStatus):
         return error.response.status_code in _RETRYABLE_STATUSES
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return False  # the same certificate will fail the same way
     return isinstance(
         error,
         OSError | ConnectionClosed | InvalidHandshake | ServerUnavailableError | TimeoutError,
     )
+
+
+def _permanent(error: BaseException) -> ProjctlError:
+    """What :func:`follow` raises for a failure no retry can fix, as one line."""
+    if isinstance(error, InvalidStatus):
+        status = error.response.status_code
+        if status in (401, 403):
+            return ServerError(f"the server refused the token (HTTP {status}); set PROJCTL_TOKEN")
+        return ServerError(f"the server refused the connection (HTTP {status})")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return ServerError(
+            f"TLS failed: {error.verify_message}; trust the server's CA with PROJCTL_CA_FILE"
+        )
+    raise error
 
 
 async def follow(
@@ -112,11 +128,11 @@ async def follow(
     no event is lost and none is yielded twice. Lifecycle events, ``snapshot`` and
     ``resync`` messages are yielded as :class:`Message`.
 
-    Raises what cannot be retried: :class:`~projctl.errors.ServerError` for a
-    server that cannot be started or sends garbage, ``InvalidStatus`` for a
-    handshake refused for good (a missing token: 401). With ``give_up_after``, that
-    many failed attempts in a row (no connection made in between) raise
-    :class:`~projctl.errors.ServerError` too.
+    Raises what cannot be retried as :class:`~projctl.errors.ServerError`: a server
+    that cannot be started or sends garbage, a handshake refused for good (a missing
+    token: 401), a certificate that cannot be trusted; a bug is raised as it is. With
+    ``give_up_after``, that many failed attempts in a row (no connection made in
+    between) raise :class:`~projctl.errors.ServerError` too.
     """
     failures = 0
     last_seq = since
@@ -168,6 +184,8 @@ async def follow(
             error = "the server closed the connection"
         except Exception as failure:
             if not _retryable(failure):
+                if isinstance(failure, InvalidStatus | ssl.SSLCertVerificationError):
+                    raise _permanent(failure) from None
                 raise
             error = str(failure) or type(failure).__name__
             failures += 1
