@@ -126,6 +126,7 @@ def _create_many(worker: int, count: int) -> list[str]:
     return ids
 
 
+@pytest.mark.slow  # 200 whole processes; test_parallel_updates_... keeps a quick race check
 def test_concurrent_creates_lose_nothing(store: ProjectStore) -> None:
     workers, per_worker = 8, 25
     with ThreadPoolExecutor(workers) as pool:
