@@ -263,6 +263,25 @@ def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
         subprocess.run(["umount", str(folder)], check=False, timeout=10)
 
 
+def fake_server_state(pid: int, socket: Path, db: str, port: int = 1) -> ServerState:
+    """A state entry naming ``pid`` and ``socket`` as the server of ``db``: what a stale,
+    copied or planted entry looks like to the code that reads it."""
+    return ServerState(
+        pid=pid,
+        host="127.0.0.1",
+        port=port,
+        url=f"ws://127.0.0.1:{port}/ws",
+        token="stolen",
+        socket=socket,
+        db=db,
+        database_id="",
+        version="0",
+        auto=True,
+        subscriber_token=None,
+        started_at=0.0,
+    )
+
+
 NOBODY = 65534
 
 

@@ -19,17 +19,22 @@ from .conftest import PROJCTL
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ci.sh"
 
 
-@pytest.mark.usefixtures("broadcasting")
-def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> None:
-    done = subprocess.run(
+def run_ci_example(bash: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``examples/ci.sh`` run as a CI job would, with the installed projctl on PATH."""
+    return subprocess.run(
         [bash, str(EXAMPLE)],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**os.environ, "PATH": f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> None:
+    done = run_ci_example(bash, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "completion event received" in done.stdout
     assert store.list_projects() == []  # cleaned up
@@ -105,15 +110,7 @@ def test_example_ci_script_leaves_a_server_it_did_not_start(
 ) -> None:
     running = projctl("server", "start")
     assert running.returncode == 0
-    done = subprocess.run(
-        [bash, str(EXAMPLE)],
-        cwd=tmp_path,
-        env={**os.environ, "PATH": f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_ci_example(bash, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     state = runtime.read_server_state(runtime.runtime_paths(store.path))
     assert state is not None

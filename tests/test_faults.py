@@ -23,10 +23,10 @@ from typer.testing import Result
 from websockets.asyncio.client import connect
 
 from projctl import rpc, runtime
-from projctl.runtime import ServerState, pid_alive, runtime_paths
+from projctl.runtime import pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import mounted_tmpfs, wait_until
+from .conftest import fake_server_state, mounted_tmpfs, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -239,20 +239,9 @@ def test_state_file_naming_a_live_stranger_and_a_foreign_port(
     ):
         try:
             port = foreign.getsockname()[1]
-            ServerState(
-                pid=stranger.pid,
-                host="127.0.0.1",
-                port=port,
-                url=f"ws://127.0.0.1:{port}/ws",
-                token="stolen",
-                socket=paths.socket,
-                db=str(paths.db_path),
-                database_id="",
-                version="0",
-                auto=True,
-                subscriber_token=None,
-                started_at=0.0,
-            ).write(paths.state_file)
+            fake_server_state(stranger.pid, paths.socket, str(paths.db_path), port).write(
+                paths.state_file
+            )
             done = projctl("create", "still works")
             assert done.returncode == 0
             assert done.stderr == ""

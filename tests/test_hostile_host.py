@@ -19,7 +19,7 @@ from rich.console import Console
 from projctl.store import ProjectStore
 from projctl.watch import WatchState, render_projects_table, render_screen
 
-from .conftest import as_another_user, wait_until
+from .conftest import as_another_user, fake_server_state, wait_until
 from .test_cli_process import _run_on_a_terminal
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -157,8 +157,6 @@ def test_a_planted_runtime_folder_beside_the_database_is_ignored(
     signalled, and a CI gate waiting for `completed` does not pass on their say-so."""
     import threading
 
-    from projctl.runtime import ServerState
-
     db = shared_folder / "team.json"
     planted = shared_folder / ".team.json.projctl"
     fake_socket = shared_folder / "fake.sock"
@@ -166,20 +164,7 @@ def test_a_planted_runtime_folder_beside_the_database_is_ignored(
 
     def plant() -> object:
         planted.mkdir(mode=0o777)
-        ServerState(
-            pid=1,
-            host="127.0.0.1",
-            port=1,
-            url="ws://127.0.0.1:1/ws",
-            token="stolen",
-            socket=fake_socket,
-            db=str(db),
-            database_id="",
-            version="0",
-            auto=True,
-            subscriber_token=None,
-            started_at=0.0,
-        ).write(planted / "server.json")
+        fake_server_state(1, fake_socket, str(db)).write(planted / "server.json")
         return True
 
     assert as_another_user(plant) is True
@@ -353,26 +338,14 @@ def test_a_request_never_reaches_another_users_socket(shared_folder: Path) -> No
 
 def test_server_stop_never_signals_a_pid_it_has_not_verified(projctl: Run, db_path: Path) -> None:
     from projctl import runtime
-    from projctl.runtime import ServerState
 
     paths = runtime.runtime_paths(db_path)
     runtime.check_private_folder(paths.folder, create=True)
     with subprocess.Popen(["sleep", "60"]) as bystander:
         try:
-            ServerState(
-                pid=bystander.pid,
-                host="127.0.0.1",
-                port=1,
-                url="ws://127.0.0.1:1/ws",
-                token="x",
-                socket=paths.socket,
-                db=str(paths.db_path),
-                database_id="",
-                version="0",
-                auto=True,
-                subscriber_token=None,
-                started_at=0.0,
-            ).write(paths.state_file)
+            fake_server_state(bystander.pid, paths.socket, str(paths.db_path)).write(
+                paths.state_file
+            )
             stopped = projctl("server", "stop")
             assert stopped.returncode == 0
             assert stopped.stderr == f"no server is running for {db_path}\n"
