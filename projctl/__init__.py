@@ -461,18 +461,19 @@ class Database:
         """Which database this is and where that came from, what it holds, and its server."""
         settings = self.settings
         exists = self.path.exists()
+        state = self.store.read_state() if exists else None  # one read for every figure
         status = self.server_status()
         return {
             "database": {
                 "path": str(self.path),
                 "source": settings.db_source,
                 "exists": exists,
-                "id": self.store.database_id() if exists else "",
+                "id": state.database_id if state else "",
             },
-            "projects": len(self.list()) if exists else 0,
-            "latest_seq": self.latest_seq() if exists else 0,
+            "projects": len(state.project_records) if state else 0,
+            "latest_seq": state.latest_seq if state else 0,
             "journal": {
-                "events": len(self.journal()) if exists else 0,
+                "events": len(state.journal) if state else 0,
                 "limit": settings.journal_limit,
             },
             "server": {

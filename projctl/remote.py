@@ -34,7 +34,7 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
-from projctl.model import EDITABLE_FIELDS, Project
+from projctl.model import Project
 from projctl.runtime import Endpoint
 
 if TYPE_CHECKING:
@@ -209,12 +209,12 @@ def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
             owner_id=_text(args, "owner_id", required=False),
         )
         return {"projects": [project.to_dict() for project in projects]}
-    journal = store.journal()
+    state = store.read_state()  # one read for every figure
     return {
-        "database": {"id": store.database_id()},
-        "projects": len(store.list_projects()),
-        "latest_seq": store.latest_seq(),
-        "journal": {"events": len(journal), "limit": store.journal_limit},
+        "database": {"id": state.database_id},
+        "projects": len(state.project_records),
+        "latest_seq": state.latest_seq,
+        "journal": {"events": len(state.journal), "limit": store.journal_limit},
     }
 
 
@@ -363,9 +363,7 @@ class RemoteDatabase:
         return _change_from(result)
 
     def update(self, project_id: str, **changes: str) -> Change:
-        unknown = set(changes) - set(EDITABLE_FIELDS)
-        if unknown:
-            raise InvalidInputError(f"unknown project field(s): {', '.join(sorted(unknown))}")
+        # The server validates the fields, with the local messages.
         return _change_from(self.call("update", {"project": project_id, "changes": changes}))
 
     def delete_many(self, project_ids: Sequence[str], *, missing_ok: bool = False) -> list[Change]:
@@ -400,12 +398,11 @@ class RemoteDatabase:
 
     @property
     def default_owner(self) -> str:
-        """``PROJCTL_OWNER``, else the name of the user running: as for a local create."""
-        from projctl import config, model
+        """``PROJCTL_OWNER``, else the name of the user running: the very rule of a local
+        create (building a local :class:`projctl.Database` reads nothing)."""
+        import projctl
 
-        if self.settings.owner is not None:
-            return model.validate_owner_id(self.settings.owner)
-        return config.login_name()
+        return projctl.Database(self.settings).default_owner
 
     def locate_server(self, *, start: bool = True) -> Endpoint:
         """The server's feed, for ``watch``: ``/ws`` over the same TLS, with the token."""
