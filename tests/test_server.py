@@ -574,6 +574,14 @@ def test_a_stale_journal_read_neither_rewinds_nor_resyncs(store: ProjectStore) -
     run(scenario())
 
 
+def _replace_file(path: Path, content: bytes) -> None:
+    """Write ``content`` as a careful program does, by rename: the watcher polls every 20 ms
+    here, and a write in place could be read half done (an empty file is a new database)."""
+    temp = path.with_name(path.name + ".new")
+    temp.write_bytes(content)
+    os.replace(temp, path)
+
+
 def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixed(
     store: ProjectStore, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -590,11 +598,11 @@ def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixe
             good = db_path.read_bytes()
             data = orjson.loads(good)
             del data["journal"]["1"]["seq"]
-            db_path.write_bytes(orjson.dumps(data))
+            _replace_file(db_path, orjson.dumps(data))
             await until(lambda: server.stats.journal_read_failures >= 3)
             with pytest.raises(asyncio.TimeoutError):
                 await receive(ws, timeout=0.2)
-            db_path.write_bytes(good)  # fixed: the watcher delivers what it missed
+            _replace_file(db_path, good)  # fixed: the watcher delivers what it missed
             assert await receive(ws, timeout=5) == unsent
             assert server.health()["journal_read_failures"] >= 3
 
