@@ -474,7 +474,7 @@ class Database:
             "latest_seq": state.latest_seq if state else 0,
             "journal": {
                 "events": len(state.journal) if state else 0,
-                "limit": settings.journal_limit,
+                "limit": state.journal_limit if state else settings.journal_limit,
             },
             "server": {
                 "running": status is not None,

@@ -55,14 +55,23 @@ class LockTimeout(TimeoutError):
 
 def _open_lock_file(path: Path, mode: int) -> int:
     """Open (or create with ``mode``) a lock file, never through a symlink; it must be a
-    regular file. Raises :class:`LockFileError`."""
+    regular file. Raises :class:`LockFileError`.
+
+    A lock file of ours that grants more than ``mode`` (one made by an older projctl, or
+    narrowed by nobody) is narrowed to it: whoever can open a lock file can block every
+    holder, even through a read-only descriptor.
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | _NOFOLLOW | os.O_NONBLOCK, mode)
     except OSError as error:
         raise LockFileError(error.errno, error.strerror, str(path)) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise LockFileError(errno.EINVAL, "not a regular file", str(path))
+    if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) & ~mode:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, stat.S_IMODE(status.st_mode) & mode)
     return fd
 
 
@@ -74,8 +83,9 @@ def locked(
     mode: int = 0o600,
     on_slow: Callable[[], None] | None = None,
     slow_after: float = 1.0,
-) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing).
+) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing); yield its
+    open descriptor (read and write), which the holder may use to keep a small record.
 
     Polls until ``timeout`` seconds have passed, then raises :class:`LockTimeout`.
     ``on_slow`` is called once if the wait passes ``slow_after`` seconds, so a
@@ -104,7 +114,7 @@ def locked(
                     on_slow()
                 time.sleep(min(pause, max(0.0, deadline - now)))
                 pause = min(pause * 2, 0.025)
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 

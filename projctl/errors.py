@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CorruptDatabaseError",
+    "DatabaseChangedError",
+    "EmptyDatabaseError",
     "InvalidInputError",
     "LockTimeoutError",
     "NotFoundError",
@@ -51,6 +53,18 @@ class StoreError(ProjctlError):
 
 class CorruptDatabaseError(StoreError):
     """The database file exists but is not a readable projctl database; it is left untouched."""
+
+
+class EmptyDatabaseError(CorruptDatabaseError):
+    """The database file is empty where a database was: being rewritten, or truncated.
+
+    A reader that follows the file (the server) takes it as transient and reads again.
+    """
+
+
+class DatabaseChangedError(StoreError):
+    """Another program changed the database file while a change was being made; nothing
+    was written."""
 
 
 class LockTimeoutError(StoreError):

@@ -24,6 +24,7 @@ __all__ = [
     "Project",
     "Status",
     "next_project_id",
+    "parse_project_id",
     "validate_description",
     "validate_fields",
     "validate_name",
@@ -97,26 +98,36 @@ def next_project_id(
 ) -> str:
     """The id for a project created at ``created``: ``proj_YYYYMMDD_HHMMSS`` in UTC.
 
-    A later project in the same second gets ``_2``, ``_3``, ... Counting resumes
-    after ``last_issued`` when that id belongs to the same second, so an id freed
-    by a delete is not handed out again within its second; ``is_taken`` guards
-    against every other collision. The caller must hold the database lock.
+    A later project in the same second gets ``_2``, ``_3``, ... Ids never go backwards:
+    counting resumes after ``last_issued`` when that id belongs to the same second or a
+    later one (a clock stepped back keeps issuing in the second of ``last_issued``), so
+    an id freed by a delete is never handed out again; ``is_taken`` guards against every
+    other collision. The caller must hold the database lock.
     """
     if created.tzinfo is not None:
         created = created.astimezone(timezone.utc)
     base = created.strftime("proj_%Y%m%d_%H%M%S")
     number = 1
-    if last_issued == base:
-        number = 2
-    elif last_issued is not None and last_issued.startswith(base + "_"):
-        suffix = last_issued[len(base) + 1 :]
-        if suffix.isdigit():
-            number = int(suffix) + 1
+    issued = parse_project_id(last_issued) if last_issued is not None else None
+    if issued is not None and issued[0] >= base:
+        base, number = issued[0], issued[1] + 1
     while True:
         candidate = base if number == 1 else f"{base}_{number}"
         if not is_taken(candidate):
             return candidate
         number += 1
+
+
+_ID_PATTERN = re.compile(r"(proj_\d{8}_\d{6})(?:_([1-9]\d{0,8}))?")
+
+
+def parse_project_id(project_id: str) -> tuple[str, int] | None:
+    """``(second, number)`` of an id of the scheme (``proj_..._HHMMSS`` is number 1), in
+    the order ids are issued; ``None`` for anything else."""
+    match = _ID_PATTERN.fullmatch(project_id)
+    if match is None:
+        return None
+    return match[1], int(match[2] or 1)
 
 
 def _has_control_character(value: str, allowed: frozenset[str] = frozenset()) -> bool:

@@ -214,7 +214,7 @@ def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
         "database": {"id": state.database_id},
         "projects": len(state.project_records),
         "latest_seq": state.latest_seq,
-        "journal": {"events": len(state.journal), "limit": store.journal_limit},
+        "journal": {"events": len(state.journal), "limit": state.journal_limit},
     }
 
 

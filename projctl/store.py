@@ -25,11 +25,11 @@ import gc
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from operator import and_
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import orjson
 from tinydb import where
@@ -40,6 +40,8 @@ from tinydb.table import Document, Table
 from projctl import _files, events
 from projctl.errors import (
     CorruptDatabaseError,
+    DatabaseChangedError,
+    EmptyDatabaseError,
     InvalidInputError,
     LockTimeoutError,
     ProjectNotFoundError,
@@ -51,6 +53,7 @@ from projctl.model import (
     DEFAULT_TYPE,
     Project,
     next_project_id,
+    parse_project_id,
     validate_fields,
 )
 
@@ -65,10 +68,11 @@ __all__ = [
 
 DEFAULT_JOURNAL_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 10.0
-#: A new database file is private: readable and writable by its owner only.
+#: A new database file is private: readable and writable by its owner only. Its lock file
+#: gets the database's own mode: whoever can open it can block every write.
 NEW_FILE_MODE = 0o600
-#: The lock file: anyone who can open it can block every write, so never "others".
-LOCK_FILE_MODE = 0o660
+#: How many restores of an older copy the database remembers (see ``Change.restore``).
+RESTORES_KEPT = 32
 
 _FORMAT = "projctl"
 _SCHEMA = 1
@@ -86,6 +90,59 @@ def _version_of(status: os.stat_result) -> FileVersion:
     return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
+def _is_count(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a whole number >= 0 (JSON's ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
+class _HighWater:
+    """What the lock file remembers of the database's last commit: its id, last ``seq`` and
+    last issued project id.
+
+    The lock file stays when another program puts an older copy of the database in place
+    (``mv backup.json db.json``), so this record is how a writer knows that seqs and ids
+    up to these were already issued and must never be issued again, and that an empty
+    file where a database was is not a new database. Written by the lock holder after each
+    commit, in place (the lock file itself is never replaced: that would split the lock).
+    """
+
+    database_id: str
+    last_seq: int
+    last_issued: str | None
+
+    @classmethod
+    def read(cls, fd: int) -> _HighWater | None:
+        """The record in the open lock file, ``None`` when it holds none (or garbage: a
+        record torn by a crash is as good as none, the database's own meta then rules)."""
+        try:
+            raw = os.pread(fd, 4096, 0)
+            record = orjson.loads(raw) if raw else None
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        database_id, last_seq = record.get("database_id"), record.get("last_seq")
+        last_issued = record.get("last_issued")
+        if not isinstance(database_id, str) or not database_id or not _is_count(last_seq):
+            return None
+        return cls(database_id, last_seq, last_issued if isinstance(last_issued, str) else None)
+
+    def write(self, fd: int) -> None:
+        payload = orjson.dumps(
+            {
+                "database_id": self.database_id,
+                "last_seq": self.last_seq,
+                "last_issued": self.last_issued,
+            }
+        )
+        # Best effort: the database itself is committed already, and a record that lags
+        # behind it is merely raised by the next commit.
+        with contextlib.suppress(OSError):
+            os.pwrite(fd, payload, 0)
+            os.ftruncate(fd, len(payload))
+
+
 @dataclass(frozen=True)
 class Change:
     """What one change did: the result of :meth:`ProjectStore.create`, ``update`` and ``delete``.
@@ -97,7 +154,11 @@ class Change:
     delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
     carries so the server can tell whether the file holds commits it was not told about;
     ``database_id`` identifies the database it went into, so a forward can never be
-    taken by a server of another database.
+    taken by a server of another database. ``restore`` is set when this commit found an
+    older copy of the database put in place by another program: ``(kept, lost)``, the
+    copy ended at seq ``kept`` while seqs up to ``lost`` had been issued; this commit's
+    events follow ``lost`` (seqs are never reused), and whoever saw events after ``kept``
+    must start over (a ``resync``).
     """
 
     project: Project
@@ -105,17 +166,25 @@ class Change:
     updated_fields: tuple[str, ...] = ()
     version: FileVersion | None = None
     database_id: str = ""
+    restore: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class StoreState:
-    """One consistent read of the database: its journal, latest ``seq`` and projects."""
+    """One consistent read of the database: its journal, latest ``seq`` and projects.
+
+    ``restores`` lists the ``(kept, lost)`` seq ranges that restores of older copies
+    skipped (see :attr:`Change.restore`), oldest first; ``journal_limit`` is how many
+    events the database keeps.
+    """
 
     journal: list[Event]
     latest_seq: int
     database_id: str
     version: FileVersion | None
     project_records: list[dict[str, Any]]
+    restores: list[tuple[int, int]] = field(default_factory=list)
+    journal_limit: int = DEFAULT_JOURNAL_LIMIT
 
 
 class _MemoryStorage(Storage):
@@ -176,17 +245,55 @@ class _ProjectsTable(Table):
 
 
 class _Tables:
-    """The three tables of one database state, backed by one :class:`_MemoryStorage`."""
+    """The three tables of one database state, backed by one :class:`_MemoryStorage`.
 
-    def __init__(self, data: dict[str, dict[str, Any]]) -> None:
+    ``high_water`` is the lock file's record (see :class:`_HighWater`), given to a
+    transaction: seqs and ids it names are never issued again, even when the file holds
+    an older copy of the database.
+    """
+
+    def __init__(
+        self, data: dict[str, dict[str, Any]], high_water: _HighWater | None = None
+    ) -> None:
         self.storage = _MemoryStorage(data)
         self.projects = _ProjectsTable(self.storage, "projects")
         self.journal = Table(self.storage, "journal")
         self.meta = Table(self.storage, "meta")
+        self.high_water = high_water
+        #: Set by the first event appended after a restore: ``(kept, lost)``.
+        self.restore: tuple[int, int] | None = None
 
     def read_meta(self) -> dict[str, Any]:
         meta = self.meta.get(doc_id=_META_ID)
         return dict(meta) if isinstance(meta, dict) else {}
+
+    def _remembered(self, meta: dict[str, Any]) -> _HighWater | None:
+        """The lock file's record when it speaks of this very database."""
+        high_water = self.high_water
+        if high_water is None or high_water.database_id != meta.get("database_id"):
+            return None
+        return high_water
+
+    def next_seq(self, meta: dict[str, Any]) -> int:
+        """The ``seq`` the next event gets: after every one ever issued in this database."""
+        last_seq = int(meta.get("last_seq", 0))
+        remembered = self._remembered(meta)
+        if remembered is not None:
+            last_seq = max(last_seq, remembered.last_seq)
+        return last_seq + 1
+
+    def last_issued(self, meta: dict[str, Any]) -> str | None:
+        """The newest project id ever issued in this database."""
+        candidates = [meta.get("last_issued")]
+        remembered = self._remembered(meta)
+        if remembered is not None:
+            candidates.append(remembered.last_issued)
+        parsed = [
+            (key, candidate)
+            for candidate in candidates
+            if isinstance(candidate, str) and (key := parse_project_id(candidate)) is not None
+        ]
+        return max(parsed)[1] if parsed else None
 
     def events(self) -> list[Event]:
         """The journaled events, oldest first; ``EventDecodeError`` for an entry that is not one."""
@@ -198,15 +305,32 @@ class _Tables:
         record = self.projects.find(project_id)
         if record is None:
             raise ProjectNotFoundError(project_id)
-        return Project.from_dict(record)
+        try:
+            return Project.from_dict(record)
+        except (KeyError, TypeError) as error:
+            raise CorruptDatabaseError(
+                f"project {project_id!r} is a malformed record ({error}); "
+                "the database was left untouched"
+            ) from None
 
     def append_event(
         self, event: Event, *, meta: dict[str, Any], journal_limit: int, **meta_changes: Any
     ) -> None:
-        """Journal ``event``, drop what falls out of the retained window, advance ``meta``."""
+        """Journal ``event``, drop what falls out of the retained window, advance ``meta``.
+
+        The window is the database's own limit or ``journal_limit``, whichever is larger:
+        a writer configured for fewer events never trims what the database keeps.
+        """
         seq = event["seq"]
+        previous = int(meta.get("last_seq", 0))
+        restores = [list(pair) for pair in meta.get("restores", [])]
+        if seq != previous + 1:
+            # The file is an older copy: the seqs in between were issued and are lost.
+            self.restore = (previous, seq - 1)
+            restores = [*restores, [previous, seq - 1]][-RESTORES_KEPT:]
+        limit = max(journal_limit, int(meta.get("journal_limit", 0)))
         self.journal.insert(Document(event, doc_id=seq))
-        excess = len(self.journal) - journal_limit
+        excess = len(self.journal) - limit
         if excess > 0:
             oldest = sorted(document.doc_id for document in self.journal)[:excess]
             self.journal.remove(doc_ids=oldest)
@@ -215,11 +339,15 @@ class _Tables:
             "schema": _SCHEMA,
             # Tells a database from a re-created one at the same path.
             "database_id": meta.get("database_id") or os.urandom(8).hex(),
-            "last_issued": meta.get("last_issued"),
+            "last_issued": self.last_issued(meta),
+            "journal_limit": limit,
+            **({"restores": restores} if restores else {}),
             **meta_changes,
             "last_seq": seq,
         }
         self.meta.upsert(Document(new_meta, doc_id=_META_ID))
+        meta.clear()
+        meta.update(new_meta)
 
 
 class ProjectStore:
@@ -288,7 +416,7 @@ class ProjectStore:
             project_id = next_project_id(
                 now,
                 is_taken=lambda candidate: tables.projects.find(candidate) is not None,
-                last_issued=meta.get("last_issued"),
+                last_issued=tables.last_issued(meta),
             )
             project = Project(
                 project_id=project_id, created_at=timestamp, updated_at=timestamp, **fields
@@ -296,7 +424,7 @@ class ProjectStore:
             record = project.to_dict()
             tables.projects.add(record)
             event = events.project_created(
-                record, seq=meta.get("last_seq", 0) + 1, timestamp=timestamp
+                record, seq=tables.next_seq(meta), timestamp=timestamp
             )
             tables.append_event(
                 event, meta=meta, journal_limit=self.journal_limit, last_issued=project_id
@@ -325,7 +453,7 @@ class ProjectStore:
             tables.projects.replace(record)
             after = Project.from_dict(record)
             event = events.project_updated(
-                record, updated_fields, seq=meta["last_seq"] + 1, timestamp=timestamp
+                record, updated_fields, seq=tables.next_seq(meta), timestamp=timestamp
             )
             tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
         return written.change(after, event, tuple(updated_fields))
@@ -359,10 +487,10 @@ class ProjectStore:
             meta = tables.read_meta()
             timestamp = format_timestamp(utc_now())
             deletions = []
-            for offset, project in enumerate(found, start=1):
+            for project in found:
                 tables.projects.discard(project.project_id)
                 event = events.project_deleted(
-                    project.to_dict(), seq=meta["last_seq"] + offset, timestamp=timestamp
+                    project.to_dict(), seq=tables.next_seq(meta), timestamp=timestamp
                 )
                 tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
                 deletions.append((project, event))
@@ -449,6 +577,8 @@ class ProjectStore:
             database_id=str(meta.get("database_id", "")),
             version=version,
             project_records=records,
+            restores=[(kept, lost) for kept, lost in meta.get("restores", [])],
+            journal_limit=max(self.journal_limit, int(meta.get("journal_limit", 0))),
         )
 
     def file_version(self) -> FileVersion | None:
@@ -492,7 +622,10 @@ class ProjectStore:
         """Lock, read, let the caller change the tables, write once if anything changed.
 
         The caller's :class:`_Written` holds the new file's version once the block
-        has ended without an exception.
+        has ended without an exception. Only a missing file is a new database; the
+        write is refused (:class:`DatabaseChangedError`, nothing written) when another
+        program changed the file since it was read, so its bytes are never lost to the
+        rename.
         """
         # Refuse a device, FIFO or folder before anything is created or opened for writing
         # beside it: `--db /dev/null` must neither be replaced nor get a lock file in /dev.
@@ -505,31 +638,38 @@ class ProjectStore:
             raise StoreError(
                 f"cannot create folder {self.path.parent}: {error.strerror or error}"
             ) from None
-        with self._locked():
-            tables = _Tables(self._read_file_with_version()[0])
+        lock_existed = os.path.lexists(self.lock_path)
+        with self._locked() as lock_fd:
+            high_water = _HighWater.read(lock_fd)
+            data, read_version = self._read_file_with_version(
+                database_was_here=lock_existed or high_water is not None
+            )
+            tables = _Tables(data, high_water)
             written = _Written()
-            try:
-                yield tables, written
-            except (KeyError, TypeError) as error:
-                raise CorruptDatabaseError(
-                    f"database {self.path} holds a malformed record ({error}); "
-                    "it was left untouched"
-                ) from None
+            yield tables, written
             if tables.storage.changed:
-                written.version = self._write_file(tables.storage.data)
-                written.database_id = str(tables.read_meta().get("database_id", ""))
+                written.version = self._write_file(tables.storage.data, read_version)
+                meta = tables.read_meta()
+                written.database_id = str(meta.get("database_id", ""))
+                written.restore = tables.restore
+                _HighWater(written.database_id, meta["last_seq"], meta.get("last_issued")).write(
+                    lock_fd
+                )
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the database's inter-process lock for one transaction."""
+    def _locked(self) -> Iterator[int]:
+        """Hold the database's inter-process lock for one transaction; yield the lock file's
+        descriptor (for its :class:`_HighWater` record)."""
         on_slow = None
         if self.on_lock_wait is not None:
             on_slow = functools.partial(self.on_lock_wait, self.lock_path)
         try:
-            with _files.locked(
-                self.lock_path, self.lock_timeout, mode=LOCK_FILE_MODE, on_slow=on_slow
-            ):
-                yield
+            mode = stat.S_IMODE(os.stat(self.file).st_mode)
+        except OSError:
+            mode = NEW_FILE_MODE
+        try:
+            with _files.locked(self.lock_path, self.lock_timeout, mode=mode, on_slow=on_slow) as fd:
+                yield fd
         except _files.LockTimeout:
             raise LockTimeoutError(
                 f"database {self.path} is locked by another process (waited {self.lock_timeout:g}s)"
@@ -539,7 +679,16 @@ class ProjectStore:
                 f"cannot open lock file {self.lock_path}: {error.strerror or error}"
             ) from None
 
-    def _read_file_with_version(self) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
+    def _read_file_with_version(
+        self, *, database_was_here: bool | None = None
+    ) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
+        """The parsed file and its version; ``({}, None)`` when there is no file.
+
+        An empty file is a new database only where none was before (a ``touch`` or
+        ``mktemp``): where one was (``database_was_here``; by default, when its lock file
+        exists), it is a database being rewritten in place by another program, or
+        truncated, and :class:`EmptyDatabaseError` leaves it untouched.
+        """
         try:
             found = _files.read_regular(self.file)
         except _files.NotRegularFile:
@@ -553,6 +702,13 @@ class ProjectStore:
         raw, status = found
         version = _version_of(status)
         if not raw:
+            if database_was_here is None:
+                database_was_here = os.path.lexists(self.lock_path)
+            if database_was_here:
+                raise EmptyDatabaseError(
+                    f"database {self.path} is empty, but a database was there (its lock file "
+                    "exists): another program may be rewriting it; it was left untouched"
+                )
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
         # Parsing builds one dict per project, none of which can be part of a cycle;
         # without this the cyclic GC walks the growing heap again and again.
@@ -574,6 +730,10 @@ class ProjectStore:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")
 
     def _check_format(self, data: Any) -> None:
+        """Check the shape of everything the code reads without checking it again: the three
+        tables are objects of objects, journal keys are seqs, and the meta's values have
+        their types. Project records and journal entries are checked field by field
+        where they are read."""
         not_ours = CorruptDatabaseError(
             f"{self.path} is not a projctl database; it was left untouched"
         )
@@ -592,14 +752,29 @@ class ProjectStore:
                 f"database {self.path} has schema {schema!r}, newer than this projctl "
                 f"understands ({_SCHEMA}); upgrade projctl"
             )
-        if not isinstance(meta.get("last_seq"), int):
+        if "last_seq" not in meta:
             raise not_ours
+        problem = _meta_problem(meta) or _tables_problem(data)
+        if problem is not None:
+            raise CorruptDatabaseError(
+                f"database {self.path} is malformed: {problem}; it was left untouched"
+            )
 
-    def _write_file(self, data: dict[str, dict[str, Any]]) -> FileVersion:
-        """Replace the database atomically; return the version written."""
+    def _write_file(
+        self, data: dict[str, dict[str, Any]], read_version: FileVersion | None
+    ) -> FileVersion:
+        """Replace the database atomically, if it is still the file read at ``read_version``;
+        return the version written."""
         payload = orjson.dumps(data)
         file = self.file
         _files.remove_temp_files(file)
+        # Another program writing the file in place (``cp backup.json db.json``) does not
+        # take our lock: replacing the file now would send its bytes to an unlinked inode.
+        if self.file_version() != read_version:
+            raise DatabaseChangedError(
+                f"database {self.path} was changed by another program during this change; "
+                "nothing was written: run the command again"
+            )
         try:
             status = _files.atomic_write(file, payload, mode=NEW_FILE_MODE)
         except OSError as error:
@@ -609,14 +784,49 @@ class ProjectStore:
         return _version_of(status)
 
 
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the meta record, ``None`` when nothing is."""
+    if not _is_count(meta.get("last_seq")):
+        return f"last_seq is {meta.get('last_seq')!r}, not a seq"
+    if not isinstance(meta.get("database_id", ""), str):
+        return "database_id is not a string"
+    last_issued = meta.get("last_issued")
+    if last_issued is not None and not isinstance(last_issued, str):
+        return f"last_issued is {last_issued!r}, not a project id"
+    limit = meta.get("journal_limit", 1)
+    if not _is_count(limit) or limit < 1:
+        return f"journal_limit is {limit!r}, not a count"
+    restores = meta.get("restores", [])
+    if not isinstance(restores, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(_is_count(seq) for seq in pair)
+        for pair in restores
+    ):
+        return "restores is not a list of seq ranges"
+    return None
+
+
+def _tables_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the projects and journal tables' shape, ``None`` when nothing is."""
+    for key, record in data.get("projects", {}).items():
+        if not isinstance(record, dict):
+            return f"project {key!r} is not a record"
+    for key, entry in data.get("journal", {}).items():
+        if not (key.isdigit() and key.isascii()) or not isinstance(entry, dict):
+            return f"journal entry {key!r} is not an event"
+    return None
+
+
 @dataclass
 class _Written:
     """Filled in by :meth:`ProjectStore._transaction` once its write has landed."""
 
     version: FileVersion | None = None
     database_id: str = ""
+    restore: tuple[int, int] | None = None
 
     def change(
         self, project: Project, event: Event, updated_fields: tuple[str, ...] = ()
     ) -> Change:
-        return Change(project, event, updated_fields, self.version, self.database_id)
+        return Change(
+            project, event, updated_fields, self.version, self.database_id, self.restore
+        )

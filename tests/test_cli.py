@@ -246,10 +246,23 @@ def test_bad_journal_limit(cli: Cli) -> None:
 
 
 def test_journal_limit_from_environment(cli: Cli, store: ProjectStore) -> None:
-    project_id = create(cli, "x")
+    limit = {"PROJCTL_JOURNAL_LIMIT": "2"}
+    project_id = cli("create", "x", env=limit).stdout.strip()
     for number in range(4):
-        cli("update", project_id, "-d", str(number), env={"PROJCTL_JOURNAL_LIMIT": "2"})
+        cli("update", project_id, "-d", str(number), env=limit)
     assert [event["seq"] for event in store.journal()] == [4, 5]
+    assert orjson.loads(cli("info", "--json", env=limit).stdout)["journal"]["limit"] == 2
+
+
+def test_a_writer_never_trims_the_journal_below_the_databases_limit(
+    cli: Cli, store: ProjectStore
+) -> None:
+    for number in range(30):
+        create(cli, f"p{number}")
+    cli("create", "racer", env={"PROJCTL_JOURNAL_LIMIT": "1"})
+    assert [event["seq"] for event in store.journal()] == list(range(1, 32))
+    info = orjson.loads(cli("info", "--json", env={"PROJCTL_JOURNAL_LIMIT": "1"}).stdout)
+    assert info["journal"] == {"events": 31, "limit": 1000}
 
 
 def test_unexpected_failure_is_one_line_and_exit_1(

@@ -10,6 +10,7 @@ from projctl.model import (
     STATUSES,
     Project,
     next_project_id,
+    parse_project_id,
     validate_description,
     validate_fields,
     validate_name,
@@ -47,6 +48,33 @@ def test_project_id_ignores_last_issued_of_another_second() -> None:
         next_project_id(MOMENT, is_taken=lambda _: False, last_issued="proj_20231119_115959_7")
         == "proj_20231119_120000"
     )
+
+
+def test_project_id_never_goes_back_when_the_clock_does() -> None:
+    # The clock stepped back 5 s after proj_..._120005 was issued (and maybe deleted):
+    # the next id stays in that second, so no id is ever handed out twice.
+    assert (
+        next_project_id(MOMENT, is_taken=lambda _: False, last_issued="proj_20231119_120005")
+        == "proj_20231119_120005_2"
+    )
+    assert (
+        next_project_id(MOMENT, is_taken=lambda _: False, last_issued="proj_20231119_120005_9")
+        == "proj_20231119_120005_10"
+    )
+
+
+@pytest.mark.parametrize(
+    ("project_id", "parsed"),
+    [
+        ("proj_20231119_120000", ("proj_20231119_120000", 1)),
+        ("proj_20231119_120000_12", ("proj_20231119_120000", 12)),
+        ("proj_20231119_120000_0", None),
+        ("proj_2023111_120000", None),
+        ("nope", None),
+    ],
+)
+def test_parse_project_id(project_id: str, parsed: tuple[str, int] | None) -> None:
+    assert parse_project_id(project_id) == parsed
 
 
 @pytest.mark.parametrize(
