@@ -341,7 +341,12 @@ class Database:
         from projctl.errors import ServerUnavailableError
 
         paths = self._server_paths()
-        forward = {"event": event, "version": change.version, "database_id": change.database_id}
+        forward = {
+            "event": event,
+            "version": change.version,
+            "database_id": change.database_id,
+            "restore": change.restore,
+        }
         try:
             state = runtime.read_server_state(paths)
             if state is not None:

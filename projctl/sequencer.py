@@ -47,6 +47,8 @@ class JournalRead(Protocol):
     def version(self) -> Version | None: ...
     @property
     def project_records(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def restores(self) -> Sequence[tuple[int, int]]: ...
 
 
 @dataclass
@@ -81,14 +83,25 @@ class Sequencer:
         self._pending: dict[int, Event] = {}
         self._highest_forwarded = 0
         self._explained_version: Version | None = None
+        #: Seqs an older copy of the database put back skipped: ``kept -> lost`` means the
+        #: event after ``kept`` is ``lost + 1``, and ``kept < seq <= lost`` were never kept.
+        self._holes: dict[int, int] = {}
 
     # -- inputs ------------------------------------------------------------------
 
-    def load(self, state: JournalRead) -> None:
-        """Start over from a read of the database (at start-up, or after it was replaced)."""
+    def load(self, state: JournalRead, *, last_seq: int | None = None) -> None:
+        """Start over from a read of the database (at start-up, or after it was replaced).
+
+        ``last_seq`` keeps counting from a seq the read is behind (a restored older copy:
+        the seqs between were issued and must never be sent again).
+        """
         self.database_id = state.database_id
+        self._holes = dict(state.restores)
         self.last_seq = state.latest_seq
-        self._highest_forwarded = state.latest_seq
+        if last_seq is not None and last_seq > state.latest_seq:
+            self._holes[state.latest_seq] = last_seq
+            self.last_seq = last_seq
+        self._highest_forwarded = self.last_seq
         self._explained_version = state.version
         window = max(self.window, len(state.journal))
         self._recent = deque(
@@ -112,9 +125,29 @@ class Sequencer:
             return []
         self._pending[seq] = event
         due = []
-        while self.last_seq + 1 in self._pending:
-            due.append(self._emit(self._pending.pop(self.last_seq + 1)))
+        while self._next_seq in self._pending:
+            due.append(self._emit(self._pending.pop(self._next_seq)))
         return due
+
+    @property
+    def _next_seq(self) -> int:
+        """The seq due next: after the last one sent, and after any seqs a restore skipped."""
+        return self._holes.get(self.last_seq, self.last_seq) + 1
+
+    def needs_resync_for(self, restore: tuple[int, int]) -> bool:
+        """Whether a commit that found a restore ``(kept, lost)`` means subscribers must start
+        over: events after ``kept`` were sent, and the database no longer holds them.
+
+        When they need not (nothing after ``kept`` went out), the skipped seqs are noted so
+        that the next event is due at once.
+        """
+        kept, lost = restore
+        if self._holes.get(kept, kept) >= lost:
+            return False  # known already
+        if self.last_seq > kept:
+            return True
+        self._holes[kept] = lost
+        return False
 
     def adopt_database(self, database_id: str) -> bool:
         """Take ``database_id`` as the database's own, unless another one is already known.
@@ -151,11 +184,16 @@ class Sequencer:
         ``resync`` message holding every project.
         """
         self.stats.gap_fills += 1
+        if self.database_id and not state.database_id:
+            return []  # no file where the database was: it is being replaced; wait for it
         if self.database_id and state.database_id != self.database_id:
             return self._resync(state)
         self.database_id = state.database_id  # adopts the id of a database created meanwhile
+        if any(self.needs_resync_for(restore) for restore in state.restores):
+            return self._resync(state)
+        self._holes.update((kept, lost) for kept, lost in state.restores)
         missing = [event for event in state.journal if event["seq"] > self.last_seq]
-        if missing and missing[0]["seq"] != self.last_seq + 1:
+        if missing and missing[0]["seq"] != self._next_seq:
             return self._resync(state)
         due = [message for event in missing for message in self.accept(event)]
         for seq in [seq for seq in self._pending if seq <= self.last_seq]:
@@ -165,12 +203,23 @@ class Sequencer:
             self._highest_forwarded = max(self._highest_forwarded, state.latest_seq)
         return due
 
-    def _resync(self, state: JournalRead) -> list[bytes]:
+    def is_behind(self, state: JournalRead) -> bool:
+        """Whether a read of this very database holds fewer events than were sent: an older
+        copy was put back (or the read is stale: read again before calling
+        :meth:`restored`)."""
+        return state.database_id == self.database_id and state.latest_seq < self.last_seq
+
+    def restored(self, state: JournalRead) -> list[bytes]:
+        """An older copy of the database was put back (``state`` is behind what was sent):
+        everyone starts over from it, and seq goes on from the last one sent, never back."""
+        return self._resync(state, last_seq=self.last_seq)
+
+    def _resync(self, state: JournalRead, *, last_seq: int | None = None) -> list[bytes]:
         self.stats.resyncs += 1
-        self.load(state)
+        self.load(state, last_seq=last_seq)
         return [
             events.projects_message(
-                "resync", state.project_records, seq=state.latest_seq, timestamp=self.clock()
+                "resync", state.project_records, seq=self.last_seq, timestamp=self.clock()
             )
         ]
 
@@ -179,7 +228,8 @@ class Sequencer:
     def can_replay(self, since: int) -> bool:
         """Whether every event after ``since`` is still in the replay window."""
         oldest = self._recent[0][0] if self._recent else self.last_seq + 1
-        return oldest - 1 <= since <= self.last_seq
+        lost = any(kept < since <= skipped for kept, skipped in self._holes.items())
+        return oldest - 1 <= since <= self.last_seq and not lost
 
     def recent_after(self, since: int) -> list[tuple[int, bytes]]:
         """The retained encoded events after ``since`` (see :meth:`can_replay`), oldest first."""

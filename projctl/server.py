@@ -62,7 +62,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from projctl import __version__, remote, rpc, runtime
-from projctl.errors import ProjctlError, ServerError, StoreError
+from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
@@ -111,6 +111,8 @@ class ServerConfig:
     gap_grace: float = 0.3
     #: How often the database file is checked for commits nobody forwarded.
     poll_interval: float = 0.2
+    #: How long a snapshot or API read waits out a file another program is rewriting.
+    transient_read_wait: float = 2.0
     ping_interval: float | None = 20.0
     #: How long a closing handshake may take before the connection is dropped.
     close_timeout: float = 5.0
@@ -358,9 +360,27 @@ class BroadcastServer:
 
     # -- the event stream --------------------------------------------------------
 
-    def accept(self, event: Event, version: FileVersion | None = None) -> None:
-        """Take one committed event (from a forward or the journal) into the stream."""
+    def accept(
+        self,
+        event: Event,
+        version: FileVersion | None = None,
+        restore: tuple[int, int] | None = None,
+    ) -> None:
+        """Take one committed event (from a forward or the journal) into the stream.
+
+        ``restore``: the commit found an older copy of the database put back (see
+        ``store.Change.restore``); when events it lost were sent, everyone starts over
+        from the journal instead.
+        """
         self._last_activity = time.monotonic()
+        if restore is not None and self.sequencer.needs_resync_for(restore):
+            log.warning(
+                "an older copy of the database was put back (it ends at seq %d; seqs up to %d "
+                "were issued): every subscriber starts over",
+                *restore,
+            )
+            self._spawn(self.reconcile())
+            return
         self._send_to_all(self.sequencer.accept(event, version))
         if self.sequencer.waiting and self._gap_task is None:
             self._gap_task = asyncio.ensure_future(self._fill_gap_later())
@@ -435,11 +455,18 @@ class BroadcastServer:
     async def reconcile(self) -> None:
         """Read the journal and broadcast every committed event not broadcast yet.
 
-        A file that cannot be read (garbage, a malformed entry another program wrote)
-        is logged once, not at every attempt; delivery resumes when it is fixed.
+        A file that cannot be read (garbage, a malformed entry another program wrote,
+        an empty file being rewritten in place) is logged once, not at every attempt;
+        delivery resumes when it is fixed. A database that holds fewer events than were
+        sent is an older copy put back: everyone gets a ``resync``, and ``seq`` goes on
+        from the last one sent.
         """
         try:
             state = await asyncio.to_thread(self.store.read_state)
+            if self.sequencer.is_behind(state):
+                # A read that began before the last forward came is merely stale: only a
+                # read begun now tells a restore.
+                state = await asyncio.to_thread(self.store.read_state)
         except StoreError as error:
             self.stats.journal_read_failures += 1
             if str(error) != self._read_error:
@@ -449,6 +476,21 @@ class BroadcastServer:
         if self._read_error is not None:
             self._read_error = None
             log.info("the journal is readable again")
+        if not state.database_id and self.sequencer.database_id:
+            if self._read_error != "gone":
+                self._read_error = "gone"
+                log.warning("the database file is gone; waiting for it to come back")
+            return
+        if self.sequencer.is_behind(state):
+            log.warning(
+                "the database went back from seq %d to %d (an older copy was put back): "
+                "every subscriber starts over; seq goes on from %d",
+                self.sequencer.last_seq,
+                state.latest_seq,
+                self.sequencer.last_seq,
+            )
+            self._send_to_all(self.sequencer.restored(state))
+            return
         self._send_to_all(self.sequencer.catch_up(state))
 
     async def _watch_database(self) -> None:
@@ -823,7 +865,7 @@ class BroadcastServer:
         if cached is not None and cached.version == self.store.file_version():
             return cached
         if self._reading is None:
-            self._reading = asyncio.ensure_future(asyncio.to_thread(self.store.read_state))
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self._read_state_patiently))
         reading = self._reading
         try:
             state = await asyncio.shield(reading)
@@ -832,6 +874,19 @@ class BroadcastServer:
                 self._reading = None
         self._shared_state = weakref.ref(state)
         return state
+
+    def _read_state_patiently(self) -> StoreState:
+        """A read of the database for a subscriber or the API, waiting out another program
+        rewriting the file in place (empty or half written) for up to
+        ``transient_read_wait`` seconds: nobody is shown an empty registry meanwhile."""
+        deadline = time.monotonic() + self.config.transient_read_wait
+        while True:
+            try:
+                return self.store.read_state()
+            except CorruptDatabaseError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
         """The team protocol: one reply per request, each write applied once per id."""
@@ -879,7 +934,7 @@ class BroadcastServer:
                 )
             for change in answer.changes:
                 if change.event is not None:
-                    self.accept(change.event, change.version)
+                    self.accept(change.event, change.version, change.restore)
             if answer.idempotent and key is not None:
                 self._rpc_answered[key] = answer.reply
                 while len(self._rpc_answered) > _RPC_ANSWERS_KEPT:
@@ -930,7 +985,15 @@ class BroadcastServer:
                 "ok": False,
                 "error": f"this server serves database {served}, not {database_id}",
             }
-        self.accept(event, version)
+        raw_restore = args.get("restore")
+        restore = None
+        if (
+            isinstance(raw_restore, list)
+            and len(raw_restore) == 2
+            and all(type(seq) is int and seq >= 0 for seq in raw_restore)
+        ):
+            restore = (raw_restore[0], raw_restore[1])
+        self.accept(event, version, restore)
         return {"ok": True, "seq": event["seq"]}
 
     async def _handle_local(

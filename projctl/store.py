@@ -423,9 +423,7 @@ class ProjectStore:
             )
             record = project.to_dict()
             tables.projects.add(record)
-            event = events.project_created(
-                record, seq=tables.next_seq(meta), timestamp=timestamp
-            )
+            event = events.project_created(record, seq=tables.next_seq(meta), timestamp=timestamp)
             tables.append_event(
                 event, meta=meta, journal_limit=self.journal_limit, last_issued=project_id
             )
@@ -827,6 +825,4 @@ class _Written:
     def change(
         self, project: Project, event: Event, updated_fields: tuple[str, ...] = ()
     ) -> Change:
-        return Change(
-            project, event, updated_fields, self.version, self.database_id, self.restore
-        )
+        return Change(project, event, updated_fields, self.version, self.database_id, self.restore)

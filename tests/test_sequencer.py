@@ -30,6 +30,7 @@ class FakeRead:
     database_id: str = "db-1"
     version: object = None
     project_records: tuple[dict[str, Any], ...] = ()
+    restores: tuple[tuple[int, int], ...] = ()
 
 
 def record(number: int, **changes: Any) -> dict[str, Any]:
@@ -55,10 +56,11 @@ def read(
     database_id: str = "db-1",
     version: object = None,
     projects: Sequence[dict[str, Any]] = (),
+    restores: Sequence[tuple[int, int]] = (),
 ) -> FakeRead:
     if latest is None:
         latest = journal[-1]["seq"] if journal else 0
-    return FakeRead(tuple(journal), latest, database_id, version, tuple(projects))
+    return FakeRead(tuple(journal), latest, database_id, version, tuple(projects), tuple(restores))
 
 
 def encoded(journal: Sequence[Event]) -> list[bytes]:
@@ -529,3 +531,68 @@ def test_the_default_clock_gives_a_contract_timestamp() -> None:
     timestamp = orjson.loads(message)["timestamp"]
     assert events.parse_timestamp(timestamp) is not None
     assert events.format_timestamp(events.parse_timestamp(timestamp)) == timestamp
+
+
+# -- an older copy of the database put back -----------------------------------------
+
+
+def _kinds(messages: Sequence[bytes]) -> list[tuple[str, int]]:
+    decoded = [orjson.loads(message) for message in messages]
+    return [(message["event_type"], message["seq"]) for message in decoded]
+
+
+def test_a_restore_seen_by_the_server_resyncs_everyone_and_seq_never_goes_back() -> None:
+    journal = history(10)
+    sequencer = loaded(journal)
+    older = read(journal[:5], projects=[events.project_record(e["data"]) for e in journal[:5]])
+    assert sequencer.is_behind(older)
+    messages = sequencer.restored(older)
+    assert _kinds(messages) == [("resync", 10)]
+    assert len(orjson.loads(messages[0])["data"]["projects"]) == 5
+    assert sequencer.last_seq == 10
+    # The next writer, which finds the restore too, issues seq 11: due at once.
+    after = created(11)
+    assert sequencer.needs_resync_for((5, 10)) is False
+    assert sequencer.accept(after) == encoded([after])
+    # A subscriber that saw a lost event (6..10) must start over; one at 5 or 11 need not.
+    assert not sequencer.can_replay(7)
+    assert not sequencer.can_replay(10)
+    assert sequencer.recent_after(5) == [(11, events.encode_event(after))]
+    assert sequencer.can_replay(5)
+    assert sequencer.can_replay(11)
+
+
+def test_a_restore_found_by_a_writer_first_resyncs_through_the_journal() -> None:
+    journal = history(10)
+    sequencer = loaded(journal)
+    after = created(11, number=11)
+    assert sequencer.needs_resync_for((5, 10)) is True
+    restored = read(
+        [*journal[:5], after],
+        projects=[events.project_record(e["data"]) for e in [*journal[:5], after]],
+        restores=[(5, 10)],
+    )
+    assert _kinds(sequencer.catch_up(restored)) == [("resync", 11)]
+    assert sequencer.catch_up(restored) == []
+    assert not sequencer.can_replay(10)
+    assert sequencer.can_replay(11)
+
+
+def test_a_restore_before_anything_was_sent_past_it_needs_no_resync() -> None:
+    journal = history(5)
+    sequencer = loaded(journal)
+    assert sequencer.needs_resync_for((5, 10)) is False
+    after = created(11)
+    assert sequencer.accept(after) == encoded([after])
+    # And a server started on the restored database skips the lost seqs too.
+    fresh = Sequencer(clock=fixed_clock)
+    fresh.load(read([*journal, after], restores=[(5, 10)]))
+    assert fresh.last_seq == 11
+    assert not fresh.can_replay(8)
+    assert fresh.recent_after(5) == [(11, events.encode_event(after))]
+
+
+def test_a_missing_file_where_the_database_was_is_no_new_database() -> None:
+    sequencer = loaded(history(3))
+    assert sequencer.catch_up(read([], database_id="")) == []
+    assert sequencer.last_seq == 3
