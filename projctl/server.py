@@ -1012,11 +1012,7 @@ def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read the token file {path}: {error.strerror}") from None
-    mode = stat.S_IMODE(status.st_mode)
-    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
-        raise ConfigError(
-            f"the token file {path} may be read by others (mode {mode:04o}); chmod 600 it"
-        )
+    _refuse_unless_private(path, status, "token file")
     read: set[str] = set()
     write: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -1034,6 +1030,28 @@ def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
     if not write:
         raise ConfigError(f"the token file {path} has no write token")
     return frozenset(read), frozenset(write)
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse (:class:`~projctl.errors.ConfigError`) a TLS private key file that is not a
+    regular file only its owner may read (mode 0600 or stricter), as a token file is."""
+    from projctl.errors import ConfigError
+
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise ConfigError(f"cannot read the key file {path}: {error.strerror}") from None
+    _refuse_unless_private(path, status, "key file")
+
+
+def _refuse_unless_private(path: Path, status: os.stat_result, what: str) -> None:
+    from projctl.errors import ConfigError
+
+    mode = stat.S_IMODE(status.st_mode)
+    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
+        raise ConfigError(
+            f"the {what} {path} may be read by others (mode {mode:04o}); chmod 600 it"
+        )
 
 
 def _malloc_trim() -> None:

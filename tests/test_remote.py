@@ -739,6 +739,18 @@ def test_serve_refuses_a_token_file_others_may_read(tmp_path: Path, tls: Tls) ->
     assert server.out.read_text() == ""
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_serve_refuses_a_key_file_others_may_read(tmp_path: Path, tls: Tls, mode: int) -> None:
+    tls.key.chmod(mode)
+    with serving(tmp_path / "server", tls_args(tls, 0)) as server:
+        assert server.process.wait(timeout=30) == 2
+    assert server.stderr() == (
+        f"Error: the key file {tls.key} may be read by others (mode {mode:04o}); chmod 600 it\n"
+    )
+    assert server.out.read_text() == ""
+    assert not server.db.exists()
+
+
 def test_serve_refuses_plain_ws_beyond_loopback(tmp_path: Path) -> None:
     args = ["--host", "0.0.0.0", "--port", "0"]
     with serving(tmp_path / "server", args) as server:

@@ -102,7 +102,10 @@ def serve(
         raise InvalidInputError("--certfile and --keyfile go together")
     tls = None
     if certfile is not None and keyfile is not None:
+        from projctl.server import check_key_file
+
         tls = (parse_file(certfile, "--certfile"), parse_file(keyfile, "--keyfile"))
+        check_key_file(tls[1])
     if tls is None and not runtime.is_loopback(settings.host):
         if not insecure:
             raise InvalidInputError(
