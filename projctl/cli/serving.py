@@ -175,7 +175,7 @@ def open_dashboard(
 
     Prints the dashboard's URL; opens it in the default browser when there is a display.
     A server that needs a token gets it in the URL's fragment (#token=...), which the
-    browser never sends to the server.
+    browser never sends to the server; the page then takes it out of the address bar.
 
     \b
     Example:
