@@ -1021,10 +1021,12 @@ def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
             continue
         kind, _, token = line.partition(":")
         token = token.strip()
-        if kind.strip() not in ("read", "write") or len(token) < 16 or not token.isprintable():
+        # Visible ASCII only, as PROJCTL_TOKEN: what a client can send in a header.
+        visible = all("!" <= char <= "~" for char in token)
+        if kind.strip() not in ("read", "write") or len(token) < 16 or not visible:
             raise ConfigError(
                 f"{path}, line {number}: expected 'read: TOKEN' or 'write: TOKEN' "
-                "(a token of 16 characters or more)"
+                "(a token of 16 or more visible ASCII characters)"
             )
         (read if kind.strip() == "read" else write).add(token)
     if not write:

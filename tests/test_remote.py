@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from projctl.config import load_settings
+from projctl.errors import ConfigError
 from projctl.remote import ERROR_CODES, MAX_REQUEST, RPC_PATH, RemoteDatabase
 from projctl.server import read_token_file
 from projctl.store import ProjectStore
@@ -749,6 +750,18 @@ def test_serve_refuses_a_key_file_others_may_read(tmp_path: Path, tls: Tls, mode
     )
     assert server.out.read_text() == ""
     assert not server.db.exists()
+
+
+@pytest.mark.parametrize("token", ["a" * 16 + " b", "a" * 16 + "\u00e9", "a" * 16 + "\x7f"])
+def test_a_token_file_holds_only_tokens_a_header_can_carry(tmp_path: Path, token: str) -> None:
+    path = write_token_file(tmp_path / "tokens", secret("read"), token)
+    with pytest.raises(ConfigError) as refused:
+        read_token_file(path)
+    assert str(refused.value) == (
+        f"{path}, line 3: expected 'read: TOKEN' or 'write: TOKEN' "
+        "(a token of 16 or more visible ASCII characters)"
+    )
+    assert token not in str(refused.value)
 
 
 def test_serve_refuses_plain_ws_beyond_loopback(tmp_path: Path) -> None:
