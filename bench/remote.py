@@ -98,6 +98,7 @@ def make_credentials(folder: Path) -> Credentials:
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     authority.cert_pem.write_to_path(str(ca_file))
     issued.private_key_pem.write_to_path(str(key_file))
+    key_file.chmod(0o600)  # serve refuses a key others may read
     cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     read_token, write_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     token_file = folder / "tokens"

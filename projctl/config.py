@@ -43,6 +43,7 @@ __all__ = [
     "parse_host",
     "parse_port",
     "parse_seconds",
+    "parse_token",
     "parse_url",
 ]
 
@@ -90,6 +91,8 @@ VARIABLES: tuple[Variable, ...] = (
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 _HOST_MAX = 253
+_TOKEN_MAX = 4096
+_CHARACTER_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\t": "a tab", " ": "a space"}
 
 
 def _refuse(source: str, raw: str, accepted: str) -> ConfigError:
@@ -165,6 +168,29 @@ def parse_url(raw: str, source: str) -> str:
         if port is not None
         else f"{parts.scheme}://{parts.hostname}"
     )
+
+
+def parse_token(raw: str, source: str) -> str:
+    """A token: visible ASCII characters only (what an ``Authorization`` header carries),
+    at most 4096 of them. A refused token is never shown, not even in part: the message
+    says what is wrong and where (a secrets file saved on Windows ends in a carriage return).
+    """
+    for position, char in enumerate(raw, start=1):
+        if not "!" <= char <= "~":
+            what = _CHARACTER_NAMES.get(
+                char, "a control character" if char.isascii() else "a non-ASCII character"
+            )
+            where = "at its end" if position == len(raw) else f"at position {position}"
+            raise ConfigError(
+                f"{source} is not accepted: a token is visible ASCII characters only, and this "
+                f"one holds {what} {where} (the value is not shown)"
+            )
+    if len(raw) > _TOKEN_MAX:
+        raise ConfigError(
+            f"{source} is not accepted: a token is at most {_TOKEN_MAX} characters, this one "
+            f"has {len(raw)} (the value is not shown)"
+        )
+    return raw
 
 
 def parse_file(raw: str, source: str) -> Path:
@@ -274,6 +300,7 @@ def load_settings(
     raw_url = url if url is not None else variable("PROJCTL_URL")
     url_source = "--url" if url is not None else "PROJCTL_URL"
     raw_ca = variable("PROJCTL_CA_FILE")
+    raw_token = variable("PROJCTL_TOKEN")
     raw_host = host if host is not None else variable("PROJCTL_HOST")
     return Settings(
         db_path=db_path,
@@ -304,6 +331,6 @@ def load_settings(
         else parse_count(raw_connections, "PROJCTL_MAX_CONNECTIONS", minimum=1),
         url=None if raw_url is None else parse_url(raw_url, url_source),
         url_source=url_source if raw_url is not None else "",
-        token=variable("PROJCTL_TOKEN"),
+        token=None if raw_token is None else parse_token(raw_token, "PROJCTL_TOKEN"),
         ca_file=None if raw_ca is None else str(parse_file(raw_ca, "PROJCTL_CA_FILE")),
     )

@@ -11,7 +11,8 @@ One server serves one database file. It listens on
       current projects as one ``snapshot`` message. When ``N`` is older than
       the journal keeps (or newer than the database has), a ``resync``
       message with the current projects comes first instead. When the server
-      listens beyond loopback, ``?token=`` must carry the subscriber token.
+      has read tokens (beyond loopback, or ``--require-token``), subscribers present
+      one (see :class:`AccessPolicy`).
   ``GET /publish``
       WebSocket for publishers holding the server token
       (``Authorization: Bearer <token>``); each text frame is one forward.
@@ -36,6 +37,7 @@ import gc
 import hashlib
 import hmac
 import http
+import ipaddress
 import logging
 import os
 import re
@@ -101,7 +103,7 @@ class ServerConfig:
     allow_origins: tuple[str, ...] = ()
     #: Stop after this many seconds with no subscribers and no events (``None``: never).
     idle_timeout: float | None = None
-    #: Required as ``?token=`` on ``/ws`` (set when listening beyond loopback).
+    #: A read token subscribers may present (set when listening beyond loopback).
     subscriber_token: str | None = None
     #: A subscriber whose unsent data passes this many bytes is closed with 1013.
     slow_subscriber_limit: int = 1 << 20
@@ -554,30 +556,24 @@ class BroadcastServer:
         )
 
     def public_health(self) -> dict[str, Any]:
-        """What ``/healthz`` tells a client that is neither on loopback nor holds the token."""
+        """What ``/healthz`` tells a client the access policy shows no detail to."""
         return {"status": "ok", "version": __version__, "latest_seq": self.last_seq}
 
+    @functools.cached_property
+    def access(self) -> AccessPolicy:
+        """Who may do what on this server (see :class:`AccessPolicy`)."""
+        return AccessPolicy.of(self.config)
+
     def _host_allowed(self, header: str | None) -> bool:
-        """Whether a request's ``Host`` names this server: a page that reached us through a
-        rebound DNS name (``evil.example`` resolving to 127.0.0.1) is turned away."""
-        if header is None:
-            return False
-        name = header.strip().lower()
-        if name.startswith("["):
-            name = name[1 : name.find("]")] if "]" in name else ""
-        elif name.count(":") == 1:
-            name = name.rsplit(":", 1)[0]
-        listening = self.config.host.lower()
-        if listening in _WILDCARD_HOSTS:
-            return bool(name)  # any name reaches it; beyond loopback a token guards it
-        return name == listening or runtime.is_loopback(name)
+        """Whether a request's ``Host`` is well formed and names this server."""
+        return self.access.host_allowed(header)
 
     def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
-        """A loopback client, or one holding a token of this server."""
-        if self._presented_token(request) is not None:
-            return True
+        """Whether ``/healthz`` shows this client its detail: a token holder, or, when the
+        server asks for no read token, a loopback client."""
         address = connection.remote_address
-        return runtime.is_loopback(str(address[0])) if address else False
+        peer = str(address[0]) if address else None
+        return self.access.shows_health_detail(peer, self._presented_token(request))
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
@@ -597,13 +593,22 @@ class BroadcastServer:
             response.headers["Retry-After"] = "5"
             return response
         url = urlsplit(request.path)
+        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
+            if url.path.startswith("/api/"):
+                return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "this origin is not allowed\n")
+        if self.access.token_in_url_refused(url.path, url.query):
+            message = "a token never travels in a URL: send it as Authorization: Bearer"
+            if url.path.startswith("/api/"):
+                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", message)
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, message + "\n")
         if url.path == "/healthz":
             trusted = self._is_trusted(connection, request)
             return _json_response(
                 http.HTTPStatus.OK, self.health() if trusted else self.public_health()
             )
         if url.path in _PAGES:
-            return _page_response(url.path, request.headers.get("Host", ""))
+            return _page_response(url.path, canonical_host(request.headers.get("Host")))
         if url.path.startswith("/api/"):
             return await self._answer_api(request, url.path, parse_qs(url.query))
         if url.path == remote.RPC_PATH:
@@ -624,8 +629,6 @@ class BroadcastServer:
             return None
         if url.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
-        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "this origin may not subscribe\n")
         query = parse_qs(url.query, keep_blank_values=True)
         if not self._token_presented(request):
             return connection.respond(
@@ -639,55 +642,26 @@ class BroadcastServer:
         return None
 
     def _token_presented(self, request: Request) -> bool:
-        """Whether a subscriber holds the token, if one is needed: as ``?token=``, as
-        ``Authorization: Bearer``, or (from a browser, which can set no header) as the
-        WebSocket subprotocol ``projctl-token.<token>``."""
-        config = self.config
-        if config.subscriber_token is None and not config.read_tokens:
-            return True
-        return self._presented_token(request) in config.read_tokens | config.write_tokens
+        """Whether a reader holds a token, if one is needed: as ``Authorization: Bearer``,
+        (from a browser, which can set no header) as the WebSocket subprotocol
+        ``projctl-token.<token>``, or as ``?token=`` on a plain server's ``/ws``."""
+        return self.access.may_read(self._presented_token(request))
 
     def _presented_token(self, request: Request) -> str | None:
-        """The server token a request carries, found in constant time: as ``?token=``, as
-        ``Authorization: Bearer``, or (from a browser, which can set no header) as the
-        WebSocket subprotocol ``projctl-token.<token>``. ``None`` when it carries none."""
-        offered = request.headers.get("Sec-WebSocket-Protocol", "")
-        candidates = [
-            item.strip().removeprefix(_TOKEN_PROTOCOL)
-            for item in offered.split(",")
-            if item.strip().startswith(_TOKEN_PROTOCOL)
-        ]
-        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            candidates.append(bearer.strip())
-        candidates += parse_qs(urlsplit(request.path).query).get("token", [])
-        known = self.config.read_tokens | self.config.write_tokens
-        for candidate in candidates:
-            for token in known:
-                if hmac.compare_digest(candidate.encode(), token.encode()):
-                    return token
-        return None
+        """The server token a request carries, found in constant time (see
+        :meth:`AccessPolicy.presented_token`); ``None`` when it carries none."""
+        return self.access.presented_token(request.headers, request.path)
 
     def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page at ``origin`` may subscribe or read: no Origin (not a
-        browser), a page on loopback, one of ``--allow-origin``, or the server's own pages
-        (the dashboard is served from the very ``Host`` the request names)."""
-        allowed = self.config.allow_origins
-        return (
-            origin is None
-            or "*" in allowed
-            or origin in allowed
-            or _LOCAL_ORIGIN.fullmatch(origin) is not None
-            or (host is not None and origin in (f"http://{host}", f"https://{host}"))
-        )
+        """Whether a browser page at ``origin`` may use this server (every route alike)."""
+        return self.access.origin_allowed(origin, host)
 
     async def _answer_api(
         self, request: Request, path: str, query: dict[str, list[str]]
     ) -> Response:
-        """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``."""
+        """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``
+        (Host and Origin are checked for every route before this)."""
         origin = request.headers.get("Origin")
-        if not self._origin_allowed(origin, request.headers.get("Host")):
-            return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
         if not self._token_presented(request):
             response = _api_error(
                 http.HTTPStatus.UNAUTHORIZED,
@@ -780,7 +754,7 @@ class BroadcastServer:
             await self._serve_publisher(connection)
             return
         if url.path == remote.RPC_PATH:
-            may_write = self._presented_token(connection.request) in self.config.write_tokens
+            may_write = self.access.may_write(self._presented_token(connection.request))
             await self._serve_rpc(connection, may_write=may_write)
             return
         query = parse_qs(url.query, keep_blank_values=True)
@@ -1058,13 +1032,19 @@ def _page(name: str) -> bytes:
     return (resources.files("projctl") / "dashboard" / name).read_bytes()
 
 
-def _page_response(path: str, host: str) -> Response:
-    """One of the dashboard's files, with headers that allow only its own origin."""
+def _page_response(path: str, host: str | None) -> Response:
+    """One of the dashboard's files, with headers that allow only its own origin.
+
+    ``host`` is the request's ``Host`` as :func:`canonical_host` gives it (``None``: only
+    ``'self'``), so nothing but a host name and port ever reaches the policy."""
     name, content_type = _PAGES[path]
     body = _page(name)
+    # 'self' covers ws:// and wss:// of the page's own host in current browsers; the
+    # explicit sources keep older ones working.
+    sockets = f" ws://{host} wss://{host}" if host is not None and canonical_host(host) else ""
     policy = (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; form-action 'none'; "
+        f"connect-src 'self'{sockets}; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )
     headers = Headers(
@@ -1095,11 +1075,7 @@ def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read the token file {path}: {error.strerror}") from None
-    mode = stat.S_IMODE(status.st_mode)
-    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
-        raise ConfigError(
-            f"the token file {path} may be read by others (mode {mode:04o}); chmod 600 it"
-        )
+    _refuse_unless_private(path, status, "token file")
     read: set[str] = set()
     write: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -1108,15 +1084,39 @@ def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
             continue
         kind, _, token = line.partition(":")
         token = token.strip()
-        if kind.strip() not in ("read", "write") or len(token) < 16 or not token.isprintable():
+        # Visible ASCII only, as PROJCTL_TOKEN: what a client can send in a header.
+        visible = all("!" <= char <= "~" for char in token)
+        if kind.strip() not in ("read", "write") or len(token) < 16 or not visible:
             raise ConfigError(
                 f"{path}, line {number}: expected 'read: TOKEN' or 'write: TOKEN' "
-                "(a token of 16 characters or more)"
+                "(a token of 16 or more visible ASCII characters)"
             )
         (read if kind.strip() == "read" else write).add(token)
     if not write:
         raise ConfigError(f"the token file {path} has no write token")
     return frozenset(read), frozenset(write)
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse (:class:`~projctl.errors.ConfigError`) a TLS private key file that is not a
+    regular file only its owner may read (mode 0600 or stricter), as a token file is."""
+    from projctl.errors import ConfigError
+
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise ConfigError(f"cannot read the key file {path}: {error.strerror}") from None
+    _refuse_unless_private(path, status, "key file")
+
+
+def _refuse_unless_private(path: Path, status: os.stat_result, what: str) -> None:
+    from projctl.errors import ConfigError
+
+    mode = stat.S_IMODE(status.st_mode)
+    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
+        raise ConfigError(
+            f"the {what} {path} may be read by others (mode {mode:04o}); chmod 600 it"
+        )
 
 
 def _malloc_trim() -> None:
@@ -1171,6 +1171,143 @@ def _listen_failure(host: str, port: int, error: OSError) -> str:
         else:
             message += " (by another program)"
     return message
+
+
+#: One label of a host name (RFC 1123): letters, digits and inner hyphens.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+#: A ``Host`` header: a host name or IPv4 address, or a bracketed IPv6 address; then an
+#: optional ``:port`` of digits. Nothing else (no ``@``, no text after the ``]``).
+_HOST_HEADER = re.compile(
+    rf"(?P<host>{_LABEL}(?:\.{_LABEL})*\.?|\[(?P<ipv6>[0-9a-f:.]+)\])(?::(?P<port>\d{{1,5}}))?"
+)
+#: Where a token may travel as ``?token=``: only a plain server's ``/ws`` (the subscriber
+#: URL of the README); everywhere else, and on every TLS server, it goes in a header.
+_QUERY_TOKEN_PATHS = frozenset({"/ws"})
+
+
+def canonical_host(header: str | None) -> str | None:
+    """A ``Host`` header as ``name[:port]`` (lower case), or ``None`` when it is not one:
+    a host name, an IPv4 address or a bracketed IPv6 address, and an optional port."""
+    if header is None:
+        return None
+    match = _HOST_HEADER.fullmatch(header.strip().lower())
+    if match is None or len(match["host"]) > 255:
+        return None
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return None
+    port = match["port"]
+    if port is not None and int(port) > 65535:
+        return None
+    return match[0]
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may do what: the one place that decides on ``Host``, ``Origin`` and tokens.
+
+    - Every request must name this server in a well-formed ``Host`` (421 otherwise).
+    - Every route has the same ``Origin`` rule: no ``Origin`` (not a browser), a page on
+      loopback, one of ``allow_origins``, or the server's own pages.
+    - Tokens travel in headers (``Authorization: Bearer``, or a browser's subprotocol
+      ``projctl-token.<token>``); ``?token=`` only on a plain server's ``/ws``.
+    - When read tokens exist, reading needs one, and so does the detail of ``/healthz``
+      (behind a reverse proxy every client arrives from loopback); otherwise loopback
+      clients see the detail.
+    """
+
+    host: str
+    allow_origins: tuple[str, ...] = ()
+    read_tokens: frozenset[str] = frozenset()
+    write_tokens: frozenset[str] = frozenset()
+    tls: bool = False
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> AccessPolicy:
+        """The policy of a server run with ``config``."""
+        return cls(
+            host=config.host,
+            allow_origins=config.allow_origins,
+            read_tokens=config.read_tokens,
+            write_tokens=config.write_tokens,
+            tls=config.ssl_context is not None,
+        )
+
+    @property
+    def tokens_required(self) -> bool:
+        """Whether reading (subscribing, the HTTP API, ``/healthz`` detail) needs a token."""
+        return bool(self.read_tokens)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether ``Host`` is well formed and names this server: a page that reached us
+        through a rebound DNS name (``evil.example`` resolving to 127.0.0.1) is turned away."""
+        host = canonical_host(header)
+        if host is None:
+            return False
+        name = host[1 : host.index("]")] if host.startswith("[") else host.partition(":")[0]
+        listening = self.host.lower()
+        if listening in _WILDCARD_HOSTS:
+            return True  # any name reaches it; beyond loopback a token guards it
+        return name == listening or runtime.is_loopback(name)
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Whether a browser page at ``origin`` may use any route: no Origin (not a
+        browser), a page on loopback, one of ``allow_origins``, or the server's own pages
+        (the dashboard is served from the very ``Host`` the request names)."""
+        allowed = self.allow_origins
+        own = canonical_host(host)
+        return (
+            origin is None
+            or "*" in allowed
+            or origin in allowed
+            or _LOCAL_ORIGIN.fullmatch(origin) is not None
+            or (own is not None and origin in (f"http://{own}", f"https://{own}"))
+        )
+
+    def token_in_url_refused(self, path: str, query: str) -> bool:
+        """Whether a request carries ``?token=`` where a token may not travel in a URL."""
+        if "token" not in parse_qs(query, keep_blank_values=True):
+            return False
+        return self.tls or path not in _QUERY_TOKEN_PATHS
+
+    def presented_token(self, headers: Any, path: str) -> str | None:
+        """The known token a request carries, found in constant time; ``None`` when it
+        carries none. ``headers`` is the request's; ``path`` its target with the query."""
+        offered = headers.get("Sec-WebSocket-Protocol", "")
+        candidates = [
+            item.strip().removeprefix(_TOKEN_PROTOCOL)
+            for item in offered.split(",")
+            if item.strip().startswith(_TOKEN_PROTOCOL)
+        ]
+        scheme, _, bearer = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            candidates.append(bearer.strip())
+        url = urlsplit(path)
+        if not self.token_in_url_refused(url.path, url.query):
+            candidates += parse_qs(url.query).get("token", [])
+        for candidate in candidates:
+            given = candidate.encode("utf-8", "surrogateescape")
+            for token in self.read_tokens | self.write_tokens:
+                if hmac.compare_digest(given, token.encode()):
+                    return token
+        return None
+
+    def may_read(self, token: str | None) -> bool:
+        """Whether a client holding ``token`` (``None``: none) may subscribe and read."""
+        return not self.tokens_required or token is not None
+
+    def may_write(self, token: str | None) -> bool:
+        """Whether a client holding ``token`` may write through the team protocol."""
+        return token is not None and token in self.write_tokens
+
+    def shows_health_detail(self, peer: str | None, token: str | None) -> bool:
+        """Whether ``/healthz`` tells this client pid, paths, URL and uptime: a token
+        holder; or, on a server that asks for no read token, a client on loopback."""
+        if token is not None:
+            return True
+        return not self.tokens_required and peer is not None and runtime.is_loopback(peer)
 
 
 def _bearer_matches(headers: Headers, token: str) -> bool:

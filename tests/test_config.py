@@ -523,3 +523,53 @@ def test_command_help_mentions_only_known_variables(cli: Cli, name: str) -> None
     result = cli(*name.split(), "--help")
     assert result.exit_code == 0
     assert set(re.findall(r"PROJCTL_[A-Z_]+", result.stdout)) <= {v.name for v in VARIABLES}
+
+
+# -- PROJCTL_TOKEN: checked when read, never shown ---------------------------------------------
+
+SECRET = "wwwSecretTokenValue0123456789"
+
+
+@pytest.mark.parametrize(
+    ("raw", "what"),
+    [
+        (SECRET + "\r", "a carriage return at its end"),
+        (SECRET + "\n", "a line feed at its end"),
+        (SECRET[:5] + "\n" + SECRET, "a line feed at position 6"),
+        (SECRET + " x", f"a space at position {len(SECRET) + 1}"),
+        ("\t" + SECRET, "a tab at position 1"),
+        (SECRET + "\x1b", "a control character at its end"),
+        (SECRET + "é", "a non-ASCII character at its end"),
+    ],
+)
+def test_a_token_that_no_header_can_carry_is_refused_without_showing_it(
+    raw: str, what: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"PROJCTL_TOKEN": raw})
+    assert str(caught.value) == (
+        "PROJCTL_TOKEN is not accepted: a token is visible ASCII characters only, and this one "
+        f"holds {what} (the value is not shown)"
+    )
+    assert SECRET[:5] not in str(caught.value)
+
+
+def test_a_visible_ascii_token_is_kept_as_given() -> None:
+    token = "Ab0-._~+/=!#$%&'()*,:;<>?@[]^`{|}" + "x" * 16
+    assert load_settings(environ={"PROJCTL_TOKEN": token}).token == token
+    with pytest.raises(ConfigError, match="at most 4096 characters, this one has 4097"):
+        load_settings(environ={"PROJCTL_TOKEN": "x" * 4097})
+
+
+def test_a_token_with_a_trailing_carriage_return_exits_2_and_is_never_printed(
+    projctl: Run,
+) -> None:
+    """A secrets file saved on Windows: one line, exit 2, the token nowhere in the output
+    (no server is contacted: 127.0.0.1:9 would refuse anyway)."""
+    done = projctl("list", env={"PROJCTL_URL": "ws://127.0.0.1:9", "PROJCTL_TOKEN": SECRET + "\r"})
+    refused(
+        done,
+        "PROJCTL_TOKEN is not accepted: a token is visible ASCII characters only, and this one "
+        "holds a carriage return at its end (the value is not shown)",
+    )
+    assert SECRET not in done.stderr

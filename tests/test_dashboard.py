@@ -383,15 +383,27 @@ def test_a_token_server_asks_for_the_token_and_never_sends_it_in_a_url(
     page.click("[data-testid=token-submit]")
     expect(page.locator(CONNECTION)).to_have_text(re.compile(r"^connected"))
     expect(form).to_be_hidden()
-    assert page.url.endswith("#token=" + quote(token, safe=""))
+    assert "token" not in page.url  # kept in the tab, never in the address bar
     wait_for_seq(page, 1)
     assert [r["id"] for r in rows(page)] == [project]
 
-    # A link with the token in the fragment connects at once.
+    # A link with the token in the fragment connects at once, and the token leaves the URL.
     direct = open_page(base + "#token=" + quote(token, safe=""), **hooks)
     expect(direct.locator(CONNECTION)).to_have_text(re.compile(r"^connected"))
     wait_for_seq(direct, 1)
     expect(direct.locator("[data-testid=token-form]")).to_be_hidden()
+    assert direct.url == base
+    # A filtered view is shared without the token; a reload of the tab keeps it.
+    direct.fill("[data-testid=filter-search]", "secret")
+    expect(direct.locator(SHOWN_COUNT)).to_have_text("1 of 1 shown")
+    shared = direct.url
+    assert shared == base + "?q=secret"
+    direct.reload()
+    expect(direct.locator(CONNECTION)).to_have_text(re.compile(r"^connected"))
+    wait_for_seq(direct, 1)
+    elsewhere = open_page(shared, **hooks)  # another browser opening the shared view
+    expect(elsewhere.locator("[data-testid=token-form]")).to_be_visible()
+    assert rows(elsewhere) == []
 
     sockets = [url for url in urls if url.startswith("ws://")]
     assert len(sockets) >= 3  # without a token, with the wrong one, with the right one (x2)

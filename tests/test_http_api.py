@@ -72,6 +72,59 @@ def test_the_dashboard_is_served_with_a_strict_policy(store: ProjectStore) -> No
     run(scenario())
 
 
+def test_the_page_policy_holds_no_more_than_a_host_name_and_port() -> None:
+    """Whatever reaches it, the Content-Security-Policy names only a well-formed host."""
+    from projctl.server import _page_response
+
+    for host in ("a; script-src * 'unsafe-inline'", "a 'unsafe-eval'", "x\\", "[::1]evil"):
+        policy = _page_response("/", host).headers["Content-Security-Policy"]
+        assert "unsafe" not in policy, policy
+        assert "evil" not in policy, policy
+        assert "connect-src 'self'; " in policy
+    policy = _page_response("/", "projctl.example:8443").headers["Content-Security-Policy"]
+    assert "connect-src 'self' ws://projctl.example:8443 wss://projctl.example:8443;" in policy
+
+
+def test_a_token_never_travels_in_a_url(store: ProjectStore) -> None:
+    """?token= is refused on /api and /rpc (and /healthz); a plain server's /ws keeps it, a
+    TLS server's does not; headers and the browser's subprotocol always work."""
+    from projctl.server import AccessPolicy
+
+    async def scenario() -> None:
+        async with serving(store, subscriber_token="s3cret") as server:
+            status, _, body = await get(server.port, "/api/projects?token=s3cret")
+            assert (status, body["error"]) == (400, "invalid_input")
+            assert "Authorization: Bearer" in body["message"]
+            assert "s3cret" not in body["message"]
+            status, _, _ = await get(server.port, "/healthz?token=s3cret")
+            assert status == 400
+            rpc = f"ws://127.0.0.1:{server.port}/rpc"
+            for query in ("?token=s3cret", "?token=wrong"):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(rpc + query)
+                assert refused.value.response.status_code == 400
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(rpc + "?token=s3cret", subprotocols=["projctl-token.s3cret"])
+            assert refused.value.response.status_code == 400
+            async with connect(rpc, subprotocols=["projctl-token.s3cret"]):
+                pass
+            async with connect(ws_url(server, "?token=s3cret")):
+                pass
+            status, _, _ = await get(server.port, "/api/projects", Authorization="Bearer s3cret")
+            assert status == 200
+
+    run(scenario())
+    plain = AccessPolicy(host="127.0.0.1", read_tokens=frozenset({"s3cret"}))
+    tls = AccessPolicy(host="127.0.0.1", read_tokens=frozenset({"s3cret"}), tls=True)
+    assert not plain.token_in_url_refused("/ws", "since=3&token=s3cret")
+    assert plain.presented_token({}, "/ws?token=s3cret") == "s3cret"
+    for path, query in (("/api/projects", "token=s3cret"), ("/rpc", "token="), ("/", "token")):
+        assert plain.token_in_url_refused(path, query)
+    assert tls.token_in_url_refused("/ws", "token=s3cret")
+    assert tls.presented_token({}, "/ws?token=s3cret") is None
+    assert tls.presented_token({"Authorization": "Bearer s3cret"}, "/ws") == "s3cret"
+
+
 def test_the_read_only_api(store: ProjectStore) -> None:
     alpha = store.create("alpha", status="completed", owner_id="ann").project
     beta = store.create("beta", type="web", owner_id="bob").project

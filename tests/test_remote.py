@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -36,7 +37,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from projctl.config import load_settings
+from projctl.errors import ConfigError
 from projctl.remote import ERROR_CODES, MAX_REQUEST, RPC_PATH, RemoteDatabase
+from projctl.server import read_token_file
 from projctl.store import ProjectStore
 
 from .conftest import PROJCTL, as_another_user, wait_until
@@ -737,6 +740,30 @@ def test_serve_refuses_a_token_file_others_may_read(tmp_path: Path, tls: Tls) ->
     assert server.out.read_text() == ""
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_serve_refuses_a_key_file_others_may_read(tmp_path: Path, tls: Tls, mode: int) -> None:
+    tls.key.chmod(mode)
+    with serving(tmp_path / "server", tls_args(tls, 0)) as server:
+        assert server.process.wait(timeout=30) == 2
+    assert server.stderr() == (
+        f"Error: the key file {tls.key} may be read by others (mode {mode:04o}); chmod 600 it\n"
+    )
+    assert server.out.read_text() == ""
+    assert not server.db.exists()
+
+
+@pytest.mark.parametrize("token", ["a" * 16 + " b", "a" * 16 + "\u00e9", "a" * 16 + "\x7f"])
+def test_a_token_file_holds_only_tokens_a_header_can_carry(tmp_path: Path, token: str) -> None:
+    path = write_token_file(tmp_path / "tokens", secret("read"), token)
+    with pytest.raises(ConfigError) as refused:
+        read_token_file(path)
+    assert str(refused.value) == (
+        f"{path}, line 3: expected 'read: TOKEN' or 'write: TOKEN' "
+        "(a token of 16 or more visible ASCII characters)"
+    )
+    assert token not in str(refused.value)
+
+
 def test_serve_refuses_plain_ws_beyond_loopback(tmp_path: Path) -> None:
     args = ["--host", "0.0.0.0", "--port", "0"]
     with serving(tmp_path / "server", args) as server:
@@ -752,7 +779,7 @@ def test_serve_insecure_beyond_loopback_warns_once(tmp_path: Path) -> None:
     # It listens on every address; this test connects to none of them.
     args = ["--host", "0.0.0.0", "--port", "0", "--insecure"]
     with serving(
-        tmp_path / "server", args, ready=lambda server: "write token: " in server.stderr()
+        tmp_path / "server", args, ready=lambda server: FRESH_TOKENS in server.stderr()
     ) as server:
         pass
     assert server.process.returncode == 0
@@ -768,16 +795,20 @@ def test_serve_insecure_beyond_loopback_warns_once(tmp_path: Path) -> None:
     )
 
 
-def _announced(log: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {"read": [], "write": []}
-    for line in log.splitlines():
-        match = re.fullmatch(r"projctl: (read|write) token: (\S+)", line)
-        if match:
-            found[match[1]].append(match[2])
-    return found
+FRESH_TOKENS = "projctl: fresh tokens are in "
 
 
-def test_serve_makes_fresh_tokens_prints_them_once_and_never_logs_them(
+def _announced(server: ServerProcess) -> tuple[Path, dict[str, list[str]]]:
+    """The tokens ``serve`` made: stderr names their file (mode 0600), never a token."""
+    match = re.search(rf"^{FRESH_TOKENS}(.+) \(mode 0600\)$", server.stderr(), re.MULTILINE)
+    assert match, server.stderr()
+    path = Path(match[1])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    read, write = read_token_file(path)  # the --token-file format: reusable as is
+    return path, {"read": sorted(read), "write": sorted(write)}
+
+
+def test_serve_writes_fresh_tokens_to_a_private_file_and_never_prints_them(
     tmp_path: Path, tls: Tls
 ) -> None:
     port = free_port()
@@ -785,9 +816,9 @@ def test_serve_makes_fresh_tokens_prints_them_once_and_never_logs_them(
     with serving(
         tmp_path / "server",
         args,
-        ready=lambda server: "write token: " in server.stderr() and healthy(port, tls.ca),
+        ready=lambda server: FRESH_TOKENS in server.stderr() and healthy(port, tls.ca),
     ) as server:
-        announced = _announced(server.stderr())
+        token_path, announced = _announced(server)
         assert [len(announced["read"]), len(announced["write"])] == [1, 1], server.stderr()
         (read,), (write,) = announced["read"], announced["write"]
         team = TeamServer(server, tls, read, write, tmp_path / "elsewhere")
@@ -803,10 +834,10 @@ def test_serve_makes_fresh_tokens_prints_them_once_and_never_logs_them(
         assert team.run("delete", "With a fresh token").returncode == 0
         log = server.stderr()
     assert server.process.returncode == 0
-    # Only the two announce lines hold a token, whatever the clients did.
-    holding = [line for line in log.splitlines() if read in line or write in line]
-    assert holding == [f"projctl: read token: {read}", f"projctl: write token: {write}"]
+    # No line of stderr (the log; under systemd, the journal) holds a token.
+    assert [line for line in log.splitlines() if read in line or write in line] == []
     assert server.out.read_text() == ""
+    assert not token_path.exists()  # the tokens ended with the server
 
 
 def test_serve_on_loopback_makes_only_a_write_token(tmp_path: Path, tls: Tls) -> None:
@@ -814,9 +845,9 @@ def test_serve_on_loopback_makes_only_a_write_token(tmp_path: Path, tls: Tls) ->
     with serving(
         tmp_path / "server",
         tls_args(tls, port),
-        ready=lambda server: "write token: " in server.stderr() and healthy(port, tls.ca),
+        ready=lambda server: FRESH_TOKENS in server.stderr() and healthy(port, tls.ca),
     ) as server:
-        announced = _announced(server.stderr())
+        _, announced = _announced(server)
         assert [len(announced["read"]), len(announced["write"])] == [0, 1], server.stderr()
         team = TeamServer(server, tls, "", announced["write"][0], tmp_path / "elsewhere")
         assert team.run("create", "x").returncode == 0

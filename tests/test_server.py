@@ -614,10 +614,14 @@ def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixe
     assert any("readable again" in r.getMessage() for r in caplog.records)
 
 
-def _http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
-    """One raw HTTP/1.1 GET with the given Host header; returns the status and body."""
+def _http_get(port: int, path: str, host: str, *headers: str) -> tuple[int, bytes]:
+    """One raw HTTP/1.1 GET with the given Host header (and ``Name: value`` headers);
+    returns the status and body."""
+    extra = "".join(f"{header}\r\n" for header in headers)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        raw.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
+        )
         response = b""
         while chunk := raw.recv(65536):
             response += chunk
@@ -636,6 +640,15 @@ def _http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
         ("evil.example", 421),
         ("127.0.0.1.evil.example", 421),
         ("", 421),
+        # Parsed strictly: a name, IPv4 or bracketed IPv6, then only ":" and digits.
+        ("127.0.0.1:{port}@evil", 421),
+        ("[::1]evil", 421),
+        ("[::1]evil:{port}", 421),
+        ("localhost:{port}x", 421),
+        ("localhost:99999", 421),
+        ("[::1", 421),
+        ("[nonsense]:{port}", 421),
+        ("local host", 421),
     ],
 )
 def test_every_response_checks_the_host_header(store: ProjectStore, host: str, status: int) -> None:
@@ -654,26 +667,47 @@ def test_every_response_checks_the_host_header(store: ProjectStore, host: str, s
     run(scenario())
 
 
-def test_healthz_shows_paths_and_ids_only_to_loopback_or_token_holders(
+def test_healthz_shows_detail_only_to_token_holders_when_tokens_are_configured(
     store: ProjectStore,
 ) -> None:
+    """Behind a reverse proxy every client arrives from loopback: with tokens configured,
+    loopback alone shows no pid, path, URL or uptime."""
+
     class Peer:
         def __init__(self, address: str) -> None:
             self.remote_address = (address, 50000)
 
+    public = {"status", "version", "latest_seq"}
+
     async def scenario() -> None:
-        async with serving(store, subscriber_token="s3cret") as server:
+        async with serving(store) as server:  # no read token: loopback sees the detail
             status, body = await asyncio.to_thread(
                 _http_get, server.port, "/healthz", f"127.0.0.1:{server.port}"
             )
             assert status == 200
             assert orjson.loads(body)["database"]["path"] == str(store.path)
             request = type("R", (), {"headers": {}, "path": "/healthz"})()
-            with_token = type("R", (), {"headers": {}, "path": "/healthz?token=s3cret"})()
             assert server._is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
             assert server._is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
             assert not server._is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("192.0.2.7"), with_token)  # type: ignore[arg-type]
+        async with serving(store, subscriber_token="s3cret") as server:
+            host = f"127.0.0.1:{server.port}"
+            for headers in ((), ("Authorization: Bearer wrong",)):
+                status, body = await asyncio.to_thread(
+                    _http_get, server.port, "/healthz", host, *headers
+                )
+                assert (status, set(orjson.loads(body))) == (200, public)
+            status, body = await asyncio.to_thread(
+                _http_get, server.port, "/healthz", host, "Authorization: Bearer s3cret"
+            )
+            health = orjson.loads(body)
+            assert (status, health["database"]["path"]) == (200, str(store.path))
+            assert {"pid", "url", "uptime_seconds"} <= set(health)
+            bare = type("R", (), {"headers": {}, "path": "/healthz"})()
+            holder = type("R", (), {"headers": {"Authorization": "Bearer s3cret"}, "path": "/"})()
+            assert not server._is_trusted(Peer("127.0.0.1"), bare)  # type: ignore[arg-type]
+            assert server._is_trusted(Peer("127.0.0.1"), holder)  # type: ignore[arg-type]
+            assert server._is_trusted(Peer("192.0.2.7"), holder)  # type: ignore[arg-type]
             assert server.public_health() == {
                 "status": "ok",
                 "version": server.health()["version"],
@@ -681,6 +715,47 @@ def test_healthz_shows_paths_and_ids_only_to_loopback_or_token_holders(
             }
 
     run(scenario())
+
+
+def test_every_route_has_one_origin_rule(store: ProjectStore) -> None:
+    write = "w" * 24
+    evil, local = "https://evil.example", "http://localhost:5173"
+
+    async def scenario() -> None:
+        async with serving(store, write_tokens=frozenset({write})) as server:
+            base = f"ws://127.0.0.1:{server.port}"
+            bearer = {"Authorization": f"Bearer {write}"}
+            for path in ("/ws", "/rpc", "/publish"):
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(base + path, origin=evil, additional_headers=bearer)  # type: ignore[arg-type]
+                assert refused.value.response.status_code == 403, path
+            for path in ("/healthz", "/", "/nowhere"):
+                status, _ = await asyncio.to_thread(
+                    _http_get, server.port, path, f"127.0.0.1:{server.port}", f"Origin: {evil}"
+                )
+                assert status == 403, path
+            async with connect(base + "/rpc", origin=local, additional_headers=bearer) as ws:  # type: ignore[arg-type]
+                await ws.send(orjson.dumps({"id": "1", "op": "list", "args": {}}).decode())
+                reply = orjson.loads(await asyncio.wait_for(ws.recv(), RECEIVE_TIMEOUT))
+                assert reply["ok"] is True
+            async with connect(base + "/ws", origin=f"http://127.0.0.1:{server.port}"):
+                pass  # the server's own page
+
+    run(scenario())
+
+
+def test_host_headers_are_parsed_strictly_on_a_server_listening_everywhere(
+    store: ProjectStore,
+) -> None:
+    """On 0.0.0.0 every name is ours, but only a well-formed one: nothing else can reach
+    the page's Content-Security-Policy. (Built, not started: nothing listens.)"""
+    paths = runtime_paths(store.path)
+    server = BroadcastServer(store, paths, ServerConfig(host="0.0.0.0", port=0))
+    injected = "a; script-src * 'unsafe-inline'"
+    for bad in (injected, "127.0.0.1:8443@evil", "[::1]evil", "a b", "", "x:1:2"):
+        assert not server._host_allowed(bad), bad
+    for good in ("a", "projctl.example:8443", "192.0.2.7", "[2001:db8::1]:8443", "A.EXAMPLE."):
+        assert server._host_allowed(good), good
 
 
 def test_connections_beyond_the_cap_get_503(store: ProjectStore) -> None:

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -62,7 +63,7 @@ def serve(
             "--token-file",
             metavar="PATH",
             help="Read and write tokens, one 'read: TOKEN' or 'write: TOKEN' a line; mode 0600 "
-            "or stricter. [default: fresh tokens, printed once]",
+            "or stricter. [default: fresh tokens, written to a 0600 file whose path is printed]",
             show_default=False,
         ),
     ] = None,
@@ -101,7 +102,10 @@ def serve(
         raise InvalidInputError("--certfile and --keyfile go together")
     tls = None
     if certfile is not None and keyfile is not None:
+        from projctl.server import check_key_file
+
         tls = (parse_file(certfile, "--certfile"), parse_file(keyfile, "--keyfile"))
+        check_key_file(tls[1])
     if tls is None and not runtime.is_loopback(settings.host):
         if not insecure:
             raise InvalidInputError(
@@ -114,24 +118,50 @@ def serve(
         )
     tokens = None if token_file is None else parse_file(token_file, "--token-file")
     configure_logging()
+    written: list[Path] = []
 
     def announce(server: Any) -> None:
-        # Printed once, here, never logged: the state file keeps them for this user only.
-        config = server.config
+        # Never on stderr, which is the log (under systemd, the journal): fresh tokens go to
+        # a file only this user may read, in the private runtime folder, and only its path
+        # is printed. The file is in the --token-file format, so it can be reused.
         if tokens is None:
-            for kind, known in (("read", config.read_tokens), ("write", config.write_tokens)):
-                for token in sorted(known):
-                    sys.stderr.write(f"projctl: {kind} token: {token}\n")
+            path = write_fresh_tokens(server.paths, server.config)
+            written.append(path)
+            sys.stderr.write(f"projctl: fresh tokens are in {path} (mode 0600)\n")
         sys.stderr.flush()
 
-    database.serve(
-        allow_origins=allow_origin or (),
-        idle_timeout=seconds,
-        require_token=True if require_token else None,
-        tls=tls,
-        token_file=tokens,
-        on_ready=announce,
-    )
+    try:
+        database.serve(
+            allow_origins=allow_origin or (),
+            idle_timeout=seconds,
+            require_token=True if require_token else None,
+            tls=tls,
+            token_file=tokens,
+            on_ready=announce,
+        )
+    finally:
+        for path in written:  # they die with the server
+            path.unlink(missing_ok=True)
+
+
+def fresh_tokens_path(paths: Any) -> Path:
+    """Where ``serve`` without ``--token-file`` keeps the tokens it made: beside the
+    server's state file in the private runtime folder."""
+    folder: Path = paths.folder
+    return folder / f"{paths.key}.tokens"
+
+
+def write_fresh_tokens(paths: Any, config: Any) -> Path:
+    """Write a server's tokens, ``read: TOKEN`` / ``write: TOKEN`` lines, to a new 0600 file
+    (replaced atomically, never followed through a symlink); return its path."""
+    from projctl._files import atomic_write
+
+    lines = ["# tokens of this projctl server; they end when it stops"]
+    for kind, known in (("read", config.read_tokens), ("write", config.write_tokens)):
+        lines += [f"{kind}: {token}" for token in sorted(known)]
+    path = fresh_tokens_path(paths)
+    atomic_write(path, ("\n".join(lines) + "\n").encode(), mode=0o600, keep_mode=False)
+    return path
 
 
 @command("open")
@@ -145,7 +175,7 @@ def open_dashboard(
 
     Prints the dashboard's URL; opens it in the default browser when there is a display.
     A server that needs a token gets it in the URL's fragment (#token=...), which the
-    browser never sends to the server.
+    browser never sends to the server; the page then takes it out of the address bar.
 
     \b
     Example:

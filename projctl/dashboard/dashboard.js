@@ -272,21 +272,59 @@
     var countdownTimer = null;
     var tokenInUse = null;
     var probeNumber = 0;
+    // The token lives in this tab only (sessionStorage survives a reload, not the tab),
+    // never in the address bar: a bookmarked or shared view must not carry it.
+    var TOKEN_KEY = "projctl-token";
+    var tokenHeld = storedToken();
+    takeTokenFromUrl();
 
-    function tokenFromHash() {
+    function storedToken() {
+      try {
+        return sessionStorage.getItem(TOKEN_KEY) || null;
+      } catch (error) {
+        return null;
+      }
+    }
+
+    function holdToken(token) {
+      tokenHeld = token || null;
+      try {
+        if (tokenHeld) sessionStorage.setItem(TOKEN_KEY, tokenHeld);
+        else sessionStorage.removeItem(TOKEN_KEY);
+      } catch (error) {
+        // storage refused: the token is kept in memory for this page
+      }
+    }
+
+    /**
+     * Move a `#token=` (a link from `projctl open`) out of the URL into the tab's
+     * memory; the fragment's other parts stay. Whether the URL held one.
+     */
+    function takeTokenFromUrl() {
       var hash = location.hash.replace(/^#/, "");
       var parts = hash ? hash.split("&") : [];
+      var kept = [];
+      var found = false;
+      var token = null;
       for (var i = 0; i < parts.length; i++) {
         var eq = parts[i].indexOf("=");
         var key = eq < 0 ? parts[i] : parts[i].slice(0, eq);
-        if (key !== "token") continue;
+        if (key !== "token") {
+          kept.push(parts[i]);
+          continue;
+        }
+        found = true;
         try {
-          return decodeURIComponent(eq < 0 ? "" : parts[i].slice(eq + 1)) || null;
+          token = decodeURIComponent(eq < 0 ? "" : parts[i].slice(eq + 1)) || null;
         } catch (error) {
-          return null;
+          token = null;
         }
       }
-      return null;
+      if (!found) return false;
+      var rest = kept.length ? "#" + kept.join("&") : "";
+      history.replaceState(history.state, "", location.pathname + location.search + rest);
+      holdToken(token);
+      return true;
     }
 
     function socketUrl() {
@@ -312,7 +350,7 @@
       clearTimeout(retryTimer);
       retryTimer = null;
       drop();
-      tokenInUse = tokenFromHash();
+      tokenInUse = tokenHeld;
       setState("connecting");
       var ws;
       try {
@@ -405,9 +443,12 @@
       resume: function () {
         open();
       },
+      /** A `#token=` newly put in the URL: taken out; whether it differs from the one in use. */
       tokenChanged: function () {
-        return tokenFromHash() !== tokenInUse;
+        return takeTokenFromUrl() && tokenHeld !== tokenInUse;
       },
+      /** Use this token from now on (the token form). */
+      useToken: holdToken,
       get state() { return state; },
     };
   })();
@@ -442,7 +483,7 @@
     if (filters.type) params.set("type", filters.type);
     if (filters.q) params.set("q", filters.q);
     var query = params.toString();
-    // The fragment (which may hold the token) is kept as it is.
+    // The fragment is kept as it is (the token is never in it: see takeTokenFromUrl).
     var url = location.pathname + (query ? "?" + query : "") + location.hash;
     history.replaceState(history.state, "", url);
   }
@@ -625,8 +666,8 @@
           return;
         }
         nodes["token-input"].value = "";
-        // In the fragment, which browsers never send to a server.
-        location.hash = "token=" + encodeURIComponent(token);
+        // Kept in this tab, never in the URL (nor sent anywhere but in the handshake).
+        connection.useToken(token);
         nodes["token-message"].textContent = "Connecting with the new token\u2026";
         connection.reconnectNow();
       });
