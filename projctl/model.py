@@ -23,6 +23,7 @@ __all__ = [
     "STATUSES",
     "Project",
     "Status",
+    "check_utf8",
     "next_project_id",
     "validate_description",
     "validate_fields",
@@ -119,13 +120,29 @@ def next_project_id(
         number += 1
 
 
+def check_utf8(value: str, field: str) -> str:
+    """``value`` itself, unless it holds a lone surrogate: then :class:`InvalidInputError`
+    saying that ``field`` is not valid UTF-8.
+
+    Python decodes command-line arguments and environment values with
+    ``surrogateescape``: bytes that are not UTF-8 arrive as lone surrogates, which no
+    file, JSON document or terminal can hold as text.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"{field} is not valid UTF-8") from None
+    return value
+
+
 def _has_control_character(value: str, allowed: frozenset[str] = frozenset()) -> bool:
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in value)
 
 
 def validate_name(value: str) -> str:
     """A name is 1-200 characters after trimming white space, with no control characters."""
-    name = value.strip()
+    name = check_utf8(value, "name").strip()
     if not name:
         raise InvalidInputError("name must not be empty")
     if len(name) > NAME_MAX:
@@ -137,7 +154,7 @@ def validate_name(value: str) -> str:
 
 def validate_type(value: str) -> str:
     """A type is a lowercase slug: ``[a-z0-9][a-z0-9_-]{0,31}``."""
-    if not _TYPE_PATTERN.fullmatch(value):
+    if not _TYPE_PATTERN.fullmatch(check_utf8(value, "type")):
         raise InvalidInputError(
             f"type {value!r} is not a lowercase slug: 1-32 of a-z, 0-9, '_' or '-', "
             "starting with a letter or digit"
@@ -147,14 +164,14 @@ def validate_type(value: str) -> str:
 
 def validate_status(value: str) -> str:
     """A status is one of :data:`STATUSES`."""
-    if value not in STATUSES:
+    if check_utf8(value, "status") not in STATUSES:
         raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}")
     return value
 
 
 def validate_owner_id(value: str) -> str:
     """An owner id is 1-100 characters after trimming, with no control characters."""
-    owner_id = value.strip()
+    owner_id = check_utf8(value, "owner").strip()
     if not owner_id:
         raise InvalidInputError("owner must not be empty")
     if len(owner_id) > OWNER_MAX:
@@ -168,6 +185,7 @@ def validate_owner_id(value: str) -> str:
 
 def validate_description(value: str) -> str:
     """A description is up to 10,000 characters; newline and tab are its only control characters."""
+    check_utf8(value, "description")
     if len(value) > DESCRIPTION_MAX:
         raise InvalidInputError(
             f"description is {len(value)} characters long; the limit is {DESCRIPTION_MAX}"
