@@ -143,6 +143,7 @@ def watch(
             since=since_seq,
             count=wanted,
             projects=[project.to_dict() for project in current],
+            err=sys.stderr,
         )
     try:
         asyncio.run(asyncio.wait_for(job, seconds))
