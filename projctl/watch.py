@@ -534,7 +534,8 @@ def _connection_text(state: WatchState, now: float) -> Text:
     left = max(0.0, (connection.retry_in or 0) - waited)
     text = Text(f"○ reconnecting in {left:.1f}s", style="bold yellow")
     if connection.error:
-        text.append(f" ({connection.error})", style="yellow")
+        # The error may quote the server (a close reason): no raw controls on the terminal.
+        text.append(f" ({visible(connection.error)})", style="yellow")
     return text
 
 
@@ -795,6 +796,6 @@ def _connection_line(connection: Connection) -> str:
     if connection.state == "starting":
         return "projctl watch: starting a server"
     return (
-        f"projctl watch: disconnected ({connection.error}); "
+        f"projctl watch: disconnected ({visible(connection.error or '')}); "
         f"reconnecting in {connection.retry_in or 0:.1f}s"
     )

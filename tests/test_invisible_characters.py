@@ -100,3 +100,32 @@ def test_watch_screen_escapes_invisible_characters(
     assert char not in screen
     assert f"pay{escape}roll" in screen  # in the table and in the feed
     assert screen.count(f"pay{escape}roll") == 2
+
+
+SERVER_SAID = "going away\x1b[2J\u202egnp.exe\u200b"
+SERVER_SAID_SHOWN = "going away\\x1b[2J\\u202egnp.exe\\u200b"
+
+
+def test_watch_connection_messages_escape_what_the_server_said() -> None:
+    from projctl.subscribe import Connection
+    from projctl.watch import _connection_line
+
+    reconnecting = Connection("reconnecting", "ws://127.0.0.1:1/ws", 0.5, SERVER_SAID)
+    assert _connection_line(reconnecting) == (
+        f"projctl watch: disconnected ({SERVER_SAID_SHOWN}); reconnecting in 0.5s"
+    )
+    state = WatchState()
+    state.apply(reconnecting, time.time())
+    screen = rendered(render_screen(state, time.time(), width=200, height=30))
+    assert SERVER_SAID_SHOWN in screen
+    assert "\x1b" not in screen
+    assert "\u202e" not in screen
+
+
+def test_error_lines_escape_what_they_quote(capsys: pytest.CaptureFixture[str]) -> None:
+    from projctl.cli._lazy import report
+
+    report(f"the server refused: {SERVER_SAID}\nsecond line")
+    assert (
+        capsys.readouterr().err == f"Error: the server refused: {SERVER_SAID_SHOWN} second line\n"
+    )

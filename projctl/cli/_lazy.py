@@ -39,7 +39,7 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
-from projctl.model import check_utf8
+from projctl.model import check_utf8, visible
 
 __all__ = [
     "COMMANDS",
@@ -144,6 +144,8 @@ def report(message: str, prefix: str = "Error") -> None:
     # One line, whatever the message holds: scripts grep for it. Only line breaks are
     # folded; a quoted value keeps its own spaces.
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    # A message may quote what a server or a file said: no raw controls on the terminal.
+    line = visible(line)
     sys.stderr.write(f"{prefix}: {line}\n")
     sys.stderr.flush()
 
