@@ -292,10 +292,27 @@ class Database:
             max_connections=settings.max_connections,
         )
 
+    def check_file(self) -> None:
+        """Raise :class:`StoreError` when the database path names something that is not a
+        regular file (a FIFO, a device, a folder, a Unix socket); a missing file is fine.
+
+        Checked before a server is started or any file is created beside it: opening a
+        FIFO could block, and a server for it would only fail after writing its log.
+        """
+        import stat
+
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError:
+            return  # missing (a new database), or unreadable: the store reports that
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"database {self.path} is not a regular file; it was left untouched")
+
     def ensure_server(self) -> ServerState:
         """The running server for this database, started in the background if none runs."""
         from projctl import runtime
 
+        self.check_file()
         start = self.start_options()
         if start is None:
             raise ServerError(
@@ -495,6 +512,8 @@ class Database:
 
         from projctl import runtime
 
+        if start:
+            self.check_file()
         endpoint = runtime.locate(
             self._server_paths() if start else self.runtime_paths,
             self.start_options() if start else None,

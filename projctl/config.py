@@ -228,6 +228,20 @@ def login_name() -> str:
         return f"uid-{os.getuid()}"
 
 
+#: Variables holding a file's path: bytes that are not UTF-8 still name a file.
+_PATH_VARIABLES = frozenset({"PROJCTL_DB", "PROJCTL_CA_FILE"})
+
+
+def _is_utf8(value: str) -> bool:
+    # The environment is decoded with surrogateescape: bytes that are not UTF-8 arrive
+    # as lone surrogates, which no JSON document, header or terminal can hold as text.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of one projctl run, validated. Build it with :func:`load_settings`."""
@@ -290,6 +304,8 @@ def load_settings(
 
     def variable(name: str) -> str | None:
         value = env.get(name)
+        if value and name not in _PATH_VARIABLES and not _is_utf8(value):
+            raise ConfigError(f"{name} is not valid UTF-8")
         return value if value else None
 
     raw_port = port if port is not None else variable("PROJCTL_PORT")

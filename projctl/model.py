@@ -23,6 +23,7 @@ __all__ = [
     "STATUSES",
     "Project",
     "Status",
+    "check_utf8",
     "next_project_id",
     "parse_project_id",
     "validate_description",
@@ -130,13 +131,29 @@ def parse_project_id(project_id: str) -> tuple[str, int] | None:
     return match[1], int(match[2] or 1)
 
 
+def check_utf8(value: str, field: str) -> str:
+    """``value`` itself, unless it holds a lone surrogate: then :class:`InvalidInputError`
+    saying that ``field`` is not valid UTF-8.
+
+    Python decodes command-line arguments and environment values with
+    ``surrogateescape``: bytes that are not UTF-8 arrive as lone surrogates, which no
+    file, JSON document or terminal can hold as text.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"{field} is not valid UTF-8") from None
+    return value
+
+
 def _has_control_character(value: str, allowed: frozenset[str] = frozenset()) -> bool:
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in value)
 
 
 def validate_name(value: str) -> str:
     """A name is 1-200 characters after trimming white space, with no control characters."""
-    name = value.strip()
+    name = check_utf8(value, "name").strip()
     if not name:
         raise InvalidInputError("name must not be empty")
     if len(name) > NAME_MAX:
@@ -148,7 +165,7 @@ def validate_name(value: str) -> str:
 
 def validate_type(value: str) -> str:
     """A type is a lowercase slug: ``[a-z0-9][a-z0-9_-]{0,31}``."""
-    if not _TYPE_PATTERN.fullmatch(value):
+    if not _TYPE_PATTERN.fullmatch(check_utf8(value, "type")):
         raise InvalidInputError(
             f"type {value!r} is not a lowercase slug: 1-32 of a-z, 0-9, '_' or '-', "
             "starting with a letter or digit"
@@ -158,14 +175,14 @@ def validate_type(value: str) -> str:
 
 def validate_status(value: str) -> str:
     """A status is one of :data:`STATUSES`."""
-    if value not in STATUSES:
+    if check_utf8(value, "status") not in STATUSES:
         raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}")
     return value
 
 
 def validate_owner_id(value: str) -> str:
     """An owner id is 1-100 characters after trimming, with no control characters."""
-    owner_id = value.strip()
+    owner_id = check_utf8(value, "owner").strip()
     if not owner_id:
         raise InvalidInputError("owner must not be empty")
     if len(owner_id) > OWNER_MAX:
@@ -179,6 +196,7 @@ def validate_owner_id(value: str) -> str:
 
 def validate_description(value: str) -> str:
     """A description is up to 10,000 characters; newline and tab are its only control characters."""
+    check_utf8(value, "description")
     if len(value) > DESCRIPTION_MAX:
         raise InvalidInputError(
             f"description is {len(value)} characters long; the limit is {DESCRIPTION_MAX}"
@@ -210,22 +228,51 @@ def validate_fields(fields: Mapping[str, str]) -> dict[str, str]:
 
 
 def _escape(code: int) -> str:
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-# C0 and C1 controls and DEL can move the cursor, clear the screen or set a terminal's
-# title; the bidi overrides and isolates reorder what is shown. Another program may have
-# written any of them into the database.
-_UNSAFE = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-_VISIBLE = {code: _escape(code) for code in _UNSAFE} | {9: "\\t", 10: "\\n", 13: "\\r"}
-_VISIBLE_KEEPING_LINES = {code: text for code, text in _VISIBLE.items() if chr(code) not in "\n\t"}
+#: Characters a terminal must not get as they are, by Unicode category: controls (Cc: ESC,
+#: C1, DEL) can move the cursor, clear the screen or set a terminal's title; format
+#: characters (Cf: bidi marks, overrides and isolates, zero-width space and joiners, BOM,
+#: soft hyphen, tags) reorder or hide what is shown, so two names can look alike; line and
+#: paragraph separators (Zl, Zp) break a line; a lone surrogate (Cs) cannot be written at
+#: all. Another program may have written any of them into the database.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NAMED_ESCAPES = {9: "\\t", 10: "\\n", 13: "\\r"}
+_CACHE_LIMIT = 1 << 16
+
+
+class _Escapes(dict[int, str]):
+    """A ``str.translate`` table that judges each code point by its category on first sight."""
+
+    def __init__(self, kept: str = "") -> None:
+        super().__init__()
+        self.kept = frozenset(map(ord, kept))
+
+    def __missing__(self, code: int) -> str:
+        if code in self.kept or unicodedata.category(chr(code)) not in _UNSAFE_CATEGORIES:
+            shown = chr(code)
+        else:
+            shown = _NAMED_ESCAPES.get(code) or _escape(code)
+        if len(self) < _CACHE_LIMIT:
+            self[code] = shown
+        return shown
+
+
+_VISIBLE = _Escapes()
+_VISIBLE_KEEPING_LINES = _Escapes(kept="\n\t")
 
 
 def visible(text: str, *, keep_lines: bool = False) -> str:
-    """``text`` safe to print on a terminal: every control character shown as an escape.
+    """``text`` safe to print on a terminal: every control, format or separator character
+    (categories Cc, Cf, Zl, Zp) shown as an escape.
 
-    ``ESC`` becomes ``\\x1b``, a bidi override ``\\u202e``. With ``keep_lines``, newline and
-    tab (which a description may hold) stay as they are. For display only: ``--json``
-    output keeps the exact value.
+    ``ESC`` becomes ``\\x1b``, a bidi override ``\\u202e``, a left-to-right mark
+    ``\\u200e``. With ``keep_lines``, newline and tab (which a description may hold) stay
+    as they are. For display only: ``--json`` output keeps the exact value.
     """
+    if text.isprintable():  # none of those categories: the common case, at C speed
+        return text
     return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE)

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from projctl.errors import ProjctlError, ServerError, ServerUnavailableError
-from projctl.events import PROJECTS_MESSAGE_TYPES
+from projctl.events import EVENT_TYPES, PROJECTS_MESSAGE_TYPES
 from projctl.runtime import Endpoint
 
 __all__ = [
@@ -83,7 +83,37 @@ def _decode(frame: str | bytes) -> Message:
         raise ServerError("the server sent a frame that is not JSON") from None
     if not isinstance(data, dict):
         raise ServerError("the server sent a frame that is not a JSON object")
+    problem = _malformed(data)
+    if problem:
+        raise ServerError(f"the server sent a malformed {data['event_type']} message ({problem})")
     return Message(text, data)
+
+
+def _malformed(data: dict[str, Any]) -> str:
+    """What is wrong with a message that every consumer folds (a snapshot, a resync, a
+    lifecycle event); ``""`` when nothing is, or when it is of a type nobody folds.
+
+    Checked as it enters, so that a consumer never meets a missing key or a wrong type
+    half-way through rebuilding its projects.
+    """
+    event_type = data.get("event_type")
+    if event_type not in PROJECTS_MESSAGE_TYPES and event_type not in EVENT_TYPES:
+        return ""
+    seq = data.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return "seq is not a whole number"
+    payload = data.get("data")
+    if not isinstance(payload, dict):
+        return "data is not an object"
+    if event_type in EVENT_TYPES:
+        return "" if isinstance(payload.get("project_id", ""), str) else "project_id is not text"
+    projects = payload.get("projects")
+    if not isinstance(projects, list):
+        return "data.projects is not a list"
+    for number, project in enumerate(projects):
+        if not isinstance(project, dict) or not isinstance(project.get("project_id"), str):
+            return f"data.projects[{number}] is not a project with a project_id"
+    return ""
 
 
 def _retryable(error: BaseException) -> bool:

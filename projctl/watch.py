@@ -16,7 +16,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
@@ -534,7 +534,8 @@ def _connection_text(state: WatchState, now: float) -> Text:
     left = max(0.0, (connection.retry_in or 0) - waited)
     text = Text(f"○ reconnecting in {left:.1f}s", style="bold yellow")
     if connection.error:
-        text.append(f" ({connection.error})", style="yellow")
+        # The error may quote the server (a close reason): no raw controls on the terminal.
+        text.append(f" ({visible(connection.error)})", style="yellow")
     return text
 
 
@@ -643,6 +644,7 @@ async def run_live(
     since: int | None = None,
     count: int | None = None,
     projects: Iterable[Mapping[str, Any]] = (),
+    err: IO[str] | None = None,
 ) -> int:
     """Show the live screen until ``count`` matching events have arrived; return how many did.
 
@@ -654,16 +656,24 @@ async def run_live(
     not used. With ``since`` it starts from ``projects`` (the projects as they are,
     which the caller reads) and the events after ``since`` are replayed onto it as
     changes: marked in the table, listed in the feed, and counted against ``count``
-    and the filters exactly as :func:`run_json` counts them.
+    and the filters exactly as :func:`run_json` counts them. When a ``resync`` replaced
+    events that were never received, one line says so on ``err`` as the screen closes.
     """
     state = WatchState(event_filter=event_filter, count=count)
     if since is not None:
         state.load(projects, time.time())
     messages = follow(locate, since=since, snapshot=since is None, give_up_after=GIVE_UP_AFTER)
+    # Said on ``err`` once the screen is gone: the full-screen view would hide it.
+    resyncs: list[str] = []
 
     async def consume() -> int:
         applied = 0
         async for item in messages:
+            if isinstance(item, Message) and item.event_type == "resync":
+                after = since if state.last_seq is None else state.last_seq
+                resyncs.append(
+                    resync_line(after, item.seq, count=count, matched=state.events_matched)
+                )
             state.apply(item, time.time())
             if state.done:
                 break
@@ -672,6 +682,18 @@ async def run_live(
                 await asyncio.sleep(0)  # let the screen redraw during a burst
         return state.events_matched
 
+    try:
+        return await _show_live(console, state, consume)
+    finally:
+        if err is not None and resyncs:
+            err.write("".join(line + "\n" for line in resyncs))
+            err.flush()
+
+
+async def _show_live(
+    console: Console, state: WatchState, consume: Callable[[], Coroutine[Any, Any, int]]
+) -> int:
+    """Run ``consume`` while the screen shows ``state``; return what it returns."""
     with Live(console=console, screen=True, auto_refresh=False, redirect_stderr=False) as live:
 
         async def redraw() -> None:
@@ -730,11 +752,16 @@ async def run_json(
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
+    last_seq = since
     async for item in follow(locate, since=since, give_up_after=GIVE_UP_AFTER):
         if isinstance(item, Connection):
             err.write(_connection_line(item) + "\n")
             err.flush()
             continue
+        if item.event_type == "resync":
+            err.write(resync_line(last_seq, item.seq, count=count, matched=matched) + "\n")
+            err.flush()
+        last_seq = item.seq if item.seq is not None else last_seq
         before = events.apply(known, item.data)
         if item.event_type in PROJECTS_MESSAGE_TYPES:
             if not event_filter.event_types:
@@ -750,12 +777,25 @@ async def run_json(
     return matched
 
 
+def resync_line(after: int | None, seq: int | None, *, count: int | None, matched: int) -> str:
+    """What watch says when a ``resync`` replaced events it never got: they left the journal
+    (or the database was replaced), so they cannot be shown, matched or counted."""
+    gone = "some events" if after is None else f"the events after seq {after}"
+    line = (
+        f"projctl watch: {gone} are no longer in the journal; the server sent every project "
+        f"as of seq {'?' if seq is None else seq} instead (resync), so they were not seen"
+    )
+    if count is not None and matched < count:
+        line += f" and do not count toward --count ({matched} of {count} matched so far)"
+    return line
+
+
 def _connection_line(connection: Connection) -> str:
     if connection.state == "connected":
         return f"projctl watch: connected to {connection.url}"
     if connection.state == "starting":
         return "projctl watch: starting a server"
     return (
-        f"projctl watch: disconnected ({connection.error}); "
+        f"projctl watch: disconnected ({visible(connection.error or '')}); "
         f"reconnecting in {connection.retry_in or 0:.1f}s"
     )

@@ -329,6 +329,21 @@ def test_a_bad_variable_is_named_in_the_error(name: str, value: str, message: st
 
 
 @pytest.mark.parametrize(
+    "name", ["PROJCTL_OWNER", "PROJCTL_TOKEN", "PROJCTL_HOST", "PROJCTL_URL", "PROJCTL_PORT"]
+)
+def test_a_variable_that_is_not_utf8_is_named_in_the_error(name: str) -> None:
+    # os.environ holds undecodable bytes as lone surrogates (surrogateescape).
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={name: "al\udcffice"})
+    assert str(caught.value) == f"{name} is not valid UTF-8"
+
+
+def test_a_database_path_that_is_not_utf8_is_a_path(tmp_path: Path) -> None:
+    settings = load_settings(environ={"PROJCTL_DB": f"{tmp_path}/db-\udcff.json"})
+    assert os.fsencode(settings.db_path) == os.fsencode(tmp_path) + b"/db-\xff.json"
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"port": "abc"}, f"--port='abc' is not accepted: {PORT_RULE}"),

@@ -138,6 +138,25 @@ def test_description_rules() -> None:
             validate_description(f"a{control}b")
 
 
+@pytest.mark.parametrize(
+    ("field", "label"),
+    [
+        ("name", "name"),
+        ("type", "type"),
+        ("status", "status"),
+        ("owner_id", "owner"),
+        ("description", "description"),
+    ],
+)
+@pytest.mark.parametrize("value", ["\udcff", "ok\udcffok", chr(0xD800)])
+def test_text_that_is_not_utf8_is_refused_naming_the_field(
+    field: str, label: str, value: str
+) -> None:
+    # A lone surrogate: how Python decodes an argument's or variable's undecodable bytes.
+    with pytest.raises(InvalidInputError, match=f"^{label} is not valid UTF-8$"):
+        validate_fields({field: value})
+
+
 def test_validate_fields_orders_and_rejects_unknown() -> None:
     fields = validate_fields({"description": "d", "name": " n ", "status": "on_hold"})
     assert list(fields) == ["name", "status", "description"]

@@ -39,6 +39,7 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
+from projctl.model import check_utf8, visible
 
 __all__ = [
     "COMMANDS",
@@ -143,6 +144,8 @@ def report(message: str, prefix: str = "Error") -> None:
     # One line, whatever the message holds: scripts grep for it. Only line breaks are
     # folded; a quoted value keeps its own spaces.
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    # A message may quote what a server or a file said: no raw controls on the terminal.
+    line = visible(line)
     sys.stderr.write(f"{prefix}: {line}\n")
     sys.stderr.flush()
 
@@ -195,6 +198,7 @@ class ProjctlGroup(TyperGroup):
                     rich_markup_mode=None,
                 )
                 _plain_argument_metavars(command)
+                _refuse_undecodable_text(command)
                 self.commands[cmd_name] = command
             elif full_name in GROUPS:
                 self.commands[cmd_name] = ProjctlGroup(
@@ -312,6 +316,38 @@ def _plain_argument_metavars(command: Any) -> None:
             param.make_metavar = functools.partial(_metavar, shown)  # type: ignore[method-assign]
 
 
+#: Parameters that hold a file's path: bytes that are not UTF-8 still name a file.
+PATH_PARAMETERS = frozenset({"db", "certfile", "keyfile", "token_file"})
+
+
+def _refuse_undecodable_text(command: Any) -> None:
+    """Make ``command`` refuse, before it runs, a text value that is not valid UTF-8.
+
+    Python decodes the arguments with ``surrogateescape``, so such bytes arrive as lone
+    surrogates that no JSON, database or terminal takes: the error names the option
+    (``--owner``) or the argument (``NAME``) that held them. Paths are exempt.
+    """
+    labels = {
+        param.name: param.metavar
+        if param.param_type_name == "argument"
+        else max(param.opts, key=len)
+        for param in command.params
+        if param.name not in PATH_PARAMETERS
+    }
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def checked(**params: Any) -> Any:
+        for name, value in params.items():
+            if name in labels:
+                for text in value if isinstance(value, list | tuple) else (value,):
+                    if isinstance(text, str):
+                        check_utf8(text, labels[name])
+        return callback(**params)
+
+    command.callback = checked
+
+
 def _metavar(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
     return shown
 
@@ -382,7 +418,7 @@ def _root(
         show_default=False,
     ),
 ) -> None:
-    _url_given[0] = url
+    _url_given[0] = url if url is None else check_utf8(url, "--url")
 
 
 def main() -> None:

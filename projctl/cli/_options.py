@@ -134,7 +134,9 @@ def _local(settings: Settings, *, quiet: bool) -> projctl.Database:
         sys.stderr.write(f"projctl: waiting for the database lock {lock}{by}...\n")
         sys.stderr.flush()
 
-    return projctl.Database(settings, on_broadcast_error=warn, on_lock_wait=waiting)
+    database = projctl.Database(settings, on_broadcast_error=warn, on_lock_wait=waiting)
+    database.check_file()  # before any lock file, log or server is made for it
+    return database
 
 
 def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str, str]]:

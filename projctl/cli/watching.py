@@ -1,6 +1,5 @@
 """``watch``: a live table on a terminal, JSON Lines for scripts."""
 
-import asyncio
 import os
 import sys
 from collections.abc import Coroutine
@@ -106,6 +105,9 @@ def watch(
     Example:
         projctl watch --json --event project_deleted --project "$id" --count 1 --timeout 30
     """
+    # Here, not at the top: `projctl --help` imports this module for its summary.
+    import asyncio
+
     from projctl import watch as watching
 
     since_seq = None if since is None else parse_count(since, "--since")
@@ -143,6 +145,7 @@ def watch(
             since=since_seq,
             count=wanted,
             projects=[project.to_dict() for project in current],
+            err=sys.stderr,
         )
     try:
         asyncio.run(asyncio.wait_for(job, seconds))

@@ -225,7 +225,7 @@
 
   // -- incoming messages -------------------------------------------------------
 
-  /** The lastSeq at which a gap made us resume; a second gap there is accepted. */
+  /** The lastSeq at which a gap last made us resume (a gap there again waits to resume). */
   var gapResumedAt = null;
 
   function handleMessage(raw) {
@@ -249,12 +249,17 @@
     if (seq !== null && model.lastSeq !== null) {
       if (seq <= model.lastSeq) return; // seen already (replayed after a reconnect)
       if (seq > model.lastSeq + 1) {
-        // Events are numbered without holes: ask the server to replay from what we have.
+        // Events are numbered without holes: ask the server to replay from what we have,
+        // every time. An event after a gap is never applied, or the page would show a
+        // hole for good. The same gap again resumes after the usual backoff, so a server
+        // that keeps sending it is not hammered.
         if (gapResumedAt !== model.lastSeq) {
           gapResumedAt = model.lastSeq;
           connection.resume();
-          return;
+        } else {
+          connection.resumeLater();
         }
+        return;
       }
     }
     applyEvent(type, message, seq);
@@ -443,6 +448,11 @@
       resume: function () {
         open();
       },
+      /** Resume from model.lastSeq after the backoff (the same gap again). */
+      resumeLater: function () {
+        drop();
+        retry();
+      },
       /** A `#token=` newly put in the URL: taken out; whether it differs from the one in use. */
       tokenChanged: function () {
         return takeTokenFromUrl() && tokenHeld !== tokenInUse;
@@ -505,10 +515,32 @@
     return document.getElementById(id);
   }
 
+  /** Every control, format or separator character (Unicode categories Cc, Cf, Zl, Zp). */
+  var INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+  var NAMED_ESCAPES = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+
+  /**
+   * Text as the page shows it: each of those characters as a visible escape (U+202E as
+   * "\u202e", ESC as "\x1b"), as the terminal shows them. A bidi override, a direction
+   * mark or a zero-width character would otherwise reorder or hide what a name says
+   * ("bidi \u202egnp.exe" read as "bidi exe.png"), or make two names look the same.
+   */
+  function visible(value) {
+    return value.replace(INVISIBLE, function (char) {
+      if (Object.prototype.hasOwnProperty.call(NAMED_ESCAPES, char)) return NAMED_ESCAPES[char];
+      var code = char.codePointAt(0);
+      var hex = code.toString(16);
+      if (code < 0x100) return "\\x" + ("0" + hex).slice(-2);
+      if (code < 0x10000) return "\\u" + ("000" + hex).slice(-4);
+      return "\\U" + ("0000000" + hex).slice(-8);
+    });
+  }
+
+  /** An element; its text content, if given, made visible (see visible()). */
   function el(tag, className, content) {
     var node = document.createElement(tag);
     if (className) node.className = className;
-    if (content !== undefined && content !== null) node.textContent = content;
+    if (content !== undefined && content !== null) node.textContent = visible(String(content));
     return node;
   }
 
@@ -762,7 +794,7 @@
       function cell(field, className, value) {
         var td = el("td", className + (changed[field] ? (calm ? " cell-changed flash" : " cell-changed") : ""));
         td.setAttribute("data-field", field);
-        if (value !== undefined) td.textContent = value;
+        if (value !== undefined) td.textContent = visible(value);
         return td;
       }
       var idCell = cell("project_id", "col-id", project.project_id);

@@ -1,0 +1,186 @@
+"""The dashboard page against a scripted feed: the system's Chromium loads the page's own files
+and Playwright plays the server's WebSocket, so each test sends exactly the frames it needs
+(a gap in seq, a name full of invisible characters). Nothing listens on any port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from playwright.sync_api import Browser, Page, Route, WebSocketRoute, sync_playwright
+
+import projctl
+
+from .conftest import require_tool, wait_until
+from .test_dashboard import CHROMIUM_ARGS, TIMEOUT_MS, rows, wait_for_seq
+
+pytestmark = pytest.mark.slow
+
+#: The page's origin: every request to it is answered by the test, none reaches a network.
+ORIGIN = "http://127.0.0.1:9"
+PAGE_FILES = Path(projctl.__file__).parent / "dashboard"
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+STAMP = "2023-11-19T12:00:00.000000"
+
+
+def record(project_id: str, name: str | None = None, **fields: str) -> dict[str, str]:
+    return {
+        "project_id": project_id,
+        "name": name or f"name of {project_id}",
+        "type": "api",
+        "status": "created",
+        "owner_id": "ann",
+        "description": "",
+        "created_at": STAMP,
+        "updated_at": STAMP,
+        **fields,
+    }
+
+
+def snapshot(seq: int, *projects: dict[str, str]) -> str:
+    message = {"event_type": "snapshot", "timestamp": STAMP, "seq": seq}
+    return orjson.dumps({**message, "data": {"projects": list(projects)}}).decode()
+
+
+def created(seq: int, project: dict[str, str]) -> str:
+    message = {"event_type": "project_created", "timestamp": STAMP, "seq": seq, "data": project}
+    return orjson.dumps(message).decode()
+
+
+class Feed:
+    """Plays the server's ``/ws``: records every connection the page opens, in order.
+
+    Playwright calls :meth:`accept` on the test's own thread, during a call into it.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: list[WebSocketRoute] = []
+
+    def accept(self, socket: WebSocketRoute) -> None:
+        self.sockets.append(socket)
+
+    def queries(self) -> list[str]:
+        return [socket.url.partition("?")[2] for socket in self.sockets]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = require_tool("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page_and_feed(browser: Browser) -> Iterator[tuple[Page, Feed]]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    feed = Feed()
+
+    def serve_file(route: Route) -> None:
+        path = route.request.url[len(ORIGIN) :].partition("?")[0]
+        file = PAGE_FILES / ("index.html" if path == "/" else path.lstrip("/"))
+        if file.parent != PAGE_FILES or not file.is_file():
+            route.fulfill(status=404, body="not found")
+            return
+        route.fulfill(status=200, body=file.read_bytes(), content_type=CONTENT_TYPES[file.suffix])
+
+    page.route(f"{ORIGIN}/**", serve_file)
+    page.route_web_socket("**/ws**", feed.accept)
+    page.goto(ORIGIN + "/")
+    try:
+        yield page, feed
+    finally:
+        context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+def last_seq(page: Page) -> Any:
+    return page.evaluate("() => window.projctlDashboard.lastSeq")
+
+
+def wait_for_connections(page: Page, feed: Feed, number: int) -> None:
+    """Until the page has opened its ``number``-th connection (from 1)."""
+
+    def opened() -> bool:
+        page.evaluate("() => 0")  # a round trip to the browser delivers Playwright's callbacks
+        return len(feed.sockets) >= number
+
+    wait_until(opened, what=f"connection {number} (so far: {feed.queries()})")
+
+
+def test_every_gap_resumes_from_the_last_seq_and_is_never_applied(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    page, feed = page_and_feed
+    wait_for_connections(page, feed, 1)
+    first = feed.sockets[0]
+    first.send(snapshot(1, record("proj_a")))
+    wait_for_seq(page, 1)
+    first.send(created(3, record("proj_c")))  # seq 2 is missing
+    wait_for_connections(page, feed, 2)
+    assert feed.queries() == ["snapshot=1", "since=1"]
+    # The same gap again, on the new connection: still not applied, still resumed.
+    feed.sockets[1].send(created(3, record("proj_c")))
+    wait_for_connections(page, feed, 3)
+    assert feed.queries() == ["snapshot=1", "since=1", "since=1"]
+    assert last_seq(page) == 1
+    assert [row["id"] for row in rows(page)] == ["proj_a"]
+    # And again: every gap, not only the first ones.
+    feed.sockets[2].send(created(3, record("proj_c")))
+    wait_for_connections(page, feed, 4)
+    assert feed.queries()[-1] == "since=1"
+    assert last_seq(page) == 1
+    # What the server replays from there fills the hole.
+    feed.sockets[3].send(created(2, record("proj_b")))
+    feed.sockets[3].send(created(3, record("proj_c")))
+    wait_for_seq(page, 3)
+    assert sorted(row["id"] for row in rows(page)) == ["proj_a", "proj_b", "proj_c"]
+
+
+INVISIBLE = {
+    "\u202e": "\\u202e",  # RIGHT-TO-LEFT OVERRIDE
+    "\u200e": "\\u200e",  # LEFT-TO-RIGHT MARK
+    "\u200f": "\\u200f",  # RIGHT-TO-LEFT MARK
+    "\u061c": "\\u061c",  # ARABIC LETTER MARK
+    "\u200b": "\\u200b",  # ZERO WIDTH SPACE
+    "\ufeff": "\\ufeff",  # BYTE ORDER MARK
+    "\u00ad": "\\xad",  # SOFT HYPHEN
+    "\U000e0041": "\\U000e0041",  # TAG LATIN CAPITAL LETTER A
+    "\u2028": "\\u2028",  # LINE SEPARATOR
+    "\x1b": "\\x1b",  # ESC
+}
+
+
+def test_invisible_and_direction_characters_show_as_escapes(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    page, feed = page_and_feed
+    names = {f"proj_{number}": f"bidi {char}gnp.exe" for number, char in enumerate(INVISIBLE)}
+    loaded = [record(project_id, name, owner_id=name) for project_id, name in names.items()]
+    wait_for_connections(page, feed, 1)
+    feed.sockets[0].send(snapshot(1, *loaded[1:]))
+    feed.sockets[0].send(created(2, loaded[0]))  # the feed shows names too
+    wait_for_seq(page, 2)
+    shown = {row["id"]: row["cells"] for row in rows(page)}
+    for (project_id, name), escape in zip(names.items(), INVISIBLE.values(), strict=True):
+        expected = name.replace(name[5], escape)
+        assert shown[project_id]["name"] == expected
+        assert shown[project_id]["owner_id"] == expected
+    feed_names = page.locator("[data-testid=feed] .feed-name").all_text_contents()
+    assert feed_names == ["bidi \\u202egnp.exe"]
+    # Nothing on the page holds any of them (the JSON the model keeps is exact).
+    body = page.evaluate("() => document.body.textContent")
+    assert not any(char in body for char in INVISIBLE)
