@@ -168,6 +168,11 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        # A Unix socket cannot be opened at all (ENXIO): say what it is, not the errno.
+        if error.errno == errno.ENXIO and _is_socket(path):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path)) from None
+        raise
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
@@ -177,6 +182,13 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
         raise
     with os.fdopen(fd, "rb") as file:
         return file.read(), status
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def temp_prefix(path: Path) -> str:
