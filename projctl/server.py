@@ -714,14 +714,15 @@ class BroadcastServer:
             return connection.respond(
                 http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
             )
-        # Every other open connection counts, from its accept (its handshake too).
-        if len(self._accepted) - 1 >= self.config.max_connections:
+        url = urlsplit(request.path)
+        # Every other open connection counts, from its accept (its handshake too). /healthz
+        # is answered past the cap, in a spare slot: monitoring must see a full server.
+        if url.path != "/healthz" and len(self._accepted) - 1 >= self.config.max_connections:
             response = connection.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later\n"
             )
             response.headers["Retry-After"] = "5"
             return response
-        url = urlsplit(request.path)
         if url.path == "/healthz":
             trusted = self._is_trusted(connection, request)
             return _json_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import socket
 import ssl
@@ -204,5 +205,35 @@ def test_tls_subscribers_are_served_and_counted(
             for ws in held:
                 await ws.close()
             await until(lambda: server.health()["connections"] == 0)
+
+    run(scenario())
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """One plain HTTP GET to the server on loopback: its status and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_healthz_answers_when_the_connection_cap_is_reached(store: ProjectStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, max_connections=2) as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            held = [await connect(url) for _ in range(2)]
+            await until(lambda: len(server.subscribers) == 2)
+            assert await try_once(url) == 503
+            status, _body = await asyncio.to_thread(http_get, server.port, "/api/projects")
+            assert status == 503
+            status, body = await asyncio.to_thread(http_get, server.port, "/healthz")
+            assert status == 200
+            health = orjson.loads(body)
+            assert (health["status"], health["subscribers"]) == ("ok", 2)
+            for ws in held:
+                await ws.close()
 
     run(scenario())
