@@ -410,7 +410,7 @@ class BroadcastServer:
                 self._ws_server = await self._serve_on(host, 0)
             else:
                 raise ServerError(_listen_failure(host, port, error)) from None
-        sockets = self._ws_server.sockets
+        sockets = list(self._ws_server.sockets)  # an Iterable before websockets 15
         if sockets:
             self.port = sockets[0].getsockname()[1]
 
@@ -539,7 +539,8 @@ class BroadcastServer:
         sent = False
         for message in messages:
             sent = True
-            broadcast(self.subscribers, message, text=True)
+            # As str: a text frame in every websockets version (``text=`` came in 16.1).
+            broadcast(self.subscribers, message.decode())
             for backlog in self._joining.values():
                 backlog.messages.append(message)
                 backlog.size += len(message)
@@ -917,7 +918,6 @@ class BroadcastServer:
     async def _serve_subscriber(
         self, connection: ServerConnection, *, since: int | None, snapshot: bool
     ) -> None:
-        connection.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
         sequencer = self.sequencer
         state = None
         state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
@@ -934,8 +934,11 @@ class BroadcastServer:
             else:
                 self.subscribers.add(connection)
             state, parts = None, []  # a large read is kept only while someone still streams it
-            async for _message in connection:
-                pass  # subscribers cannot publish: what they send is ignored
+            async for message in connection:
+                # Subscribers cannot publish: what they send is ignored, up to a bound.
+                if _too_big(message, SUBSCRIBER_MAX_MESSAGE):
+                    await connection.close(1009, f"at most {SUBSCRIBER_MAX_MESSAGE} bytes")
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -1003,10 +1006,12 @@ class BroadcastServer:
 
     async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
         """The team protocol: one reply per request, each write applied once per id."""
-        connection.protocol.max_message_size = remote.MAX_REQUEST
         self._last_activity = time.monotonic()
         try:
             async for message in connection:
+                if _too_big(message, remote.MAX_REQUEST):
+                    await connection.close(1009, f"a request is at most {remote.MAX_REQUEST} bytes")
+                    break
                 reply = await self._rpc_reply(message, may_write=may_write)
                 await connection.send(reply, text=True)
                 self._last_activity = time.monotonic()
@@ -1290,6 +1295,18 @@ def _bearer_matches(headers: Headers, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(
         value.strip().encode(), token.encode()
     )
+
+
+def _too_big(message: str | bytes, limit: int) -> bool:
+    """Whether a message is more than ``limit`` bytes (a text one, encoded as UTF-8).
+
+    Checked in the handlers: ``serve`` takes one ``max_size`` for every connection (the
+    largest, a forward's), and websockets has no public way to lower it for one.
+    """
+    if isinstance(message, bytes) or len(message) > limit:
+        return len(message) > limit
+    # UTF-8 takes one to four bytes a character: encode only when it could go either way.
+    return len(message) * 4 > limit and len(message.encode()) > limit
 
 
 def _parse_since(query: dict[str, list[str]]) -> int | None:

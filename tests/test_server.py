@@ -474,7 +474,7 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
     async def scenario() -> None:
         async with serving(store, poll_interval=60) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port)
-            async with connect(ws_url(server), max_queue=None) as ws:
+            async with connect(ws_url(server), max_queue=4096) as ws:  # all 3,000, unread
                 await until(lambda: len(server.subscribers) == 2)
                 record = {"project_id": "proj_big", "name": "big", "description": "x" * 4000}
                 sent = []
