@@ -1,7 +1,7 @@
 """Benchmark: the server's memory idle, with many idle, stalled or snapshot-taking subscribers.
 
-Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [--quick]
-(no part named: all four; ``--help`` lists the sizes that can be changed)
+Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [tlsflood] [--quick]
+(no part named: all five; ``--help`` lists the sizes that can be changed)
 
 (a) A fresh server's resident memory (VmRSS) and peak (VmHWM, from
     /proc/PID/status) when idle, then with 1,000 idle subscribers held by a
@@ -26,10 +26,23 @@ Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [
     Target: peak RSS <= 200 MiB. Reported beside it: how many subscribers the
     server closed as slow, and a final ``/healthz``, which must answer within 1 s.
 
+(e) ``tlsflood``: ``projctl serve`` with TLS (a trustme CA) and
+    ``PROJCTL_MAX_CONNECTIONS=50``, and 1,000 connections from this process that each
+    send half a TLS ClientHello and then nothing. Measured: the server's open files
+    (/proc/PID/fd, sampled every ~50 ms) and RSS idle, at the peak and after; how long
+    until it has closed every stalled one (its handshake timeout is 10 s); whether a
+    normal ``wss://`` client is served once they are gone. Open files are given twice:
+    held (open in two samples in a row, ~50 ms apart), and at any instant, which also
+    counts the sockets asyncio has just accepted (up to 100 a time) that the server is
+    closing a few loop turns later, before they cost more than a socket (no target).
+    Targets: held at most idle + 50 + 2 spare + 4; RSS peak growth <= 32 MiB; RSS after
+    within 16 MiB of idle; every stalled one closed within 15 s.
+
 --quick uses 20 idle subscribers and 500 events of 16 KiB (not 400 bytes):
 8 MB per subscriber, enough to outgrow the socket buffers and the 1 MiB limit,
 so the stalled subscriber is still cut off; in (c) 500 projects and 10 clients,
-in (d) 50 subscribers and 20 events (figures that only show the parts still run).
+in (d) 50 subscribers and 20 events, in (e) 200 connections and a cap of 20 (figures
+that only show the parts still run).
 A target missed is printed MISSED and the run goes on; the exit status is non-zero
 only when a part could not measure what it claims (the server died, a subscriber
 could not connect, a normal subscriber lost events).
@@ -42,10 +55,12 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -76,8 +91,9 @@ from fanout import (
     stop_process,
     wait_subscribers,
 )
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from remote import make_credentials, team_server
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from projctl import runtime
 from projctl.errors import ProjctlError
@@ -855,7 +871,199 @@ def measure_many(target: Target, count: int, events: int, event_bytes: int) -> b
     return opened.failure is None and publish_error is None and not samples.gone
 
 
-PARTS = ("idle", "stalled", "snapshots", "fanout2000")
+# -- part (e): a flood of half-open TLS handshakes --------------------------------------
+
+FLOOD_CAP = 50
+#: Sockets a full server keeps past its cap (to answer a 503, and for /healthz).
+FLOOD_SPARE = 2
+#: Open files a server may hold beyond its idle ones, its cap and spare slots.
+FLOOD_FD_MARGIN = 4
+FLOOD_GROWTH_TARGET_MIB = 32
+FLOOD_AFTER_TARGET_MIB = 16
+#: The server's handshake timeout (10 s) and some slack to notice.
+FLOOD_CLOSED_TARGET = 15.0
+
+
+def open_files(pid: int) -> set[str]:
+    """What process ``pid`` has open (fd and target, so a reused fd is another file);
+    raises :class:`ServerGone` once it exited."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        raise ServerGone(f"the server (pid {pid}) is gone") from None
+    files = set()
+    for name in names:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            files.add(f"{name} {os.readlink(f'/proc/{pid}/fd/{name}')}")
+    return files
+
+
+def half_a_client_hello() -> bytes:
+    """The first half of a real TLS ClientHello: a handshake that never completes."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    return hello[: len(hello) // 2]
+
+
+@dataclass
+class FloodSamples:
+    """Open files and RSS of the server, sampled every ~50 ms by :class:`FloodSampler`."""
+
+    #: Open files at each sample.
+    files: list[int] = field(default_factory=list)
+    #: Files open at each sample that were open at the one before too.
+    held: list[int] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    gone: bool = False
+
+
+class FloodSampler(threading.Thread):
+    """A thread sampling a server's open files and VmRSS until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples = FloodSamples()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        before: set[str] = set()
+        while not self.stop.wait(SAMPLE_INTERVAL):
+            try:
+                files = open_files(self.pid)
+                self.samples.files.append(len(files))
+                self.samples.held.append(len(files & before))
+                before = files
+                self.samples.rss.append(memory_of(self.pid).rss)
+            except ServerGone:
+                self.samples.gone = True
+                return
+
+
+def wss_client(port: int, ca_file: Path, token: str) -> str:
+    """What a normal ``wss://`` subscriber gets: served, an HTTP status, or an error."""
+
+    async def attempt() -> str:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        url = f"wss://127.0.0.1:{port}/ws?token={token}"
+        try:
+            async with connect(url, ssl=context, open_timeout=10):
+                return "served"
+        except InvalidStatus as refused:
+            return f"refused with HTTP {refused.response.status_code}"
+        except (OSError, ssl.SSLError, WebSocketException, EOFError) as error:
+            return f"refused ({type(error).__name__})"
+
+    return asyncio.run(attempt())
+
+
+def tls_flood(count: int, cap: int) -> bool:
+    """Part (e): ``count`` half-open TLS handshakes against a server capped at ``cap``.
+
+    Returns whether the part measured what it claims (the server lived, every stalled
+    connection was closed in time to be measured); targets missed are only printed.
+    """
+    raise_fd_limit()  # the flood's sockets are this process's
+    print(
+        f"(e) {count} connections each sending half a TLS ClientHello, "
+        f"PROJCTL_MAX_CONNECTIONS={cap}"
+    )
+    pid = None
+    try:
+        with bench_database(serve=False, idle_timeout=IDLE_TIMEOUT) as bench:
+            credentials = make_credentials(bench.folder)
+            capped = dataclasses.replace(
+                bench, env={**bench.env, "PROJCTL_MAX_CONNECTIONS": str(cap)}
+            )
+            with team_server(capped, credentials) as server:
+                pid = server.pid
+                return measure_flood(server.pid, server.state.port, credentials, count, cap)
+    except ServerGone as error:
+        print(f"    the server DIED during (e): {error}")
+    except ProjctlError as error:
+        print(f"    (e) failed: {error}")
+    finally:
+        if pid is not None:
+            kill_if_running(pid)
+    return False
+
+
+def measure_flood(pid: int, port: int, credentials: Any, count: int, cap: int) -> bool:
+    """Part (e) against a running server: see :func:`tls_flood`."""
+    time.sleep(0.5)  # let start-up's allocations settle
+    idle, idle_files = memory_of(pid), len(open_files(pid))
+    hello = half_a_client_hello()
+    sampler = FloodSampler(pid)
+    sampler.start()
+    flood: list[socket.socket] = []
+    refused = 0
+    try:
+        started = time.monotonic()
+        for _ in range(count):
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                refused += 1
+                continue
+            flood.append(raw)
+            try:
+                raw.sendall(hello)
+            except OSError:
+                refused += 1
+        opened = time.monotonic() - started
+        # The server closes each stalled one after its handshake timeout (or at once).
+        deadline = time.monotonic() + 60
+        while len(open_files(pid)) > idle_files and time.monotonic() < deadline:
+            time.sleep(SAMPLE_INTERVAL)
+        closed_after = time.monotonic() - started
+        all_closed = len(open_files(pid)) <= idle_files
+        time.sleep(1.0)  # the memory hand-back runs once the last handshake has ended
+        after = memory_of(pid)
+        client = wss_client(port, credentials.ca_file, credentials.read_token)
+    finally:
+        for raw in flood:
+            raw.close()
+        sampler.stop.set()
+        sampler.join(5)
+    samples = sampler.samples
+    peak_files = max(samples.files, default=idle_files)
+    peak_held = max(samples.held, default=idle_files)
+    peak_rss = max(samples.rss, default=idle.rss)
+    held_target = idle_files + cap + FLOOD_SPARE + FLOOD_FD_MARGIN
+    growth = peak_rss - idle.rss
+    kept = after.rss - idle.rss
+    print(
+        f"    {count} connections opened in {opened:.2f}s "
+        f"({refused} refused or reset while sending)"
+    )
+    print(
+        f"    server open files: idle {idle_files}; held at most {peak_held} (target <= "
+        f"{held_target}: {verdict(peak_held <= held_target)}); at any instant at most "
+        f"{peak_files} (with sockets just accepted and being refused)"
+    )
+    print(
+        f"    server RSS: idle {mib(idle.rss)}, peak {mib(peak_rss)} (+{mib(growth)}; target "
+        f"<= +{FLOOD_GROWTH_TARGET_MIB} MiB: {verdict(growth <= FLOOD_GROWTH_TARGET_MIB * MIB)}), "
+        f"VmHWM {mib(after.peak)}"
+    )
+    print(
+        f"    every stalled one closed {closed_after:.1f}s after the flood began "
+        f"(target <= {FLOOD_CLOSED_TARGET:g} s: "
+        f"{verdict(all_closed and closed_after <= FLOOD_CLOSED_TARGET)}); RSS then "
+        f"{mib(after.rss)} (+{mib(kept)} over idle; target <= +{FLOOD_AFTER_TARGET_MIB} MiB: "
+        f"{verdict(kept <= FLOOD_AFTER_TARGET_MIB * MIB)})"
+    )
+    print(f"    a normal wss:// subscriber afterwards: {client}")
+    return all_closed and not samples.gone
+
+
+PARTS = ("idle", "stalled", "snapshots", "fanout2000", "tlsflood")
 
 
 def main() -> None:
@@ -871,11 +1079,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=150, help="snapshot clients in (c)")
     parser.add_argument("--many", type=int, default=2000, help="subscribers in (d)")
     parser.add_argument("--many-events", type=int, default=150, help="events in (d)")
+    parser.add_argument("--flood", type=int, default=1000, help="half-open handshakes in (e)")
+    parser.add_argument("--flood-cap", type=int, default=FLOOD_CAP, help="the cap in (e)")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="(a) 20 idle; (b) 500 events of 16 KiB; (c) 500 projects, 10 clients; "
-        "(d) 50 subscribers, 20 events",
+        "(d) 50 subscribers, 20 events; (e) 200 connections, a cap of 20",
     )
     hidden = argparse.SUPPRESS
     parser.add_argument("--subscribers-child", type=int, help=hidden)
@@ -896,6 +1106,7 @@ def main() -> None:
     if args.quick:
         args.idle, args.events, args.event_bytes = 20, 500, 16 * KIB
         args.projects, args.clients, args.many, args.many_events = 500, 10, 50, 20
+        args.flood, args.flood_cap = 200, 20
     hold, settle = (0.2, 0.5) if args.quick else (1.0, 2.0)
     parts = args.parts or PARTS
     failed = []
@@ -909,6 +1120,8 @@ def main() -> None:
         args.many, args.many_events, MANY_EVENT_BYTES
     ):
         failed.append("(d) did not complete (see above)")
+    if "tlsflood" in parts and not tls_flood(args.flood, args.flood_cap):
+        failed.append("(e) did not complete (see above)")
     if failed:
         raise SystemExit("; ".join(failed))
 

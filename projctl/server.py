@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -91,6 +91,10 @@ _RPC_ANSWERS_KEPT = 4096
 _TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+#: Accepted sockets kept past ``max_connections``: room to answer a 503, and for ``/healthz``.
+_SPARE_SLOTS = 2
+#: After a burst of at least this many TLS handshakes, freed memory is handed back.
+_TRIM_AFTER_HANDSHAKES = 32
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,15 @@ class ServerConfig:
     close_timeout: float = 5.0
     journal_window: int = 1000
     #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
+    #: Every accepted socket counts, from its accept; past this and a few spare slots
+    #: (to answer with a 503, and for ``/healthz``), one is closed as soon as it is accepted.
     max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
+    #: How long a new connection may take for its TLS handshake, and then for its HTTP
+    #: request, before it is closed.
+    handshake_timeout: float = 10.0
+    #: TLS handshakes under way at once; the next ones wait their turn (holding only their
+    #: socket) within ``handshake_timeout``.
+    max_handshakes: int = 64
     #: When ``port`` is taken, listen on any free port instead of failing.
     port_fallback: bool = False
     #: Tokens that may read (subscribe, the HTTP API, the team protocol's reads).
@@ -175,7 +187,121 @@ class _Backlog:
 class _Stats:
     started: float = field(default_factory=time.time)
     slow_closed: int = 0
+    #: Sockets closed as soon as they were accepted, the server being full.
+    refused_at_accept: int = 0
     journal_read_failures: int = 0
+
+
+class _CountedConnection(ServerConnection):
+    """A connection counted from the moment its socket is accepted, not from its handshake.
+
+    ``serve`` makes one for each accepted socket (its documented ``create_connection``
+    hook), before a byte is read: past the server's cap it is closed at once. With TLS the
+    handshake is done here, with ``loop.start_tls``, at most ``max_handshakes`` at a time and
+    within ``handshake_timeout``: when asyncio did it for ``serve``, every accepted socket got
+    its TLS buffers (256 KiB each) before websockets, and so the cap, ever saw it.
+    """
+
+    #: The server that counts this connection (set on the subclass each server makes).
+    owner: BroadcastServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The transport asyncio handed this protocol (for TLS, once its handshake is done):
+        #: its write buffer is what a subscriber holds unsent. Kept here, through asyncio's
+        #: protocol contract, because websockets does not document its own ``transport``.
+        self.wire: asyncio.Transport | None = None
+        self._early: list[bytes] = []
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        accepted = cast(asyncio.Transport, transport)
+        if not self.owner._admit(self):
+            accepted.abort()
+            return
+        context = self.owner.config.ssl_context
+        if context is None:
+            self._open(accepted)
+            return
+        accepted.pause_reading()  # not a byte reaches the WebSocket protocol before TLS
+        self.owner._spawn(self._start_tls(accepted, context))
+
+    def _open(self, transport: asyncio.Transport) -> None:
+        self.wire = transport
+        super().connection_made(transport)  # websockets starts its handshake here
+        for data in self._early:
+            super().data_received(data)
+        self._early = []
+
+    async def _start_tls(self, accepted: asyncio.Transport, context: ssl.SSLContext) -> None:
+        timeout = self.owner.config.handshake_timeout
+        try:
+            secured = await asyncio.wait_for(self._tls_handshake(accepted, context), timeout)
+        except Exception as error:  # a timeout, a bad or abandoned handshake: this one only
+            log.debug("TLS handshake failed: %r", error)
+            accepted.abort()
+            self.owner._release(self)
+            return
+        except BaseException:
+            accepted.abort()
+            self.owner._release(self)
+            raise
+        if self._lost:
+            return
+        self._open(secured)
+
+    async def _tls_handshake(
+        self, accepted: asyncio.Transport, context: ssl.SSLContext
+    ) -> asyncio.Transport:
+        owner = self.owner
+        async with owner._tls_turns:
+            owner._tls_started()
+            try:
+                secured = await asyncio.get_running_loop().start_tls(
+                    accepted,
+                    self,
+                    context,
+                    server_side=True,
+                    ssl_handshake_timeout=owner.config.handshake_timeout,
+                )
+            finally:
+                owner._tls_ended()
+        if secured is None:
+            raise ConnectionResetError("closed during the TLS handshake")
+        return secured
+
+    def data_received(self, data: bytes) -> None:
+        if self.wire is None:
+            # TLS 1.3 may deliver the request with the end of the handshake, before
+            # start_tls() has returned: keep it for the WebSocket protocol.
+            self._early.append(data)
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self.wire is not None:
+            super().eof_received()
+        # else: returning None closes the transport; nothing was opened yet
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.owner._release(self)
+        if self.wire is not None:
+            super().connection_lost(exc)
+
+    def unsent_bytes(self) -> int:
+        """Bytes written to this connection that its peer has not taken yet."""
+        return self.wire.get_write_buffer_size() if self.wire is not None else 0
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+        if self.wire is not None:
+            self.wire.abort()
+
+
+def _counted(connection: ServerConnection) -> _CountedConnection:
+    """Every connection this server's ``serve`` makes is a :class:`_CountedConnection`."""
+    return cast(_CountedConnection, connection)
 
 
 class BroadcastServer:
@@ -218,6 +344,11 @@ class BroadcastServer:
         #: The last journal read error logged, so that one bad file is logged once.
         self._read_error: str | None = None
         self.port = config.port
+        #: Every accepted socket still open, counted from its accept (see _CountedConnection).
+        self._accepted: set[_CountedConnection] = set()
+        self._tls_turns = asyncio.Semaphore(max(1, config.max_handshakes))
+        self._tls_running = 0
+        self._tls_burst = 0
 
     @property
     def last_seq(self) -> int:
@@ -283,7 +414,7 @@ class BroadcastServer:
                 self._ws_server = await self._serve_on(host, 0)
             else:
                 raise ServerError(_listen_failure(host, port, error)) from None
-        sockets = self._ws_server.sockets
+        sockets = list(self._ws_server.sockets)  # an Iterable before websockets 15
         if sockets:
             self.port = sockets[0].getsockname()[1]
 
@@ -300,7 +431,9 @@ class BroadcastServer:
                     chosen,
                     process_request=self._process_request,
                     select_subprotocol=self._select_subprotocol,
-                    ssl=self.config.ssl_context,
+                    # TLS is done by each connection, after it is counted (_CountedConnection).
+                    create_connection=self._connection_class(),
+                    open_timeout=self.config.handshake_timeout,
                     compression=None,  # small JSON gains nothing; deflate costs CPU
                     max_size=rpc.MAX_MESSAGE,
                     ping_interval=self.config.ping_interval,
@@ -315,6 +448,42 @@ class BroadcastServer:
                 continue
             return server
         raise AssertionError("unreachable")
+
+    def _connection_class(self) -> type[ServerConnection]:
+        """The class of the connections ``serve`` makes: counted by this server."""
+
+        class Connection(_CountedConnection):
+            pass
+
+        Connection.owner = self
+        return Connection
+
+    # -- connection accounting ---------------------------------------------------
+
+    def _admit(self, connection: _CountedConnection) -> bool:
+        """Count a socket the moment it is accepted; ``False`` when the server is full (past
+        ``max_connections`` and its spare slots): it is then closed before it costs more."""
+        if len(self._accepted) >= self.config.max_connections + _SPARE_SLOTS:
+            self.stats.refused_at_accept += 1
+            return False
+        self._accepted.add(connection)
+        return True
+
+    def _release(self, connection: _CountedConnection) -> None:
+        self._accepted.discard(connection)
+
+    def _tls_started(self) -> None:
+        self._tls_running += 1
+        self._tls_burst = max(self._tls_burst, self._tls_running)
+
+    def _tls_ended(self) -> None:
+        self._tls_running -= 1
+        if self._tls_running == 0 and self._tls_burst >= _TRIM_AFTER_HANDSHAKES:
+            # Each TLS handshake had its own buffers; after a burst of them (a flood of
+            # abandoned handshakes, or every subscriber reconnecting) the C allocator keeps
+            # the freed pages unless asked.
+            self._tls_burst = 0
+            asyncio.get_running_loop().call_soon(_return_memory)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -392,7 +561,8 @@ class BroadcastServer:
         sent = False
         for message in messages:
             sent = True
-            broadcast(self.subscribers, message, text=True)
+            # As str: a text frame in every websockets version (``text=`` came in 16.1).
+            broadcast(self.subscribers, message.decode())
             for backlog in self._joining.values():
                 backlog.messages.append(message)
                 backlog.size += len(message)
@@ -412,14 +582,13 @@ class BroadcastServer:
         """
         limit, budget = self.config.slow_subscriber_limit, self.config.send_budget
         pending = [
-            (connection.transport.get_write_buffer_size(), connection)
-            for connection in self.subscribers
+            (_counted(connection).unsent_bytes(), connection) for connection in self.subscribers
         ] + [
-            (backlog.size + connection.transport.get_write_buffer_size(), connection)
+            (backlog.size + _counted(connection).unsent_bytes(), connection)
             for connection, backlog in self._joining.items()
         ]
         total = sum(size for size, _ in pending) + sum(
-            connection.transport.get_write_buffer_size() for connection in self._closing
+            _counted(connection).unsent_bytes() for connection in self._closing
         )
         fair_share = budget // max(1, len(pending))
         for size, connection in sorted(pending, key=lambda item: item[0], reverse=True):
@@ -430,9 +599,9 @@ class BroadcastServer:
             elif total <= budget:
                 break  # sorted: nobody after this one is over its bound either
         if total > budget:
-            closing = [(c.transport.get_write_buffer_size(), c) for c in self._closing]
+            closing = [(_counted(c).unsent_bytes(), c) for c in self._closing]
             for size, connection in sorted(closing, key=lambda item: item[0], reverse=True):
-                connection.transport.abort()
+                _counted(connection).abort()
                 self._closing.discard(connection)
                 total -= size
                 if total <= budget:
@@ -539,6 +708,8 @@ class BroadcastServer:
             "database": {"path": str(self.paths.db_path), "id": self.sequencer.database_id},
             "latest_seq": self.last_seq,
             "subscribers": len(self.subscribers),
+            "connections": len(self._accepted),
+            "refused_at_accept": self.stats.refused_at_accept,
             "events_broadcast": self.sequencer.stats.events,
             "gap_fills": self.sequencer.stats.gap_fills,
             "slow_subscribers_closed": self.stats.slow_closed,
@@ -550,8 +721,7 @@ class BroadcastServer:
 
     def _unsent_bytes(self) -> int:
         """Bytes waiting in every open connection's buffer and every joining backlog."""
-        connections = self._ws_server.all_connections if self._ws_server else set()
-        return sum(c.transport.get_write_buffer_size() for c in connections) + sum(
+        return sum(c.unsent_bytes() for c in self._accepted) + sum(
             backlog.size for backlog in self._joining.values()
         )
 
@@ -583,16 +753,15 @@ class BroadcastServer:
             return connection.respond(
                 http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
             )
-        # Open connections; the one asking is not counted until its handshake is done.
-        if len(self._ws_server.all_connections if self._ws_server else ()) >= (
-            self.config.max_connections
-        ):
+        url = urlsplit(request.path)
+        # Every other open connection counts, from its accept (its handshake too). /healthz
+        # is answered past the cap, in a spare slot: monitoring must see a full server.
+        if url.path != "/healthz" and len(self._accepted) - 1 >= self.config.max_connections:
             response = connection.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later\n"
             )
             response.headers["Retry-After"] = "5"
             return response
-        url = urlsplit(request.path)
         if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
             if url.path.startswith("/api/"):
                 return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
@@ -765,7 +934,6 @@ class BroadcastServer:
     async def _serve_subscriber(
         self, connection: ServerConnection, *, since: int | None, snapshot: bool
     ) -> None:
-        connection.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
         sequencer = self.sequencer
         state = None
         state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
@@ -782,8 +950,11 @@ class BroadcastServer:
             else:
                 self.subscribers.add(connection)
             state, parts = None, []  # a large read is kept only while someone still streams it
-            async for _message in connection:
-                pass  # subscribers cannot publish: what they send is ignored
+            async for message in connection:
+                # Subscribers cannot publish: what they send is ignored, up to a bound.
+                if _too_big(message, SUBSCRIBER_MAX_MESSAGE):
+                    await connection.close(1009, f"at most {SUBSCRIBER_MAX_MESSAGE} bytes")
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -864,10 +1035,12 @@ class BroadcastServer:
 
     async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
         """The team protocol: one reply per request, each write applied once per id."""
-        connection.protocol.max_message_size = remote.MAX_REQUEST
         self._last_activity = time.monotonic()
         try:
             async for message in connection:
+                if _too_big(message, remote.MAX_REQUEST):
+                    await connection.close(1009, f"a request is at most {remote.MAX_REQUEST} bytes")
+                    break
                 reply = await self._rpc_reply(message, may_write=may_write)
                 await connection.send(reply, text=True)
                 self._last_activity = time.monotonic()
@@ -1119,6 +1292,12 @@ def _refuse_unless_private(path: Path, status: os.stat_result, what: str) -> Non
         )
 
 
+def _return_memory() -> None:
+    """Collect what only the cycle collector frees, then hand free heap pages back."""
+    gc.collect()
+    _malloc_trim()
+
+
 def _malloc_trim() -> None:
     """Ask glibc to return free heap pages to the system (``malloc_trim(0)``), where it can."""
     import ctypes
@@ -1316,6 +1495,18 @@ def _bearer_matches(headers: Headers, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(
         value.strip().encode(), token.encode()
     )
+
+
+def _too_big(message: str | bytes, limit: int) -> bool:
+    """Whether a message is more than ``limit`` bytes (a text one, encoded as UTF-8).
+
+    Checked in the handlers: ``serve`` takes one ``max_size`` for every connection (the
+    largest, a forward's), and websockets has no public way to lower it for one.
+    """
+    if isinstance(message, bytes) or len(message) > limit:
+        return len(message) > limit
+    # UTF-8 takes one to four bytes a character: encode only when it could go either way.
+    return len(message) * 4 > limit and len(message.encode()) > limit
 
 
 def _parse_since(query: dict[str, list[str]]) -> int | None:

@@ -474,7 +474,7 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
     async def scenario() -> None:
         async with serving(store, poll_interval=60) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port)
-            async with connect(ws_url(server), max_queue=None) as ws:
+            async with connect(ws_url(server), max_queue=4096) as ws:  # all 3,000, unread
                 await until(lambda: len(server.subscribers) == 2)
                 record = {"project_id": "proj_big", "name": "big", "description": "x" * 4000}
                 sent = []
@@ -809,11 +809,9 @@ def test_never_reading_snapshot_subscribers_cost_a_bounded_buffer_each(
                 await until(lambda: len(server._joining) == 8)
                 # Each has filled its socket and stopped: the rest of its snapshot is
                 # not encoded, let alone queued.
-                await until(
-                    lambda: all(c.transport.get_write_buffer_size() > 0 for c in server._joining)
-                )
+                await until(lambda: all(c.unsent_bytes() > 0 for c in server._joining))
                 for connection in server._joining:
-                    assert connection.transport.get_write_buffer_size() <= 256 * 1024
+                    assert connection.unsent_bytes() <= 256 * 1024
                 # Everyone else is served as before, snapshot and live events alike.
                 async with connect(ws_url(server, "?snapshot=1"), max_size=None) as ws:
                     snapshot = await receive(ws)
@@ -891,22 +889,18 @@ def test_all_subscribers_together_stay_within_the_send_budget(store: ProjectStor
     furthest behind their fair share are closed (1013), and closed ones still holding their
     buffers are dropped at once, largest first, until the total fits."""
 
-    class Transport:
+    class Connection:
         def __init__(self, size: int) -> None:
             self.size = size
             self.aborted = False
+            self.id = f"size {size}"
+            self.closed_with: int | None = None
 
-        def get_write_buffer_size(self) -> int:
+        def unsent_bytes(self) -> int:
             return self.size
 
         def abort(self) -> None:
             self.aborted = True
-
-    class Connection:
-        def __init__(self, size: int) -> None:
-            self.transport = Transport(size)
-            self.id = f"size {size}"
-            self.closed_with: int | None = None
 
         async def close(self, code: int, reason: str) -> None:
             self.closed_with = code
@@ -923,7 +917,7 @@ def test_all_subscribers_together_stay_within_the_send_budget(store: ProjectStor
                 40,
                 50,
             }
-            assert {size for size, c in connections.items() if c.transport.aborted} == {50}
+            assert {size for size, c in connections.items() if c.aborted} == {50}
             assert server.subscribers == {connections[10], connections[20]}
             server.subscribers = set()
 
