@@ -18,6 +18,7 @@ client (:class:`RemoteDatabase`), which the CLI uses when ``PROJCTL_URL`` is set
 
 from __future__ import annotations
 
+import logging
 import secrets
 import ssl
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ __all__ = [
     "answer",
     "error_reply",
 ]
+
+log = logging.getLogger("projctl.remote")
 
 #: The WebSocket path of the protocol.
 RPC_PATH = "/rpc"
@@ -128,6 +131,8 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
 
     Hostile input (not JSON, wrong types, unknown ops, missing ids) gets an error reply.
     A write is one locked transaction of the store, as a local command's is.
+    A failure of our own (a bug, not the request) is logged with its traceback and
+    answered ``server_error``.
     """
     try:
         request = orjson.loads(message)
@@ -161,8 +166,11 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
         return Answer(orjson.dumps(reply))
     except StoreError as error:
         return Answer(_error(request_id, "store_error", str(error)))
-    except (TypeError, ValueError, KeyError) as error:  # a value of the wrong shape
-        return Answer(_error(request_id, "invalid_input", f"bad arguments: {error}"))
+    except Exception:  # arguments are checked above: what is left is a bug of ours
+        log.exception("request %r (%s) failed", request_id[:40], op)
+        return Answer(
+            _error(request_id, "server_error", "internal error; the server's log has the details")
+        )
 
 
 def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
@@ -336,6 +344,8 @@ class RemoteDatabase:
             raise StoreError(message)
         if code in ("bad_request", "unknown_op"):
             raise InvalidInputError(f"the server could not take the request: {message}")
+        if code == "server_error":
+            raise ServerError(f"the server failed: {message}")
         raise ServerError(f"the server refused: {message} ({code or 'no code'})")
 
     # -- what the commands use ---------------------------------------------------------
