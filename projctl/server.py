@@ -83,8 +83,9 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
 _MAX_SINCE_DIGITS = 19
-#: Answers to writes kept for retries of the same request id.
+#: Answers to writes kept for retries of the same request id, and their bytes at most.
 _RPC_ANSWERS_KEPT = 4096
+_RPC_ANSWER_BYTES_KEPT = 16 << 20
 #: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
 _TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
@@ -205,6 +206,8 @@ class BroadcastServer:
         self._rpc_write_lock = asyncio.Lock()
         #: Every id answered or in progress, with its request's digest.
         self._rpc_ids: dict[str, str] = {}
+        #: The bytes of the replies in ``_rpc_answered``.
+        self._rpc_answered_bytes = 0
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -881,10 +884,7 @@ class BroadcastServer:
                 if change.event is not None:
                     self.accept(change.event, change.version)
             if answer.idempotent and key is not None:
-                self._rpc_answered[key] = answer.reply
-                while len(self._rpc_answered) > _RPC_ANSWERS_KEPT:
-                    (forgotten, _digest), _reply = self._rpc_answered.popitem(last=False)
-                    self._rpc_ids.pop(forgotten, None)
+                self._remember_rpc_answer(key, answer.reply)
             future.set_result(answer.reply)
             return answer.reply
         except BaseException as error:
@@ -896,6 +896,18 @@ class BroadcastServer:
                 self._rpc_running.pop(key, None)
                 if key not in self._rpc_answered:
                     self._rpc_ids.pop(key[0], None)  # not applied: the id is free again
+
+    def _remember_rpc_answer(self, key: tuple[str, str], reply: bytes) -> None:
+        """Keep a write's reply for its retries: the newest, within a count and a byte total."""
+        self._rpc_answered[key] = reply
+        self._rpc_answered_bytes += len(reply)
+        while len(self._rpc_answered) > 1 and (
+            len(self._rpc_answered) > _RPC_ANSWERS_KEPT
+            or self._rpc_answered_bytes > _RPC_ANSWER_BYTES_KEPT
+        ):
+            (forgotten, _digest), old = self._rpc_answered.popitem(last=False)
+            self._rpc_answered_bytes -= len(old)
+            self._rpc_ids.pop(forgotten, None)
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:

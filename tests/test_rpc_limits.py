@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from projctl import remote
+from projctl import server as server_module
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import ProjectStore
@@ -67,6 +68,42 @@ async def reply_to(ws: ClientConnection, message: str) -> bytes:
     reply = await asyncio.wait_for(ws.recv(decode=False), REPLY_TIMEOUT)
     assert isinstance(reply, bytes)
     return reply
+
+
+# -- the answers kept for retries --------------------------------------------------------------
+
+
+def test_the_answers_kept_for_retries_stay_under_a_byte_cap(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replies of large writes (10,000 emoji each, ~80 KB a reply) are kept within the byte
+    cap, not only the count: the oldest go, and the newest still replay byte for byte."""
+    cap = 512 * 1024
+    monkeypatch.setattr(server_module, "_RPC_ANSWER_BYTES_KEPT", cap, raising=False)
+    project_id = store.create("Large", owner_id="ann").project.project_id
+    messages = [
+        request(
+            f"big-{number}",
+            "update",
+            project=project_id,
+            changes={"description": chr(0x1F600 + number) * 10_000},
+        )
+        for number in range(16)
+    ]
+
+    async def scenario() -> None:
+        async with serving(store) as server, rpc(server) as ws:
+            first = [await reply_to(ws, message) for message in messages]
+            assert all(orjson.loads(reply)["ok"] for reply in first)
+            kept = server._rpc_answered
+            assert sum(len(reply) for reply in kept.values()) <= cap
+            assert 1 < len(kept) < len(messages)
+            seq = store.latest_seq()
+            for message, reply in list(zip(messages, first, strict=False))[-2:]:
+                assert await reply_to(ws, message) == reply
+            assert store.latest_seq() == seq  # replayed, not applied again
+
+    run(scenario())
 
 
 # -- failures of our own -----------------------------------------------------------------------
