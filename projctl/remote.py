@@ -46,10 +46,12 @@ __all__ = [
     "MAX_REQUEST",
     "READ_OPS",
     "RPC_PATH",
+    "RPC_WINDOW",
     "WRITE_OPS",
     "Answer",
     "RemoteDatabase",
     "answer",
+    "busy_reply",
     "error_reply",
 ]
 
@@ -67,10 +69,14 @@ ERROR_CODES: dict[str, int] = {
     "forbidden": 5,
     "unknown_op": 2,
     "bad_request": 2,
+    "busy": 5,
     "server_error": 5,
 }
 #: The largest request: a create with a 10,000-character description fits many times.
 MAX_REQUEST = 256 * 1024
+#: Requests one connection may have received and not yet had answered (pipelining); one
+#: beyond them is not carried out and gets a ``busy`` reply at once.
+RPC_WINDOW = 64
 #: Attempts of one request on a dropped connection (the same id each time), and the pauses.
 RETRY_PAUSES = (0.1, 0.3, 0.9)
 _ID_MAX = 128
@@ -94,6 +100,24 @@ def error_reply(request_id: Any, code: str, message: str) -> bytes:
 def _error(request_id: Any, code: str, message: str) -> bytes:
     return orjson.dumps(
         {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+    )
+
+
+def request_id_in(message: str | bytes) -> str | None:
+    """The ``id`` of an encoded request, ``None`` when it has none usable."""
+    try:
+        return request_id_of(orjson.loads(message))
+    except (orjson.JSONDecodeError, InvalidInputError):
+        return None
+
+
+def busy_reply(message: str | bytes) -> bytes:
+    """The reply to a request beyond :data:`RPC_WINDOW`: ``busy``, nothing carried out."""
+    return _error(
+        request_id_in(message),
+        "busy",
+        f"more than {RPC_WINDOW} requests waiting on this connection; nothing was done, "
+        "send it again once replies have come",
     )
 
 
@@ -346,6 +370,8 @@ class RemoteDatabase:
             raise InvalidInputError(f"the server could not take the request: {message}")
         if code == "server_error":
             raise ServerError(f"the server failed: {message}")
+        if code == "busy":
+            raise ServerError(f"the server is busy: {message}")
         raise ServerError(f"the server refused: {message} ({code or 'no code'})")
 
     # -- what the commands use ---------------------------------------------------------

@@ -169,6 +169,14 @@ class _Backlog:
 
 
 @dataclass
+class _RpcWindow:
+    """A ``/rpc`` connection's requests received and not yet answered, and whether it ended."""
+
+    taken: int = 0
+    closed: bool = False
+
+
+@dataclass
 class _Stats:
     started: float = field(default_factory=time.time)
     slow_closed: int = 0
@@ -837,16 +845,60 @@ class BroadcastServer:
         return state
 
     async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
-        """The team protocol: one reply per request, each write applied once per id."""
+        """The team protocol: one reply per request, each write applied once per id.
+
+        This task only reads: requests go to a queue that a worker answers one at a time,
+        in order, so the connection keeps reading (pongs too: keepalive needs its reader
+        to run) however many requests a client pipelines. A request beyond
+        :data:`remote.RPC_WINDOW` unanswered ones is not carried out: it is answered
+        ``busy`` at once.
+        """
         connection.protocol.max_message_size = remote.MAX_REQUEST
         self._last_activity = time.monotonic()
+        queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        window = _RpcWindow()
+        worker = asyncio.ensure_future(self._answer_rpc_queue(connection, queue, window, may_write))
         try:
             async for message in connection:
-                reply = await self._rpc_reply(message, may_write=may_write)
-                await connection.send(reply, text=True)
-                self._last_activity = time.monotonic()
+                if window.taken >= remote.RPC_WINDOW:
+                    await connection.send(remote.busy_reply(message), text=True)
+                else:
+                    window.taken += 1
+                    queue.put_nowait(message)
         except ConnectionClosed:
             pass
+        finally:
+            # Requests not begun are dropped (their client is gone and may retry them); the
+            # one running finishes, so its answer is kept for a retry.
+            window.closed = True
+            queue.put_nowait(None)
+            await asyncio.shield(worker)
+
+    async def _answer_rpc_queue(
+        self,
+        connection: ServerConnection,
+        queue: asyncio.Queue[str | bytes | None],
+        window: _RpcWindow,
+        may_write: bool,
+    ) -> None:
+        """Answer one connection's requests in order until it ends (a ``None`` entry)."""
+        while (message := await queue.get()) is not None:
+            if window.closed:
+                continue
+            try:
+                reply = await self._rpc_reply(message, may_write=may_write)
+            except Exception:  # a bug of ours: answered, and the connection goes on
+                log.exception("a /rpc request failed")
+                reply = remote.error_reply(
+                    remote.request_id_in(message), "server_error", "internal error"
+                )
+            finally:
+                window.taken -= 1
+            try:
+                await connection.send(reply, text=True)
+            except ConnectionClosed:
+                window.closed = True
+            self._last_activity = time.monotonic()
 
     async def _rpc_reply(self, message: str | bytes, *, may_write: bool) -> bytes:
         """The reply to one request; a write whose id was answered before gets that answer

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from projctl import remote
 from projctl import server as server_module
+from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import ProjectStore
@@ -68,6 +71,70 @@ async def reply_to(ws: ClientConnection, message: str) -> bytes:
     reply = await asyncio.wait_for(ws.recv(decode=False), REPLY_TIMEOUT)
     assert isinstance(reply, bytes)
     return reply
+
+
+# -- pipelining ------------------------------------------------------------------------------
+
+
+def test_pipelined_requests_get_one_reply_each_and_the_connection_stays_open(
+    store: ProjectStore,
+) -> None:
+    """2,000 updates sent without waiting, with a short keepalive: every request gets exactly
+    one reply, ``ok`` (in request order) or ``busy``; pings are answered meanwhile, so the server
+    never closes the connection; and each ``ok`` is one change in the journal, each
+    ``busy`` none."""
+    project_id = store.create("Pipelined", owner_id="ann").project.project_id
+    seq_before = store.latest_seq()
+    count = 2000
+    ids = [f"u{number}" for number in range(count)]
+    messages = [
+        request(request_id, "update", project=project_id, changes={"description": request_id})
+        for request_id in ids
+    ]
+    replies: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        async with serving(store, ping_interval=0.5) as server, rpc(server) as ws:
+
+            async def send_all() -> None:
+                for message in messages:
+                    await ws.send(message)
+
+            sending = asyncio.ensure_future(send_all())
+            try:
+                while len(replies) < count:
+                    replies.append(orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)))
+            finally:
+                await asyncio.wait_for(sending, REPLY_TIMEOUT)
+            # Still open and answering, well after several keepalive rounds.
+            info = orjson.loads(await reply_to(ws, request("after", "info")))
+            assert info["ok"] is True, info
+            assert ws.state is State.OPEN
+
+    run(scenario())
+    # One reply each; those carried out in request order (a busy one comes at once).
+    assert sorted(reply["id"] for reply in replies) == sorted(ids)
+    applied = [reply["id"] for reply in replies if reply["ok"]]
+    assert applied == sorted(applied, key=ids.index)
+    outcomes = Counter("ok" if reply["ok"] else reply["error"]["code"] for reply in replies)
+    assert set(outcomes) <= {"ok", "busy"}, outcomes
+    assert outcomes["ok"] > 0
+    assert outcomes["ok"] + outcomes["busy"] == count
+    assert store.latest_seq() - seq_before == outcomes["ok"]
+    assert [event["data"]["description"] for event in store.journal()[1:]] == applied
+    assert all(reply["result"]["event"]["seq"] for reply in replies if reply["ok"])
+
+
+def test_busy_is_a_documented_error_the_client_reports_as_a_server_error() -> None:
+    assert remote.ERROR_CODES["busy"] == 5
+    reply = orjson.loads(remote.busy_reply(request("b1", "list")))
+    assert reply["id"] == "b1"
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "busy"
+    database = remote.RemoteDatabase.__new__(remote.RemoteDatabase)
+    database.url = "ws://127.0.0.1:1"
+    with pytest.raises(ServerError, match="busy"):
+        database._result(remote.busy_reply(request("b1", "list")), "b1")
 
 
 # -- the answers kept for retries --------------------------------------------------------------
