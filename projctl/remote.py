@@ -39,7 +39,7 @@ from projctl.model import Project
 from projctl.runtime import Endpoint
 
 if TYPE_CHECKING:
-    from projctl.store import Change, ProjectStore
+    from projctl.store import Change, ProjectStore, StoreState
 
 __all__ = [
     "ERROR_CODES",
@@ -150,11 +150,18 @@ def request_id_of(request: Any) -> str:
     return request_id
 
 
-def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Answer:
+def answer(
+    store: ProjectStore,
+    message: str | bytes,
+    *,
+    may_write: bool,
+    state: StoreState | None = None,
+) -> Answer:
     """Answer one request against ``store``: never raises, never applies half a change.
 
     Hostile input (not JSON, wrong types, unknown ops, missing ids) gets an error reply.
-    A write is one locked transaction of the store, as a local command's is.
+    A write is one locked transaction of the store, as a local command's is. ``list`` and
+    ``info`` answer from ``state`` when given (a read the server shares between requests).
     A failure of our own (a bug, not the request) is logged with its traceback and
     answered ``server_error``.
     """
@@ -181,7 +188,7 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
             else:
                 result = _change_result(changes[0])
             return Answer(_ok(request_id, result), changes, idempotent=True)
-        return Answer(_ok(request_id, _read(store, op, args)))
+        return Answer(_ok(request_id, _read(store, op, args, state)))
     except InvalidInputError as error:
         return Answer(_error(request_id, "invalid_input", str(error)))
     except ProjectNotFoundError as error:
@@ -229,11 +236,26 @@ def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
     return store.delete_many(ids, missing_ok=missing_ok)
 
 
-def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
+def _read(
+    store: ProjectStore, op: str, args: dict[str, Any], state: StoreState | None
+) -> dict[str, Any]:
     if op == "resolve":
         return {"project_id": store.resolve(_text(args, "project") or "")}
     if op == "get":
         return {"project": store.get(store.resolve(_text(args, "project") or "")).to_dict()}
+    if op == "list" and state is not None:
+        wanted = {
+            name: value
+            for name in ("status", "type", "owner_id")
+            if (value := _text(args, name, required=False)) is not None
+        }
+        return {
+            "projects": [
+                Project.from_dict(record).to_dict()
+                for record in state.project_records
+                if all(record.get(name) == value for name, value in wanted.items())
+            ]
+        }
     if op == "list":
         projects = store.list_projects(
             status=_text(args, "status", required=False),
@@ -241,7 +263,8 @@ def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
             owner_id=_text(args, "owner_id", required=False),
         )
         return {"projects": [project.to_dict() for project in projects]}
-    state = store.read_state()  # one read for every figure
+    if state is None:
+        state = store.read_state()  # one read for every figure
     return {
         "database": {"id": state.database_id},
         "projects": len(state.project_records),

@@ -47,7 +47,7 @@ import sys
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -86,6 +86,12 @@ _MAX_SINCE_DIGITS = 19
 #: Answers to writes kept for retries of the same request id, and their bytes at most.
 _RPC_ANSWERS_KEPT = 4096
 _RPC_ANSWER_BYTES_KEPT = 16 << 20
+#: Team-protocol reads answered at once; more wait their turn (writes go first).
+_RPC_READS_AT_ONCE = 2
+#: Reads answered from one read of the whole file, shared by every request at the time.
+_RPC_SHARED_READS = frozenset({"list", "info"})
+#: How long a read waits for queued writes before it takes its turn anyway.
+_RPC_READ_YIELD = 1.0
 #: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
 _TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
@@ -216,6 +222,11 @@ class BroadcastServer:
         self._rpc_ids: dict[str, str] = {}
         #: The bytes of the replies in ``_rpc_answered``.
         self._rpc_answered_bytes = 0
+        #: Writes queued or running; reads wait while there are any (writes go first).
+        self._rpc_writes = 0
+        self._rpc_no_writes = asyncio.Event()
+        self._rpc_no_writes.set()
+        self._rpc_reads = asyncio.Semaphore(_RPC_READS_AT_ONCE)
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -900,13 +911,46 @@ class BroadcastServer:
                 window.closed = True
             self._last_activity = time.monotonic()
 
+    @contextlib.asynccontextmanager
+    async def _rpc_turn(self, op: str | None, *, may_write: bool) -> AsyncIterator[None]:
+        """Take the database's turn for one request: writes one at a time, and before any
+        read waiting; a read once no write waits (or after a while)."""
+        if op in remote.WRITE_OPS and may_write:
+            self._rpc_writes += 1
+            self._rpc_no_writes.clear()
+            try:
+                # Writes go one at a time: they would only take turns at the database lock
+                # otherwise, polling for it, which stretches the slowest reply.
+                async with self._rpc_write_lock:
+                    yield
+            finally:
+                self._rpc_writes -= 1
+                if not self._rpc_writes:
+                    self._rpc_no_writes.set()
+        else:
+            if op in remote.READ_OPS:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._rpc_no_writes.wait(), _RPC_READ_YIELD)
+            yield
+
+    async def _rpc_state(self) -> StoreState:
+        """A read of the database no older than this call, shared with every reader."""
+        version = self.store.file_version()
+        state = await self._read_state_shared()
+        if state.version != version:  # a read begun before a commit: take a newer one
+            state = await self._read_state_shared()
+        return state
+
     async def _rpc_reply(self, message: str | bytes, *, may_write: bool) -> bytes:
         """The reply to one request; a write whose id was answered before gets that answer
         again (a client retrying after a lost reply), and one in progress is waited for."""
         try:
-            request_id: str | None = remote.request_id_of(orjson.loads(message))
+            request = orjson.loads(message)
+            request_id: str | None = remote.request_id_of(request)
         except (orjson.JSONDecodeError, ProjctlError):
-            request_id = None
+            request, request_id = None, None
+        op = request.get("op") if isinstance(request, dict) else None
+        op = op if isinstance(op, str) else None  # an op of another type is answered unknown_op
         # A retry is the same request: an id reused for another one is refused, not replayed.
         digest = hashlib.sha256(message if isinstance(message, bytes) else message.encode())
         key = (request_id, digest.hexdigest()) if request_id is not None else None
@@ -926,12 +970,17 @@ class BroadcastServer:
         if key is not None and may_write:
             self._rpc_running[key] = future
         try:
-            # Writes go one at a time: they would only take turns at the database lock
-            # otherwise, polling for it, which stretches the slowest reply.
-            async with self._rpc_write_lock if may_write else contextlib.nullcontext():
-                answer = await asyncio.to_thread(
-                    remote.answer, self.store, message, may_write=may_write
-                )
+            async with self._rpc_turn(op, may_write=may_write):
+                state = None
+                if op in _RPC_SHARED_READS:
+                    # A file that cannot be read is answered from the store, with its error.
+                    with contextlib.suppress(StoreError):
+                        state = await self._rpc_state()
+                async with self._rpc_reads if op in remote.READ_OPS else contextlib.nullcontext():
+                    answer = await asyncio.to_thread(
+                        remote.answer, self.store, message, may_write=may_write, state=state
+                    )
+                del state
             for change in answer.changes:
                 if change.event is not None:
                     self.accept(change.event, change.version)

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -22,6 +24,8 @@ from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import ProjectStore
+
+from .conftest import until
 
 READ_TOKEN = secrets.token_urlsafe(24)
 WRITE_TOKEN = secrets.token_urlsafe(24)
@@ -169,6 +173,89 @@ def test_the_answers_kept_for_retries_stay_under_a_byte_cap(
             for message, reply in list(zip(messages, first, strict=False))[-2:]:
                 assert await reply_to(ws, message) == reply
             assert store.latest_seq() == seq  # replayed, not applied again
+
+    run(scenario())
+
+
+# -- concurrent reads ------------------------------------------------------------------------
+
+
+def _large_database(store: ProjectStore, projects: int) -> None:
+    """Fill the store fast: one transaction per project is slow, so write the file whole."""
+    store.create("seed", owner_id="ann")
+    data = orjson.loads(store.path.read_bytes())
+    template = next(iter(data["projects"].values()))
+    for number in range(projects):
+        project_id = f"proj_20240101_000000_{number}"
+        data["projects"][project_id] = {
+            **template,
+            "project_id": project_id,
+            "name": f"project {number}",
+            "description": "d" * 100,
+        }
+    store.path.write_bytes(orjson.dumps(data))
+
+
+def test_concurrent_lists_share_one_read_and_a_write_goes_first(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 ``list`` requests in flight on 16 connections, their read of the file held up: a
+    write is still answered (it does not queue behind them for the server's threads), and
+    the lists then share one read of the file instead of each parsing it."""
+    _large_database(store, 2000)
+    target = store.create("Target", owner_id="ann").project.project_id
+    released = threading.Event()
+    writing = threading.local()
+    reads: list[str] = []
+    original_read = ProjectStore._read_file_with_version
+    original_write = remote._write
+
+    def held_read(self: ProjectStore) -> Any:
+        if not getattr(writing, "active", False):
+            reads.append(threading.current_thread().name)
+            assert released.wait(60), "the test never released the reads"
+        return original_read(self)
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        writing.active = True
+        try:
+            return original_write(*args, **kwargs)
+        finally:
+            writing.active = False
+
+    lists = 16
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=8))
+        async with (
+            serving(store, poll_interval=60.0) as server,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            readers = [
+                await stack.enter_async_context(rpc(server, READ_TOKEN)) for _ in range(lists)
+            ]
+            writer = await stack.enter_async_context(rpc(server))
+            monkeypatch.setattr(ProjectStore, "_read_file_with_version", held_read)
+            monkeypatch.setattr(remote, "_write", write)
+            try:
+                for number, ws in enumerate(readers):
+                    await ws.send(request(f"list-{number}", "list"))
+                await until(lambda: reads, what="a list reading the file")
+                written = orjson.loads(
+                    await reply_to(
+                        writer,
+                        request("w", "update", project=target, changes={"status": "on_hold"}),
+                    )
+                )
+                assert written["ok"] is True, written
+            finally:
+                released.set()
+            listed = [
+                orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)) for ws in readers
+            ]
+            assert [reply["id"] for reply in listed] == [f"list-{n}" for n in range(lists)]
+            assert all(len(reply["result"]["projects"]) == 2002 for reply in listed)
+            assert len(reads) <= 2, reads
 
     run(scenario())
 
