@@ -47,6 +47,7 @@ __all__ = [
     "READ_OPS",
     "RPC_PATH",
     "RPC_WINDOW",
+    "RPC_WINDOW_BYTES",
     "WRITE_OPS",
     "Answer",
     "RemoteDatabase",
@@ -74,9 +75,11 @@ ERROR_CODES: dict[str, int] = {
 }
 #: The largest request: a create with a 10,000-character description fits many times.
 MAX_REQUEST = 256 * 1024
-#: Requests one connection may have received and not yet had answered (pipelining); one
-#: beyond them is not carried out and gets a ``busy`` reply at once.
+#: Requests one connection may have received and not yet had answered (pipelining), and
+#: their size at most (characters of text frames, bytes of binary ones; the first request
+#: always fits); one beyond them is not carried out and gets a ``busy`` reply at once.
 RPC_WINDOW = 64
+RPC_WINDOW_BYTES = 1 << 20
 #: Attempts of one request on a dropped connection (the same id each time), and the pauses.
 RETRY_PAUSES = (0.1, 0.3, 0.9)
 _ID_MAX = 128
@@ -116,8 +119,8 @@ def busy_reply(message: str | bytes) -> bytes:
     return _error(
         request_id_in(message),
         "busy",
-        f"more than {RPC_WINDOW} requests waiting on this connection; nothing was done, "
-        "send it again once replies have come",
+        f"more than {RPC_WINDOW} requests (or 1 MiB of them) waiting on this connection; "
+        "nothing was done, send it again once replies have come",
     )
 
 

@@ -176,10 +176,18 @@ class _Backlog:
 
 @dataclass
 class _RpcWindow:
-    """A ``/rpc`` connection's requests received and not yet answered, and whether it ended."""
+    """A ``/rpc`` connection's requests received and not yet answered (how many, how large),
+    and whether it ended."""
 
     taken: int = 0
+    size: int = 0
     closed: bool = False
+
+    def fits(self, message: str | bytes) -> bool:
+        """Whether ``message`` may wait its turn: within the window, or the only one."""
+        return not self.taken or (
+            self.taken < remote.RPC_WINDOW and self.size + len(message) <= remote.RPC_WINDOW_BYTES
+        )
 
 
 @dataclass
@@ -861,8 +869,8 @@ class BroadcastServer:
         This task only reads: requests go to a queue that a worker answers one at a time,
         in order, so the connection keeps reading (pongs too: keepalive needs its reader
         to run) however many requests a client pipelines. A request beyond
-        :data:`remote.RPC_WINDOW` unanswered ones is not carried out: it is answered
-        ``busy`` at once.
+        :data:`remote.RPC_WINDOW` unanswered ones (or their bytes) is not carried out: it is
+        answered ``busy`` at once.
         """
         connection.protocol.max_message_size = remote.MAX_REQUEST
         self._last_activity = time.monotonic()
@@ -871,10 +879,11 @@ class BroadcastServer:
         worker = asyncio.ensure_future(self._answer_rpc_queue(connection, queue, window, may_write))
         try:
             async for message in connection:
-                if window.taken >= remote.RPC_WINDOW:
+                if not window.fits(message):
                     await connection.send(remote.busy_reply(message), text=True)
                 else:
                     window.taken += 1
+                    window.size += len(message)
                     queue.put_nowait(message)
         except ConnectionClosed:
             pass
@@ -905,6 +914,7 @@ class BroadcastServer:
                 )
             finally:
                 window.taken -= 1
+                window.size -= len(message)
             try:
                 await connection.send(reply, text=True)
             except ConnectionClosed:

@@ -129,6 +129,51 @@ def test_pipelined_requests_get_one_reply_each_and_the_connection_stays_open(
     assert all(reply["result"]["event"]["seq"] for reply in replies if reply["ok"])
 
 
+def test_the_window_is_bounded_in_bytes_too(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one request is being carried out, large ones wait their turn only up to
+    ``RPC_WINDOW_BYTES``: the ones beyond are answered ``busy`` at once, not queued."""
+    project_id = store.create("Held", owner_id="ann").project.project_id
+    released = threading.Event()
+    original_update = ProjectStore.update
+
+    def held_update(self: ProjectStore, *args: Any, **kwargs: Any) -> Any:
+        assert released.wait(60), "the test never released the update"
+        return original_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProjectStore, "update", held_update)
+    large = 200_000  # characters: five fit in the window, the sixth does not
+    assert 5 * large < remote.RPC_WINDOW_BYTES < 6 * large
+    messages = [
+        request(f"large-{number}", "create", name="x", owner_id="ann", description="d" * large)
+        for number in range(8)
+    ]
+
+    async def scenario() -> None:
+        async with serving(store) as server, rpc(server) as ws:
+            try:
+                await ws.send(request("held", "update", project=project_id, changes={"name": "y"}))
+                for message in messages:
+                    await ws.send(message)
+                early = [
+                    orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)) for _ in range(3)
+                ]
+            finally:
+                released.set()
+            later = [
+                orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)) for _ in range(6)
+            ]
+            assert [(r["id"], r["error"]["code"]) for r in early] == [
+                (f"large-{number}", "busy") for number in (5, 6, 7)
+            ]
+            assert [r["id"] for r in later] == ["held"] + [f"large-{n}" for n in range(5)]
+            assert later[0]["ok"] is True
+            assert {r["error"]["code"] for r in later[1:]} == {"invalid_input"}  # too long
+
+    run(scenario())
+
+
 def test_busy_is_a_documented_error_the_client_reports_as_a_server_error() -> None:
     assert remote.ERROR_CODES["busy"] == 5
     reply = orjson.loads(remote.busy_reply(request("b1", "list")))
