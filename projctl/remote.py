@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -239,6 +239,19 @@ def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
     return store.delete_many(ids, missing_ok=missing_ok)
 
 
+def _as_projects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of a server's read (each checked by the store) as :meth:`Project.to_dict` gives
+    them: a record with just those keys, in that order, is taken as it is, and rebuilding
+    one costs more than encoding it."""
+    projects: list[dict[str, Any]] = []
+    keys: list[str] | None = None
+    for record in records:
+        if keys is None:
+            keys = list(Project.from_dict(record).to_dict())
+        projects.append(record if list(record) == keys else Project.from_dict(record).to_dict())
+    return projects
+
+
 def _read(
     store: ProjectStore, op: str, args: dict[str, Any], state: StoreState | None
 ) -> dict[str, Any]:
@@ -253,11 +266,11 @@ def _read(
             if (value := _text(args, name, required=False)) is not None
         }
         return {
-            "projects": [
-                Project.from_dict(record).to_dict()
+            "projects": _as_projects(
+                record
                 for record in state.project_records
                 if all(record.get(name) == value for name, value in wanted.items())
-            ]
+            )
         }
     if op == "list":
         projects = store.list_projects(

@@ -235,6 +235,10 @@ class BroadcastServer:
         self._rpc_no_writes = asyncio.Event()
         self._rpc_no_writes.set()
         self._rpc_reads = asyncio.Semaphore(_RPC_READS_AT_ONCE)
+        #: The newest shared read, kept while shared reads wait for their turn (so that they
+        #: share it), and those waiting; an older read is let go as soon as a newer one comes.
+        self._rpc_read_kept: StoreState | None = None
+        self._rpc_shared_waiting = 0
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -949,7 +953,33 @@ class BroadcastServer:
         state = await self._read_state_shared()
         if state.version != version:  # a read begun before a commit: take a newer one
             state = await self._read_state_shared()
+        self._rpc_read_kept = state
         return state
+
+    async def _rpc_answer(
+        self, message: str | bytes, op: str | None, *, may_write: bool
+    ) -> remote.Answer:
+        """Answer in a thread: a read once one of the few read slots is free; ``list`` and
+        ``info`` from the shared read of the file (taken in the slot, so that a read waiting
+        holds no old copy of the database)."""
+        if op not in remote.READ_OPS:
+            return await asyncio.to_thread(remote.answer, self.store, message, may_write=may_write)
+        shared = op in _RPC_SHARED_READS
+        self._rpc_shared_waiting += shared
+        try:
+            async with self._rpc_reads:
+                state = None
+                if shared:
+                    # A file that cannot be read is answered from the store, with its error.
+                    with contextlib.suppress(StoreError):
+                        state = await self._rpc_state()
+                return await asyncio.to_thread(
+                    remote.answer, self.store, message, may_write=may_write, state=state
+                )
+        finally:
+            self._rpc_shared_waiting -= shared
+            if not self._rpc_shared_waiting:
+                self._rpc_read_kept = None
 
     async def _rpc_reply(self, message: str | bytes, *, may_write: bool) -> bytes:
         """The reply to one request; a write whose id was answered before gets that answer
@@ -981,16 +1011,7 @@ class BroadcastServer:
             self._rpc_running[key] = future
         try:
             async with self._rpc_turn(op, may_write=may_write):
-                state = None
-                if op in _RPC_SHARED_READS:
-                    # A file that cannot be read is answered from the store, with its error.
-                    with contextlib.suppress(StoreError):
-                        state = await self._rpc_state()
-                async with self._rpc_reads if op in remote.READ_OPS else contextlib.nullcontext():
-                    answer = await asyncio.to_thread(
-                        remote.answer, self.store, message, may_write=may_write, state=state
-                    )
-                del state
+                answer = await self._rpc_answer(message, op, may_write=may_write)
             for change in answer.changes:
                 if change.event is not None:
                     self.accept(change.event, change.version)

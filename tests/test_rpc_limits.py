@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import threading
@@ -23,7 +24,7 @@ from projctl import server as server_module
 from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
-from projctl.store import ProjectStore
+from projctl.store import ProjectStore, StoreState
 
 from .conftest import until
 
@@ -301,6 +302,65 @@ def test_concurrent_lists_share_one_read_and_a_write_goes_first(
             assert [reply["id"] for reply in listed] == [f"list-{n}" for n in range(lists)]
             assert all(len(reply["result"]["projects"]) == 2002 for reply in listed)
             assert len(reads) <= 2, reads
+
+    run(scenario())
+
+
+def test_a_read_waiting_for_its_turn_holds_no_copy_of_the_database(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads wait for one of the few read slots before they read: lists that come between
+    writes, while the slots are taken, do not each keep their own read of the file."""
+    _large_database(store, 200)
+    target = store.create("Target", owner_id="ann").project.project_id
+    released = threading.Event()
+    answering: list[str] = []
+    original_answer = remote.answer
+
+    def held_answer(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("state") is not None:
+            answering.append("list")
+            assert released.wait(60), "the test never released the lists"
+        return original_answer(*args, **kwargs)
+
+    def reads_alive() -> int:
+        gc.collect()
+        return sum(1 for thing in gc.get_objects() if isinstance(thing, StoreState))
+
+    async def scenario() -> None:
+        async with (
+            serving(store, poll_interval=60.0) as server,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            monkeypatch.setattr(remote, "answer", held_answer)
+            writer = await stack.enter_async_context(rpc(server))
+            try:
+                for number in range(2):  # the read slots, held
+                    ws = await stack.enter_async_context(rpc(server, READ_TOKEN))
+                    await ws.send(request(f"held-{number}", "list"))
+                await until(lambda: len(answering) == 2, what="both read slots taken")
+                for number in range(3):
+                    reply = orjson.loads(
+                        await reply_to(
+                            writer,
+                            request(
+                                f"w{number}",
+                                "update",
+                                project=target,
+                                changes={"name": f"T{number}"},
+                            ),
+                        )
+                    )
+                    assert reply["ok"] is True, reply
+                    ws = await stack.enter_async_context(rpc(server, READ_TOKEN))
+                    await ws.send(request(f"waiting-{number}", "list"))
+                    await until(
+                        lambda number=number: len(server._rpc_reads._waiters or ()) == number + 1,
+                        what="the list waiting for a read slot",
+                    )
+                assert reads_alive() == 1
+            finally:
+                released.set()
 
     run(scenario())
 
