@@ -111,10 +111,13 @@ def test_pipelined_requests_get_one_reply_each_and_the_connection_stays_open(
                     replies.append(orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)))
             finally:
                 await asyncio.wait_for(sending, REPLY_TIMEOUT)
-            # Still open and answering, well after several keepalive rounds.
+            # Still open and answering, and its keepalive pings are answered.
             info = orjson.loads(await reply_to(ws, request("after", "info")))
             assert info["ok"] is True, info
             assert ws.state is State.OPEN
+            assert server._ws_server is not None
+            (connection,) = server._ws_server.connections
+            await until(lambda: connection.latency > 0, what="a keepalive pong")
 
     run(scenario())
     # One reply each; those carried out in request order (a busy one comes at once).
