@@ -92,6 +92,9 @@ _RPC_READS_AT_ONCE = 2
 _RPC_SHARED_READS = frozenset({"list", "info"})
 #: How long a read waits for queued writes before it takes its turn anyway.
 _RPC_READ_YIELD = 1.0
+#: How long a stopping server waits for the team-protocol requests begun to be answered (a
+#: write may wait 10 s for the database lock).
+_RPC_FINISH_TIMEOUT = 15.0
 #: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
 _TOKEN_PROTOCOL = "projctl-token."
 #: Listening on every address: every name is ours.
@@ -239,6 +242,11 @@ class BroadcastServer:
         #: share it), and those waiting; an older read is let go as soon as a newer one comes.
         self._rpc_read_kept: StoreState | None = None
         self._rpc_shared_waiting = 0
+        #: Requests begun and not yet answered, on every connection; none begin once stopping.
+        self._rpc_begun = 0
+        self._rpc_all_answered = asyncio.Event()
+        self._rpc_all_answered.set()
+        self._rpc_stopping = False
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -373,6 +381,7 @@ class BroadcastServer:
     async def close(self) -> None:
         """Close every connection, stop the background tasks, remove the state file."""
         log.info("stopping (pid %d)", os.getpid())
+        await self._finish_rpc_requests()
         for task in list(self._background):
             task.cancel()
         if self._unix_server is not None:
@@ -907,23 +916,47 @@ class BroadcastServer:
     ) -> None:
         """Answer one connection's requests in order until it ends (a ``None`` entry)."""
         while (message := await queue.get()) is not None:
-            if window.closed:
+            if window.closed or self._rpc_stopping:
                 continue
+            self._rpc_begun += 1
+            self._rpc_all_answered.clear()
             try:
-                reply = await self._rpc_reply(message, may_write=may_write)
-            except Exception:  # a bug of ours: answered, and the connection goes on
-                log.exception("a /rpc request failed")
-                reply = remote.error_reply(
-                    remote.request_id_in(message), "server_error", "internal error"
-                )
+                await self._answer_rpc_request(connection, message, window, may_write)
             finally:
-                window.taken -= 1
-                window.size -= len(message)
-            try:
-                await connection.send(reply, text=True)
-            except ConnectionClosed:
-                window.closed = True
-            self._last_activity = time.monotonic()
+                self._rpc_begun -= 1
+                if not self._rpc_begun:
+                    self._rpc_all_answered.set()
+
+    async def _answer_rpc_request(
+        self,
+        connection: ServerConnection,
+        message: str | bytes,
+        window: _RpcWindow,
+        may_write: bool,
+    ) -> None:
+        """Answer one request and send its reply (unless the connection is gone)."""
+        try:
+            reply = await self._rpc_reply(message, may_write=may_write)
+        except Exception:  # a bug of ours: answered, and the connection goes on
+            log.exception("a /rpc request failed")
+            reply = remote.error_reply(
+                remote.request_id_in(message), "server_error", "internal error"
+            )
+        finally:
+            window.taken -= 1
+            window.size -= len(message)
+        try:
+            await connection.send(reply, text=True)
+        except ConnectionClosed:
+            window.closed = True
+        self._last_activity = time.monotonic()
+
+    async def _finish_rpc_requests(self) -> None:
+        """Before a stopping server closes its connections: begin no more team-protocol
+        requests, and let those begun be answered, so that no write is applied unanswered."""
+        self._rpc_stopping = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._rpc_all_answered.wait(), _RPC_FINISH_TIMEOUT)
 
     @contextlib.asynccontextmanager
     async def _rpc_turn(self, op: str | None, *, may_write: bool) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from projctl import remote
@@ -176,6 +177,61 @@ def test_the_window_is_bounded_in_bytes_too(
             assert {r["error"]["code"] for r in later[1:]} == {"invalid_input"}  # too long
 
     run(scenario())
+
+
+def test_a_stopping_server_sends_the_reply_of_a_write_in_progress_before_closing(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write being carried out when the server is asked to stop is answered before the
+    connection closes (1001); requests not begun by then are not carried out."""
+    project_id = store.create("Busy", owner_id="ann").project.project_id
+    released = threading.Event()
+    entered: list[str] = []
+    original_update = ProjectStore.update
+
+    def held_update(self: ProjectStore, *args: Any, **kwargs: Any) -> Any:
+        entered.append("update")
+        assert released.wait(60), "the test never released the update"
+        return original_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProjectStore, "update", held_update)
+
+    async def scenario() -> None:
+        config = ServerConfig(
+            host="127.0.0.1",
+            port=0,
+            read_tokens=frozenset({READ_TOKEN}),
+            write_tokens=frozenset({WRITE_TOKEN}),
+        )
+        server = BroadcastServer(store, runtime_paths(store.path, for_a_server=True), config)
+        await server.start()
+        closing: asyncio.Future[None] | None = None
+        try:
+            async with rpc(server) as ws:
+                await ws.send(request("w1", "update", project=project_id, changes={"name": "A"}))
+                await until(lambda: entered, what="the write begun")
+                await ws.send(request("w2", "update", project=project_id, changes={"name": "B"}))
+                closing = asyncio.ensure_future(server.close())
+                # Stopping has begun: the server either closed the connection already, or
+                # waits for the write.
+                await until(
+                    lambda: ws.state is not State.OPEN or getattr(server, "_rpc_stopping", False),
+                    what="the server stopping",
+                )
+                released.set()
+                reply = orjson.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT))
+                assert reply["id"] == "w1"
+                assert reply["ok"] is True
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1001
+        finally:
+            released.set()
+            await asyncio.wait_for(closing if closing is not None else server.close(), 30)
+
+    run(scenario())
+    assert [event["data"]["name"] for event in store.journal()[1:]] == ["A"]
 
 
 def test_busy_is_a_documented_error_the_client_reports_as_a_server_error() -> None:
