@@ -18,9 +18,10 @@ client (:class:`RemoteDatabase`), which the CLI uses when ``PROJCTL_URL`` is set
 
 from __future__ import annotations
 
+import logging
 import secrets
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,19 +39,24 @@ from projctl.model import Project
 from projctl.runtime import Endpoint
 
 if TYPE_CHECKING:
-    from projctl.store import Change, ProjectStore
+    from projctl.store import Change, ProjectStore, StoreState
 
 __all__ = [
     "ERROR_CODES",
     "MAX_REQUEST",
     "READ_OPS",
     "RPC_PATH",
+    "RPC_WINDOW",
+    "RPC_WINDOW_BYTES",
     "WRITE_OPS",
     "Answer",
     "RemoteDatabase",
     "answer",
+    "busy_reply",
     "error_reply",
 ]
+
+log = logging.getLogger("projctl.remote")
 
 #: The WebSocket path of the protocol.
 RPC_PATH = "/rpc"
@@ -64,10 +70,16 @@ ERROR_CODES: dict[str, int] = {
     "forbidden": 5,
     "unknown_op": 2,
     "bad_request": 2,
+    "busy": 5,
     "server_error": 5,
 }
 #: The largest request: a create with a 10,000-character description fits many times.
 MAX_REQUEST = 256 * 1024
+#: Requests one connection may have received and not yet had answered (pipelining), and
+#: their size at most (characters of text frames, bytes of binary ones; the first request
+#: always fits); one beyond them is not carried out and gets a ``busy`` reply at once.
+RPC_WINDOW = 64
+RPC_WINDOW_BYTES = 1 << 20
 #: Attempts of one request on a dropped connection (the same id each time), and the pauses.
 RETRY_PAUSES = (0.1, 0.3, 0.9)
 _ID_MAX = 128
@@ -91,6 +103,24 @@ def error_reply(request_id: Any, code: str, message: str) -> bytes:
 def _error(request_id: Any, code: str, message: str) -> bytes:
     return orjson.dumps(
         {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+    )
+
+
+def request_id_in(message: str | bytes) -> str | None:
+    """The ``id`` of an encoded request, ``None`` when it has none usable."""
+    try:
+        return request_id_of(orjson.loads(message))
+    except (orjson.JSONDecodeError, InvalidInputError):
+        return None
+
+
+def busy_reply(message: str | bytes) -> bytes:
+    """The reply to a request beyond :data:`RPC_WINDOW`: ``busy``, nothing carried out."""
+    return _error(
+        request_id_in(message),
+        "busy",
+        f"more than {RPC_WINDOW} requests (or 1 MiB of them) waiting on this connection; "
+        "nothing was done, send it again once replies have come",
     )
 
 
@@ -123,11 +153,20 @@ def request_id_of(request: Any) -> str:
     return request_id
 
 
-def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Answer:
+def answer(
+    store: ProjectStore,
+    message: str | bytes,
+    *,
+    may_write: bool,
+    state: StoreState | None = None,
+) -> Answer:
     """Answer one request against ``store``: never raises, never applies half a change.
 
     Hostile input (not JSON, wrong types, unknown ops, missing ids) gets an error reply.
-    A write is one locked transaction of the store, as a local command's is.
+    A write is one locked transaction of the store, as a local command's is. ``list`` and
+    ``info`` answer from ``state`` when given (a read the server shares between requests).
+    A failure of our own (a bug, not the request) is logged with its traceback and
+    answered ``server_error``.
     """
     try:
         request = orjson.loads(message)
@@ -152,7 +191,7 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
             else:
                 result = _change_result(changes[0])
             return Answer(_ok(request_id, result), changes, idempotent=True)
-        return Answer(_ok(request_id, _read(store, op, args)))
+        return Answer(_ok(request_id, _read(store, op, args, state)))
     except InvalidInputError as error:
         return Answer(_error(request_id, "invalid_input", str(error)))
     except ProjectNotFoundError as error:
@@ -161,8 +200,11 @@ def answer(store: ProjectStore, message: str | bytes, *, may_write: bool) -> Ans
         return Answer(orjson.dumps(reply))
     except StoreError as error:
         return Answer(_error(request_id, "store_error", str(error)))
-    except (TypeError, ValueError, KeyError) as error:  # a value of the wrong shape
-        return Answer(_error(request_id, "invalid_input", f"bad arguments: {error}"))
+    except Exception:  # arguments are checked above: what is left is a bug of ours
+        log.exception("request %r (%s) failed", request_id[:40], op)
+        return Answer(
+            _error(request_id, "server_error", "internal error; the server's log has the details")
+        )
 
 
 def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
@@ -197,11 +239,39 @@ def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
     return store.delete_many(ids, missing_ok=missing_ok)
 
 
-def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
+def _as_projects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of a server's read (each checked by the store) as :meth:`Project.to_dict` gives
+    them: a record with just those keys, in that order, is taken as it is, and rebuilding
+    one costs more than encoding it."""
+    projects: list[dict[str, Any]] = []
+    keys: list[str] | None = None
+    for record in records:
+        if keys is None:
+            keys = list(Project.from_dict(record).to_dict())
+        projects.append(record if list(record) == keys else Project.from_dict(record).to_dict())
+    return projects
+
+
+def _read(
+    store: ProjectStore, op: str, args: dict[str, Any], state: StoreState | None
+) -> dict[str, Any]:
     if op == "resolve":
         return {"project_id": store.resolve(_text(args, "project") or "")}
     if op == "get":
         return {"project": store.get(store.resolve(_text(args, "project") or "")).to_dict()}
+    if op == "list" and state is not None:
+        wanted = {
+            name: value
+            for name in ("status", "type", "owner_id")
+            if (value := _text(args, name, required=False)) is not None
+        }
+        return {
+            "projects": _as_projects(
+                record
+                for record in state.project_records
+                if all(record.get(name) == value for name, value in wanted.items())
+            )
+        }
     if op == "list":
         projects = store.list_projects(
             status=_text(args, "status", required=False),
@@ -209,7 +279,8 @@ def _read(store: ProjectStore, op: str, args: dict[str, Any]) -> dict[str, Any]:
             owner_id=_text(args, "owner_id", required=False),
         )
         return {"projects": [project.to_dict() for project in projects]}
-    state = store.read_state()  # one read for every figure
+    if state is None:
+        state = store.read_state()  # one read for every figure
     return {
         "database": {"id": state.database_id},
         "projects": len(state.project_records),
@@ -336,6 +407,10 @@ class RemoteDatabase:
             raise StoreError(message)
         if code in ("bad_request", "unknown_op"):
             raise InvalidInputError(f"the server could not take the request: {message}")
+        if code == "server_error":
+            raise ServerError(f"the server failed: {message}")
+        if code == "busy":
+            raise ServerError(f"the server is busy: {message}")
         raise ServerError(f"the server refused: {message} ({code or 'no code'})")
 
     # -- what the commands use ---------------------------------------------------------
