@@ -315,11 +315,11 @@ def test_concurrent_lists_share_one_read_and_a_write_goes_first(
     original_read = ProjectStore._read_file_with_version
     original_write = remote._write
 
-    def held_read(self: ProjectStore) -> Any:
+    def held_read(self: ProjectStore, **options: Any) -> Any:
         if not getattr(writing, "active", False):
             reads.append(threading.current_thread().name)
             assert released.wait(60), "the test never released the reads"
-        return original_read(self)
+        return original_read(self, **options)
 
     def write(*args: Any, **kwargs: Any) -> Any:
         writing.active = True
