@@ -326,11 +326,17 @@ class Database:
 
         return runtime.server_status(self.runtime_paths, self._known_database_id())
 
-    def stop_server(self) -> ServerState | None:
-        """Stop the database's server and wait until it has exited; ``None`` if none ran."""
+    def stop_server(
+        self, *, on_stale: Callable[[ServerState], None] | None = None
+    ) -> ServerState | None:
+        """Stop the database's server and wait until it has exited; ``None`` if none ran.
+
+        A state entry that names a process which is not this database's server (its pid
+        was reused) is removed without signalling anything, and handed to ``on_stale``.
+        """
         from projctl import runtime
 
-        return runtime.stop_server(self.runtime_paths, self._known_database_id())
+        return runtime.stop_server(self.runtime_paths, self._known_database_id(), on_stale=on_stale)
 
     def _forward(self, change: Change) -> None:
         """Hand a committed event to the database's server, starting one if none runs."""

@@ -45,8 +45,8 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -80,6 +80,7 @@ __all__ = [
     "locate",
     "pid_alive",
     "private_folder",
+    "process_start_time",
     "read_server_state",
     "runtime_paths",
     "server_on_port",
@@ -250,6 +251,10 @@ class ServerState:
     started_at: float
     #: The team protocol's write token, for the server's own user (``None``: none made).
     write_token: str | None = None
+    #: The kernel's start time of ``pid`` (:func:`process_start_time`): with the pid, it
+    #: names this one process, never a later one that was given the same pid.
+    #: ``None`` where the platform cannot tell.
+    process_start: int | None = None
 
     def encode(self) -> bytes:
         """The state file's content."""
@@ -296,11 +301,18 @@ class ServerState:
             subscriber_token=field("subscriber_token", str, optional=True),
             started_at=float(started_at),
             write_token=field("write_token", str, optional=True),
+            process_start=field("process_start", int, optional=True),
         )
 
     def write(self, path: Path) -> None:
-        """Publish this state at ``path`` atomically, readable by its owner only."""
-        _files.atomic_write(path, self.encode(), mode=0o600, keep_mode=False)
+        """Publish this state at ``path`` atomically, readable by its owner only.
+
+        A server publishing its own state records its start time with it.
+        """
+        state = self
+        if state.process_start is None and state.pid == os.getpid():
+            state = replace(state, process_start=process_start_time(state.pid))
+        _files.atomic_write(path, state.encode(), mode=0o600, keep_mode=False)
 
     def remove(self, paths: RuntimePaths) -> None:
         """Remove the state file and socket, if they are still this server's own.
@@ -325,12 +337,40 @@ def _read_state_file(path: Path) -> ServerState | None:
         return None
 
 
+#: The servers this process spawned and has not reaped: the only pids it ever waits on
+#: (waiting on any other pid could reap a child of the program using this module).
+_spawned: set[int] = set()
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field
+    22, Linux); ``None`` when it is gone or the platform does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The name (field 2) may hold spaces and parentheses: count from its closing one.
+    fields = stat.rpartition(b")")[2].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie child of ours counts as gone)."""
-    with contextlib.suppress(ChildProcessError):
-        reaped, _status = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
+    """Whether process ``pid`` still runs (a zombie counts as gone).
+
+    Only a server this process spawned is ever reaped here.
+    """
+    if pid in _spawned:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored): ask the kernel below
+            _spawned.discard(pid)
+        else:
+            if reaped == pid:
+                _spawned.discard(pid)
+                return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -355,11 +395,22 @@ def read_server_state(paths: RuntimePaths) -> ServerState | None:
     if not os.path.lexists(paths.state_file):
         return None
     state = _read_state_file(paths.state_file)
-    if state is None or state.db != str(paths.db_path) or not pid_alive(state.pid):
+    if state is None or state.db != str(paths.db_path) or not _still_running(state):
         with contextlib.suppress(OSError):
             paths.state_file.unlink()
         return None
     return state
+
+
+def _still_running(state: ServerState) -> bool:
+    """Whether the process that wrote ``state`` runs: its pid, and its start time when known
+    (a pid given to another program since is not it)."""
+    if not pid_alive(state.pid):
+        return False
+    if state.process_start is None:
+        return True
+    started = process_start_time(state.pid)
+    return started is None or started == state.process_start
 
 
 def request(state: ServerState, op: str, **args: Any) -> dict[str, Any]:
@@ -558,6 +609,7 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
         raise ServerError(f"cannot start a server: {error}") from None
     finally:
         os.close(log_fd)
+    _spawned.add(pid)
     deadline = time.monotonic() + START_TIMEOUT
     pause = 0.005
     while time.monotonic() < deadline:
@@ -583,25 +635,56 @@ def _last_line(path: Path) -> str:
     return lines[-1].partition(": ")[2] or lines[-1] if lines else "no output"
 
 
-def _is_our_server(pid: int) -> bool:
-    """Whether ``pid`` is a projctl server of this user, as ``/proc`` tells it."""
+def _is_our_server(state: ServerState, paths: RuntimePaths) -> bool:
+    """Whether ``state.pid`` is still the server that wrote ``state``, as ``/proc`` tells it.
+
+    A process of this user that started when the state file says it did; for a state
+    file that does not say, one running exactly the background server's launch
+    (:class:`ServerLaunch`) for this database. Where there is no ``/proc`` nothing is
+    verified, so nothing is signalled.
+    """
+    pid = state.pid
     try:
         owner = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False
+    if owner != os.geteuid():
+        return False
+    if state.process_start is not None:
+        return process_start_time(pid) == state.process_start
+    try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return owner == os.geteuid() and (b"projctl.server" in argv or b"serve" in argv)
+    return _is_launch_for(argv[:-1] if argv[-1:] == [b""] else argv, paths.db_path)
+
+
+def _is_launch_for(argv: Sequence[bytes], db_path: Path) -> bool:
+    """Whether ``argv`` is exactly a background server's launch for the database ``db_path``
+    (the interpreter, ``argv[0]``, may be any)."""
+    words = [os.fsdecode(word) for word in argv]
+    if words[1:3] != ["-m", "projctl.server"]:
+        return False
+    try:
+        launch = ServerLaunch.parse(words[3:])
+    except ConfigError:
+        return False
+    return launch.argv()[1:] == words[1:] and launch.db_path == db_path
 
 
 def stop_server(
-    paths: RuntimePaths, database_id: str = "", timeout: float = STOP_TIMEOUT
+    paths: RuntimePaths,
+    database_id: str = "",
+    timeout: float = STOP_TIMEOUT,
+    *,
+    on_stale: Callable[[ServerState], None] | None = None,
 ) -> ServerState | None:
     """Stop the database's server and wait for it to exit; ``None`` if none was running.
 
     Only a verified server is stopped: asked over its socket (the kernel vouches for
     its pid and uid), or, when it no longer answers, signalled only if ``/proc`` shows
-    a projctl server of this user under that pid. A pid in a state file is never
-    signalled on trust.
+    that very process (:func:`_is_our_server`). A pid in a state file is never signalled
+    on trust: a state entry naming another process is removed and handed to ``on_stale``.
     """
     state = read_server_state(paths)
     if state is None:
@@ -610,9 +693,11 @@ def stop_server(
         verify_database(request(state, rpc.OP_STATUS), database_id)
         request(state, rpc.OP_STOP, timeout=timeout)
     except ServerUnavailableError:
-        if not _is_our_server(state.pid):
+        if not _is_our_server(state, paths):
             with contextlib.suppress(OSError):
                 paths.state_file.unlink()
+            if on_stale is not None:
+                on_stale(state)
             return None
         with contextlib.suppress(OSError):
             os.kill(state.pid, 15)
