@@ -321,7 +321,11 @@ class Database:
         return paths.log_file
 
     def server_status(self) -> dict[str, Any] | None:
-        """The running server's health report, or ``None`` when none runs."""
+        """The running server's health report, or ``None`` when none runs.
+
+        Raises :class:`ServerError` when the server found cannot be shown to serve this
+        database, or does not answer (``ServerNotAnsweringError``, naming its pid and URL).
+        """
         from projctl import runtime
 
         return runtime.server_status(self.runtime_paths, self._known_database_id())
@@ -347,20 +351,24 @@ class Database:
         from projctl.errors import ServerUnavailableError
 
         paths = self._server_paths()
-        forward = {"event": event, "version": change.version, "database_id": change.database_id}
+        forward: dict[str, Any] = {
+            "event": event,
+            "version": change.version,
+            "database_id": change.database_id,
+        }
         try:
             state = runtime.read_server_state(paths)
             if state is not None:
                 try:
-                    runtime.request(state, rpc.OP_FORWARD, **forward)
+                    runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
                     return
                 except ServerUnavailableError:
-                    pass  # it died since it wrote its state: start another below
+                    pass  # it is gone since it wrote its state: start another below
             start = self.start_options()
             if start is None:
                 raise ServerError("no server is running for this database")
             state = runtime.ensure_server(paths, start)
-            runtime.request(state, rpc.OP_FORWARD, **forward)
+            runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
         except ServerError as error:
             self.on_broadcast_error(event, error)
 
@@ -465,10 +473,31 @@ class Database:
 
     def info(self) -> dict[str, Any]:
         """Which database this is and where that came from, what it holds, and its server."""
+        from projctl import runtime
+        from projctl.errors import ServerNotAnsweringError
+
         settings = self.settings
         exists = self.path.exists()
         state = self.store.read_state() if exists else None  # one read for every figure
-        status = self.server_status()
+        server: dict[str, Any]
+        try:
+            status = runtime.server_status(self.runtime_paths, state.database_id if state else "")
+        except ServerNotAnsweringError as error:
+            server = {
+                "running": True,
+                "answering": False,
+                "url": error.url,
+                "pid": error.pid,
+                "subscribers": None,
+            }
+        else:
+            server = {
+                "running": status is not None,
+                "answering": status is not None,
+                "url": status.get("url") if status else None,
+                "pid": status.get("pid") if status else None,
+                "subscribers": status.get("subscribers") if status else None,
+            }
         return {
             "database": {
                 "path": str(self.path),
@@ -482,16 +511,12 @@ class Database:
                 "events": len(state.journal) if state else 0,
                 "limit": settings.journal_limit,
             },
-            "server": {
-                "running": status is not None,
-                "url": status.get("url") if status else None,
-                "pid": status.get("pid") if status else None,
-                "subscribers": status.get("subscribers") if status else None,
-            },
+            "server": server,
         }
 
-    def locate_server(self, *, start: bool = True) -> Endpoint:
-        """Where a subscriber connects to this database's server (starting one if ``start``)."""
+    def locate_server(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
+        """Where a subscriber connects to this database's server (starting one if ``start``),
+        waiting for nothing past ``deadline`` (a ``time.monotonic()`` instant)."""
         import dataclasses
 
         from projctl import runtime
@@ -500,6 +525,7 @@ class Database:
             self._server_paths() if start else self.runtime_paths,
             self.start_options() if start else None,
             self._known_database_id(),
+            deadline=deadline,
         )
         return dataclasses.replace(endpoint, ca_file=self.settings.ca_file)
 

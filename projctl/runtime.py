@@ -25,7 +25,11 @@ named by that key:
 ``<key>.start``
     held while a server is being started, so that racing commands start one;
 ``<key>.log``
-    what a background server prints.
+    what a background server prints;
+``<key>.hung``
+    a server that took a request and did not answer (hung, stopped), remembered for
+    :data:`HUNG_MEMORY` seconds by its pid and start time, so that the next commands
+    ask it only briefly instead of waiting the whole :data:`ANSWER_TIMEOUT` again.
 
 Nothing found there is trusted without a check: a request verifies the peer's uid
 and pid with the kernel (``rpc``), and the caller compares the database id the
@@ -62,9 +66,15 @@ from projctl.config import (
     parse_port,
     parse_seconds,
 )
-from projctl.errors import ConfigError, ServerError, ServerUnavailableError
+from projctl.errors import (
+    ConfigError,
+    ServerError,
+    ServerNotAnsweringError,
+    ServerUnavailableError,
+)
 
 __all__ = [
+    "ANSWER_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "LOOPBACK_HOSTS",
     "Endpoint",
@@ -73,6 +83,7 @@ __all__ = [
     "ServerLaunch",
     "ServerState",
     "StartOptions",
+    "ask",
     "check_private_folder",
     "claim_server",
     "ensure_server",
@@ -101,6 +112,15 @@ STOP_TIMEOUT = 10.0
 LOG_ROTATE_BYTES = 1 << 20
 #: The largest state file we read: a real one is a few hundred bytes.
 STATE_FILE_MAX = 64 * 1024
+#: How long a command waits for a server that took its request to answer: past this it
+#: is not answering (hung, stopped), and a change goes on without it (it is journaled).
+ANSWER_TIMEOUT = 1.0
+#: How long a server remembered as not answering is asked again before giving up.
+HUNG_PROBE_TIMEOUT = 0.3
+#: How long a server that did not answer is remembered as not answering.
+HUNG_MEMORY = 30.0
+#: How long a server that hung up without answering is given to exit, if it is exiting.
+_EXIT_GRACE = 0.5
 
 
 def is_loopback(host: str) -> bool:
@@ -187,6 +207,11 @@ class RuntimePaths:
     server_lock: Path
     start_lock: Path
     log_file: Path
+
+    @property
+    def hung_file(self) -> Path:
+        """Where a server that did not answer is remembered."""
+        return self.folder / f"{self.key}.hung"
 
 
 def database_key(db_path: Path) -> str:
@@ -418,6 +443,86 @@ def request(state: ServerState, op: str, **args: Any) -> dict[str, Any]:
     return rpc.request(state.socket, op, expect_pid=state.pid, **args)
 
 
+def ask(
+    paths: RuntimePaths,
+    state: ServerState,
+    op: str,
+    *,
+    deadline: float | None = None,
+    **args: Any,
+) -> dict[str, Any]:
+    """One request to the database's server ``state`` describes, as a command asks it.
+
+    It waits for the answer at most :data:`ANSWER_TIMEOUT` (:data:`HUNG_PROBE_TIMEOUT` for
+    a server remembered as not answering) and never past ``deadline`` (a
+    ``time.monotonic()`` instant). Raises
+    :class:`~projctl.errors.ServerNotAnsweringError` (and remembers it) when the server
+    took the request but did not answer, :class:`~projctl.errors.ServerUnavailableError`
+    when it is gone, and :class:`~projctl.errors.ServerError` when it hung up without a
+    reply and still runs (a bug, which its log shows): only a server that is gone may be
+    replaced.
+    """
+    remembered = _remembered_hung(paths, state)
+    timeout = HUNG_PROBE_TIMEOUT if remembered else ANSWER_TIMEOUT
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise ServerNotAnsweringError(
+                "no time left to ask the server", pid=state.pid, url=state.url
+            )
+    try:
+        reply = request(state, op, timeout=timeout, **args)
+    except ServerNotAnsweringError as error:
+        if timeout >= HUNG_PROBE_TIMEOUT:  # not merely cut short by the deadline
+            _remember_hung(paths, state)
+        still = "still " if remembered else ""
+        raise ServerNotAnsweringError(
+            f"the server (pid {state.pid}) is {still}not answering ({error})",
+            pid=state.pid,
+            url=state.url,
+        ) from None
+    except rpc.NoReplyError:
+        # A server on its way out hangs up too: give it a moment to be gone.
+        grace = time.monotonic() + _EXIT_GRACE
+        if deadline is not None:
+            grace = min(grace, deadline)
+        while _still_running(state) and time.monotonic() < grace:
+            time.sleep(0.02)
+        if not _still_running(state):
+            raise ServerUnavailableError("the server exited without answering") from None
+        raise ServerError(
+            f"the server (pid {state.pid}) closed the connection without answering; "
+            f"its log may say why: {paths.log_file}"
+        ) from None
+    if remembered:
+        with contextlib.suppress(OSError):
+            paths.hung_file.unlink()
+    return reply
+
+
+def _hung_key(state: ServerState) -> bytes:
+    """What names one server process in the hung marker: its pid and start time."""
+    started = state.process_start if state.process_start is not None else state.started_at
+    return orjson.dumps({"pid": state.pid, "started": started})
+
+
+def _remember_hung(paths: RuntimePaths, state: ServerState) -> None:
+    with contextlib.suppress(OSError):
+        _files.atomic_write(paths.hung_file, _hung_key(state), mode=0o600, keep_mode=False)
+
+
+def _remembered_hung(paths: RuntimePaths, state: ServerState) -> bool:
+    """Whether this very server (pid and start time) did not answer a command lately."""
+    try:
+        found = _files.read_regular(paths.hung_file)
+    except OSError:
+        return False
+    if found is None:
+        return False
+    raw, status = found
+    return raw == _hung_key(state) and 0 <= time.time() - status.st_mtime < HUNG_MEMORY
+
+
 def verify_database(status: dict[str, Any], database_id: str) -> None:
     """Check that a server's status is for the database with ``database_id``.
 
@@ -554,33 +659,43 @@ class ServerLaunch:
         )
 
 
-def ensure_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
+def ensure_server(
+    paths: RuntimePaths, options: StartOptions, *, deadline: float | None = None
+) -> ServerState:
     """The running server for this database, starting one in the background if needed.
 
     Commands racing here serialise on the entry's start lock: the first starts the
-    server, the others find it running.
+    server, the others find it running. Only a server that is gone is replaced: one
+    that is not answering raises :class:`~projctl.errors.ServerNotAnsweringError`.
+    Nothing waits past ``deadline`` (a ``time.monotonic()`` instant).
     """
     paths = runtime_paths(paths.db_path, for_a_server=True)  # the entry the server keeps
     check_private_folder(paths.folder, create=True)
+    lock_timeout = START_TIMEOUT
+    if deadline is not None:
+        lock_timeout = max(0.0, min(lock_timeout, deadline - time.monotonic()))
     try:
-        with _files.locked(paths.start_lock, START_TIMEOUT):
+        with _files.locked(paths.start_lock, lock_timeout):
             state = read_server_state(paths)
             if state is not None:
                 try:
-                    request(state, rpc.OP_STATUS)
+                    ask(paths, state, rpc.OP_STATUS, deadline=deadline)
                     return state
                 except ServerUnavailableError:
                     with contextlib.suppress(OSError):
                         paths.state_file.unlink()
-            return _spawn_server(paths, options)
+            return _spawn_server(paths, options, deadline)
     except _files.LockTimeout:
         raise ServerError(f"another command is starting the server ({paths.start_lock})") from None
     except _files.LockFileError as error:
         raise ServerError(f"cannot open {paths.start_lock}: {error.strerror}") from None
 
 
-def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
-    """Start a detached background server and wait until its state file names it."""
+def _spawn_server(
+    paths: RuntimePaths, options: StartOptions, deadline: float | None = None
+) -> ServerState:
+    """Start a detached background server and wait until its state file names it (never
+    past ``deadline``: the server then goes on starting without us)."""
     command = ServerLaunch(paths.db_path, options).argv()
     with contextlib.suppress(OSError):  # every start appends; keep one previous log, bounded
         if os.lstat(paths.log_file).st_size > LOG_ROTATE_BYTES:
@@ -610,9 +725,12 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
     finally:
         os.close(log_fd)
     _spawned.add(pid)
-    deadline = time.monotonic() + START_TIMEOUT
+    start_deadline = time.monotonic() + START_TIMEOUT
+    cut_short = deadline is not None and deadline < start_deadline
+    if deadline is not None:
+        start_deadline = min(start_deadline, deadline)
     pause = 0.005
-    while time.monotonic() < deadline:
+    while time.monotonic() < start_deadline:
         state = read_server_state(paths)
         if state is not None and state.pid == pid:
             return state
@@ -622,6 +740,8 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
             )
         time.sleep(pause)
         pause = min(pause * 1.5, 0.05)
+    if cut_short:
+        raise ServerUnavailableError("the server is still starting")
     with contextlib.suppress(OSError):
         os.kill(pid, 9)
     raise ServerError(f"the server did not start within {START_TIMEOUT:g}s (log: {paths.log_file})")
@@ -690,9 +810,9 @@ def stop_server(
     if state is None:
         return None
     try:
-        verify_database(request(state, rpc.OP_STATUS), database_id)
+        verify_database(ask(paths, state, rpc.OP_STATUS), database_id)
         request(state, rpc.OP_STOP, timeout=timeout)
-    except ServerUnavailableError:
+    except (ServerUnavailableError, ServerNotAnsweringError):
         if not _is_our_server(state, paths):
             with contextlib.suppress(OSError):
                 paths.state_file.unlink()
@@ -712,12 +832,16 @@ def stop_server(
 
 
 def server_status(paths: RuntimePaths, database_id: str = "") -> dict[str, Any] | None:
-    """The running server's health report, or ``None`` when none runs."""
+    """The running server's health report, or ``None`` when none runs.
+
+    Raises :class:`~projctl.errors.ServerNotAnsweringError` (naming its pid and URL) for
+    a server that is there but does not answer.
+    """
     state = read_server_state(paths)
     if state is None:
         return None
     try:
-        status = request(state, rpc.OP_STATUS)
+        status = ask(paths, state, rpc.OP_STATUS)
     except ServerUnavailableError:
         with contextlib.suppress(OSError):
             paths.state_file.unlink()
@@ -738,20 +862,28 @@ class Endpoint:
     ca_file: str | None = None
 
 
-def locate(paths: RuntimePaths, start: StartOptions | None, database_id: str = "") -> Endpoint:
+def locate(
+    paths: RuntimePaths,
+    start: StartOptions | None,
+    database_id: str = "",
+    *,
+    deadline: float | None = None,
+) -> Endpoint:
     """The database's server as a subscriber sees it, starting one when ``start`` is given.
 
     The server is verified first (its pid and uid by the kernel, its database by id).
     Raises :class:`~projctl.errors.ServerUnavailableError` when none runs and none may
-    be started (worth retrying later), :class:`~projctl.errors.ServerError` when one
-    cannot be started or is not this database's.
+    be started, :class:`~projctl.errors.ServerNotAnsweringError` when it does not answer
+    (both worth retrying later), :class:`~projctl.errors.ServerError` when one cannot be
+    started or is not this database's. Nothing waits past ``deadline`` (a
+    ``time.monotonic()`` instant).
     """
     state = read_server_state(paths)
     if state is None:
         if start is None:
             raise ServerUnavailableError("no server is running for this database")
-        state = ensure_server(paths, start)
-    status = request(state, rpc.OP_STATUS)
+        state = ensure_server(paths, start, deadline=deadline)
+    status = ask(paths, state, rpc.OP_STATUS, deadline=deadline)
     verify_database(status, database_id)
     latest = status.get("latest_seq")
     return Endpoint(
