@@ -304,12 +304,13 @@ class Database:
             )
         return runtime.ensure_server(self._server_paths(), start)
 
-    def _known_database_id(self) -> str:
-        """This database's id, to check a server against; ``""`` when it cannot be read."""
+    def _known_database_id(self) -> str | None:
+        """This database's id, to check a server against (``""`` before its first change);
+        ``None`` when it cannot be read, which no server is taken to match."""
         try:
             return self.store.database_id()
         except StoreError:
-            return ""
+            return None
 
     def log_file(self) -> Path:
         """Where this database's background server writes its log (in the private runtime

@@ -523,16 +523,23 @@ def _remembered_hung(paths: RuntimePaths, state: ServerState) -> bool:
     return raw == _hung_key(state) and 0 <= time.time() - status.st_mtime < HUNG_MEMORY
 
 
-def verify_database(status: dict[str, Any], database_id: str) -> None:
+def verify_database(status: dict[str, Any], database_id: str | None) -> None:
     """Check that a server's status is for the database with ``database_id``.
 
     ``""`` on either side (a database before its first change, a server that has not
-    read it since) matches. Raises :class:`~projctl.errors.ServerError` otherwise.
+    read it since) matches. ``None`` (the database's id cannot be read) matches no
+    server: nothing then says it is this database's. Raises
+    :class:`~projctl.errors.ServerError` otherwise.
     """
     database = status.get("database")
     served = database.get("id") if isinstance(database, dict) else None
     if not isinstance(served, str):
         raise ServerError("the server's status does not say which database it serves")
+    if database_id is None:
+        raise ServerError(
+            f"cannot tell whether the server found (pid {status.get('pid')}) serves this "
+            "database: the database's id cannot be read (projctl info says why)"
+        )
     if database_id and served and served != database_id:
         raise ServerError(
             f"the server found for this database serves another one (id {served!r}, "
@@ -794,7 +801,7 @@ def _is_launch_for(argv: Sequence[bytes], db_path: Path) -> bool:
 
 def stop_server(
     paths: RuntimePaths,
-    database_id: str = "",
+    database_id: str | None = "",
     timeout: float = STOP_TIMEOUT,
     *,
     on_stale: Callable[[ServerState], None] | None = None,
@@ -831,7 +838,7 @@ def stop_server(
     return state
 
 
-def server_status(paths: RuntimePaths, database_id: str = "") -> dict[str, Any] | None:
+def server_status(paths: RuntimePaths, database_id: str | None = "") -> dict[str, Any] | None:
     """The running server's health report, or ``None`` when none runs.
 
     Raises :class:`~projctl.errors.ServerNotAnsweringError` (naming its pid and URL) for
@@ -865,7 +872,7 @@ class Endpoint:
 def locate(
     paths: RuntimePaths,
     start: StartOptions | None,
-    database_id: str = "",
+    database_id: str | None = "",
     *,
     deadline: float | None = None,
 ) -> Endpoint:

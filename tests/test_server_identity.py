@@ -1,5 +1,6 @@
 """Which process is the database's server: a stale state entry never gets a stranger
-signalled, and no pid but our own children is ever waited on."""
+signalled, no pid but our own children is ever waited on, and a database whose id cannot
+be read takes no server for its own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from projctl import runtime
+from projctl import open_database, runtime
+from projctl.errors import ServerError
 from projctl.runtime import ServerState, pid_alive, runtime_paths
 
 from .conftest import fake_server_state, wait_until
@@ -96,3 +98,27 @@ def test_pid_alive_never_reaps_a_child_it_did_not_spawn() -> None:
     with subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"]) as child:
         wait_until(lambda: not pid_alive(child.pid), what="the child exited")
         assert child.wait(timeout=10) == 7  # its exit status was left for its parent
+
+
+def test_an_unreadable_database_id_takes_no_server_for_its_own(
+    projctl: Run, tmp_path: Path
+) -> None:
+    """A state entry naming another database's live server, for a database whose id cannot
+    be read: nothing says that server is this database's, so it is neither reported nor
+    stopped as such."""
+    mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
+    assert projctl("create", "theirs", "--db", str(theirs)).returncode == 0
+    their_state = started_server(projctl, theirs)
+    my_paths = runtime_paths(mine, for_a_server=True)
+    dataclasses.replace(their_state, db=str(my_paths.db_path)).write(my_paths.state_file)
+    mine.write_bytes(b"garbage, not a projctl database")
+    refusal = (
+        f"Error: cannot tell whether the server found (pid {their_state.pid}) serves this "
+        "database: the database's id cannot be read (projctl info says why)\n"
+    )
+    for args in (("server", "status"), ("server", "stop")):
+        refused = projctl(*args, "--db", str(mine))
+        assert (refused.returncode, refused.stdout, refused.stderr) == (5, "", refusal), args
+    with pytest.raises(ServerError, match="cannot tell whether the server found"):
+        open_database(mine).server_status()
+    assert pid_alive(their_state.pid)
