@@ -321,12 +321,13 @@ class Database:
             )
         return runtime.ensure_server(self._server_paths(), start)
 
-    def _known_database_id(self) -> str:
-        """This database's id, to check a server against; ``""`` when it cannot be read."""
+    def _known_database_id(self) -> str | None:
+        """This database's id, to check a server against (``""`` before its first change);
+        ``None`` when it cannot be read, which no server is taken to match."""
         try:
             return self.store.database_id()
         except StoreError:
-            return ""
+            return None
 
     def log_file(self) -> Path:
         """Where this database's background server writes its log (in the private runtime
@@ -338,16 +339,26 @@ class Database:
         return paths.log_file
 
     def server_status(self) -> dict[str, Any] | None:
-        """The running server's health report, or ``None`` when none runs."""
+        """The running server's health report, or ``None`` when none runs.
+
+        Raises :class:`ServerError` when the server found cannot be shown to serve this
+        database, or does not answer (``ServerNotAnsweringError``, naming its pid and URL).
+        """
         from projctl import runtime
 
         return runtime.server_status(self.runtime_paths, self._known_database_id())
 
-    def stop_server(self) -> ServerState | None:
-        """Stop the database's server and wait until it has exited; ``None`` if none ran."""
+    def stop_server(
+        self, *, on_stale: Callable[[ServerState], None] | None = None
+    ) -> ServerState | None:
+        """Stop the database's server and wait until it has exited; ``None`` if none ran.
+
+        A state entry that names a process which is not this database's server (its pid
+        was reused) is removed without signalling anything, and handed to ``on_stale``.
+        """
         from projctl import runtime
 
-        return runtime.stop_server(self.runtime_paths, self._known_database_id())
+        return runtime.stop_server(self.runtime_paths, self._known_database_id(), on_stale=on_stale)
 
     def _forward(self, change: Change) -> None:
         """Hand a committed event to the database's server, starting one if none runs."""
@@ -358,7 +369,7 @@ class Database:
         from projctl.errors import ServerUnavailableError
 
         paths = self._server_paths()
-        forward = {
+        forward: dict[str, Any] = {
             "event": event,
             "version": change.version,
             "database_id": change.database_id,
@@ -368,15 +379,15 @@ class Database:
             state = runtime.read_server_state(paths)
             if state is not None:
                 try:
-                    runtime.request(state, rpc.OP_FORWARD, **forward)
+                    runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
                     return
                 except ServerUnavailableError:
-                    pass  # it died since it wrote its state: start another below
+                    pass  # it is gone since it wrote its state: start another below
             start = self.start_options()
             if start is None:
                 raise ServerError("no server is running for this database")
             state = runtime.ensure_server(paths, start)
-            runtime.request(state, rpc.OP_FORWARD, **forward)
+            runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
         except ServerError as error:
             self.on_broadcast_error(event, error)
 
@@ -481,10 +492,31 @@ class Database:
 
     def info(self) -> dict[str, Any]:
         """Which database this is and where that came from, what it holds, and its server."""
+        from projctl import runtime
+        from projctl.errors import ServerNotAnsweringError
+
         settings = self.settings
         exists = self.path.exists()
         state = self.store.read_state() if exists else None  # one read for every figure
-        status = self.server_status()
+        server: dict[str, Any]
+        try:
+            status = runtime.server_status(self.runtime_paths, state.database_id if state else "")
+        except ServerNotAnsweringError as error:
+            server = {
+                "running": True,
+                "answering": False,
+                "url": error.url,
+                "pid": error.pid,
+                "subscribers": None,
+            }
+        else:
+            server = {
+                "running": status is not None,
+                "answering": status is not None,
+                "url": status.get("url") if status else None,
+                "pid": status.get("pid") if status else None,
+                "subscribers": status.get("subscribers") if status else None,
+            }
         return {
             "database": {
                 "path": str(self.path),
@@ -498,16 +530,12 @@ class Database:
                 "events": len(state.journal) if state else 0,
                 "limit": state.journal_limit if state else settings.journal_limit,
             },
-            "server": {
-                "running": status is not None,
-                "url": status.get("url") if status else None,
-                "pid": status.get("pid") if status else None,
-                "subscribers": status.get("subscribers") if status else None,
-            },
+            "server": server,
         }
 
-    def locate_server(self, *, start: bool = True) -> Endpoint:
-        """Where a subscriber connects to this database's server (starting one if ``start``)."""
+    def locate_server(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
+        """Where a subscriber connects to this database's server (starting one if ``start``),
+        waiting for nothing past ``deadline`` (a ``time.monotonic()`` instant)."""
         import dataclasses
 
         from projctl import runtime
@@ -518,6 +546,7 @@ class Database:
             self._server_paths() if start else self.runtime_paths,
             self.start_options() if start else None,
             self._known_database_id(),
+            deadline=deadline,
         )
         return dataclasses.replace(endpoint, ca_file=self.settings.ca_file)
 

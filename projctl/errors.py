@@ -18,6 +18,7 @@ __all__ = [
     "ProjctlError",
     "ProjectNotFoundError",
     "ServerError",
+    "ServerNotAnsweringError",
     "ServerUnavailableError",
     "StoreError",
 ]
@@ -81,3 +82,14 @@ class ServerUnavailableError(ServerError):
     The one server failure worth retrying after a pause; every other :class:`ServerError`
     is permanent.
     """
+
+
+class ServerNotAnsweringError(ServerError):
+    """The server is there (it took the request) but did not answer in time: hung, stopped
+    or swamped. Never a reason to start another one (it still holds the database's server
+    lock); a subscriber may retry after a pause."""
+
+    def __init__(self, message: str, *, pid: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.url = url

@@ -479,7 +479,8 @@ class RemoteDatabase:
 
         return projctl.Database(self.settings).default_owner
 
-    def locate_server(self, *, start: bool = True) -> Endpoint:
-        """The server's feed, for ``watch``: ``/ws`` over the same TLS, with the token."""
+    def locate_server(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
+        """The server's feed, for ``watch``: ``/ws`` over the same TLS, with the token
+        (nothing is asked here, so there is nothing to bound by ``deadline``)."""
         base = self.url.rstrip("/")
         return Endpoint(url=base + "/ws", token=self.token, ca_file=self.settings.ca_file)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from projctl.errors import ServerError, ServerUnavailableError
+from projctl.errors import ServerError, ServerNotAnsweringError, ServerUnavailableError
 
 __all__ = [
     "MAX_MESSAGE",
@@ -32,6 +32,7 @@ __all__ = [
     "OP_STATUS",
     "OP_STOP",
     "REQUEST_TIMEOUT",
+    "NoReplyError",
     "Request",
     "RequestDecodeError",
     "decode_request",
@@ -54,6 +55,14 @@ OPS = frozenset({OP_FORWARD, OP_STATUS, OP_STOP})
 #: fits with room to spare.
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT = 10.0
+
+
+class NoReplyError(ServerError):
+    """The server took the request and closed the connection without a reply.
+
+    Not by itself a sign that the server is gone: a server that is still running did
+    this because of a bug (its log says which). The caller, who knows the pid, tells.
+    """
 
 
 class RequestDecodeError(ValueError):
@@ -125,8 +134,11 @@ def request(
     forward holds a whole project) never reaches another user's socket.
 
     Raises :class:`~projctl.errors.ServerUnavailableError` when nothing listens
-    there (the server is gone), and :class:`~projctl.errors.ServerError` when the
-    peer is not ours, fails to answer in time, answers garbage or refuses.
+    there (the server is gone), :class:`~projctl.errors.ServerNotAnsweringError` when
+    it does not answer within ``timeout`` (hung or stopped: it is there, do not replace
+    it), :class:`NoReplyError` when it hangs up without a reply, and
+    :class:`~projctl.errors.ServerError` when the peer is not ours, answers garbage or
+    refuses.
     """
     line = encode_request(op, **args)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -136,6 +148,11 @@ def request(
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise ServerUnavailableError(
                 f"no server answers on {address}: {error.strerror}"
+            ) from None
+        except TimeoutError:
+            # Its backlog is full and nobody takes from it: a server that is not answering.
+            raise ServerNotAnsweringError(
+                f"the server did not accept the connection within {round(timeout, 2):g}s"
             ) from None
         except OSError as error:
             raise ServerError(f"cannot reach the server on {address}: {error}") from None
@@ -156,7 +173,9 @@ def request(
                     break
                 reply += chunk
         except TimeoutError:
-            raise ServerError(f"the server did not answer within {timeout:g}s") from None
+            raise ServerNotAnsweringError(
+                f"the server did not answer within {round(timeout, 2):g}s"
+            ) from None
         except OSError as error:
             raise ServerError(f"lost the connection to the server: {error}") from None
     return _decode_reply(bytes(reply))
@@ -164,7 +183,7 @@ def request(
 
 def _decode_reply(raw: bytes) -> dict[str, Any]:
     if not raw:
-        raise ServerUnavailableError("the server closed the connection without answering")
+        raise NoReplyError("the server closed the connection without answering")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:

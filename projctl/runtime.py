@@ -25,7 +25,11 @@ named by that key:
 ``<key>.start``
     held while a server is being started, so that racing commands start one;
 ``<key>.log``
-    what a background server prints.
+    what a background server prints;
+``<key>.hung``
+    a server that took a request and did not answer (hung, stopped), remembered for
+    :data:`HUNG_MEMORY` seconds by its pid and start time, so that the next commands
+    ask it only briefly instead of waiting the whole :data:`ANSWER_TIMEOUT` again.
 
 Nothing found there is trusted without a check: a request verifies the peer's uid
 and pid with the kernel (``rpc``), and the caller compares the database id the
@@ -45,8 +49,8 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,9 +66,15 @@ from projctl.config import (
     parse_port,
     parse_seconds,
 )
-from projctl.errors import ConfigError, ServerError, ServerUnavailableError
+from projctl.errors import (
+    ConfigError,
+    ServerError,
+    ServerNotAnsweringError,
+    ServerUnavailableError,
+)
 
 __all__ = [
+    "ANSWER_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "LOOPBACK_HOSTS",
     "Endpoint",
@@ -73,6 +83,7 @@ __all__ = [
     "ServerLaunch",
     "ServerState",
     "StartOptions",
+    "ask",
     "check_private_folder",
     "claim_server",
     "ensure_server",
@@ -80,6 +91,7 @@ __all__ = [
     "locate",
     "pid_alive",
     "private_folder",
+    "process_start_time",
     "read_server_state",
     "runtime_paths",
     "server_on_port",
@@ -100,6 +112,15 @@ STOP_TIMEOUT = 10.0
 LOG_ROTATE_BYTES = 1 << 20
 #: The largest state file we read: a real one is a few hundred bytes.
 STATE_FILE_MAX = 64 * 1024
+#: How long a command waits for a server that took its request to answer: past this it
+#: is not answering (hung, stopped), and a change goes on without it (it is journaled).
+ANSWER_TIMEOUT = 1.0
+#: How long a server remembered as not answering is asked again before giving up.
+HUNG_PROBE_TIMEOUT = 0.3
+#: How long a server that did not answer is remembered as not answering.
+HUNG_MEMORY = 30.0
+#: How long a server that hung up without answering is given to exit, if it is exiting.
+_EXIT_GRACE = 0.5
 
 
 def is_loopback(host: str) -> bool:
@@ -187,6 +208,11 @@ class RuntimePaths:
     start_lock: Path
     log_file: Path
 
+    @property
+    def hung_file(self) -> Path:
+        """Where a server that did not answer is remembered."""
+        return self.folder / f"{self.key}.hung"
+
 
 def database_key(db_path: Path) -> str:
     """The identity of the database at ``db_path`` (which must have symlinks resolved).
@@ -250,6 +276,10 @@ class ServerState:
     started_at: float
     #: The team protocol's write token, for the server's own user (``None``: none made).
     write_token: str | None = None
+    #: The kernel's start time of ``pid`` (:func:`process_start_time`): with the pid, it
+    #: names this one process, never a later one that was given the same pid.
+    #: ``None`` where the platform cannot tell.
+    process_start: int | None = None
 
     def encode(self) -> bytes:
         """The state file's content."""
@@ -296,11 +326,18 @@ class ServerState:
             subscriber_token=field("subscriber_token", str, optional=True),
             started_at=float(started_at),
             write_token=field("write_token", str, optional=True),
+            process_start=field("process_start", int, optional=True),
         )
 
     def write(self, path: Path) -> None:
-        """Publish this state at ``path`` atomically, readable by its owner only."""
-        _files.atomic_write(path, self.encode(), mode=0o600, keep_mode=False)
+        """Publish this state at ``path`` atomically, readable by its owner only.
+
+        A server publishing its own state records its start time with it.
+        """
+        state = self
+        if state.process_start is None and state.pid == os.getpid():
+            state = replace(state, process_start=process_start_time(state.pid))
+        _files.atomic_write(path, state.encode(), mode=0o600, keep_mode=False)
 
     def remove(self, paths: RuntimePaths) -> None:
         """Remove the state file and socket, if they are still this server's own.
@@ -325,12 +362,40 @@ def _read_state_file(path: Path) -> ServerState | None:
         return None
 
 
+#: The servers this process spawned and has not reaped: the only pids it ever waits on
+#: (waiting on any other pid could reap a child of the program using this module).
+_spawned: set[int] = set()
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field
+    22, Linux); ``None`` when it is gone or the platform does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The name (field 2) may hold spaces and parentheses: count from its closing one.
+    fields = stat.rpartition(b")")[2].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie child of ours counts as gone)."""
-    with contextlib.suppress(ChildProcessError):
-        reaped, _status = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
+    """Whether process ``pid`` still runs (a zombie counts as gone).
+
+    Only a server this process spawned is ever reaped here.
+    """
+    if pid in _spawned:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored): ask the kernel below
+            _spawned.discard(pid)
+        else:
+            if reaped == pid:
+                _spawned.discard(pid)
+                return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -355,11 +420,22 @@ def read_server_state(paths: RuntimePaths) -> ServerState | None:
     if not os.path.lexists(paths.state_file):
         return None
     state = _read_state_file(paths.state_file)
-    if state is None or state.db != str(paths.db_path) or not pid_alive(state.pid):
+    if state is None or state.db != str(paths.db_path) or not _still_running(state):
         with contextlib.suppress(OSError):
             paths.state_file.unlink()
         return None
     return state
+
+
+def _still_running(state: ServerState) -> bool:
+    """Whether the process that wrote ``state`` runs: its pid, and its start time when known
+    (a pid given to another program since is not it)."""
+    if not pid_alive(state.pid):
+        return False
+    if state.process_start is None:
+        return True
+    started = process_start_time(state.pid)
+    return started is None or started == state.process_start
 
 
 def request(state: ServerState, op: str, **args: Any) -> dict[str, Any]:
@@ -367,16 +443,103 @@ def request(state: ServerState, op: str, **args: Any) -> dict[str, Any]:
     return rpc.request(state.socket, op, expect_pid=state.pid, **args)
 
 
-def verify_database(status: dict[str, Any], database_id: str) -> None:
+def ask(
+    paths: RuntimePaths,
+    state: ServerState,
+    op: str,
+    *,
+    deadline: float | None = None,
+    **args: Any,
+) -> dict[str, Any]:
+    """One request to the database's server ``state`` describes, as a command asks it.
+
+    It waits for the answer at most :data:`ANSWER_TIMEOUT` (:data:`HUNG_PROBE_TIMEOUT` for
+    a server remembered as not answering) and never past ``deadline`` (a
+    ``time.monotonic()`` instant). Raises
+    :class:`~projctl.errors.ServerNotAnsweringError` (and remembers it) when the server
+    took the request but did not answer, :class:`~projctl.errors.ServerUnavailableError`
+    when it is gone, and :class:`~projctl.errors.ServerError` when it hung up without a
+    reply and still runs (a bug, which its log shows): only a server that is gone may be
+    replaced.
+    """
+    remembered = _remembered_hung(paths, state)
+    timeout = HUNG_PROBE_TIMEOUT if remembered else ANSWER_TIMEOUT
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise ServerNotAnsweringError(
+                "no time left to ask the server", pid=state.pid, url=state.url
+            )
+    try:
+        reply = request(state, op, timeout=timeout, **args)
+    except ServerNotAnsweringError as error:
+        if timeout >= HUNG_PROBE_TIMEOUT:  # not merely cut short by the deadline
+            _remember_hung(paths, state)
+        still = "still " if remembered else ""
+        raise ServerNotAnsweringError(
+            f"the server (pid {state.pid}) is {still}not answering ({error})",
+            pid=state.pid,
+            url=state.url,
+        ) from None
+    except rpc.NoReplyError:
+        # A server on its way out hangs up too: give it a moment to be gone.
+        grace = time.monotonic() + _EXIT_GRACE
+        if deadline is not None:
+            grace = min(grace, deadline)
+        while _still_running(state) and time.monotonic() < grace:
+            time.sleep(0.02)
+        if not _still_running(state):
+            raise ServerUnavailableError("the server exited without answering") from None
+        raise ServerError(
+            f"the server (pid {state.pid}) closed the connection without answering; "
+            f"its log may say why: {paths.log_file}"
+        ) from None
+    if remembered:
+        with contextlib.suppress(OSError):
+            paths.hung_file.unlink()
+    return reply
+
+
+def _hung_key(state: ServerState) -> bytes:
+    """What names one server process in the hung marker: its pid and start time."""
+    started = state.process_start if state.process_start is not None else state.started_at
+    return orjson.dumps({"pid": state.pid, "started": started})
+
+
+def _remember_hung(paths: RuntimePaths, state: ServerState) -> None:
+    with contextlib.suppress(OSError):
+        _files.atomic_write(paths.hung_file, _hung_key(state), mode=0o600, keep_mode=False)
+
+
+def _remembered_hung(paths: RuntimePaths, state: ServerState) -> bool:
+    """Whether this very server (pid and start time) did not answer a command lately."""
+    try:
+        found = _files.read_regular(paths.hung_file)
+    except OSError:
+        return False
+    if found is None:
+        return False
+    raw, status = found
+    return raw == _hung_key(state) and 0 <= time.time() - status.st_mtime < HUNG_MEMORY
+
+
+def verify_database(status: dict[str, Any], database_id: str | None) -> None:
     """Check that a server's status is for the database with ``database_id``.
 
     ``""`` on either side (a database before its first change, a server that has not
-    read it since) matches. Raises :class:`~projctl.errors.ServerError` otherwise.
+    read it since) matches. ``None`` (the database's id cannot be read) matches no
+    server: nothing then says it is this database's. Raises
+    :class:`~projctl.errors.ServerError` otherwise.
     """
     database = status.get("database")
     served = database.get("id") if isinstance(database, dict) else None
     if not isinstance(served, str):
         raise ServerError("the server's status does not say which database it serves")
+    if database_id is None:
+        raise ServerError(
+            f"cannot tell whether the server found (pid {status.get('pid')}) serves this "
+            "database: the database's id cannot be read (projctl info says why)"
+        )
     if database_id and served and served != database_id:
         raise ServerError(
             f"the server found for this database serves another one (id {served!r}, "
@@ -503,33 +666,43 @@ class ServerLaunch:
         )
 
 
-def ensure_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
+def ensure_server(
+    paths: RuntimePaths, options: StartOptions, *, deadline: float | None = None
+) -> ServerState:
     """The running server for this database, starting one in the background if needed.
 
     Commands racing here serialise on the entry's start lock: the first starts the
-    server, the others find it running.
+    server, the others find it running. Only a server that is gone is replaced: one
+    that is not answering raises :class:`~projctl.errors.ServerNotAnsweringError`.
+    Nothing waits past ``deadline`` (a ``time.monotonic()`` instant).
     """
     paths = runtime_paths(paths.db_path, for_a_server=True)  # the entry the server keeps
     check_private_folder(paths.folder, create=True)
+    lock_timeout = START_TIMEOUT
+    if deadline is not None:
+        lock_timeout = max(0.0, min(lock_timeout, deadline - time.monotonic()))
     try:
-        with _files.locked(paths.start_lock, START_TIMEOUT):
+        with _files.locked(paths.start_lock, lock_timeout):
             state = read_server_state(paths)
             if state is not None:
                 try:
-                    request(state, rpc.OP_STATUS)
+                    ask(paths, state, rpc.OP_STATUS, deadline=deadline)
                     return state
                 except ServerUnavailableError:
                     with contextlib.suppress(OSError):
                         paths.state_file.unlink()
-            return _spawn_server(paths, options)
+            return _spawn_server(paths, options, deadline)
     except _files.LockTimeout:
         raise ServerError(f"another command is starting the server ({paths.start_lock})") from None
     except _files.LockFileError as error:
         raise ServerError(f"cannot open {paths.start_lock}: {error.strerror}") from None
 
 
-def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
-    """Start a detached background server and wait until its state file names it."""
+def _spawn_server(
+    paths: RuntimePaths, options: StartOptions, deadline: float | None = None
+) -> ServerState:
+    """Start a detached background server and wait until its state file names it (never
+    past ``deadline``: the server then goes on starting without us)."""
     command = ServerLaunch(paths.db_path, options).argv()
     with contextlib.suppress(OSError):  # every start appends; keep one previous log, bounded
         if os.lstat(paths.log_file).st_size > LOG_ROTATE_BYTES:
@@ -558,9 +731,13 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
         raise ServerError(f"cannot start a server: {error}") from None
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + START_TIMEOUT
+    _spawned.add(pid)
+    start_deadline = time.monotonic() + START_TIMEOUT
+    cut_short = deadline is not None and deadline < start_deadline
+    if deadline is not None:
+        start_deadline = min(start_deadline, deadline)
     pause = 0.005
-    while time.monotonic() < deadline:
+    while time.monotonic() < start_deadline:
         state = read_server_state(paths)
         if state is not None and state.pid == pid:
             return state
@@ -570,6 +747,8 @@ def _spawn_server(paths: RuntimePaths, options: StartOptions) -> ServerState:
             )
         time.sleep(pause)
         pause = min(pause * 1.5, 0.05)
+    if cut_short:
+        raise ServerUnavailableError("the server is still starting")
     with contextlib.suppress(OSError):
         os.kill(pid, 9)
     raise ServerError(f"the server did not start within {START_TIMEOUT:g}s (log: {paths.log_file})")
@@ -583,36 +762,69 @@ def _last_line(path: Path) -> str:
     return lines[-1].partition(": ")[2] or lines[-1] if lines else "no output"
 
 
-def _is_our_server(pid: int) -> bool:
-    """Whether ``pid`` is a projctl server of this user, as ``/proc`` tells it."""
+def _is_our_server(state: ServerState, paths: RuntimePaths) -> bool:
+    """Whether ``state.pid`` is still the server that wrote ``state``, as ``/proc`` tells it.
+
+    A process of this user that started when the state file says it did; for a state
+    file that does not say, one running exactly the background server's launch
+    (:class:`ServerLaunch`) for this database. Where there is no ``/proc`` nothing is
+    verified, so nothing is signalled.
+    """
+    pid = state.pid
     try:
         owner = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False
+    if owner != os.geteuid():
+        return False
+    if state.process_start is not None:
+        return process_start_time(pid) == state.process_start
+    try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return owner == os.geteuid() and (b"projctl.server" in argv or b"serve" in argv)
+    return _is_launch_for(argv[:-1] if argv[-1:] == [b""] else argv, paths.db_path)
+
+
+def _is_launch_for(argv: Sequence[bytes], db_path: Path) -> bool:
+    """Whether ``argv`` is exactly a background server's launch for the database ``db_path``
+    (the interpreter, ``argv[0]``, may be any)."""
+    words = [os.fsdecode(word) for word in argv]
+    if words[1:3] != ["-m", "projctl.server"]:
+        return False
+    try:
+        launch = ServerLaunch.parse(words[3:])
+    except ConfigError:
+        return False
+    return launch.argv()[1:] == words[1:] and launch.db_path == db_path
 
 
 def stop_server(
-    paths: RuntimePaths, database_id: str = "", timeout: float = STOP_TIMEOUT
+    paths: RuntimePaths,
+    database_id: str | None = "",
+    timeout: float = STOP_TIMEOUT,
+    *,
+    on_stale: Callable[[ServerState], None] | None = None,
 ) -> ServerState | None:
     """Stop the database's server and wait for it to exit; ``None`` if none was running.
 
     Only a verified server is stopped: asked over its socket (the kernel vouches for
     its pid and uid), or, when it no longer answers, signalled only if ``/proc`` shows
-    a projctl server of this user under that pid. A pid in a state file is never
-    signalled on trust.
+    that very process (:func:`_is_our_server`). A pid in a state file is never signalled
+    on trust: a state entry naming another process is removed and handed to ``on_stale``.
     """
     state = read_server_state(paths)
     if state is None:
         return None
     try:
-        verify_database(request(state, rpc.OP_STATUS), database_id)
+        verify_database(ask(paths, state, rpc.OP_STATUS), database_id)
         request(state, rpc.OP_STOP, timeout=timeout)
-    except ServerUnavailableError:
-        if not _is_our_server(state.pid):
+    except (ServerUnavailableError, ServerNotAnsweringError):
+        if not _is_our_server(state, paths):
             with contextlib.suppress(OSError):
                 paths.state_file.unlink()
+            if on_stale is not None:
+                on_stale(state)
             return None
         with contextlib.suppress(OSError):
             os.kill(state.pid, 15)
@@ -626,13 +838,17 @@ def stop_server(
     return state
 
 
-def server_status(paths: RuntimePaths, database_id: str = "") -> dict[str, Any] | None:
-    """The running server's health report, or ``None`` when none runs."""
+def server_status(paths: RuntimePaths, database_id: str | None = "") -> dict[str, Any] | None:
+    """The running server's health report, or ``None`` when none runs.
+
+    Raises :class:`~projctl.errors.ServerNotAnsweringError` (naming its pid and URL) for
+    a server that is there but does not answer.
+    """
     state = read_server_state(paths)
     if state is None:
         return None
     try:
-        status = request(state, rpc.OP_STATUS)
+        status = ask(paths, state, rpc.OP_STATUS)
     except ServerUnavailableError:
         with contextlib.suppress(OSError):
             paths.state_file.unlink()
@@ -653,20 +869,28 @@ class Endpoint:
     ca_file: str | None = None
 
 
-def locate(paths: RuntimePaths, start: StartOptions | None, database_id: str = "") -> Endpoint:
+def locate(
+    paths: RuntimePaths,
+    start: StartOptions | None,
+    database_id: str | None = "",
+    *,
+    deadline: float | None = None,
+) -> Endpoint:
     """The database's server as a subscriber sees it, starting one when ``start`` is given.
 
     The server is verified first (its pid and uid by the kernel, its database by id).
     Raises :class:`~projctl.errors.ServerUnavailableError` when none runs and none may
-    be started (worth retrying later), :class:`~projctl.errors.ServerError` when one
-    cannot be started or is not this database's.
+    be started, :class:`~projctl.errors.ServerNotAnsweringError` when it does not answer
+    (both worth retrying later), :class:`~projctl.errors.ServerError` when one cannot be
+    started or is not this database's. Nothing waits past ``deadline`` (a
+    ``time.monotonic()`` instant).
     """
     state = read_server_state(paths)
     if state is None:
         if start is None:
             raise ServerUnavailableError("no server is running for this database")
-        state = ensure_server(paths, start)
-    status = request(state, rpc.OP_STATUS)
+        state = ensure_server(paths, start, deadline=deadline)
+    status = ask(paths, state, rpc.OP_STATUS, deadline=deadline)
     verify_database(status, database_id)
     latest = status.get("latest_seq")
     return Endpoint(

@@ -1323,12 +1323,29 @@ class BroadcastServer:
     async def _handle_local(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Requests on the private Unix socket (the ``rpc`` protocol)."""
+        """Requests on the private Unix socket (the ``rpc`` protocol).
+
+        Every request gets a reply, a failure of our own included (logged with its
+        traceback): a client that gets none cannot tell a bug from a server going away.
+        """
         try:
-            while line := await reader.readline():
-                writer.write(self._answer(line))
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # a line over the reader's limit: not our protocol
+                    return
+                if not line:
+                    return
+                try:
+                    reply = self._answer(line)
+                except Exception as error:
+                    log.exception("a local request failed")
+                    reply = rpc.encode_error(f"the server failed: {type(error).__name__}: {error}")
+                writer.write(reply)
                 await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+                if self._stopping.is_set():
+                    return  # answered a stop: nothing more is served here
+        except (ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()

@@ -21,7 +21,12 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from projctl.errors import ProjctlError, ServerError, ServerUnavailableError
+from projctl.errors import (
+    ProjctlError,
+    ServerError,
+    ServerNotAnsweringError,
+    ServerUnavailableError,
+)
 from projctl.events import EVENT_TYPES, PROJECTS_MESSAGE_TYPES
 from projctl.runtime import Endpoint
 
@@ -123,7 +128,12 @@ def _retryable(error: BaseException) -> bool:
         return False  # the same certificate will fail the same way
     return isinstance(
         error,
-        OSError | ConnectionClosed | InvalidHandshake | ServerUnavailableError | TimeoutError,
+        OSError
+        | ConnectionClosed
+        | InvalidHandshake
+        | ServerUnavailableError
+        | ServerNotAnsweringError
+        | TimeoutError,
     )
 
 

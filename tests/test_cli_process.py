@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from projctl.runtime import runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL, mounted_tmpfs
+from .conftest import PROJCTL, mounted_tmpfs, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -353,6 +355,7 @@ def test_server_start_status_and_logs(projctl: Run) -> None:
     assert orjson.loads(status.stdout)["url"] == url
     assert projctl("server", "start").stdout.strip() == url  # already running: the same one
     logs = projctl("server", "logs", "--tail", "1")
+    log_file = runtime_paths(Path(os.environ["PROJCTL_DB"])).log_file
     assert logs.returncode == 0
     assert f"serving {url} for " in logs.stdout
     assert logs.stdout.count("\n") == 1
@@ -363,11 +366,25 @@ def test_server_start_status_and_logs(projctl: Run) -> None:
         text=True,
     ) as follower:
         try:
+            # It must be following before the stop writes, or it starts after the last line.
+            wait_until(lambda: _has_open(follower.pid, log_file), what="the follower reading")
             assert projctl("server", "stop").returncode == 0
             assert follower.stdout is not None
-            line = follower.stdout.readline()  # bounded: the stop writes it
+            ready, _, _ = select.select([follower.stdout], [], [], 10)
+            assert ready, "the follower printed nothing within 10s"
+            line = follower.stdout.readline()  # the stop wrote a whole line
             assert "INFO projctl.server: stopping (pid " in line
         finally:
             follower.send_signal(signal.SIGINT)
             follower.communicate(timeout=10)
     assert follower.returncode == 130
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has the file ``path`` open."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == str(path):
+                    return True
+    return False

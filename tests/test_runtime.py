@@ -365,6 +365,7 @@ def test_server_state_encodes_every_field_and_decodes_back(subscriber_token: str
         "auto": False,
         "subscriber_token": subscriber_token,
         "write_token": None,
+        "process_start": None,
     }
     decoded = ServerState.decode(raw)
     assert decoded == state
@@ -505,8 +506,11 @@ def test_read_server_state_without_a_state_file(db_path: Path) -> None:
 def test_read_server_state_returns_a_valid_state_of_a_live_pid(state_paths: RuntimePaths) -> None:
     state = make_state(pid=os.getpid(), db=str(state_paths.db_path))
     state.write(state_paths.state_file)
-    assert runtime.read_server_state(state_paths) == state
-    assert state_paths.state_file.read_bytes() == state.encode()  # left in place
+    # A process publishing its own state records when it started.
+    recorded = dataclasses.replace(state, process_start=runtime.process_start_time(os.getpid()))
+    assert recorded.process_start is not None
+    assert runtime.read_server_state(state_paths) == recorded
+    assert state_paths.state_file.read_bytes() == recorded.encode()  # left in place
 
 
 @pytest.mark.parametrize("raw", [b"garbage", b"", b"{}", b"[]", b"null"])

@@ -40,7 +40,10 @@ def info(json_output: JsonFlag = False, db: DbOption = None) -> None:
         "projects": str(report["projects"]),
         "last seq": str(report["latest_seq"]),
         "journal": f"{journal['events']} events kept (limit {journal['limit']})",
-        "server": f"running at {server['url']}"
+        "server": f"not answering (pid {server['pid']}, {server['url']}); changes are "
+        "journaled and reach subscribers once it answers again"
+        if server.get("answering") is False
+        else f"running at {server['url']}"
         + (
             f" (pid {server['pid']}, {server['subscribers']} subscriber(s))"
             if "pid" in server

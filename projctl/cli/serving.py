@@ -3,7 +3,7 @@
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from projctl.cli._options import (
 )
 from projctl.config import parse_count, parse_file, parse_seconds
 from projctl.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from projctl.runtime import ServerState
 
 
 @command("serve")
@@ -256,8 +259,16 @@ def server_stop(db: DbOption = None) -> None:
         projctl server stop
     """
     database = local_database(db)
-    stopped = database.stop_server()
-    if stopped is None:
+    stale: list[ServerState] = []
+    stopped = database.stop_server(on_stale=stale.append)
+    if stale:
+        typer.echo(
+            f"no server is running for {database.path}: its state entry named pid "
+            f"{stale[0].pid}, which is not that server (any more); removed the entry, "
+            "signalled nothing",
+            err=True,
+        )
+    elif stopped is None:
         typer.echo(f"no server is running for {database.path}", err=True)
     else:
         typer.echo(f"stopped server pid {stopped.pid}")

@@ -2,9 +2,10 @@
 
 import os
 import sys
+import time
 from collections.abc import Coroutine
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +21,9 @@ from projctl.config import parse_count, parse_seconds
 from projctl.errors import ProjectNotFoundError
 from projctl.events import EVENT_TYPES
 from projctl.model import STATUSES
+
+if TYPE_CHECKING:
+    from projctl.runtime import Endpoint
 
 # Typer takes a list of choices only as an Enum (a list of Literal is not supported).
 EventChoice = Enum("EventChoice", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
@@ -113,7 +117,14 @@ def watch(
     since_seq = None if since is None else parse_count(since, "--since")
     wanted = None if count is None else parse_count(count, "--count", minimum=1)
     seconds = None if timeout is None else parse_seconds(timeout, "--timeout")
+    # One deadline for the whole command: finding or asking the server (which runs in a
+    # thread that a cancelled wait cannot interrupt) never waits past it either.
+    deadline = None if seconds is None else time.monotonic() + seconds
     database = open_database(db)
+
+    def locate() -> "Endpoint":
+        return database.locate_server(deadline=deadline)
+
     event_filter = watching.EventFilter(
         event_types=frozenset(choice.value for choice in event or ()),
         project_ids=frozenset(_project_ids(database, project or ())),
@@ -124,7 +135,7 @@ def watch(
     if json_output or not sys.stdout.isatty():
         known = database.list() if (status or owner) else []
         job = watching.run_json(
-            database.locate_server,
+            locate,
             since=since_seq,
             event_filter=event_filter,
             count=wanted,
@@ -139,7 +150,7 @@ def watch(
         # are now; the server's snapshot cannot serve, as it comes only instead of a replay.
         current = database.list() if since_seq is not None else []
         job = watching.run_live(
-            database.locate_server,
+            locate,
             console=Console(),
             event_filter=event_filter,
             since=since_seq,
@@ -148,7 +159,9 @@ def watch(
             err=sys.stderr,
         )
     try:
-        asyncio.run(asyncio.wait_for(job, seconds))
+        asyncio.run(
+            asyncio.wait_for(job, None if deadline is None else deadline - time.monotonic())
+        )
     except (asyncio.TimeoutError, TimeoutError):
         if wanted is None:
             return  # a time-boxed watch: its time is up, nothing failed
