@@ -348,7 +348,11 @@ def test_server_stop_never_signals_a_pid_it_has_not_verified(projctl: Run, db_pa
             )
             stopped = projctl("server", "stop")
             assert stopped.returncode == 0
-            assert stopped.stderr == f"no server is running for {db_path}\n"
+            assert stopped.stderr == (
+                f"no server is running for {db_path}: its state entry named pid "
+                f"{bystander.pid}, which is not that server (any more); removed the entry, "
+                "signalled nothing\n"
+            )
             assert bystander.poll() is None  # alive: never signalled
         finally:
             bystander.kill()
