@@ -134,6 +134,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak's per-test timeout grows with ``--soak-seconds``: a long soak by hand is no hang."""
+    soak_seconds = float(config.getoption("--soak-seconds"))
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(pytest.mark.timeout(soak_seconds + 180))
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point every path projctl might touch at the test's own folder, never the real home.

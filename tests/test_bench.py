@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # every benchmark, one after another: minutes on a busy machine
 def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--quick"],

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import Result
 
 from projctl import events
 from projctl import store as store_module
@@ -189,7 +190,7 @@ def test_a_restored_older_copy_never_makes_seqs_or_ids_repeat(
     ],
 )
 def test_malformed_but_valid_json_is_a_database_error(
-    projctl: Run,
+    cli: Callable[..., Result],
     store: ProjectStore,
     db_path: Path,
     spoil: Callable[[dict[str, dict[str, object]]], None],
@@ -201,8 +202,8 @@ def test_malformed_but_valid_json_is_a_database_error(
     spoiled = orjson.dumps(data)
     db_path.write_bytes(spoiled)
     for args in (("list",), ("create", "Beta"), ("show", "Alpha"), ("info",)):
-        done = projctl(*args)
-        assert done.returncode == 4, (args, done.stderr)
+        done = cli(*args)
+        assert done.exit_code == 4, (args, done.stderr)
         assert problem in done.stderr
         assert done.stderr.startswith("Error: ")
         assert done.stderr.count("\n") == 1
