@@ -34,6 +34,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from projctl._version import __version__
 from projctl.config import Settings, load_settings
 from projctl.errors import (
     ConfigError,
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from projctl.runtime import Endpoint, RuntimePaths, ServerState, StartOptions
     from projctl.server import BroadcastServer, ServerConfig
     from projctl.store import Change, ProjectStore
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Change",

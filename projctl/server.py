@@ -63,7 +63,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from projctl import __version__, remote, rpc, runtime
+from projctl import remote, rpc, runtime
+from projctl._version import __version__
 from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState

@@ -31,7 +31,8 @@ from typer.core import TyperArgument, TyperGroup
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
-from projctl import __version__, config
+from projctl import config
+from projctl._version import __version__
 from projctl.errors import (
     InvalidInputError,
     NotFoundError,

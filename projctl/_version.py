@@ -1,0 +1,7 @@
+"""The package version, alone, so reading it imports nothing else of ours."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
