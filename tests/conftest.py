@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -22,6 +22,9 @@ from projctl.cli import app
 from projctl.config import VARIABLES
 from projctl.runtime import ServerState, pid_alive
 from projctl.store import ProjectStore
+
+if TYPE_CHECKING:
+    from ._remote import TeamServer, Tls
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 
@@ -361,3 +364,21 @@ def shared_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    """A private CA and a certificate it signed for 127.0.0.1 and localhost (tests/_remote.py)."""
+    from ._remote import make_tls
+
+    return make_tls(tmp_path)
+
+
+@pytest.fixture
+def team(tmp_path: Path, tls: Tls) -> Iterator[TeamServer]:
+    """A team server: ``projctl serve`` over TLS with a token file, and a way to run commands
+    against it from another machine (tests/_remote.py)."""
+    from ._remote import team_server
+
+    with team_server(tmp_path, tls) as team:
+        yield team

@@ -1,0 +1,196 @@
+"""Exit codes through the remote path: each failure a remote command meets exits with the code
+and the one ``Error:`` line the local CLI gives for the same thing.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from projctl.config import load_settings
+from projctl.remote import ERROR_CODES, RemoteDatabase
+
+from ._remote import (
+    TeamServer,
+    healthy,
+    one_error,
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create", ""),
+        ("create", "x", "--type", "Not A Slug"),
+        ("create", "x", "--owner", ""),
+        ("create", "x" * 201),
+        ("create", "x", "--description", "d" * 10_001),
+        ("create", "bell\x07"),
+        ("update", "Existing", "--type", "Not A Slug"),
+        ("update", "Existing", "--name", ""),
+    ],
+    ids=[
+        "empty-name",
+        "bad-type",
+        "empty-owner",
+        "long-name",
+        "long-description",
+        "control-character",
+        "update-bad-type",
+        "update-empty-name",
+    ],
+)
+def test_invalid_input_is_exit_2_with_the_local_message(
+    team: TeamServer, args: tuple[str, ...]
+) -> None:
+    assert team.run("create", "Existing").returncode == 0
+    before = team.server_db.read_bytes()
+    remote = team.run(*args)
+    line = one_error(remote, 2)
+    local = team.local(*args)  # the same check, made locally on the same file
+    assert (remote.returncode, remote.stdout, remote.stderr) == (
+        local.returncode,
+        local.stdout,
+        local.stderr,
+    )
+    assert line != "Error: "
+    assert team.server_db.read_bytes() == before
+
+
+def test_a_name_two_projects_share_is_exit_2_with_the_local_message(team: TeamServer) -> None:
+    for _ in range(2):
+        assert team.run("create", "Twin").returncode == 0
+    before = team.server_db.read_bytes()
+    for args in (("show", "Twin"), ("update", "Twin", "-s", "completed"), ("delete", "Twin")):
+        remote = team.run(*args)
+        assert one_error(remote, 2).startswith("Error: 2 projects are named 'Twin': ")
+        local = team.local(*args)
+        assert (remote.returncode, remote.stdout, remote.stderr) == (
+            local.returncode,
+            local.stdout,
+            local.stderr,
+        ), args
+    assert team.server_db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("show", "ghost"),
+        ("show", "proj_20200101_000000"),
+        ("update", "ghost", "--status", "completed"),
+        ("delete", "ghost"),
+        ("delete", "Existing", "ghost"),
+    ],
+    ids=["show", "show-id", "update", "delete", "delete-one-of-two"],
+)
+def test_a_missing_project_is_exit_3_with_the_local_message(
+    team: TeamServer, args: tuple[str, ...]
+) -> None:
+    assert team.run("create", "Existing").returncode == 0
+    before = team.server_db.read_bytes()
+    remote = team.run(*args)
+    one_error(remote, 3)
+    local = team.local(*args)
+    assert (remote.returncode, remote.stdout, remote.stderr) == (
+        local.returncode,
+        local.stdout,
+        local.stderr,
+    )
+    assert team.server_db.read_bytes() == before  # nothing deleted: all or none
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "back\\slash", "'quoted'"])
+def test_a_missing_name_with_quotes_is_reported_as_locally(team: TeamServer, name: str) -> None:
+    remote = team.run("show", name)
+    one_error(remote, 3)
+    local = team.local("show", name)
+    assert local.stderr == f"Error: no project with id or name {name!r}\n"
+    assert remote.stderr == local.stderr
+
+
+def test_a_broken_server_database_is_exit_4(team: TeamServer) -> None:
+    created = team.run("create", "Existing")
+    assert created.returncode == 0
+    garbage = b"\x00not json at all {{{"
+    team.server_db.write_bytes(garbage)
+    for args in (
+        ("create", "x"),
+        ("update", "Existing", "-s", "completed"),
+        ("list",),
+        ("show", "x"),
+    ):
+        remote = team.run(*args)
+        one_error(remote, 4)
+        local = team.local(*args)
+        assert (remote.returncode, remote.stderr) == (local.returncode, local.stderr), args
+    assert team.server_db.read_bytes() == garbage  # never overwritten
+    assert healthy(team.server.port, team.ca)  # the server stays up
+
+
+def test_an_unreachable_server_is_exit_5(team: TeamServer) -> None:
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        url = f"wss://127.0.0.1:{port}"
+        started = time.monotonic()
+        done = team.run("list", PROJCTL_URL=url)
+        elapsed = time.monotonic() - started
+    assert one_error(done, 5) == (
+        f"Error: cannot reach the server at {url}: "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {port})"
+    )
+    assert elapsed < 15  # a few retries, not a hang
+
+
+def test_a_remote_watch_with_nothing_to_see_times_out_with_124(team: TeamServer) -> None:
+    done = team.run("watch", "--json", "--count", "1", "--timeout", "2")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        124,
+        "",
+        f"projctl watch: connected to {team.url}/ws\n"
+        "Error: timed out after 2s waiting for events\n",
+    )
+
+
+def test_each_error_code_raises_what_its_documented_exit_code_reports(team: TeamServer) -> None:
+    """``remote.ERROR_CODES`` says which exit code each reply's code means for projctl: the
+    client raises the error that ``exit_code_for`` turns into that code."""
+    from projctl.cli._lazy import exit_code_for
+    from projctl.errors import ProjctlError
+
+    def settings(token: str) -> Any:
+        return load_settings(
+            environ={
+                "PROJCTL_URL": team.url,
+                "PROJCTL_TOKEN": token,
+                "PROJCTL_CA_FILE": str(team.ca),
+                "PROJCTL_OWNER": "ann",
+            }
+        )
+
+    writer, reader = (
+        RemoteDatabase(settings(team.write_token)),
+        RemoteDatabase(settings(team.read_token)),
+    )
+    writer.create("Existing")
+    triggers: dict[str, Callable[[], object]] = {
+        "invalid_input": lambda: writer.create(""),
+        "not_found": lambda: writer.get("ghost"),
+        "forbidden": lambda: reader.create("x"),
+        "unknown_op": lambda: writer.call("archive", {}),
+        "bad_request": lambda: writer.call("list", [1]),  # type: ignore[arg-type]
+        "store_error": lambda: (team.server_db.write_bytes(b"garbage"), writer.list()),
+    }
+    raised: dict[str, tuple[str, int]] = {}
+    for code, trigger in triggers.items():
+        with pytest.raises(ProjctlError) as error:
+            trigger()
+        raised[code] = (type(error.value).__name__, int(exit_code_for(error.value)))
+    assert {code: exit_code for code, (_, exit_code) in raised.items()} == {
+        code: ERROR_CODES[code] for code in triggers
+    }, raised
