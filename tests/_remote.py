@@ -15,7 +15,6 @@ import http.client
 import os
 import re
 import secrets
-import socket
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,8 @@ Completed = subprocess.CompletedProcess[str]
 #: Every wait on the server or a client is bounded by this.
 SERVER_START_TIMEOUT = 20.0
 PROJECT_ID = re.compile(r"proj_\d{8}_\d{6}(?:_\d+)?")
+#: The server's log line saying where it serves (the port read from its own socket).
+SERVING = re.compile(r" projctl\.server: serving wss?://\S+:(\d+)/ws ")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
 
 
@@ -71,14 +72,6 @@ def write_token_file(path: Path, read: str, write: str, mode: int = 0o600) -> Pa
     return path
 
 
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (bound, read, closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def healthy(port: int, ca: Path) -> bool:
     """Whether ``GET https://127.0.0.1:PORT/healthz`` answers 200, trusting ``ca``."""
     context = ssl.create_default_context(cafile=str(ca))
@@ -97,14 +90,25 @@ class ServerProcess:
     """A running ``projctl serve``: its stdout and stderr go to files, read at any time."""
 
     process: subprocess.Popen[bytes]
-    port: int
     db: Path
     log: Path
     out: Path
 
     @property
+    def port(self) -> int:
+        """The port it listens on: it binds the port asked for (0: any free one) and says
+        which in its log, as read from its own socket."""
+        found = SERVING.search(self.stderr())
+        assert found, f"projctl serve has not said where it serves:\n{self.stderr()}"
+        return int(found[1])
+
+    @property
     def url(self) -> str:
         return f"wss://127.0.0.1:{self.port}"
+
+    def serves(self, ca: Path) -> bool:
+        """Whether it has said where it listens and answers ``/healthz`` there, trusting ``ca``."""
+        return SERVING.search(self.stderr()) is not None and healthy(self.port, ca)
 
     def stderr(self) -> str:
         return self.log.read_text()
@@ -135,7 +139,6 @@ def serving(
     """
     folder.mkdir(parents=True, exist_ok=True)
     db, log, out = folder / "projects.json", folder / "serve.stderr", folder / "serve.stdout"
-    port = int(args[list(args).index("--port") + 1]) if "--port" in args else 0
     with log.open("wb") as err, out.open("wb") as stdout:
         process = subprocess.Popen(
             [PROJCTL, "serve", *args, "--db", str(db)],
@@ -144,7 +147,7 @@ def serving(
             stderr=err,
             env={**os.environ, **(env or {})},
         )
-    server = ServerProcess(process, port, db, log, out)
+    server = ServerProcess(process, db, log, out)
     try:
         if ready is not None:
             wait_until(
@@ -158,7 +161,8 @@ def serving(
         server.stop()
 
 
-def tls_args(tls: Tls, port: int) -> list[str]:
+def tls_args(tls: Tls, port: int = 0) -> list[str]:
+    """TLS on 127.0.0.1; port 0 (the default): the server binds any free port, no race."""
     return [
         "--host",
         "127.0.0.1",
@@ -257,9 +261,8 @@ def team_server(tmp_path: Path, tls: Tls) -> Iterator[TeamServer]:
     then no token may be in its log."""
     read, write = secret("read"), secret("write")
     tokens = write_token_file(tmp_path / "tokens", read, write)
-    port = free_port()
-    args = [*tls_args(tls, port), "--token-file", str(tokens)]
-    with serving(tmp_path / "server", args, ready=lambda _: healthy(port, tls.ca)) as server:
+    args = [*tls_args(tls), "--token-file", str(tokens)]
+    with serving(tmp_path / "server", args, ready=lambda server: server.serves(tls.ca)) as server:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         yield TeamServer(server, tls, read, write, elsewhere)

@@ -27,8 +27,6 @@ from ._remote import (
     Tls,
     ask,
     error_reply,
-    free_port,
-    healthy,
     rpc_connection,
     run_async,
     secret,
@@ -306,17 +304,16 @@ def test_many_clients_through_a_cutting_proxy_create_each_project_once(
 ) -> None:
     read, write = secret("read"), secret("write")
     tokens = write_token_file(tmp_path / "tokens", read, write)
-    port = free_port()
     total = CLIENTS * CREATES_EACH
     with serving(
         tmp_path / "server",
-        [*tls_args(tls, port), "--token-file", str(tokens)],
+        [*tls_args(tls), "--token-file", str(tokens)],
         env={"PROJCTL_JOURNAL_LIMIT": "2000"},
-        ready=lambda _: healthy(port, tls.ca),
+        ready=lambda server: server.serves(tls.ca),
     ) as server:
         team = TeamServer(server, tls, read, write, tmp_path / "elsewhere")
         started = time.monotonic()
-        with CuttingProxy(port, CLIENTS, seed=20240501) as proxy:
+        with CuttingProxy(server.port, CLIENTS, seed=20240501) as proxy:
 
             def client(number: int) -> int:
                 settings = load_settings(

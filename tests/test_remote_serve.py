@@ -17,8 +17,6 @@ from ._remote import (
     ServerProcess,
     TeamServer,
     Tls,
-    free_port,
-    healthy,
     one_error,
     secret,
     serving,
@@ -109,12 +107,11 @@ def _announced(server: ServerProcess) -> tuple[Path, dict[str, list[str]]]:
 def test_serve_writes_fresh_tokens_to_a_private_file_and_never_prints_them(
     tmp_path: Path, tls: Tls
 ) -> None:
-    port = free_port()
-    args = [*tls_args(tls, port), "--require-token"]
+    args = [*tls_args(tls), "--require-token"]
     with serving(
         tmp_path / "server",
         args,
-        ready=lambda server: FRESH_TOKENS in server.stderr() and healthy(port, tls.ca),
+        ready=lambda server: FRESH_TOKENS in server.stderr() and server.serves(tls.ca),
     ) as server:
         token_path, announced = _announced(server)
         assert [len(announced["read"]), len(announced["write"])] == [1, 1], server.stderr()
@@ -139,11 +136,10 @@ def test_serve_writes_fresh_tokens_to_a_private_file_and_never_prints_them(
 
 
 def test_serve_on_loopback_makes_only_a_write_token(tmp_path: Path, tls: Tls) -> None:
-    port = free_port()
     with serving(
         tmp_path / "server",
-        tls_args(tls, port),
-        ready=lambda server: FRESH_TOKENS in server.stderr() and healthy(port, tls.ca),
+        tls_args(tls),
+        ready=lambda server: FRESH_TOKENS in server.stderr() and server.serves(tls.ca),
     ) as server:
         _, announced = _announced(server)
         assert [len(announced["read"]), len(announced["write"])] == [0, 1], server.stderr()
