@@ -10,7 +10,6 @@ import collections
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import zlib
@@ -147,14 +146,6 @@ def row(project_id: str, *classes: str) -> str:
     return f'{TABLE} tr[data-project-id="{project_id}"]' + "".join(f".{c}" for c in classes)
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (a server asked for it binds it soon after)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_existing_projects_are_shown_newest_change_first(projctl: Run, open_page: OpenPage) -> None:
     alpha = ok(projctl, "create", "alpha", "--status", "in_progress")
     beta = ok(projctl, "create", "beta", "--status", "completed", "--owner", "ann")
@@ -267,11 +258,12 @@ def test_every_event_exactly_once_across_a_kill_9(
     projctl: Run, open_page: OpenPage, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The page reconnects to the address it was loaded from: the restarted server must
-    # come back on the same port.
-    port = free_port()
-    monkeypatch.setenv("PROJCTL_PORT", str(port))
+    # come back on the same port. The first binds any free port (no probe to race with);
+    # the restart asks for the one it had.
     url = start_server(projctl)
+    port = server_state(db_path).port
     assert url == f"http://127.0.0.1:{port}/"
+    monkeypatch.setenv("PROJCTL_PORT", str(port))
     page = open_page(url)
     expect(page.locator(CONNECTION)).to_have_text(re.compile(r"^connected"))
     alpha = ok(projctl, "create", "alpha")
