@@ -23,16 +23,31 @@ from typing import Literal
 from projctl.errors import ConfigError
 
 __all__ = [
+    "CA_FILE",
+    "DB",
+    "DEBUG",
     "DEFAULT_HOST",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_JOURNAL_LIMIT",
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "HOST",
+    "IDLE_TIMEOUT",
+    "JOURNAL_LIMIT",
+    "MAX_CONNECTIONS",
+    "NO_BROADCAST",
+    "NO_COLOR",
+    "OWNER",
+    "PORT",
+    "REQUIRE_TOKEN",
+    "TOKEN",
+    "URL",
     "VARIABLES",
     "DbSource",
     "Settings",
     "Variable",
+    "debug_enabled",
     "default_db_path",
     "load_settings",
     "login_name",
@@ -60,32 +75,68 @@ DbSource = Literal["--db", "PROJCTL_DB", "default"]
 
 @dataclass(frozen=True)
 class Variable:
-    """One environment variable projctl reads: the README and ``--help`` list these."""
+    """One environment variable projctl reads: the README and ``--help`` list these.
+
+    Each is named once, here; the code reads it by its constant (``OWNER.name``).
+    """
 
     name: str
     meaning: str
     default: str
+    #: Holds a file's path: bytes that are not UTF-8 still name a file.
+    path: bool = False
 
+
+DB = Variable(
+    "PROJCTL_DB", "database file, like --db", "<user data dir>/projctl/projects.json", path=True
+)
+OWNER = Variable("PROJCTL_OWNER", "owner of new projects", "your user name")
+HOST = Variable("PROJCTL_HOST", "address of the broadcast server", DEFAULT_HOST)
+PORT = Variable(
+    "PROJCTL_PORT",
+    "port of the broadcast server (0: any free)",
+    f"{DEFAULT_PORT} for the default database when free, else any free port",
+)
+NO_BROADCAST = Variable(
+    "PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"
+)
+IDLE_TIMEOUT = Variable(
+    "PROJCTL_IDLE_TIMEOUT",
+    "seconds before an idle background server stops",
+    f"{DEFAULT_IDLE_TIMEOUT:g}",
+)
+JOURNAL_LIMIT = Variable(
+    "PROJCTL_JOURNAL_LIMIT", "how many events the journal keeps", str(DEFAULT_JOURNAL_LIMIT)
+)
+REQUIRE_TOKEN = Variable(
+    "PROJCTL_REQUIRE_TOKEN", "1: subscribers need the token, even on loopback", "unset"
+)
+MAX_CONNECTIONS = Variable(
+    "PROJCTL_MAX_CONNECTIONS", "open connections a server accepts", str(DEFAULT_MAX_CONNECTIONS)
+)
+URL = Variable("PROJCTL_URL", "a team server (wss://host:port) to run commands against", "unset")
+TOKEN = Variable("PROJCTL_TOKEN", f"the token for {URL.name} (read or write)", "unset")
+CA_FILE = Variable(
+    "PROJCTL_CA_FILE", f"a CA certificate file to trust for {URL.name}", "system CAs", path=True
+)
+DEBUG = Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset")
+NO_COLOR = Variable("NO_COLOR", "no colour in tables", "unset")
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("PROJCTL_DB", "database file, like --db", "<user data dir>/projctl/projects.json"),
-    Variable("PROJCTL_OWNER", "owner of new projects", "your user name"),
-    Variable("PROJCTL_HOST", "address of the broadcast server", DEFAULT_HOST),
-    Variable(
-        "PROJCTL_PORT",
-        "port of the broadcast server (0: any free)",
-        "8000 for the default database when free, else any free port",
-    ),
-    Variable("PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"),
-    Variable("PROJCTL_IDLE_TIMEOUT", "seconds before an idle background server stops", "900"),
-    Variable("PROJCTL_JOURNAL_LIMIT", "how many events the journal keeps", "1000"),
-    Variable("PROJCTL_REQUIRE_TOKEN", "1: subscribers need the token, even on loopback", "unset"),
-    Variable("PROJCTL_MAX_CONNECTIONS", "open connections a server accepts", "4096"),
-    Variable("PROJCTL_URL", "a team server (wss://host:port) to run commands against", "unset"),
-    Variable("PROJCTL_TOKEN", "the token for PROJCTL_URL (read or write)", "unset"),
-    Variable("PROJCTL_CA_FILE", "a CA certificate file to trust for PROJCTL_URL", "system CAs"),
-    Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset"),
-    Variable("NO_COLOR", "no colour in tables", "unset"),
+    DB,
+    OWNER,
+    HOST,
+    PORT,
+    NO_BROADCAST,
+    IDLE_TIMEOUT,
+    JOURNAL_LIMIT,
+    REQUIRE_TOKEN,
+    MAX_CONNECTIONS,
+    URL,
+    TOKEN,
+    CA_FILE,
+    DEBUG,
+    NO_COLOR,
 )
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -228,10 +279,6 @@ def login_name() -> str:
         return f"uid-{os.getuid()}"
 
 
-#: Variables holding a file's path: bytes that are not UTF-8 still name a file.
-_PATH_VARIABLES = frozenset({"PROJCTL_DB", "PROJCTL_CA_FILE"})
-
-
 def _is_utf8(value: str) -> bool:
     # The environment is decoded with surrogateescape: bytes that are not UTF-8 arrive
     # as lone surrogates, which no JSON document, header or terminal can hold as text.
@@ -240,6 +287,19 @@ def _is_utf8(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``PROJCTL_DEBUG`` asks for a traceback on an unexpected failure.
+
+    Read on its own, not through :func:`load_settings`: a failure may come before the
+    settings load or from loading them. A value that breaks the flag rule means off.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        return parse_flag(env.get(DEBUG.name, ""), DEBUG.name)
+    except ConfigError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -302,51 +362,50 @@ def load_settings(
     else:
         db_path, db_source = default_db_path(), "default"
 
-    def variable(name: str) -> str | None:
-        value = env.get(name)
-        if value and name not in _PATH_VARIABLES and not _is_utf8(value):
-            raise ConfigError(f"{name} is not valid UTF-8")
+    def variable(setting: Variable) -> str | None:
+        value = env.get(setting.name)
+        if value and not setting.path and not _is_utf8(value):
+            raise ConfigError(f"{setting.name} is not valid UTF-8")
         return value if value else None
 
-    raw_port = port if port is not None else variable("PROJCTL_PORT")
-    raw_owner = variable("PROJCTL_OWNER")
-    raw_limit = variable("PROJCTL_JOURNAL_LIMIT")
-    raw_idle = variable("PROJCTL_IDLE_TIMEOUT")
-    raw_connections = variable("PROJCTL_MAX_CONNECTIONS")
-    raw_url = url if url is not None else variable("PROJCTL_URL")
-    url_source = "--url" if url is not None else "PROJCTL_URL"
-    raw_ca = variable("PROJCTL_CA_FILE")
-    raw_token = variable("PROJCTL_TOKEN")
-    raw_host = host if host is not None else variable("PROJCTL_HOST")
+    def flag(setting: Variable) -> bool:
+        return parse_flag(env.get(setting.name, ""), setting.name)
+
+    raw_port = port if port is not None else variable(PORT)
+    raw_owner = variable(OWNER)
+    raw_limit = variable(JOURNAL_LIMIT)
+    raw_idle = variable(IDLE_TIMEOUT)
+    raw_connections = variable(MAX_CONNECTIONS)
+    raw_url = url if url is not None else variable(URL)
+    url_source = "--url" if url is not None else URL.name
+    raw_ca = variable(CA_FILE)
+    raw_token = variable(TOKEN)
+    raw_host = host if host is not None else variable(HOST)
     return Settings(
         db_path=db_path,
         db_source=db_source,
         owner=raw_owner,
         host=DEFAULT_HOST
         if raw_host is None
-        else parse_host(raw_host, "--host" if host is not None else "PROJCTL_HOST"),
+        else parse_host(raw_host, "--host" if host is not None else HOST.name),
         port=None
         if raw_port is None
-        else parse_port(raw_port, "--port" if port is not None else "PROJCTL_PORT"),
-        no_broadcast=no_broadcast
-        if no_broadcast is not None
-        else parse_flag(env.get("PROJCTL_NO_BROADCAST", ""), "PROJCTL_NO_BROADCAST"),
+        else parse_port(raw_port, "--port" if port is not None else PORT.name),
+        no_broadcast=no_broadcast if no_broadcast is not None else flag(NO_BROADCAST),
         idle_timeout=DEFAULT_IDLE_TIMEOUT
         if raw_idle is None
-        else parse_seconds(raw_idle, "PROJCTL_IDLE_TIMEOUT"),
+        else parse_seconds(raw_idle, IDLE_TIMEOUT.name),
         journal_limit=DEFAULT_JOURNAL_LIMIT
         if raw_limit is None
-        else parse_count(raw_limit, "PROJCTL_JOURNAL_LIMIT", minimum=1),
+        else parse_count(raw_limit, JOURNAL_LIMIT.name, minimum=1),
         lock_timeout=DEFAULT_LOCK_TIMEOUT,
-        debug=parse_flag(env.get("PROJCTL_DEBUG", ""), "PROJCTL_DEBUG"),
-        require_token=require_token
-        if require_token is not None
-        else parse_flag(env.get("PROJCTL_REQUIRE_TOKEN", ""), "PROJCTL_REQUIRE_TOKEN"),
+        debug=flag(DEBUG),
+        require_token=require_token if require_token is not None else flag(REQUIRE_TOKEN),
         max_connections=DEFAULT_MAX_CONNECTIONS
         if raw_connections is None
-        else parse_count(raw_connections, "PROJCTL_MAX_CONNECTIONS", minimum=1),
+        else parse_count(raw_connections, MAX_CONNECTIONS.name, minimum=1),
         url=None if raw_url is None else parse_url(raw_url, url_source),
         url_source=url_source if raw_url is not None else "",
-        token=None if raw_token is None else parse_token(raw_token, "PROJCTL_TOKEN"),
-        ca_file=None if raw_ca is None else str(parse_file(raw_ca, "PROJCTL_CA_FILE")),
+        token=None if raw_token is None else parse_token(raw_token, TOKEN.name),
+        ca_file=None if raw_ca is None else str(parse_file(raw_ca, CA_FILE.name)),
     )

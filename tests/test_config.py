@@ -13,8 +13,10 @@ from typer.testing import Result
 
 from projctl.cli._lazy import COMMANDS
 from projctl.config import (
+    DEBUG,
     VARIABLES,
     Settings,
+    debug_enabled,
     load_settings,
     parse_count,
     parse_db_path,
@@ -588,3 +590,33 @@ def test_a_token_with_a_trailing_carriage_return_exits_2_and_is_never_printed(
         "holds a carriage return at its end (the value is not shown)",
     )
     assert SECRET not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("on", True), ("", False), ("0", False), ("maybe", False)]
+)
+def test_debug_is_read_through_config_and_a_bad_value_means_off(raw: str, expected: bool) -> None:
+    assert debug_enabled({DEBUG.name: raw}) is expected
+    assert debug_enabled({}) is False
+
+
+def test_only_config_names_a_projctl_variable() -> None:
+    """Every ``PROJCTL_*`` variable is named once, in config.py: the rest use its constant."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "projctl"
+    # The database location is parsed, and its source named, by config alone too.
+    known_source = {"PROJCTL_DB"}
+    named: dict[str, int] = {}
+    for module in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if re.fullmatch(r"PROJCTL_[A-Z_]+", node.value):
+                where = str(module.relative_to(package))
+                assert where == "config.py" or node.value in known_source, (where, node.value)
+                if where == "config.py":
+                    named[node.value] = named.get(node.value, 0) + 1
+    twice = {name for name, count in named.items() if count > 1 and name not in known_source}
+    assert not twice, f"named more than once in config.py: {sorted(twice)}"
+    assert set(named) >= {v.name for v in VARIABLES if v.name.startswith("PROJCTL_")}

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from projctl import runtime
-from projctl.errors import ConfigError
+from projctl.errors import ConfigError, ServerError
 from projctl.runtime import (
     RuntimePaths,
     ServerLaunch,
@@ -890,3 +891,31 @@ def test_a_server_of_another_database_is_never_followed(projctl: Run, tmp_path: 
     stop = projctl("server", "stop", "--db", str(mine))
     assert stop.returncode == 5
     assert pid_alive(their_state.pid)
+
+
+def test_poll_until_returns_the_first_truthy_value() -> None:
+    answers = iter([None, 0, "found", "later"])
+    assert runtime.poll_until(lambda: next(answers), time.monotonic() + 5, 0.001) == "found"
+    assert next(answers) == "later"  # not called once more after it held
+
+
+def test_poll_until_asks_once_past_its_deadline_and_never_sleeps_past_it() -> None:
+    calls: list[float] = []
+
+    def never() -> bool:
+        calls.append(time.monotonic())
+        return False
+
+    assert runtime.poll_until(never, time.monotonic() - 1, 10.0) is None
+    assert len(calls) == 1
+    deadline = time.monotonic() + 0.2
+    assert runtime.poll_until(never, deadline, 10.0) is None  # a pause far past the deadline
+    assert time.monotonic() - deadline < 5.0  # bounded by the deadline, not by the pause
+
+
+def test_poll_until_lets_the_condition_give_up() -> None:
+    def fails() -> bool:
+        raise ServerError("gone")
+
+    with pytest.raises(ServerError, match="gone"):
+        runtime.poll_until(fails, time.monotonic() + 5)

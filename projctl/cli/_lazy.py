@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -269,7 +268,7 @@ class ProjctlGroup(TyperGroup):
         except Exception as error:
             if _debug():
                 raise
-            report(f"unexpected {type(error).__name__}: {error} (set PROJCTL_DEBUG=1 for details)")
+            report(_unexpected(error))
             code = ExitCode.FAILURE
         if standalone_mode:
             sys.exit(code)
@@ -354,10 +353,11 @@ def _metavar(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
 
 
 def _debug() -> bool:
-    try:
-        return config.parse_flag(os.environ.get("PROJCTL_DEBUG", ""), "PROJCTL_DEBUG")
-    except ProjctlError:
-        return False
+    return config.debug_enabled()
+
+
+def _unexpected(error: Exception) -> str:
+    return f"unexpected {type(error).__name__}: {error} (set {config.DEBUG.name}=1 for details)"
 
 
 def _version_callback(value: bool) -> None:
@@ -429,5 +429,5 @@ def main() -> None:
     except Exception as error:  # raised while building the app, before ProjctlGroup runs
         if _debug():
             raise
-        report(f"unexpected {type(error).__name__}: {error} (set PROJCTL_DEBUG=1 for details)")
+        report(_unexpected(error))
         sys.exit(ExitCode.FAILURE)

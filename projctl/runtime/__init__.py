@@ -1,0 +1,111 @@
+"""A database's server on this machine: where its state lives, how to start, find and stop it.
+
+Server state lives in the user's **private runtime folder**, never beside the
+database (a shared folder may belong to someone else): ``$XDG_RUNTIME_DIR/projctl``
+when that is set, else ``projctl-<uid>`` in the system temp folder. The folder is
+created 0700 and checked on every use, the way tmux and ssh-agent check theirs: it
+must be a real folder (not a symlink), owned by this user, with no access for
+anyone else. Anything else is refused with one line; it is never followed,
+chmod-ed or written into.
+
+One database is one **identity**, whatever path reaches it: the key of its entry
+comes from the device and inode of the folder holding the database file (after
+symlinks are resolved) and the file's name, so a symlink, a relative path or a bind
+mount of the folder find the same server. The entry for a database is a few files
+named by that key:
+
+``<key>.json``
+    the running server's :class:`ServerState`, mode 0600. This module is the only
+    one that knows its format;
+``<key>.sock``
+    the server's Unix socket for the local protocol (``rpc``);
+``<key>.lock``
+    held by the running server for its whole life: two servers never run for one
+    database;
+``<key>.start``
+    held while a server is being started, so that racing commands start one;
+``<key>.log``
+    what a background server prints;
+``<key>.hung``
+    a server that took a request and did not answer (hung, stopped), remembered for
+    :data:`HUNG_MEMORY` seconds by its pid and start time, so that the next commands
+    ask it only briefly instead of waiting the whole :data:`ANSWER_TIMEOUT` again.
+
+Nothing found there is trusted without a check: a request verifies the peer's uid
+and pid with the kernel (``rpc``), and the caller compares the database id the
+server reports with its own. Starting a server is always an explicit call
+(:func:`ensure_server`); the background server is ``python -m projctl.server``
+with the arguments of :class:`ServerLaunch`, whose two halves live here.
+
+The package holds one job per module: :mod:`.paths` (the folder and a database's
+identity), :mod:`.state` (the state file), :mod:`.launch` (claim, launch, spawn, stop),
+:mod:`.ask` and :mod:`.locate` (ask, verify and locate a server), and :mod:`.wait` (the
+one wait with a deadline they all use). Everything is re-exported here.
+"""
+
+from __future__ import annotations
+
+from projctl.config import DEFAULT_MAX_CONNECTIONS
+
+from .ask import ANSWER_TIMEOUT, HUNG_MEMORY, HUNG_PROBE_TIMEOUT, ask, request, verify_database
+from .launch import (
+    LOG_ROTATE_BYTES,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    ServerLaunch,
+    StartOptions,
+    claim_server,
+    ensure_server,
+    stop_server,
+)
+from .locate import Endpoint, locate, server_on_port, server_status
+from .paths import (
+    LOOPBACK_HOSTS,
+    SOCKET_PATH_MAX,
+    RuntimeFolderError,
+    RuntimePaths,
+    check_private_folder,
+    database_key,
+    is_loopback,
+    private_folder,
+    runtime_paths,
+)
+from .state import STATE_FILE_MAX, ServerState, pid_alive, process_start_time, read_server_state
+from .wait import poll_until
+
+__all__ = [
+    "ANSWER_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "HUNG_MEMORY",
+    "HUNG_PROBE_TIMEOUT",
+    "LOG_ROTATE_BYTES",
+    "LOOPBACK_HOSTS",
+    "SOCKET_PATH_MAX",
+    "START_TIMEOUT",
+    "STATE_FILE_MAX",
+    "STOP_TIMEOUT",
+    "Endpoint",
+    "RuntimeFolderError",
+    "RuntimePaths",
+    "ServerLaunch",
+    "ServerState",
+    "StartOptions",
+    "ask",
+    "check_private_folder",
+    "claim_server",
+    "database_key",
+    "ensure_server",
+    "is_loopback",
+    "locate",
+    "pid_alive",
+    "poll_until",
+    "private_folder",
+    "process_start_time",
+    "read_server_state",
+    "request",
+    "runtime_paths",
+    "server_on_port",
+    "server_status",
+    "stop_server",
+    "verify_database",
+]

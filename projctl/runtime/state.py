@@ -1,0 +1,201 @@
+"""The state file: the one record of a running server, and whether its process still runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from projctl import _files
+
+from .paths import RuntimePaths, check_private_folder
+
+#: The largest state file we read: a real one is a few hundred bytes.
+STATE_FILE_MAX = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A running server, as its state file records it. The one definition of that file."""
+
+    pid: int
+    host: str
+    port: int
+    url: str
+    #: Publishers at ``/publish`` send this as ``Authorization: Bearer``.
+    token: str
+    socket: Path
+    db: str
+    database_id: str
+    version: str
+    #: Started in the background by a command (it stops when idle).
+    auto: bool
+    #: Subscribers must send this as ``?token=`` (a server listening beyond loopback).
+    subscriber_token: str | None
+    started_at: float
+    #: The team protocol's write token, for the server's own user (``None``: none made).
+    write_token: str | None = None
+    #: The kernel's start time of ``pid`` (:func:`process_start_time`): with the pid, it
+    #: names this one process, never a later one that was given the same pid.
+    #: ``None`` where the platform cannot tell.
+    process_start: int | None = None
+
+    def encode(self) -> bytes:
+        """The state file's content."""
+        fields = asdict(self)
+        fields["socket"] = str(self.socket)
+        return orjson.dumps(fields)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ServerState:
+        """Parse a state file; ``ValueError`` when it is not one."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise ValueError(f"not JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+
+        def field(name: str, kind: type[Any], *, optional: bool = False) -> Any:
+            item = value.get(name)
+            if item is None and optional:
+                return None
+            if not isinstance(item, kind) or isinstance(item, bool) is not (kind is bool):
+                raise ValueError(f"{name} must be a {kind.__name__}")
+            return item
+
+        pid = field("pid", int)
+        port = field("port", int)
+        if pid < 1 or not 0 < port < 65536:
+            raise ValueError("pid or port out of range")
+        started_at = value.get("started_at")
+        if not isinstance(started_at, (int, float)) or isinstance(started_at, bool):
+            raise ValueError("started_at must be a number")
+        return cls(
+            pid=pid,
+            host=field("host", str),
+            port=port,
+            url=field("url", str),
+            token=field("token", str),
+            socket=Path(field("socket", str)),
+            db=field("db", str),
+            database_id=field("database_id", str),
+            version=field("version", str),
+            auto=field("auto", bool),
+            subscriber_token=field("subscriber_token", str, optional=True),
+            started_at=float(started_at),
+            write_token=field("write_token", str, optional=True),
+            process_start=field("process_start", int, optional=True),
+        )
+
+    def write(self, path: Path) -> None:
+        """Publish this state at ``path`` atomically, readable by its owner only.
+
+        A server publishing its own state records its start time with it.
+        """
+        state = self
+        if state.process_start is None and state.pid == os.getpid():
+            state = replace(state, process_start=process_start_time(state.pid))
+        _files.atomic_write(path, state.encode(), mode=0o600, keep_mode=False)
+
+    def remove(self, paths: RuntimePaths) -> None:
+        """Remove the state file and socket, if they are still this server's own.
+
+        A server started after this one may already have replaced them.
+        """
+        current = read_state_file(paths.state_file)
+        if current is not None and current.pid == self.pid:
+            with contextlib.suppress(OSError):
+                paths.state_file.unlink()
+            with contextlib.suppress(OSError):
+                self.socket.unlink()
+
+
+def read_state_file(path: Path) -> ServerState | None:
+    try:
+        found = _files.read_regular(path)
+        if found is None or len(found[0]) > STATE_FILE_MAX:
+            return None
+        return ServerState.decode(found[0])
+    except (OSError, ValueError):
+        return None
+
+
+#: The servers this process spawned and has not reaped: the only pids it ever waits on
+#: (waiting on any other pid could reap a child of the program using this module).
+spawned: set[int] = set()
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field
+    22, Linux); ``None`` when it is gone or the platform does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The name (field 2) may hold spaces and parentheses: count from its closing one.
+    fields = stat.rpartition(b")")[2].split()
+    try:
+        return int(fields[19])  # fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie counts as gone).
+
+    Only a server this process spawned is ever reaped here.
+    """
+    if pid in spawned:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (SIGCHLD ignored): ask the kernel below
+            spawned.discard(pid)
+        else:
+            if reaped == pid:
+                spawned.discard(pid)
+                return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie (dead, not yet reaped by its parent) still answers kill(0).
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rpartition(b")")[2].split()[:1] != [b"Z"]
+
+
+def read_server_state(paths: RuntimePaths) -> ServerState | None:
+    """The server recorded for this database, or ``None``; a stale or garbled record is removed.
+
+    Raises :class:`RuntimeFolderError` when the runtime folder is not private.
+    """
+    if not check_private_folder(paths.folder, create=False):
+        return None
+    if not os.path.lexists(paths.state_file):
+        return None
+    state = read_state_file(paths.state_file)
+    if state is None or state.db != str(paths.db_path) or not still_running(state):
+        with contextlib.suppress(OSError):
+            paths.state_file.unlink()
+        return None
+    return state
+
+
+def still_running(state: ServerState) -> bool:
+    """Whether the process that wrote ``state`` runs: its pid, and its start time when known
+    (a pid given to another program since is not it)."""
+    if not pid_alive(state.pid):
+        return False
+    if state.process_start is None:
+        return True
+    started = process_start_time(state.pid)
+    return started is None or started == state.process_start
