@@ -1,6 +1,6 @@
 """The team protocol end to end: a TLS ``projctl serve`` in its own process, and commands run
 against it from "another machine" (another HOME, no PROJCTL_DB, only PROJCTL_URL, a token and
-the CA), through ``/rpc`` as the CLI and :class:`RemoteDatabase` speak it, and by hand.
+the CA), through ``/rpc`` as the CLI and its client speaks it, and by hand.
 
 Every command is the installed ``projctl`` as a real process: exit codes, stdout and stderr
 are asserted exactly, and compared with what the local CLI prints for the same thing.
@@ -36,9 +36,10 @@ import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+import projctl
 from projctl.config import load_settings
 from projctl.errors import ConfigError
-from projctl.remote import ERROR_CODES, MAX_REQUEST, RPC_PATH, RemoteDatabase
+from projctl.remote import ERROR_CODES, MAX_REQUEST, RPC_PATH, RemoteBackend
 from projctl.server import read_token_file
 from projctl.store import ProjectStore
 
@@ -611,7 +612,7 @@ def test_a_tls_failure_is_exit_5(team: TeamServer, tmp_path: Path, trusted: str)
     for args in (("list",), ("create", "x")):
         line = one_error(team.run(*args, **env), 5)
         assert line.startswith(f"Error: TLS with {team.url} failed: ")
-        # What failed and how to fix it, as RemoteDatabase._call words a failed verification.
+        # What failed and how to fix it, as RemoteBackend._call words a failed verification.
         assert line == (
             f"Error: TLS with {team.url} failed: unable to get local issuer certificate; "
             "trust its CA with PROJCTL_CA_FILE"
@@ -704,16 +705,17 @@ def test_each_error_code_raises_what_its_documented_exit_code_reports(team: Team
         )
 
     writer, reader = (
-        RemoteDatabase(settings(team.write_token)),
-        RemoteDatabase(settings(team.read_token)),
+        projctl.Database(settings(team.write_token)),
+        projctl.Database(settings(team.read_token)),
     )
+    client = RemoteBackend(settings(team.write_token))
     writer.create("Existing")
     triggers: dict[str, Callable[[], object]] = {
         "invalid_input": lambda: writer.create(""),
         "not_found": lambda: writer.get("ghost"),
         "forbidden": lambda: reader.create("x"),
-        "unknown_op": lambda: writer.call("archive", {}),
-        "bad_request": lambda: writer.call("list", [1]),  # type: ignore[arg-type]
+        "unknown_op": lambda: client.call("archive", {}),
+        "bad_request": lambda: client.call("list", [1]),  # type: ignore[arg-type]
         "store_error": lambda: (team.server_db.write_bytes(b"garbage"), writer.list()),
     }
     raised: dict[str, tuple[str, int]] = {}
@@ -868,10 +870,10 @@ def test_a_client_running_as_another_user(team: TeamServer, shared_folder: Path)
         "PROJCTL_OWNER": "nobody-team",
     }
     # Everything the child needs is imported here: that uid may not read our folders.
-    RemoteDatabase(load_settings(environ=environ)).info()
+    projctl.Database(load_settings(environ=environ)).info()
 
     def create_as_nobody() -> object:
-        database = RemoteDatabase(load_settings(environ=environ))
+        database = projctl.Database(load_settings(environ=environ))
         change = database.create("Made by nobody", description="over TLS")
         return [change.project.project_id, os.getuid()]
 
@@ -1403,7 +1405,7 @@ def test_many_clients_through_a_cutting_proxy_create_each_project_once(
                         "PROJCTL_DB": str(tmp_path / "unused.json"),
                     }
                 )
-                database = RemoteDatabase(settings)
+                database = projctl.Database(settings)
                 for index in range(CREATES_EACH):
                     database.create(f"load-{number:02d}-{index:02d}")
                 return number
