@@ -463,8 +463,11 @@ class Database:
         """
         from projctl.subscribe import Message, follow
 
-        async for item in follow(
+        feed = follow(
             lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot
-        ):
-            if isinstance(item, Message):
-                yield item.data
+        )
+        # Closed with this generator, so its connection is closed then, not when collected.
+        async with contextlib.aclosing(feed):
+            async for item in feed:
+                if isinstance(item, Message):
+                    yield item.data

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -185,7 +185,7 @@ async def follow(
     since: int | None,
     snapshot: bool = False,
     give_up_after: int | None = None,
-) -> AsyncIterator[Message | Connection]:
+) -> AsyncGenerator[Message | Connection, None]:
     """Yield every message of the server that ``locate`` finds, in ``seq`` order, forever.
 
     ``locate`` is called (in a thread) before every connection attempt: it finds
