@@ -13,7 +13,8 @@ applied twice. Reads need a read or a write token, writes a write token.
 
 This module owns the contract (op names, error codes, limits), the answering of one
 request against a store (:func:`answer`, run by the server in a thread), and the
-client (:class:`RemoteDatabase`), which the CLI uses when ``PROJCTL_URL`` is set.
+client, :class:`RemoteBackend`: the storage :class:`projctl.Database` uses when
+``PROJCTL_URL`` is set.
 """
 
 from __future__ import annotations
