@@ -63,7 +63,7 @@ class BenchDatabase:
 
 
 def _default_project(store: ProjectStore, number: int) -> object:
-    return store.create(f"project {number}")
+    return store.create(f"project {number}", owner_id="bench")
 
 
 @contextlib.contextmanager
@@ -98,7 +98,7 @@ def bench_database(
         # commands it spawns without an explicit env) find the same database and loopback.
         os.environ.update(env)
         try:
-            store = ProjectStore(db, default_owner="bench")
+            store = ProjectStore(db)
             create = make_project or _default_project
             for number in range(projects):
                 create(store, number)

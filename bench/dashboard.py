@@ -265,7 +265,7 @@ def expected_projects(start: int, events: list[dict[str, Any]]) -> int:
 
 def burst(browser: Browser, url: str, info: runtime.ServerState, db: Path, count: int) -> bool:
     """Part (b): ``count`` events forwarded into an open page; whether it applied them all."""
-    store = ProjectStore(db, default_owner="bench")
+    store = ProjectStore(db)
     projects = len(store.list_projects())
     events = make_events(store, count)
     lines = [rpc.encode_request(rpc.OP_FORWARD, event=event, version=None) for event in events]

@@ -307,7 +307,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 def seed(store: ProjectStore, _number: int) -> object:
     """A fan-out database's one project: the events pushed are synthetic, so one will do."""
-    return store.create("seed")
+    return store.create("seed", owner_id="bench")
 
 
 def projctl_target(info: runtime.ServerState) -> Target:

@@ -522,7 +522,7 @@ def describe(number: int) -> str:
 
 def described_project(store: ProjectStore, number: int) -> object:
     """A project made through the store, so the file, its meta and journal are the store's own."""
-    return store.create(f"project {number}", description=describe(number))
+    return store.create(f"project {number}", owner_id="bench", description=describe(number))
 
 
 def add_projects(db: Path, count: int) -> None:

@@ -52,9 +52,9 @@ import trustme
 from _common import HOST, BenchDatabase, bench_database, bench_folder, run_bounded
 from websockets.asyncio.client import ClientConnection, connect
 
-from projctl import open_database, rpc, runtime
+from projctl import Database, open_database, rpc, runtime
 from projctl.config import load_settings
-from projctl.remote import RPC_PATH, RemoteDatabase
+from projctl.remote import RPC_PATH
 from projctl.store import ProjectStore
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
@@ -310,7 +310,7 @@ def part_a(credentials: Credentials, runs: int) -> None:
         )
         ca_context = in_process(lambda: tls_context(credentials.ca_file), runs)
         system_context = in_process(lambda: tls_context(None), runs)
-        remote_db = RemoteDatabase(load_settings(remote_env))
+        remote_db = Database(load_settings(remote_env))
         counter = iter(range(1 << 30))
         remote_call = in_process(lambda: remote_db.create(f"in-process-{next(counter)}"), runs)
         handshake = in_process(lambda: asyncio.run(handshake_only(server, credentials)), runs)
@@ -399,12 +399,12 @@ async def write_rate(
 
 def store_floor(folder: Path, creates: int) -> float:
     """Creates per second of ProjectStore.create alone, on a database of the same size."""
-    store = ProjectStore(folder / "floor.json", default_owner="bench")
+    store = ProjectStore(folder / "floor.json")
     for number in range(PROJECTS):
-        store.create(f"project {number}")
+        store.create(f"project {number}", owner_id="bench")
     started = time.perf_counter()
     for number in range(creates):
-        store.create(f"floor {number}")
+        store.create(f"floor {number}", owner_id="bench")
     return creates / (time.perf_counter() - started)
 
 

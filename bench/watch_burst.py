@@ -132,7 +132,7 @@ def owned_project(store: ProjectStore, number: int) -> object:
 
 def bursts(args: argparse.Namespace, bench: BenchDatabase, info: runtime.ServerState) -> None:
     """The burst into `projctl watch` on a terminal, then into `projctl watch --json`."""
-    store = ProjectStore(bench.db, default_owner="bench")
+    store = ProjectStore(bench.db)
     socket = f"projctl-bench-{os.getpid()}"
     try:
         command = f"exec env PROJCTL_DB={bench.db} {PROJCTL} watch"

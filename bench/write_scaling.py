@@ -80,7 +80,7 @@ def whole_process(db: Path, runs: int) -> float:
 
 
 def in_process(db: Path, runs: int) -> float:
-    store = ProjectStore(db, default_owner="bench")
+    store = ProjectStore(db)
     figures = []
     for number in range(runs):
         started = time.perf_counter()

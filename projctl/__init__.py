@@ -49,10 +49,12 @@ from projctl.errors import (
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
 
 if TYPE_CHECKING:
+    from projctl.backend import Backend, Change
     from projctl.events import Event
+    from projctl.local import TinyDBBackend
     from projctl.runtime import Endpoint, RuntimePaths, ServerState, StartOptions
     from projctl.server import BroadcastServer, ServerConfig
-    from projctl.store import Change, ProjectStore
+    from projctl.store import ProjectStore
 
 __all__ = [
     "Change",
@@ -80,7 +82,7 @@ BroadcastErrorHandler = Callable[["Event", ServerError], None]
 def __getattr__(name: str) -> Any:
     # ``Change`` and ``Event`` live with tinydb and orjson users; import them on demand.
     if name == "Change":
-        from projctl.store import Change
+        from projctl.backend import Change
 
         return Change
     if name == "Event":
@@ -112,8 +114,11 @@ def open_database(
 
 
 class Database:
-    """One projctl database and its broadcast server. Build it with :func:`open_database`.
+    """One projctl database: the facade over its storage (a :class:`~projctl.backend.Backend`).
+    Build it with :func:`open_database`.
 
+    The storage is the local TinyDB file (with its broadcast server), or a team server
+    when ``PROJCTL_URL`` is set; the methods are the same for both.
     Changes (:meth:`create`, :meth:`update`, :meth:`delete`) return a :class:`Change`
     and raise :class:`InvalidInputError` for values that break the rules,
     :class:`ProjectNotFoundError` for an unknown id and :class:`StoreError` when the
@@ -130,31 +135,59 @@ class Database:
         broadcast: bool | None = None,
         on_broadcast_error: BroadcastErrorHandler | None = None,
         on_lock_wait: Callable[[Path], None] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.settings = settings
         self.broadcast = not settings.no_broadcast if broadcast is None else broadcast
         self.on_broadcast_error = on_broadcast_error or _log_broadcast_error
         self._on_lock_wait = on_lock_wait
+        if backend is not None:
+            self.__dict__["backend"] = backend
 
     def __repr__(self) -> str:
-        return f"<projctl.Database {str(self.path)!r}>"
+        return f"<projctl.Database {self.backend.location!r}>"
+
+    @cached_property
+    def backend(self) -> Backend:
+        """The storage behind this database: the one place that chooses it."""
+        if self.settings.url is not None:
+            from projctl.remote import RemoteBackend
+
+            return RemoteBackend(self.settings)
+        from projctl.local import TinyDBBackend
+
+        return TinyDBBackend(
+            self.settings,
+            broadcast=self.broadcast,
+            on_broadcast_error=lambda event, error: self.on_broadcast_error(event, error),
+            on_lock_wait=self._on_lock_wait,
+        )
 
     @property
     def path(self) -> Path:
-        """The database file."""
+        """The database file (for a team server's database: the local setting, unused)."""
         return self.settings.db_path
 
-    @cached_property
+    @property
+    def location(self) -> str:
+        """Where the database is, for messages: its file, or its team server's URL."""
+        return self.backend.location
+
+    def _local(self) -> TinyDBBackend:
+        from projctl.local import TinyDBBackend
+
+        backend = self.backend
+        if not isinstance(backend, TinyDBBackend):
+            raise InvalidInputError(
+                f"this works on a local database; {self.settings.url_source} points at a "
+                "team server (unset it, or run it on the server's machine)"
+            )
+        return backend
+
+    @property
     def store(self) -> ProjectStore:
         """The underlying store (no broadcasting): for reads and tools that need the file."""
-        from projctl.store import ProjectStore
-
-        return ProjectStore(
-            self.path,
-            journal_limit=self.settings.journal_limit,
-            lock_timeout=self.settings.lock_timeout,
-            on_lock_wait=self._on_lock_wait,
-        )
+        return self._local().store
 
     # -- changes -----------------------------------------------------------------
 
@@ -171,14 +204,11 @@ class Database:
 
         ``owner_id`` defaults to ``PROJCTL_OWNER``, else the name of the user running.
         """
-        change = self.store.create(
-            name,
-            type=type,
-            status=status,
-            owner_id=self.default_owner if owner_id is None else owner_id,
-            description=description,
-        )
-        self._forward(change)
+        from projctl.backend import Create
+
+        owner = self.default_owner if owner_id is None else owner_id
+        write = Create(name, owner, type=type, status=status, description=description)
+        (change,) = self.backend.commit(write)
         return change
 
     def update(self, project_id: str, **changes: str) -> Change:
@@ -187,14 +217,14 @@ class Database:
         Only fields whose value really changes are recorded (``Change.updated_fields``);
         when none does, nothing is written and ``Change.event`` is ``None``.
         """
-        change = self.store.update(project_id, changes)
-        self._forward(change)
+        from projctl.backend import Update
+
+        (change,) = self.backend.commit(Update(project_id, changes))
         return change
 
     def delete(self, project_id: str) -> Change:
         """Delete a project, journal its ``project_deleted`` event and broadcast it."""
-        change = self.store.delete(project_id)
-        self._forward(change)
+        (change,) = self.delete_many([project_id])
         return change
 
     def delete_many(
@@ -205,10 +235,9 @@ class Database:
         With ``missing_ok`` the missing ones are skipped. One event per project, all
         committed in one write, then broadcast.
         """
-        changes = self.store.delete_many(project_ids, missing_ok=missing_ok)
-        for change in changes:
-            self._forward(change)
-        return changes
+        from projctl.backend import Delete
+
+        return self.backend.commit(Delete(tuple(project_ids), missing_ok=missing_ok))
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, or else an exact unique name.
@@ -216,7 +245,7 @@ class Database:
         Raises :class:`ProjectNotFoundError`, or :class:`InvalidInputError` listing the
         ids when several projects share that name.
         """
-        return self.store.resolve(reference)
+        return self.backend.resolve(reference)
 
     @cached_property
     def default_owner(self) -> str:
@@ -238,104 +267,58 @@ class Database:
 
     def get(self, project_id: str) -> Project:
         """The project with this id; :class:`ProjectNotFoundError` if there is none."""
-        return self.store.get(project_id)
+        return self.backend.get(project_id)
 
     def list(
         self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
     ) -> list[Project]:
         """Every project in creation order, keeping those that match every filter given."""
-        return self.store.list_projects(status=status, type=type, owner_id=owner_id)
+        return self.backend.list_projects(status=status, type=type, owner_id=owner_id)
 
-    def journal(self) -> builtins.list[Event]:
-        """The retained events, oldest first."""
-        return self.store.journal()
+    def journal(self, after: int = 0) -> builtins.list[Event]:
+        """The retained events with a ``seq`` above ``after``, oldest first."""
+        return self.backend.journal(after)
 
     def latest_seq(self) -> int:
         """The ``seq`` of the newest event; 0 for a database with none."""
-        return self.store.latest_seq()
+        return self.backend.latest_seq()
 
-    # -- the server --------------------------------------------------------------
+    def database_id(self) -> str:
+        """The id that tells this database from any other (``""`` before its first change)."""
+        return self.backend.identity()
+
+    # -- the server (a local database's) --------------------------------------------
 
     @property
     def runtime_paths(self) -> RuntimePaths:
         """Where this database's server keeps its state on this machine (nothing is created)."""
-        from projctl import runtime
-
-        return runtime.runtime_paths(self.path)
+        return self._local().runtime_paths
 
     def _server_paths(self) -> RuntimePaths:
-        """:attr:`runtime_paths` for starting or finding a server: the database's folder is
-        created first, so the entry is the one it keeps."""
-        from projctl import runtime
-
-        return runtime.runtime_paths(self.path, for_a_server=True)
+        return self._local().server_paths()
 
     def start_options(self) -> StartOptions | None:
-        """How a background server is started; ``None`` when it must not be.
-
-        A server reachable from other machines is only ever started on purpose
-        (``serve --host``), never as a side effect of a command. Without a port asked
-        for, the default database prefers 8000 and any other takes a free port.
-        """
-        from projctl import runtime
-
-        settings = self.settings
-        if not runtime.is_loopback(settings.host):
-            return None
-        return runtime.StartOptions(
-            host=settings.host,
-            port=settings.preferred_port if settings.port is None else settings.port,
-            idle_timeout=settings.idle_timeout,
-            port_fallback=settings.port is None,
-            require_token=settings.require_token,
-            max_connections=settings.max_connections,
-        )
+        """How a background server is started; ``None`` when it must not be (see
+        :meth:`projctl.local.TinyDBBackend.start_options`)."""
+        return self._local().start_options()
 
     def check_file(self) -> None:
         """Raise :class:`StoreError` when the database path names something that is not a
         regular file (a FIFO, a device, a folder, a Unix socket); a missing file is fine.
+        A database on a team server has no file here: nothing to check."""
+        from projctl.local import TinyDBBackend
 
-        Checked before a server is started or any file is created beside it: opening a
-        FIFO could block, and a server for it would only fail after writing its log.
-        """
-        import stat
-
-        try:
-            mode = os.stat(self.path).st_mode
-        except OSError:
-            return  # missing (a new database), or unreadable: the store reports that
-        if not stat.S_ISREG(mode):
-            raise StoreError(f"database {self.path} is not a regular file; it was left untouched")
+        if isinstance(self.backend, TinyDBBackend):
+            self.backend.check_file()
 
     def ensure_server(self) -> ServerState:
         """The running server for this database, started in the background if none runs."""
-        from projctl import runtime
-
-        self.check_file()
-        start = self.start_options()
-        if start is None:
-            raise ServerError(
-                f"no background server is started for host {self.settings.host}; "
-                "run projctl serve --host"
-            )
-        return runtime.ensure_server(self._server_paths(), start)
-
-    def _known_database_id(self) -> str | None:
-        """This database's id, to check a server against (``""`` before its first change);
-        ``None`` when it cannot be read, which no server is taken to match."""
-        try:
-            return self.store.database_id()
-        except StoreError:
-            return None
+        return self._local().ensure_server()
 
     def log_file(self) -> Path:
         """Where this database's background server writes its log (in the private runtime
         folder, checked first: :class:`ServerError` when it is not private)."""
-        from projctl import runtime
-
-        paths = self.runtime_paths
-        runtime.check_private_folder(paths.folder, create=False)
-        return paths.log_file
+        return self._local().log_file()
 
     def server_status(self) -> dict[str, Any] | None:
         """The running server's health report, or ``None`` when none runs.
@@ -343,9 +326,7 @@ class Database:
         Raises :class:`ServerError` when the server found cannot be shown to serve this
         database, or does not answer (``ServerNotAnsweringError``, naming its pid and URL).
         """
-        from projctl import runtime
-
-        return runtime.server_status(self.runtime_paths, self._known_database_id())
+        return self._local().server_status()
 
     def stop_server(
         self, *, on_stale: Callable[[ServerState], None] | None = None
@@ -355,40 +336,7 @@ class Database:
         A state entry that names a process which is not this database's server (its pid
         was reused) is removed without signalling anything, and handed to ``on_stale``.
         """
-        from projctl import runtime
-
-        return runtime.stop_server(self.runtime_paths, self._known_database_id(), on_stale=on_stale)
-
-    def _forward(self, change: Change) -> None:
-        """Hand a committed event to the database's server, starting one if none runs."""
-        event = change.event
-        if event is None or not self.broadcast:
-            return
-        from projctl import rpc, runtime
-        from projctl.errors import ServerUnavailableError
-
-        paths = self._server_paths()
-        forward: dict[str, Any] = {
-            "event": event,
-            "version": change.version,
-            "database_id": change.database_id,
-            "restore": change.restore,
-        }
-        try:
-            state = runtime.read_server_state(paths)
-            if state is not None:
-                try:
-                    runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
-                    return
-                except ServerUnavailableError:
-                    pass  # it is gone since it wrote its state: start another below
-            start = self.start_options()
-            if start is None:
-                raise ServerError("no server is running for this database")
-            state = runtime.ensure_server(paths, start)
-            runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
-        except ServerError as error:
-            self.on_broadcast_error(event, error)
+        return self._local().stop_server(on_stale=on_stale)
 
     def serve(
         self,
@@ -491,63 +439,12 @@ class Database:
 
     def info(self) -> dict[str, Any]:
         """Which database this is and where that came from, what it holds, and its server."""
-        from projctl import runtime
-        from projctl.errors import ServerNotAnsweringError
-
-        settings = self.settings
-        exists = self.path.exists()
-        state = self.store.read_state() if exists else None  # one read for every figure
-        server: dict[str, Any]
-        try:
-            status = runtime.server_status(self.runtime_paths, state.database_id if state else "")
-        except ServerNotAnsweringError as error:
-            server = {
-                "running": True,
-                "answering": False,
-                "url": error.url,
-                "pid": error.pid,
-                "subscribers": None,
-            }
-        else:
-            server = {
-                "running": status is not None,
-                "answering": status is not None,
-                "url": status.get("url") if status else None,
-                "pid": status.get("pid") if status else None,
-                "subscribers": status.get("subscribers") if status else None,
-            }
-        return {
-            "database": {
-                "path": str(self.path),
-                "source": settings.db_source,
-                "exists": exists,
-                "id": state.database_id if state else "",
-            },
-            "projects": len(state.project_records) if state else 0,
-            "latest_seq": state.latest_seq if state else 0,
-            "journal": {
-                "events": len(state.journal) if state else 0,
-                "limit": state.journal_limit if state else settings.journal_limit,
-            },
-            "server": server,
-        }
+        return self.backend.info()
 
     def locate_server(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
-        """Where a subscriber connects to this database's server (starting one if ``start``),
+        """Where a subscriber follows this database's events (starting a server if ``start``),
         waiting for nothing past ``deadline`` (a ``time.monotonic()`` instant)."""
-        import dataclasses
-
-        from projctl import runtime
-
-        if start:
-            self.check_file()
-        endpoint = runtime.locate(
-            self._server_paths() if start else self.runtime_paths,
-            self.start_options() if start else None,
-            self._known_database_id(),
-            deadline=deadline,
-        )
-        return dataclasses.replace(endpoint, ca_file=self.settings.ca_file)
+        return self.backend.feed(start=start, deadline=deadline)
 
     async def subscribe(
         self, *, since: int | None = None, snapshot: bool = False, start_server: bool = True
@@ -565,8 +462,11 @@ class Database:
         """
         from projctl.subscribe import Message, follow
 
-        async for item in follow(
+        feed = follow(
             lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot
-        ):
-            if isinstance(item, Message):
-                yield item.data
+        )
+        # Closed with this generator, so its connection is closed then, not when collected.
+        async with contextlib.aclosing(feed):
+            async for item in feed:
+                if isinstance(item, Message):
+                    yield item.data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,12 +253,36 @@ def parse_file(raw: str, source: str) -> Path:
     return path
 
 
+#: Database locations of the NATS JetStream backend, which this version does not have.
+JETSTREAM_SCHEMES = ("nats", "tls")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def parse_db_path(raw: str, source: str) -> Path:
-    """A database path: not empty, ``~`` expanded, made absolute."""
+    """A database location, which chooses the storage: a path or a ``file:`` URL is a
+    TinyDB file (not empty, ``~`` expanded, made absolute). ``nats://`` and ``tls://`` name
+    a NATS JetStream stream, which this version cannot open, and any other ``scheme://``
+    is refused: neither is ever taken for a folder to create."""
     if not raw.strip():
         raise _refuse(source, raw, "the path of a database file")
     if "\0" in raw:
         raise _refuse(source, raw, "a path without NUL characters")
+    if raw.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(raw)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not path:
+            raise _refuse(source, raw, "a file: URL naming a file on this machine")
+        raw = path
+    elif scheme := _SCHEME.match(raw):
+        name = scheme.group(1).lower()
+        if name in JETSTREAM_SCHEMES:
+            shown = raw if len(raw) <= 60 else raw[:57] + "..."
+            raise ConfigError(
+                f"{source}={shown!r}: the NATS JetStream backend is not available in this version"
+            )
+        raise _refuse(source, raw, "a database file's path or a file: URL")
     return Path(os.path.abspath(os.path.expanduser(raw)))
 
 

@@ -13,21 +13,24 @@ applied twice. Reads need a read or a write token, writes a write token.
 
 This module owns the contract (op names, error codes, limits), the answering of one
 request against a store (:func:`answer`, run by the server in a thread), and the
-client (:class:`RemoteDatabase`), which the CLI uses when ``PROJCTL_URL`` is set.
+client, :class:`RemoteBackend`: the storage :class:`projctl.Database` uses when
+``PROJCTL_URL`` is set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from projctl import events
+from projctl.backend import Change, Create, Delete, Update, Write
 from projctl.config import Settings
 from projctl.errors import (
     InvalidInputError,
@@ -35,11 +38,9 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
+from projctl.events import Event
 from projctl.model import Project
 from projctl.runtime import Endpoint
-
-if TYPE_CHECKING:
-    from projctl.store import Change, ProjectStore, StoreState
 
 __all__ = [
     "ERROR_CODES",
@@ -50,7 +51,7 @@ __all__ = [
     "RPC_WINDOW_BYTES",
     "WRITE_OPS",
     "Answer",
-    "RemoteDatabase",
+    "RemoteBackend",
     "answer",
     "busy_reply",
     "error_reply",
@@ -60,7 +61,7 @@ log = logging.getLogger("projctl.remote")
 
 #: The WebSocket path of the protocol.
 RPC_PATH = "/rpc"
-READ_OPS = frozenset({"get", "list", "resolve", "info"})
+READ_OPS = frozenset({"get", "list", "resolve", "info", "journal"})
 WRITE_OPS = frozenset({"create", "update", "delete"})
 #: Error codes, stable for scripts and other languages, and the CLI exit code of each.
 ERROR_CODES: dict[str, int] = {
@@ -80,9 +81,40 @@ MAX_REQUEST = 256 * 1024
 #: always fits); one beyond them is not carried out and gets a ``busy`` reply at once.
 RPC_WINDOW = 64
 RPC_WINDOW_BYTES = 1 << 20
-#: Attempts of one request on a dropped connection (the same id each time), and the pauses.
-RETRY_PAUSES = (0.1, 0.3, 0.9)
+#: Retries of one request on a dropped connection (the same id each time), and the first
+#: pause (each next one three times longer).
+RETRIES = 3
+RETRY_FIRST = 0.1
 _ID_MAX = 128
+
+
+class StateRead(Protocol):
+    """One consistent read of a database that a server shares between readers."""
+
+    @property
+    def journal(self) -> list[Event]: ...
+    @property
+    def latest_seq(self) -> int: ...
+    @property
+    def database_id(self) -> str: ...
+    @property
+    def project_records(self) -> list[dict[str, Any]]: ...
+    @property
+    def journal_limit(self) -> int: ...
+
+
+class Answering(Protocol):
+    """What :func:`answer` needs of a storage: the backend's writes and reads, and one
+    consistent read of everything (``info``)."""
+
+    def commit(self, write: Write) -> list[Change]: ...
+    def resolve(self, reference: str) -> str: ...
+    def get(self, project_id: str) -> Project: ...
+    def list_projects(
+        self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
+    ) -> list[Project]: ...
+    def journal(self, after: int = 0) -> list[Event]: ...
+    def read_state(self) -> StateRead: ...
 
 
 @dataclass(frozen=True)
@@ -154,11 +186,11 @@ def request_id_of(request: Any) -> str:
 
 
 def answer(
-    store: ProjectStore,
+    store: Answering,
     message: str | bytes,
     *,
     may_write: bool,
-    state: StoreState | None = None,
+    state: StateRead | None = None,
 ) -> Answer:
     """Answer one request against ``store``: never raises, never applies half a change.
 
@@ -207,24 +239,22 @@ def answer(
         )
 
 
-def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
+def _write(store: Answering, op: str, args: dict[str, Any]) -> list[Change]:
     if op == "create":
-        return [
-            store.create(
-                _text(args, "name") or "",
-                type=_text(args, "type", required=False) or "api",
-                status=_text(args, "status", required=False) or "created",
-                owner_id=_text(args, "owner_id"),
-                description=_text(args, "description", required=False) or "",
-            )
-        ]
+        optional = {
+            name: value
+            for name in ("type", "status", "description")
+            if (value := _text(args, name, required=False))
+        }
+        name, owner = _text(args, "name") or "", _text(args, "owner_id") or ""
+        return store.commit(Create(name, owner, **optional))
     if op == "update":
         changes = args.get("changes")
         if not isinstance(changes, dict) or not all(
             isinstance(value, str) for value in changes.values()
         ):
             raise InvalidInputError("changes must be an object of field names to strings")
-        return [store.update(store.resolve(_text(args, "project") or ""), changes)]
+        return store.commit(Update(store.resolve(_text(args, "project") or ""), changes))
     projects = args.get("projects")
     if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
         raise InvalidInputError("projects must be a list of ids or names")
@@ -236,7 +266,7 @@ def _write(store: ProjectStore, op: str, args: dict[str, Any]) -> list[Change]:
         except ProjectNotFoundError:
             if not missing_ok:
                 raise
-    return store.delete_many(ids, missing_ok=missing_ok)
+    return store.commit(Delete(tuple(ids), missing_ok=missing_ok))
 
 
 def _as_projects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -253,8 +283,13 @@ def _as_projects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _read(
-    store: ProjectStore, op: str, args: dict[str, Any], state: StoreState | None
+    store: Answering, op: str, args: dict[str, Any], state: StateRead | None
 ) -> dict[str, Any]:
+    if op == "journal":
+        after = args.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidInputError("after must be a whole number, 0 or more")
+        return {"events": store.journal(after)}
     if op == "resolve":
         return {"project_id": store.resolve(_text(args, "project") or "")}
     if op == "get":
@@ -293,8 +328,6 @@ def _read(
 
 
 def _change_from(result: dict[str, Any]) -> Change:
-    from projctl.store import Change
-
     event = result.get("event")
     return Change(
         project=Project.from_dict(result["project"]),
@@ -303,9 +336,9 @@ def _change_from(result: dict[str, Any]) -> Change:
     )
 
 
-class RemoteDatabase:
-    """A database on a team server, with the methods of :class:`projctl.Database` the
-    commands use. Every call is one request over ``wss://HOST:PORT/rpc``.
+class RemoteBackend:
+    """A database on a team server, as a :class:`projctl.backend.Backend`. Every call is
+    one request over ``wss://HOST:PORT/rpc``.
 
     Errors are the local ones (:class:`InvalidInputError`, :class:`ProjectNotFoundError`,
     :class:`StoreError`), validated by the server; an unreachable server, a TLS failure
@@ -320,19 +353,12 @@ class RemoteDatabase:
         self.token = settings.token
 
     def __repr__(self) -> str:
-        return f"<projctl.RemoteDatabase {self.url!r}>"
+        return f"<projctl.remote.RemoteBackend {self.url!r}>"
 
     @property
-    def path(self) -> str:
+    def location(self) -> str:
         """Where the database is, for messages: the server's URL."""
         return self.url
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS client context for ``wss://``: the system's CAs, or ``PROJCTL_CA_FILE``
-        (``SSL_CERT_FILE`` is honoured by OpenSSL itself)."""
-        if not self.url.startswith("wss://"):
-            return None
-        return ssl.create_default_context(cafile=self.settings.ca_file)
 
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Send one request and return its result; a dropped connection is retried with the
@@ -349,13 +375,15 @@ class RemoteDatabase:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+        from projctl.subscribe import backoff, client_tls, refusal
+
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         last_error = ""
-        for pause in (*RETRY_PAUSES, None):
+        for pause in (*backoff(RETRY_FIRST, factor=3, count=RETRIES), None):
             try:
                 async with connect(
                     self.url.rstrip("/") + RPC_PATH,
-                    ssl=self.ssl_context(),
+                    ssl=client_tls(self.url, self.settings.ca_file),
                     additional_headers=headers,
                     open_timeout=10,
                     compression=None,
@@ -367,18 +395,12 @@ class RemoteDatabase:
             except InvalidStatus as error:
                 status = error.response.status_code
                 if status in (401, 403):
-                    raise ServerError(
-                        f"the server at {self.url} refused the token (HTTP {status}); "
-                        "set PROJCTL_TOKEN"
-                    ) from None
+                    raise refusal(error, self.url) from None
                 last_error = f"HTTP {status}"
                 if status < 500:
                     break
             except ssl.SSLCertVerificationError as error:
-                raise ServerError(
-                    f"TLS with {self.url} failed: {error.verify_message}; "
-                    "trust its CA with PROJCTL_CA_FILE"
-                ) from None
+                raise refusal(error, self.url) from None
             except ssl.SSLError as error:
                 raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as error:
@@ -413,41 +435,22 @@ class RemoteDatabase:
             raise ServerError(f"the server is busy: {message}")
         raise ServerError(f"the server refused: {message} ({code or 'no code'})")
 
-    # -- what the commands use ---------------------------------------------------------
+    # -- the Backend protocol ----------------------------------------------------------
 
-    def create(
-        self,
-        name: str,
-        *,
-        type: str = "api",
-        status: str = "created",
-        owner_id: str | None = None,
-        description: str = "",
-    ) -> Change:
-        owner = owner_id if owner_id is not None else self.default_owner
-        result = self.call(
-            "create",
-            {
-                "name": name,
-                "type": type,
-                "status": status,
-                "owner_id": owner,
-                "description": description,
-            },
-        )
-        return _change_from(result)
-
-    def update(self, project_id: str, **changes: str) -> Change:
-        # The server validates the fields, with the local messages.
-        return _change_from(self.call("update", {"project": project_id, "changes": changes}))
-
-    def delete_many(self, project_ids: Sequence[str], *, missing_ok: bool = False) -> list[Change]:
-        result = self.call("delete", {"projects": list(project_ids), "missing_ok": missing_ok})
-        return [_change_from(item) for item in result["deleted"]]
-
-    def delete(self, project_id: str) -> Change:
-        (change,) = self.delete_many([project_id])
-        return change
+    def commit(self, write: Write) -> list[Change]:
+        if isinstance(write, Create):
+            return [_change_from(self.call("create", dataclasses.asdict(write)))]
+        if isinstance(write, Update):
+            # The server validates the fields, with the local messages.
+            update = {"project": write.project_id, "changes": dict(write.changes)}
+            return [_change_from(self.call("update", update))]
+        if isinstance(write, Delete):
+            args: dict[str, Any] = {
+                "projects": list(write.project_ids),
+                "missing_ok": write.missing_ok,
+            }
+            return [_change_from(item) for item in self.call("delete", args)["deleted"]]
+        raise InvalidInputError(f"a team server cannot commit {type(write).__name__}")
 
     def resolve(self, reference: str) -> str:
         return str(self.call("resolve", {"project": reference})["project_id"])
@@ -455,11 +458,21 @@ class RemoteDatabase:
     def get(self, project_id: str) -> Project:
         return Project.from_dict(self.call("get", {"project": project_id})["project"])
 
-    def list(
+    def list_projects(
         self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
     ) -> list[Project]:
         args = {k: v for k, v in (("status", status), ("type", type), ("owner_id", owner_id)) if v}
         return [Project.from_dict(p) for p in self.call("list", args)["projects"]]
+
+    def journal(self, after: int = 0) -> list[Event]:
+        found = self.call("journal", {"after": after})["events"]
+        return [events.check_event(event) for event in found]
+
+    def latest_seq(self) -> int:
+        return int(self.call("info", {})["latest_seq"])
+
+    def identity(self) -> str:
+        return str(self.call("info", {})["database"]["id"])
 
     def info(self) -> dict[str, Any]:
         result = self.call("info", {})
@@ -471,16 +484,8 @@ class RemoteDatabase:
             "server": {"running": True, "url": self.url},
         }
 
-    @property
-    def default_owner(self) -> str:
-        """``PROJCTL_OWNER``, else the name of the user running: the very rule of a local
-        create (building a local :class:`projctl.Database` reads nothing)."""
-        import projctl
-
-        return projctl.Database(self.settings).default_owner
-
-    def locate_server(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
-        """The server's feed, for ``watch``: ``/ws`` over the same TLS, with the token
-        (nothing is asked here, so there is nothing to bound by ``deadline``)."""
+    def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
+        """The server's feed: ``/ws`` over the same TLS, with the token (nothing is asked
+        here, so there is nothing to bound by ``deadline``)."""
         base = self.url.rstrip("/")
         return Endpoint(url=base + "/ws", token=self.token, ca_file=self.settings.ca_file)

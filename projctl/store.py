@@ -38,6 +38,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
 from projctl import _files, events
+from projctl.backend import Change, Create, Delete, FileVersion, Update, Write
 from projctl.errors import (
     CorruptDatabaseError,
     DatabaseChangedError,
@@ -83,7 +84,6 @@ _T = TypeVar("_T")
 
 #: ``(inode, mtime_ns, size)`` of the database file. Every commit replaces the file, so
 #: the version changes with every commit.
-FileVersion = tuple[int, int, int]
 
 
 def _version_of(status: os.stat_result) -> FileVersion:
@@ -141,32 +141,6 @@ class _HighWater:
         with contextlib.suppress(OSError):
             os.pwrite(fd, payload, 0)
             os.ftruncate(fd, len(payload))
-
-
-@dataclass(frozen=True)
-class Change:
-    """What one change did: the result of :meth:`ProjectStore.create`, ``update`` and ``delete``.
-
-    ``project`` is the project after the change (for a deletion: as it was when
-    deleted). ``event`` is the journaled event, ``None`` when an update changed no
-    value (then nothing was written). ``updated_fields`` lists the fields whose value
-    changed, in :data:`~projctl.model.EDITABLE_FIELDS` order (empty for create and
-    delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
-    carries so the server can tell whether the file holds commits it was not told about;
-    ``database_id`` identifies the database it went into, so a forward can never be
-    taken by a server of another database. ``restore`` is set when this commit found an
-    older copy of the database put in place by another program: ``(kept, lost)``, the
-    copy ended at seq ``kept`` while seqs up to ``lost`` had been issued; this commit's
-    events follow ``lost`` (seqs are never reused), and whoever saw events after ``kept``
-    must start over (a ``resync``).
-    """
-
-    project: Project
-    event: Event | None
-    updated_fields: tuple[str, ...] = ()
-    version: FileVersion | None = None
-    database_id: str = ""
-    restore: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -368,7 +342,6 @@ class ProjectStore:
         *,
         journal_limit: int = DEFAULT_JOURNAL_LIMIT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        default_owner: str | None = None,
         on_lock_wait: Callable[[Path], None] | None = None,
     ) -> None:
         if journal_limit < 1:
@@ -376,12 +349,28 @@ class ProjectStore:
         self.path = Path(path)
         self.journal_limit = journal_limit
         self.lock_timeout = lock_timeout
-        #: The owner of projects created without an ``owner_id``.
-        self.default_owner = default_owner
         #: Called once when a change has waited about a second for the lock.
         self.on_lock_wait = on_lock_wait
 
     # -- changes ---------------------------------------------------------------
+
+    def commit(self, write: Write) -> list[Change]:
+        """Commit one :data:`~projctl.backend.Write` in one locked transaction."""
+        if isinstance(write, Create):
+            return [
+                self.create(
+                    write.name,
+                    type=write.type,
+                    status=write.status,
+                    owner_id=write.owner_id,
+                    description=write.description,
+                )
+            ]
+        if isinstance(write, Update):
+            return [self.update(write.project_id, write.changes)]
+        if isinstance(write, Delete):
+            return self.delete_many(write.project_ids, missing_ok=write.missing_ok)
+        raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
     def create(
         self,
@@ -389,17 +378,14 @@ class ProjectStore:
         *,
         type: str = DEFAULT_TYPE,
         status: str = DEFAULT_STATUS,
-        owner_id: str | None = None,
+        owner_id: str,
         description: str = "",
     ) -> Change:
         """Store a new project and journal its ``project_created`` event.
 
-        ``owner_id`` defaults to the store's ``default_owner``; with neither, the
-        change is refused.
+        ``owner_id`` is always given: the default owner is the caller's rule.
         """
-        owner = self.default_owner if owner_id is None else owner_id
-        if owner is None:
-            raise InvalidInputError("owner must be given: this store has no default owner")
+        owner = owner_id
         fields = validate_fields(
             {
                 "name": name,
@@ -548,14 +534,17 @@ class ProjectStore:
         """The id that tells this database from any other, ``""`` before its first change."""
         return str(self._snapshot().read_meta().get("database_id", ""))
 
+    identity = database_id
+
     def latest_seq(self) -> int:
         """The ``seq`` of the newest event, 0 for a database with none."""
         meta = self._snapshot().read_meta()
         return int(meta.get("last_seq", 0))
 
-    def journal(self) -> list[Event]:
-        """The retained events, oldest first."""
-        return self._checked(self._snapshot().events)
+    def journal(self, after: int = 0) -> list[Event]:
+        """The retained events with a ``seq`` above ``after``, oldest first."""
+        events = self._checked(self._snapshot().events)
+        return [event for event in events if event["seq"] > after] if after else events
 
     def read_state(self) -> StoreState:
         """Everything a broadcast server needs from one read of the file, without locking.

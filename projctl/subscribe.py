@@ -11,8 +11,9 @@ raised to the caller instead of becoming an endless reconnect loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -22,7 +23,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from projctl.errors import (
-    ProjctlError,
     ServerError,
     ServerNotAnsweringError,
     ServerUnavailableError,
@@ -37,7 +37,10 @@ __all__ = [
     "Connection",
     "Locate",
     "Message",
+    "backoff",
+    "client_tls",
     "follow",
+    "refusal",
 ]
 
 #: Reconnection waits grow from the first to the last figure, doubling each time.
@@ -137,18 +140,43 @@ def _retryable(error: BaseException) -> bool:
     )
 
 
-def _permanent(error: BaseException) -> ProjctlError:
-    """What :func:`follow` raises for a failure no retry can fix, as one line."""
-    if isinstance(error, InvalidStatus):
-        status = error.response.status_code
-        if status in (401, 403):
-            return ServerError(f"the server refused the token (HTTP {status}); set PROJCTL_TOKEN")
-        return ServerError(f"the server refused the connection (HTTP {status})")
+def client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS client context for a ``wss://`` URL (``None`` for ``ws://``): the system's CAs,
+    or ``ca_file`` (``PROJCTL_CA_FILE``; ``SSL_CERT_FILE`` is honoured by OpenSSL itself)."""
+    if not url.startswith("wss://"):
+        return None
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def refusal(error: InvalidStatus | ssl.SSLCertVerificationError, url: str) -> ServerError:
+    """One line for a server that turned a client away for good: a refused token (or any
+    other refused handshake) or a certificate that cannot be trusted."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return ServerError(
-            f"TLS failed: {error.verify_message}; trust the server's CA with PROJCTL_CA_FILE"
+            f"TLS with {url} failed: {error.verify_message}; trust its CA with PROJCTL_CA_FILE"
         )
-    raise error
+    status = error.response.status_code
+    if status in (401, 403):
+        return ServerError(
+            f"the server at {url} refused the token (HTTP {status}); set PROJCTL_TOKEN"
+        )
+    return ServerError(f"the server at {url} refused the connection (HTTP {status})")
+
+
+def backoff(
+    first: float | None = None,
+    *,
+    factor: float = 2.0,
+    maximum: float | None = None,
+    count: int | None = None,
+) -> Iterator[float]:
+    """The pauses between attempts: ``first`` (default :data:`BACKOFF_FIRST`), then each
+    ``factor`` times longer, up to ``maximum`` (default :data:`BACKOFF_MAX`); ``count`` of
+    them (``None``: without end)."""
+    start = BACKOFF_FIRST if first is None else first
+    top = BACKOFF_MAX if maximum is None else maximum
+    pauses = (min(start * factor**n, top) for n in itertools.count())
+    return pauses if count is None else itertools.islice(pauses, count)
 
 
 async def follow(
@@ -157,7 +185,7 @@ async def follow(
     since: int | None,
     snapshot: bool = False,
     give_up_after: int | None = None,
-) -> AsyncIterator[Message | Connection]:
+) -> AsyncGenerator[Message | Connection, None]:
     """Yield every message of the server that ``locate`` finds, in ``seq`` order, forever.
 
     ``locate`` is called (in a thread) before every connection attempt: it finds
@@ -177,7 +205,7 @@ async def follow(
     failures = 0
     last_seq = since
     want_snapshot = snapshot
-    backoff = BACKOFF_FIRST
+    pauses = backoff()
     while True:
         server_url = None
         try:
@@ -195,21 +223,16 @@ async def follow(
             url = f"{endpoint.url}?{urlencode(query)}" if query else endpoint.url
             # The token goes in a header, never in the request line a proxy may log.
             headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
-            secure = (
-                ssl.create_default_context(cafile=endpoint.ca_file)
-                if endpoint.url.startswith("wss://")
-                else None
-            )
             async with connect(
                 url,
-                ssl=secure,
+                ssl=client_tls(endpoint.url, endpoint.ca_file),
                 additional_headers=headers,
                 open_timeout=10,
                 compression=None,
                 max_size=MAX_FRAME,
             ) as ws:
                 yield Connection("connected", endpoint.url)
-                backoff = BACKOFF_FIRST
+                pauses = backoff()
                 failures = 0
                 async for frame in ws:
                     message = _decode(frame)
@@ -225,12 +248,12 @@ async def follow(
         except Exception as failure:
             if not _retryable(failure):
                 if isinstance(failure, InvalidStatus | ssl.SSLCertVerificationError):
-                    raise _permanent(failure) from None
+                    raise refusal(failure, server_url or "") from None
                 raise
             error = str(failure) or type(failure).__name__
             failures += 1
             if give_up_after is not None and failures >= give_up_after:
                 raise ServerError(f"gave up after {failures} failed attempts: {error}") from None
-        yield Connection("reconnecting", server_url, retry_in=backoff, error=error)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, BACKOFF_MAX)
+        pause = next(pauses)
+        yield Connection("reconnecting", server_url, retry_in=pause, error=error)
+        await asyncio.sleep(pause)

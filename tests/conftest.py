@@ -13,11 +13,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from projctl.backend import Change
 from projctl.cli import app
 from projctl.config import VARIABLES
 from projctl.runtime import ServerState, pid_alive
@@ -218,9 +219,24 @@ def db_path() -> Path:
     return Path(os.environ["PROJCTL_DB"])
 
 
+class OwnedStore(ProjectStore):
+    """A store whose creates default to one owner, so tests need not name it each time.
+
+    The test suite's alone: projctl's owner rule (``PROJCTL_OWNER``, else the user's name)
+    lives in :class:`projctl.Database`, and :meth:`ProjectStore.create` takes an owner.
+    """
+
+    def __init__(self, path: Path | str, *, owner: str = "tester", **options: Any) -> None:
+        super().__init__(path, **options)
+        self.owner = owner
+
+    def create(self, name: str, *, owner_id: str | None = None, **fields: str) -> Change:  # type: ignore[override]
+        return super().create(name, owner_id=self.owner if owner_id is None else owner_id, **fields)
+
+
 @pytest.fixture
 def store(db_path: Path) -> ProjectStore:
-    return ProjectStore(db_path, default_owner="tester")
+    return OwnedStore(db_path)
 
 
 @pytest.fixture

@@ -179,11 +179,13 @@ def test_parallel_updates_to_different_fields_all_survive(store: ProjectStore) -
 _WRITER = """
 import sys
 from projctl.store import ProjectStore
-store = ProjectStore(sys.argv[1], default_owner="writer")
+store = ProjectStore(sys.argv[1])
 sys.stdout.write("ready\\n"); sys.stdout.flush()
 number = 0
 while True:
-    project = store.create(f"crash {number} " + "x" * 150, description="y" * 2000).project
+    project = store.create(
+        f"crash {number} " + "x" * 150, owner_id="writer", description="y" * 2000
+    ).project
     store.update(project.project_id, {"status": "in_progress"})
     number += 1
 """

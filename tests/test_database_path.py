@@ -16,6 +16,8 @@ import pytest
 import projctl
 from projctl.errors import StoreError
 
+from .conftest import OwnedStore
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -89,12 +91,11 @@ def test_the_api_refuses_to_start_a_server_for_it(not_a_file: Path) -> None:
 
 def test_the_store_itself_calls_a_socket_not_a_regular_file(folder: Path) -> None:
     from projctl.errors import StoreError
-    from projctl.store import ProjectStore
 
     path = folder / "socket"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(path))
-        store = ProjectStore(path, default_owner="tester")
+        store = OwnedStore(path)
         for attempt in (store.list_projects, store.read_state, lambda: store.create("x")):
             with pytest.raises(StoreError, match="is not a regular file"):
                 attempt()

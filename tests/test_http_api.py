@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from projctl.store import ProjectStore
 
+from .conftest import OwnedStore
 from .test_server import commit, receive, run, serving, until, ws_url
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -163,7 +164,7 @@ def test_the_read_only_api(store: ProjectStore) -> None:
 
 
 def test_api_events_too_old_give_a_resync_marker(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "db.json", journal_limit=2, default_owner="tester")
+    store = OwnedStore(tmp_path / "db.json", journal_limit=2)
     kept = store.create("kept").project
     for number in range(4):
         store.update(kept.project_id, {"description": str(number)})

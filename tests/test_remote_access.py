@@ -27,7 +27,7 @@ def test_a_tls_failure_is_exit_5(team: TeamServer, tmp_path: Path, trusted: str)
     for args in (("list",), ("create", "x")):
         line = one_error(team.run(*args, **env), 5)
         assert line.startswith(f"Error: TLS with {team.url} failed: ")
-        # What failed and how to fix it, as RemoteDatabase._call words a failed verification.
+        # What failed and how to fix it, as RemoteBackend._call words a failed verification.
         assert line == (
             f"Error: TLS with {team.url} failed: unable to get local issuer certificate; "
             "trust its CA with PROJCTL_CA_FILE"

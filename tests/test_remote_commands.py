@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+import projctl
 from projctl.config import load_settings
-from projctl.remote import RemoteDatabase
 from projctl.store import ProjectStore
 
 from ._remote import (
@@ -212,10 +212,10 @@ def test_a_client_running_as_another_user(team: TeamServer, shared_folder: Path)
         "PROJCTL_OWNER": "nobody-team",
     }
     # Everything the child needs is imported here: that uid may not read our folders.
-    RemoteDatabase(load_settings(environ=environ)).info()
+    projctl.Database(load_settings(environ=environ)).info()
 
     def create_as_nobody() -> object:
-        database = RemoteDatabase(load_settings(environ=environ))
+        database = projctl.Database(load_settings(environ=environ))
         change = database.create("Made by nobody", description="over TLS")
         return [change.project.project_id, os.getuid()]
 

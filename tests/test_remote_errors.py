@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+import projctl
 from projctl.config import load_settings
-from projctl.remote import ERROR_CODES, RemoteDatabase
+from projctl.remote import ERROR_CODES, RemoteBackend
 
 from ._remote import (
     TeamServer,
@@ -174,16 +175,17 @@ def test_each_error_code_raises_what_its_documented_exit_code_reports(team: Team
         )
 
     writer, reader = (
-        RemoteDatabase(settings(team.write_token)),
-        RemoteDatabase(settings(team.read_token)),
+        projctl.Database(settings(team.write_token)),
+        projctl.Database(settings(team.read_token)),
     )
+    client = RemoteBackend(settings(team.write_token))
     writer.create("Existing")
     triggers: dict[str, Callable[[], object]] = {
         "invalid_input": lambda: writer.create(""),
         "not_found": lambda: writer.get("ghost"),
         "forbidden": lambda: reader.create("x"),
-        "unknown_op": lambda: writer.call("archive", {}),
-        "bad_request": lambda: writer.call("list", [1]),  # type: ignore[arg-type]
+        "unknown_op": lambda: client.call("archive", {}),
+        "bad_request": lambda: client.call("list", [1]),  # type: ignore[arg-type]
         "store_error": lambda: (team.server_db.write_bytes(b"garbage"), writer.list()),
     }
     raised: dict[str, tuple[str, int]] = {}

@@ -19,8 +19,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+import projctl
 from projctl.config import load_settings
-from projctl.remote import RemoteDatabase
 
 from ._remote import (
     TeamServer,
@@ -325,7 +325,7 @@ def test_many_clients_through_a_cutting_proxy_create_each_project_once(
                         "PROJCTL_DB": str(tmp_path / "unused.json"),
                     }
                 )
-                database = RemoteDatabase(settings)
+                database = projctl.Database(settings)
                 for index in range(CREATES_EACH):
                     database.create(f"load-{number:02d}-{index:02d}")
                 return number

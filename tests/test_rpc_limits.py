@@ -240,7 +240,7 @@ def test_busy_is_a_documented_error_the_client_reports_as_a_server_error() -> No
     assert reply["id"] == "b1"
     assert reply["ok"] is False
     assert reply["error"]["code"] == "busy"
-    database = remote.RemoteDatabase.__new__(remote.RemoteDatabase)
+    database = remote.RemoteBackend.__new__(remote.RemoteBackend)
     database.url = "ws://127.0.0.1:1"
     with pytest.raises(ServerError, match="busy"):
         database._result(remote.busy_reply(request("b1", "list")), "b1")

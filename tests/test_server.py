@@ -25,7 +25,7 @@ from projctl.runtime import is_loopback, runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import Change, ProjectStore
 
-from .conftest import until
+from .conftest import OwnedStore, until
 
 RECEIVE_TIMEOUT = 5.0
 
@@ -188,7 +188,7 @@ def test_seam_between_replay_and_live_has_no_gap_or_duplicate(store: ProjectStor
 
 
 def test_since_older_than_the_journal_gets_a_resync(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "db.json", journal_limit=3, default_owner="tester")
+    store = OwnedStore(tmp_path / "db.json", journal_limit=3)
     kept = store.create("kept").project
     for number in range(5):
         store.update(kept.project_id, {"description": str(number)})

@@ -19,15 +19,17 @@ from projctl.events import Event
 from projctl.model import Project
 from projctl.store import Change, ProjectStore
 
+from .conftest import OwnedStore
+
 
 @pytest.fixture(params=["missing-folder", "empty-file"])
 def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> ProjectStore:
     """A store on each kind of new database the code accepts: no file at all, or a 0-byte file."""
     if request.param == "missing-folder":
-        return ProjectStore(tmp_path / "a" / "b" / "projects.json", default_owner="tester")
+        return OwnedStore(tmp_path / "a" / "b" / "projects.json")
     path = tmp_path / "projects.json"
     path.touch()
-    return ProjectStore(path, default_owner="tester")
+    return OwnedStore(path)
 
 
 def _split(change: Change) -> tuple[Project, Event]:
@@ -143,7 +145,7 @@ def test_same_second_ids_get_suffixes(store: ProjectStore) -> None:
 
 
 def test_seq_keeps_counting_after_compaction(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "db.json", journal_limit=5, default_owner="tester")
+    store = OwnedStore(tmp_path / "db.json", journal_limit=5)
     project = store.create("Alpha").project
     for number in range(10):
         store.update(project.project_id, {"description": str(number)})
@@ -175,7 +177,7 @@ def test_list_filters_combine(store: ProjectStore) -> None:
 
 
 def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
-    store = ProjectStore(tmp_path / "nowhere" / "db.json", default_owner="tester")
+    store = OwnedStore(tmp_path / "nowhere" / "db.json")
     assert store.list_projects() == []
     assert store.latest_seq() == 0
     assert not (tmp_path / "nowhere").exists()
@@ -250,7 +252,7 @@ def test_lock_timeout(store: ProjectStore) -> None:
     import fcntl
 
     store.create("Alpha")
-    impatient = ProjectStore(store.path, lock_timeout=0.2, default_owner="tester")
+    impatient = OwnedStore(store.path, lock_timeout=0.2)
     with open(store.lock_path, "a") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         with pytest.raises(LockTimeoutError, match="locked by another process"):
@@ -262,7 +264,7 @@ def test_lock_timeout(store: ProjectStore) -> None:
 def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    store = ProjectStore(blocker / "db.json", default_owner="tester")
+    store = OwnedStore(blocker / "db.json")
     with pytest.raises(StoreError, match="cannot create folder"):
         store.create("Alpha")
 

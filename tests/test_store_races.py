@@ -32,6 +32,8 @@ from projctl.errors import (
 )
 from projctl.store import ProjectStore
 
+from .conftest import OwnedStore
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -108,7 +110,7 @@ def test_a_file_changed_during_a_change_is_not_replaced(
 def test_copying_a_backup_over_the_database_while_two_writers_create_never_cuts_it(
     tmp_path: Path, db_path: Path
 ) -> None:
-    ProjectStore(db_path, default_owner="tester").create("seed")
+    OwnedStore(db_path).create("seed")
     data = orjson.loads(db_path.read_bytes())
     template = next(iter(data["projects"].values()))
     for number in range(2000):
@@ -121,7 +123,7 @@ def test_copying_a_backup_over_the_database_while_two_writers_create_never_cuts_
     failures: list[BaseException] = []
 
     def write() -> None:
-        writer = ProjectStore(db_path, default_owner="tester", lock_timeout=5)
+        writer = OwnedStore(db_path, lock_timeout=5)
         while not stop.is_set():
             try:
                 writer.create("racer")

@@ -229,7 +229,7 @@ def test_refused_handshake_is_raised(status: int) -> None:
                 with pytest.raises(ServerError) as caught:
                     await anext(stream)
             assert str(caught.value) == (
-                f"the server refused the token (HTTP {status}); set PROJCTL_TOKEN"
+                f"the server at {feed.url} refused the token (HTTP {status}); set PROJCTL_TOKEN"
             )
             assert feed.paths == ["/ws?since=0"]
             assert locate.calls == 1

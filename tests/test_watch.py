@@ -551,14 +551,14 @@ import sys
 from projctl import rpc, runtime
 from projctl.store import ProjectStore
 
-store = ProjectStore(sys.argv[1], journal_limit=200, default_owner="burst")
+store = ProjectStore(sys.argv[1], journal_limit=200)
 server = runtime.read_server_state(runtime.runtime_paths(store.path))
 ids = []
 for number in range(int(sys.argv[2])):
     if number % 10 == 9 and ids:
         change = store.delete(ids.pop(0))
     elif number % 3 == 0 or not ids:
-        change = store.create(f"burst {number}")
+        change = store.create(f"burst {number}", owner_id="burst")
         ids.append(change.project.project_id)
     else:
         change = store.update(ids[number % len(ids)], {"description": str(number)})

@@ -7,7 +7,7 @@ every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import Annotated, Any
 
 import typer
 
@@ -17,9 +17,6 @@ from projctl.config import Settings, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import Event
 from projctl.model import STATUSES
-
-if TYPE_CHECKING:
-    from projctl.remote import RemoteDatabase
 
 DbOption = Annotated[
     str | None,
@@ -64,11 +61,6 @@ STATUS_HELP = ", ".join(STATUSES) + "."
 OWNER_HELP = "Owner id (1-100 characters)."
 
 
-#: A local database, or one on a team server (``PROJCTL_URL``): the commands use the
-#: methods both have.
-AnyDatabase = Union["projctl.Database", "RemoteDatabase"]
-
-
 def open_database(
     db: str | None,
     *,
@@ -76,16 +68,12 @@ def open_database(
     quiet: bool = False,
     host: str | None = None,
     port: str | None = None,
-) -> AnyDatabase:
-    """The database the options and ``PROJCTL_*`` settings name: on a team server when
-    ``PROJCTL_URL`` (or ``--url``) is set, else the local file. Committed events that cannot
-    be broadcast get one ``Warning:`` line (none with ``--quiet``)."""
-    settings = _settings(db, no_broadcast=no_broadcast, host=host, port=port)
-    if settings.url is not None:
-        from projctl.remote import RemoteDatabase
-
-        return RemoteDatabase(settings)
-    return _local(settings, quiet=quiet)
+) -> projctl.Database:
+    """The database the options and ``PROJCTL_*`` settings name (on a team server when
+    ``PROJCTL_URL`` or ``--url`` is set, else the local file: the commands need not know).
+    Committed events that cannot be broadcast get one ``Warning:`` line (none with
+    ``--quiet``)."""
+    return _database(_settings(db, no_broadcast=no_broadcast, host=host, port=port), quiet=quiet)
 
 
 def local_database(
@@ -98,7 +86,7 @@ def local_database(
             f"this command works on a local database; {settings.url_source} points at a "
             "team server (unset it, or run it on the server's machine)"
         )
-    return _local(settings, quiet=False)
+    return _database(settings, quiet=False)
 
 
 def _settings(
@@ -117,7 +105,7 @@ def _settings(
     )
 
 
-def _local(settings: Settings, *, quiet: bool) -> projctl.Database:
+def _database(settings: Settings, *, quiet: bool) -> projctl.Database:
     def warn(event: Event, error: ServerError) -> None:
         if not quiet:
             report(

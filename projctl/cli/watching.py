@@ -12,7 +12,6 @@ import typer
 from projctl.cli._lazy import ExitCode, command, report
 from projctl.cli._options import (
     STATUS_HELP,
-    AnyDatabase,
     DbOption,
     complete_projects,
     open_database,
@@ -23,6 +22,7 @@ from projctl.events import EVENT_TYPES
 from projctl.model import STATUSES
 
 if TYPE_CHECKING:
+    import projctl
     from projctl.runtime import Endpoint
 
 # Typer takes a list of choices only as an Enum (a list of Literal is not supported).
@@ -172,7 +172,7 @@ def watch(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _project_ids(database: "AnyDatabase", references: "list[str] | tuple[()]") -> list[str]:
+def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
     """``--project`` values as ids: an existing project's exact name becomes its id; anything
     else is kept as given (an id not created yet can be watched for)."""
     ids = []

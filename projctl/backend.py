@@ -1,0 +1,153 @@
+"""The storage seam: what every storage of projects and events offers the code above it.
+
+:class:`Backend` is the one interface :class:`projctl.Database`, the CLI and the remote
+path use; they never learn which storage they have. Today there are two: the TinyDB file
+on this machine with its background server (``projctl.local``), and a team server reached
+over the team protocol (``projctl.remote``). A change goes in as one :data:`Write` and
+comes back as :class:`Change` results, one per event committed; a later write (a custom
+event) is one more member of :data:`Write`, not one more method.
+
+This module holds types only: it reads nothing and starts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from projctl.events import Event
+from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
+
+if TYPE_CHECKING:
+    from projctl.runtime import Endpoint
+
+__all__ = [
+    "Backend",
+    "Change",
+    "Create",
+    "Delete",
+    "FileVersion",
+    "Update",
+    "Write",
+]
+
+#: ``(st_dev, st_ino, st_mtime_ns)`` of a database file after a commit (TinyDB only).
+FileVersion = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one change did: the result of a :data:`Write` committed to a :class:`Backend`.
+
+    ``project`` is the project after the change (for a deletion: as it was when
+    deleted). ``event`` is the journaled event, ``None`` when an update changed no
+    value (then nothing was written). ``updated_fields`` lists the fields whose value
+    changed, in :data:`~projctl.model.EDITABLE_FIELDS` order (empty for create and
+    delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
+    carries so the server can tell whether the file holds commits it was not told about;
+    ``database_id`` identifies the database it went into, so a forward can never be
+    taken by a server of another database. ``restore`` is set when this commit found an
+    older copy of the database put in place by another program: ``(kept, lost)``, the
+    copy ended at seq ``kept`` while seqs up to ``lost`` had been issued; this commit's
+    events follow ``lost`` (seqs are never reused), and whoever saw events after ``kept``
+    must start over (a ``resync``). The last three are the TinyDB file's; a team server's
+    results leave them empty.
+    """
+
+    project: Project
+    event: Event | None
+    updated_fields: tuple[str, ...] = ()
+    version: FileVersion | None = None
+    database_id: str = ""
+    restore: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Create:
+    """A new project; its id is assigned by the backend. ``owner_id`` is always given: the
+    default owner is the caller's rule (``projctl.config``), never the storage's."""
+
+    name: str
+    owner_id: str
+    type: str = DEFAULT_TYPE
+    status: str = DEFAULT_STATUS
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Update:
+    """New values for some editable fields of one project (by id)."""
+
+    project_id: str
+    changes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Several projects (by id) deleted at once: all of them or, when one is missing, none
+    (with ``missing_ok`` the missing ones are skipped)."""
+
+    project_ids: tuple[str, ...]
+    missing_ok: bool = False
+
+
+#: One change, committed all-or-nothing.
+Write = Create | Update | Delete
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A storage of projects and their event journal.
+
+    Errors are the domain's: :class:`~projctl.errors.InvalidInputError`,
+    :class:`~projctl.errors.ProjectNotFoundError`, :class:`~projctl.errors.StoreError`,
+    and :class:`~projctl.errors.ServerError` when a backend behind a network cannot be
+    reached. A failed :meth:`commit` has written nothing.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the storage is, for messages: a file's path, a server's URL."""
+        ...
+
+    def identity(self) -> str:
+        """The id that tells this database from any other (``""`` before its first change)."""
+        ...
+
+    def commit(self, write: Write) -> list[Change]:
+        """Commit one change and its events all-or-nothing: one :class:`Change` per project
+        it touched (an :class:`Update` that changes nothing: one with ``event=None``)."""
+        ...
+
+    def get(self, project_id: str) -> Project:
+        """The project with this id."""
+        ...
+
+    def list_projects(
+        self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
+    ) -> list[Project]:
+        """Every project in creation order, keeping those that match every filter given."""
+        ...
+
+    def resolve(self, reference: str) -> str:
+        """The id of the project ``reference`` names: an exact id, else an exact unique name."""
+        ...
+
+    def journal(self, after: int = 0) -> list[Event]:
+        """The retained events with a ``seq`` above ``after``, oldest first."""
+        ...
+
+    def latest_seq(self) -> int:
+        """The ``seq`` of the newest event, 0 when there is none."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What ``projctl info`` reports: the database, its projects, latest seq, journal
+        and server."""
+        ...
+
+    def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
+        """Where to follow new events (the ``/ws`` URL, its token and CA): ``start`` may start
+        a server when none runs; nothing waits past ``deadline`` (``time.monotonic()``)."""
+        ...

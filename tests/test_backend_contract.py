@@ -1,0 +1,241 @@
+"""One contract, every storage: the same tests run against each :class:`projctl.backend.Backend`
+through the one facade, :class:`projctl.Database` (as tinydb's storage fixtures do).
+
+Backends: the TinyDB file on this machine, and a team server (an in-process server on
+127.0.0.1, port 0, with a write token, over its own TinyDB file). Each runs with a server
+to follow, so "resume from a seq" and "resync past the window" are checked on the feed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import projctl
+from projctl.backend import Backend
+from projctl.config import load_settings
+from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.runtime import runtime_paths
+from projctl.server import BroadcastServer, ServerConfig
+from projctl.store import ProjectStore
+
+from .conftest import wait_until
+
+#: A small journal, so that the window is passed in a few changes.
+LIMIT = 3
+OWNER = "contract-owner"
+BACKENDS = ["tinydb", "team-server"]
+
+
+@dataclasses.dataclass
+class Running:
+    url: str
+    stop: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+
+
+@contextlib.contextmanager
+def server_thread(store: ProjectStore, **config: Any) -> Iterator[str]:
+    """A broadcast server for ``store`` on its own event loop in a thread; its base URL."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        settings = {"host": "127.0.0.1", "port": 0, "journal_window": LIMIT, **config}
+        server = BroadcastServer(
+            store, runtime_paths(store.path, for_a_server=True), ServerConfig(**settings)
+        )
+        try:
+            await server.start()
+        except BaseException as error:
+            box["error"] = error
+            ready.set()
+            raise
+        box["running"] = Running(
+            f"ws://127.0.0.1:{server.port}", asyncio.Event(), asyncio.get_running_loop()
+        )
+        ready.set()
+        try:
+            await box["running"].stop.wait()
+        finally:
+            await server.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the server did not start within 30 s"
+    assert "error" not in box, box.get("error")
+    running: Running = box["running"]
+    try:
+        yield running.url
+    finally:
+        running.loop.call_soon_threadsafe(running.stop.set)
+        thread.join(30)
+        assert not thread.is_alive(), "the server did not stop within 30 s"
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[projctl.Database]:
+    """A database through the facade, over each backend, with a server to follow it."""
+    if request.param == "tinydb":
+        db = tmp_path / "projects.json"
+        settings = load_settings(
+            environ={
+                "PROJCTL_DB": str(db),
+                "PROJCTL_JOURNAL_LIMIT": str(LIMIT),
+                "PROJCTL_OWNER": OWNER,
+                "PROJCTL_NO_BROADCAST": "1",  # the server follows the file by itself
+            }
+        )
+        with server_thread(ProjectStore(db, journal_limit=LIMIT)):
+            yield projctl.Database(settings)
+    else:
+        token = secrets.token_urlsafe(24)
+        store = ProjectStore(tmp_path / "team.json", journal_limit=LIMIT)
+        with server_thread(store, write_tokens=frozenset({token})) as url:
+            settings = load_settings(
+                environ={
+                    "PROJCTL_URL": url,
+                    "PROJCTL_TOKEN": token,
+                    "PROJCTL_OWNER": OWNER,
+                    "PROJCTL_DB": str(tmp_path / "unused.json"),
+                }
+            )
+            yield projctl.Database(settings)
+        assert not (tmp_path / "unused.json").exists()
+
+
+def follow(database: projctl.Database, since: int, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` messages of the feed from ``since``, within 20 s."""
+
+    async def take() -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        feed = database.subscribe(since=since, start_server=False)
+        async with contextlib.aclosing(feed):
+            async for message in feed:
+                messages.append(message)
+                if len(messages) == count:
+                    break
+        return messages
+
+    return asyncio.run(asyncio.wait_for(take(), 20))
+
+
+def caught_up(database: projctl.Database) -> None:
+    """Wait until the feed's server has every committed event (a server following a file
+    sees a commit at its next look)."""
+    latest = database.latest_seq()
+    wait_until(
+        lambda: database.locate_server(start=False).latest_seq in (None, latest),
+        what=f"the server to reach seq {latest}",
+    )
+
+
+def test_the_backend_is_a_backend(database: projctl.Database) -> None:
+    assert isinstance(database.backend, Backend)
+    assert database.latest_seq() == 0
+    assert database.journal() == []
+    assert database.list() == []
+
+
+def test_create(database: projctl.Database) -> None:
+    change = database.create("Billing API", type="ci", description="two\nlines")
+    project = change.project
+    assert (project.name, project.type, project.status) == ("Billing API", "ci", "created")
+    assert (project.owner_id, project.description) == (OWNER, "two\nlines")
+    assert change.updated_fields == ()
+    assert change.event is not None
+    assert change.event["event_type"] == "project_created"
+    assert change.event["seq"] == 1
+    assert change.event["data"] == project.to_dict()
+    assert database.get(project.project_id) == project
+    assert database.list() == [project]
+    assert database.resolve("Billing API") == project.project_id
+    assert database.journal() == [change.event]
+    assert database.latest_seq() == 1
+    assert database.database_id() != ""
+    with pytest.raises(InvalidInputError):
+        database.create("   ")
+    assert database.latest_seq() == 1
+
+
+def test_update_reports_the_fields_that_changed(database: projctl.Database) -> None:
+    project_id = database.create("Old", owner_id="ann").project.project_id
+    change = database.update(project_id, status="in_progress", name="New", owner_id="ann")
+    assert change.updated_fields == ("name", "status")  # the contract's order; owner_id is equal
+    assert change.event is not None
+    assert change.event["event_type"] == "project_updated"
+    assert change.event["data"]["updated_fields"] == ["name", "status"]
+    assert change.event["seq"] == 2
+    assert database.get(project_id) == change.project
+    unchanged = database.update(project_id, name="New")
+    assert (unchanged.event, unchanged.updated_fields) == (None, ())
+    assert database.latest_seq() == 2
+    with pytest.raises(ProjectNotFoundError):
+        database.update("proj_20000101_000000", name="x")
+
+
+def test_delete_several_is_all_or_nothing(database: projctl.Database) -> None:
+    first = database.create("A").project
+    second = database.create("B").project
+    ghost = "proj_20000101_000000"
+    with pytest.raises(ProjectNotFoundError):
+        database.delete_many([first.project_id, ghost, second.project_id])
+    assert database.list() == [first, second]
+    assert database.latest_seq() == 2
+    changes = database.delete_many([second.project_id, ghost, first.project_id], missing_ok=True)
+    assert [change.project for change in changes] == [second, first]
+    assert [change.event["seq"] for change in changes if change.event] == [3, 4]
+    assert [change.event["data"] for change in changes if change.event] == [
+        {"project_id": second.project_id, "name": "B"},
+        {"project_id": first.project_id, "name": "A"},
+    ]
+    assert database.list() == []
+
+
+def test_the_journal_is_in_commit_order(database: projctl.Database) -> None:
+    project_id = database.create("A").project.project_id
+    database.update(project_id, status="on_hold")
+    database.delete(project_id)
+    journal = database.journal()
+    assert [(event["seq"], event["event_type"]) for event in journal] == [
+        (1, "project_created"),
+        (2, "project_updated"),
+        (3, "project_deleted"),
+    ]
+    assert database.latest_seq() == 3
+
+
+def test_resume_from_a_seq(database: projctl.Database) -> None:
+    project_id = database.create("A").project.project_id
+    database.update(project_id, status="in_progress")
+    database.update(project_id, status="completed")
+    assert [event["seq"] for event in database.journal(1)] == [2, 3]
+    assert database.journal(3) == []
+    caught_up(database)
+    messages = follow(database, since=1, count=2)
+    assert messages == database.journal(1)
+
+
+def test_resync_past_the_window(database: projctl.Database) -> None:
+    kept = database.create("kept").project
+    for number in range(LIMIT + 1):
+        database.update(kept.project_id, description=str(number))
+    latest = LIMIT + 2
+    assert database.latest_seq() == latest
+    journal = database.journal()
+    assert [event["seq"] for event in journal] == list(range(latest - LIMIT + 1, latest + 1))
+    # Events after seq 1 are gone: the journal shows the gap, and the feed sends a resync.
+    assert database.journal(1)[0]["seq"] > 2
+    caught_up(database)
+    (resync,) = follow(database, since=1, count=1)
+    assert resync["event_type"] == "resync"
+    assert resync["seq"] == latest
+    assert resync["data"]["projects"] == [project.to_dict() for project in database.list()]

@@ -1,0 +1,85 @@
+"""What the team client and the subscriber share, written once: the client TLS context, the
+one line for a server that turns a client away, and the pauses between attempts; and the
+team protocol's ``journal`` read, which the team server's backend follows a seq with."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trustme
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
+
+from projctl import remote, subscribe
+from projctl.store import ProjectStore
+
+from .conftest import OwnedStore
+
+
+def refused(status: int) -> InvalidStatus:
+    return InvalidStatus(Response(status, "refused", Headers(), b""))
+
+
+def test_backoff_doubles_up_to_its_bound() -> None:
+    assert list(subscribe.backoff(0.2, count=7)) == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+def test_backoff_reads_its_bounds_when_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subscribe, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(subscribe, "BACKOFF_MAX", 0.03)
+    assert list(subscribe.backoff(count=4)) == [0.01, 0.02, 0.03, 0.03]
+
+
+def test_the_team_client_retries_three_times_tripling_its_pause() -> None:
+    pauses = subscribe.backoff(remote.RETRY_FIRST, factor=3, count=remote.RETRIES)
+    assert [round(pause, 6) for pause in pauses] == [0.1, 0.3, 0.9]
+
+
+def test_client_tls_only_for_wss(tmp_path: Path) -> None:
+    assert subscribe.client_tls("ws://127.0.0.1:1/ws", None) is None
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = subscribe.client_tls("wss://127.0.0.1:1", str(ca_file))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_is_one_line_naming_the_server(status: int) -> None:
+    error = subscribe.refusal(refused(status), "wss://team.example:8443")
+    assert str(error) == (
+        f"the server at wss://team.example:8443 refused the token (HTTP {status}); "
+        "set PROJCTL_TOKEN"
+    )
+
+
+def test_another_refused_handshake_is_one_line() -> None:
+    error = subscribe.refusal(refused(400), "ws://127.0.0.1:1/ws")
+    assert str(error) == "the server at ws://127.0.0.1:1/ws refused the connection (HTTP 400)"
+
+
+def answer(store: ProjectStore, op: str, **args: Any) -> dict[str, Any]:
+    message = orjson.dumps({"id": "r1", "op": op, "args": args})
+    reply: dict[str, Any] = orjson.loads(remote.answer(store, message, may_write=True).reply)
+    return reply
+
+
+def test_the_journal_op_gives_the_events_after_a_seq(tmp_path: Path) -> None:
+    store = OwnedStore(tmp_path / "db.json")
+    project_id = store.create("A").project.project_id
+    store.update(project_id, {"status": "on_hold"})
+    store.delete(project_id)
+    reply = answer(store, "journal", after=1)
+    assert reply["ok"] is True
+    assert reply["result"]["events"] == store.journal()[1:]
+    assert answer(store, "journal")["result"]["events"] == store.journal()
+    for bad in (-1, "1", True, 1.5):
+        refused_reply = answer(store, "journal", after=bad)
+        assert refused_reply["error"]["code"] == "invalid_input"

@@ -1,0 +1,93 @@
+"""The database location chooses the storage: a path or a ``file:`` URL is a TinyDB file;
+``nats://`` and ``tls://`` name the JetStream backend this version does not have; any other
+``scheme://`` is refused. Each through the command line, with nothing created."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import Result
+
+from projctl.store import ProjectStore
+
+JETSTREAM = "the NATS JetStream backend is not available in this version"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder: a relative path resolves here."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.mark.parametrize("location", ["nats://host:4222/x", "tls://nats.example:4222/projects"])
+@pytest.mark.parametrize("given", ["--db", "PROJCTL_DB"])
+@pytest.mark.parametrize("command", [("create", "X"), ("list",), ("info",)])
+def test_a_jetstream_location_exits_2_and_creates_nothing(
+    cli: Callable[..., Result], folder: Path, location: str, given: str, command: tuple[str, ...]
+) -> None:
+    if given == "--db":
+        result = cli("--db", location, *command)
+    else:
+        result = cli(*command, env={"PROJCTL_DB": location})
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {given}={location!r}: {JETSTREAM}\n"
+    assert list(folder.iterdir()) == []  # no "nats:/host:4222/" folders
+
+
+@pytest.mark.parametrize("location", ["redis://host/x", "https://example.com/db.json", "s3://b/k"])
+def test_another_scheme_exits_2_and_creates_nothing(
+    cli: Callable[..., Result], folder: Path, location: str
+) -> None:
+    result = cli("--db", location, "create", "X")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: --db={location!r} is not accepted: "
+        "expected a database file's path or a file: URL\n"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_a_file_url_is_a_tinydb_file(
+    cli: Callable[..., Result], folder: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "team dir" / "projects.json"
+    url = "file://" + str(target).replace(" ", "%20")
+    created = cli("--db", url, "create", "Billing API")
+    assert created.exit_code == 0, created.output
+    (project,) = ProjectStore(target).list_projects()
+    assert created.stdout == project.project_id + "\n"
+    assert project.name == "Billing API"
+    listed = cli("list", env={"PROJCTL_DB": url})
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith(project.project_id + "\t")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_relative_file_url_and_a_plain_path_name_the_same_file(
+    cli: Callable[..., Result], folder: Path
+) -> None:
+    assert cli("--db", "file:projects.json", "create", "A").exit_code == 0
+    assert cli("--db", "projects.json", "create", "B").exit_code == 0
+    names = [p.name for p in ProjectStore(folder / "projects.json").list_projects()]
+    assert names == ["A", "B"]
+    assert sorted(os.listdir(folder)) == ["projects.json", "projects.json.lock"]
+
+
+@pytest.mark.parametrize("location", ["file://elsewhere/x.json", "file:///x.json?mode=ro"])
+def test_a_file_url_for_another_machine_exits_2(
+    cli: Callable[..., Result], folder: Path, location: str
+) -> None:
+    result = cli("--db", location, "list")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: --db={location!r} is not accepted: "
+        "expected a file: URL naming a file on this machine\n"
+    )
