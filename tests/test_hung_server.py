@@ -51,7 +51,7 @@ def timed(
 def test_watch_timeout_holds_against_a_hung_server(projctl: Run, hung_server: ServerState) -> None:
     result, elapsed = timed(lambda: projctl("watch", "--json", "--count", "1", "--timeout", "2"))
     assert result.returncode == 124, result.stderr
-    assert elapsed < 4.0  # --timeout 2 holds: the blocking lookup once took 10 s
+    assert elapsed < 6.0  # --timeout 2 holds: the blocking lookup once took 10 s
     assert result.stdout == ""
     assert result.stderr.endswith("Error: timed out after 2s waiting for events\n")
     assert f"the server (pid {hung_server.pid}) is not answering" in result.stderr
@@ -62,7 +62,7 @@ def test_info_reports_a_hung_server_instead_of_failing(
 ) -> None:
     result, elapsed = timed(lambda: projctl("info"))
     assert (result.returncode, result.stderr) == (0, "")
-    assert elapsed < 4.0  # a 1 s wait, not the old 10 s
+    assert elapsed < 6.0  # a 1 s wait, not the old 10 s
     assert f"server    not answering (pid {hung_server.pid}, {hung_server.url})" in result.stdout
     # Remembered: the JSON report right after does not wait the whole answer time again.
     as_json, elapsed = timed(lambda: projctl("info", "--json"))
@@ -74,7 +74,7 @@ def test_info_reports_a_hung_server_instead_of_failing(
         "pid": hung_server.pid,
         "subscribers": None,
     }
-    assert elapsed < 4.0  # remembered: the short wait its warning names
+    assert elapsed < 6.0  # remembered: the short wait its warning names
 
 
 def test_writes_go_on_without_a_hung_server_and_it_is_remembered(
@@ -87,11 +87,11 @@ def test_writes_go_on_without_a_hung_server_and_it_is_remembered(
     )
     first, elapsed = timed(lambda: projctl("create", "first"))
     assert first.returncode == 0
-    assert elapsed < 4.0  # a 1 s wait, not the old 10 s
+    assert elapsed < 6.0  # a 1 s wait, not the old 10 s
     assert first.stderr == warning.format(seq=1, still="", within="1")
     second, elapsed = timed(lambda: projctl("create", "second"))
     assert second.returncode == 0
-    assert elapsed < 4.0  # remembered: the short wait its warning names
+    assert elapsed < 6.0  # remembered: the short wait its warning names
     assert second.stderr == warning.format(seq=2, still="still ", within="0.3")
     assert [event["seq"] for event in store.journal()] == [1, 2]  # journaled all the same
     # Nothing replaced it: the stopped server still holds the database.

@@ -499,7 +499,8 @@ def test_every_filter(projctl: Run, store: ProjectStore) -> None:
     journal = store.journal()
 
     def seqs(args: tuple[str, ...]) -> list[int]:
-        done = projctl("watch", "--since", "0", "--timeout", "2", *args)
+        # --timeout covers finding (or starting) the server too: room for a busy machine.
+        done = projctl("watch", "--since", "0", "--timeout", "5", *args)
         assert done.returncode == 0, done.stderr  # a time-boxed watch: no --count to miss
         assert done.stderr.count("Error") == 0
         return [orjson.loads(line)["seq"] for line in done.stdout.splitlines()]
