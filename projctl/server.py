@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import gc
@@ -63,8 +64,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from projctl import __version__, remote, rpc, runtime
-from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, StoreError
+from projctl import __version__, config, remote, rpc, runtime
+from projctl.errors import ConfigError, CorruptDatabaseError, ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
@@ -76,6 +77,7 @@ __all__ = [
     "configure_logging",
     "main",
     "run_server",
+    "server_config",
 ]
 
 log = logging.getLogger("projctl.server")
@@ -111,8 +113,8 @@ _TRIM_AFTER_HANDSHAKES = 32
 class ServerConfig:
     """How one server runs."""
 
-    host: str = "localhost"
-    port: int = 8000
+    host: str = config.DEFAULT_HOST
+    port: int = config.DEFAULT_PORT
     #: Extra browser origins allowed to subscribe; ``"*"`` allows any.
     allow_origins: tuple[str, ...] = ()
     #: Stop after this many seconds with no subscribers and no events (``None``: never).
@@ -132,7 +134,7 @@ class ServerConfig:
     ping_interval: float | None = 20.0
     #: How long a closing handshake may take before the connection is dropped.
     close_timeout: float = 5.0
-    journal_window: int = 1000
+    journal_window: int = config.DEFAULT_JOURNAL_LIMIT
     #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
     #: Every accepted socket counts, from its accept; past this and a few spare slots
     #: (to answer with a 503, and for ``/healthz``), one is closed as soon as it is accepted.
@@ -183,6 +185,47 @@ class ServerConfig:
             write_tokens=write,
             **settings,
         )
+
+
+def server_config(
+    settings: config.Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    port_fallback: bool | None = None,
+    allow_origins: Sequence[str] = (),
+    idle_timeout: float | None = None,
+    require_token: bool | None = None,
+    tls: tuple[Path, Path] | None = None,
+    token_file: Path | None = None,
+) -> ServerConfig:
+    """The one mapping from settings to a server's config, for ``serve`` and the background
+    server alike: what is given here wins over ``settings``. Without a port (here or in the
+    settings) the server tries the settings' preferred port and falls back to a free one.
+
+    Raises :class:`~projctl.errors.ConfigError` for a TLS certificate or key that cannot
+    be loaded, or a bad token file.
+    """
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(*tls)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"cannot load the TLS certificate or key: {error}") from None
+    chosen_port = port if port is not None else settings.port
+    return ServerConfig.for_host(
+        settings.host if host is None else host,
+        token_file=token_file,
+        ssl_context=context,
+        require_token=settings.require_token if require_token is None else require_token,
+        port=settings.preferred_port if chosen_port is None else chosen_port,
+        port_fallback=chosen_port is None if port_fallback is None else port_fallback,
+        allow_origins=tuple(allow_origins),
+        idle_timeout=idle_timeout or None,
+        journal_window=settings.journal_limit,
+        max_connections=settings.max_connections,
+    )
 
 
 @dataclass
@@ -1772,15 +1815,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch = ServerLaunch.parse(sys.argv[1:] if argv is None else argv)
         options = launch.options
+        # The launching command's environment is this one's: the same settings (the
+        # journal limit, for one) hold for the store and the server as for ``serve``.
+        settings = config.load_settings(db=str(launch.db_path))
         run_server(
-            ProjectStore(launch.db_path),
-            ServerConfig.for_host(
-                options.host,
-                require_token=options.require_token,
+            ProjectStore(launch.db_path, journal_limit=settings.journal_limit),
+            server_config(
+                dataclasses.replace(settings, max_connections=options.max_connections),
+                host=options.host,
                 port=options.port,
                 port_fallback=options.port_fallback,
-                idle_timeout=options.idle_timeout or None,
-                max_connections=options.max_connections,
+                idle_timeout=options.idle_timeout,
+                require_token=options.require_token,
             ),
         )
     except ProjctlError as error:
