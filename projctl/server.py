@@ -259,6 +259,8 @@ class _Stats:
     #: Sockets closed as soon as they were accepted, the server being full.
     refused_at_accept: int = 0
     journal_read_failures: int = 0
+    #: Rounds of the database watcher that raised.
+    watcher_failures: int = 0
 
 
 class _CountedConnection(ServerConnection):
@@ -754,24 +756,34 @@ class BroadcastServer:
         """Notice commits whose forward never came: the file changed and no forward explains it.
 
         Runs for the server's whole life: whatever one round raises is logged and the
-        next round goes on, so no database content can stop the watcher.
+        next round goes on, so no database content can stop the watcher. A failure that
+        repeats is logged once, with its traceback; then only when it changes or stops.
         """
         unexplained_since: float | None = None
+        failing: str | None = None
         while True:
             await asyncio.sleep(self.config.poll_interval)
             try:
                 version = self.store.file_version()
                 if self.sequencer.is_explained(version):
                     unexplained_since = None
-                    continue
-                now = time.monotonic()
-                if unexplained_since is None:
-                    unexplained_since = now
-                elif now - unexplained_since >= self.config.gap_grace:
-                    unexplained_since = None
-                    await self.reconcile()
-            except Exception:
-                log.exception("the database watcher failed a round; it goes on")
+                else:
+                    now = time.monotonic()
+                    if unexplained_since is None:
+                        unexplained_since = now
+                    elif now - unexplained_since >= self.config.gap_grace:
+                        unexplained_since = None
+                        await self.reconcile()
+            except Exception as error:
+                self.stats.watcher_failures += 1
+                failure = f"{type(error).__qualname__}: {error}"
+                if failure != failing:
+                    failing = failure
+                    log.exception("the database watcher failed a round; it goes on")
+                continue
+            if failing is not None:
+                failing = None
+                log.info("the database watcher works again")
 
     async def _stop_when_idle(self, idle_timeout: float) -> None:
         while True:
