@@ -21,10 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from projctl import remote
-from projctl import server as server_module
 from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
+from projctl.server import app as server_app
 from projctl.store import ProjectStore, StoreState
 
 from .conftest import until
@@ -255,7 +255,7 @@ def test_the_answers_kept_for_retries_stay_under_a_byte_cap(
     """Replies of large writes (10,000 emoji each, ~80 KB a reply) are kept within the byte
     cap, not only the count: the oldest go, and the newest still replay byte for byte."""
     cap = 512 * 1024
-    monkeypatch.setattr(server_module, "_RPC_ANSWER_BYTES_KEPT", cap, raising=False)
+    monkeypatch.setattr(server_app, "_RPC_ANSWER_BYTES_KEPT", cap)
     project_id = store.create("Large", owner_id="ann").project.project_id
     messages = [
         request(

@@ -11,6 +11,7 @@ import projctl
 from projctl import config, server
 from projctl.runtime import ServerLaunch, StartOptions
 from projctl.server import ServerConfig
+from projctl.server import app as server_app
 
 
 def _launch(db_path: Path) -> list[str]:
@@ -24,9 +25,7 @@ def _run_background_main(
     """What ``python -m projctl.server`` would serve, caught before it listens."""
     served: list[tuple[Any, ServerConfig]] = []
     monkeypatch.setattr(
-        server.__main__ if hasattr(server, "__main__") else server,
-        "run_server",
-        lambda store, cfg, **_: served.append((store, cfg)),
+        server_app, "run_server", lambda store, cfg, **_: served.append((store, cfg))
     )
     assert server.main(_launch(db_path)) == 0
     assert len(served) == 1

@@ -24,7 +24,6 @@ One server serves one database file. It listens on
 
 Every decision (order, gaps, replay, snapshots) is the :class:`~projctl.sequencer.Sequencer`'s;
 this module only moves bytes between it, the sockets and the database file.
-``python -m projctl.server`` runs a background server (see ``runtime.ServerLaunch``).
 """
 
 from __future__ import annotations
@@ -36,57 +35,51 @@ import errno
 import functools
 import gc
 import hashlib
-import hmac
 import http
-import ipaddress
 import logging
 import os
-import re
 import secrets
 import signal
-import ssl
-import stat
 import sys
 import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from projctl import __version__, config, remote, rpc, runtime
-from projctl.errors import ConfigError, CorruptDatabaseError, ProjctlError, ServerError, StoreError
+from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, StoreError
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
+from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, _bearer_matches, canonical_host
+from projctl.server.config import ServerConfig, server_config
+from projctl.server.connection import (
+    _SPARE_SLOTS,
+    _TRIM_AFTER_HANDSHAKES,
+    _counted,
+    _CountedConnection,
+    _malloc_trim,
+    _return_memory,
+)
+from projctl.server.http import _PAGES, _api_error, _json_response, _page_response, _parse_since
 from projctl.store import FileVersion, ProjectStore, StoreState
-
-__all__ = [
-    "BroadcastServer",
-    "ServerConfig",
-    "configure_logging",
-    "main",
-    "run_server",
-    "server_config",
-]
 
 log = logging.getLogger("projctl.server")
 
-#: Browsers on these origins (any port) may subscribe without being allowed explicitly.
-_LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
+
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
-_MAX_SINCE_DIGITS = 19
+
+
 #: Answers to writes kept for retries of the same request id, and their bytes at most.
 _RPC_ANSWERS_KEPT = 4096
 _RPC_ANSWER_BYTES_KEPT = 16 << 20
@@ -99,133 +92,6 @@ _RPC_READ_YIELD = 1.0
 #: How long a stopping server waits for the team-protocol requests begun to be answered (a
 #: write may wait 10 s for the database lock).
 _RPC_FINISH_TIMEOUT = 15.0
-#: A browser cannot set headers on a WebSocket: it offers the token as this subprotocol.
-_TOKEN_PROTOCOL = "projctl-token."
-#: Listening on every address: every name is ours.
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-#: Accepted sockets kept past ``max_connections``: room to answer a 503, and for ``/healthz``.
-_SPARE_SLOTS = 2
-#: After a burst of at least this many TLS handshakes, freed memory is handed back.
-_TRIM_AFTER_HANDSHAKES = 32
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How one server runs."""
-
-    host: str = config.DEFAULT_HOST
-    port: int = config.DEFAULT_PORT
-    #: Extra browser origins allowed to subscribe; ``"*"`` allows any.
-    allow_origins: tuple[str, ...] = ()
-    #: Stop after this many seconds with no subscribers and no events (``None``: never).
-    idle_timeout: float | None = None
-    #: A read token subscribers may present (set when listening beyond loopback).
-    subscriber_token: str | None = None
-    #: A subscriber whose unsent data passes this many bytes is closed with 1013.
-    slow_subscriber_limit: int = 1 << 20
-    #: Unsent bytes of all subscribers together; past it the furthest behind are closed.
-    send_budget: int = 32 << 20
-    #: How long an early event waits for the ones before it before the journal is read.
-    gap_grace: float = 0.3
-    #: How often the database file is checked for commits nobody forwarded.
-    poll_interval: float = 0.2
-    #: How long a snapshot or API read waits out a file another program is rewriting.
-    transient_read_wait: float = 2.0
-    ping_interval: float | None = 20.0
-    #: How long a closing handshake may take before the connection is dropped.
-    close_timeout: float = 5.0
-    journal_window: int = config.DEFAULT_JOURNAL_LIMIT
-    #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
-    #: Every accepted socket counts, from its accept; past this and a few spare slots
-    #: (to answer with a 503, and for ``/healthz``), one is closed as soon as it is accepted.
-    max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
-    #: How long a new connection may take for its TLS handshake, and then for its HTTP
-    #: request, before it is closed.
-    handshake_timeout: float = 10.0
-    #: TLS handshakes under way at once; the next ones wait their turn (holding only their
-    #: socket) within ``handshake_timeout``.
-    max_handshakes: int = 64
-    #: When ``port`` is taken, listen on any free port instead of failing.
-    port_fallback: bool = False
-    #: Tokens that may read (subscribe, the HTTP API, the team protocol's reads).
-    read_tokens: frozenset[str] = frozenset()
-    #: Tokens that may also write through the team protocol (``/rpc``).
-    write_tokens: frozenset[str] = frozenset()
-    #: TLS for ``wss://`` and ``https://`` (``None``: plain).
-    ssl_context: ssl.SSLContext | None = None
-
-    def __post_init__(self) -> None:
-        # The subscriber token is one of the read tokens, however the config was built.
-        if self.subscriber_token is not None and self.subscriber_token not in self.read_tokens:
-            object.__setattr__(self, "read_tokens", self.read_tokens | {self.subscriber_token})
-
-    @classmethod
-    def for_host(
-        cls,
-        host: str,
-        *,
-        require_token: bool = False,
-        token_file: Path | None = None,
-        **settings: Any,
-    ) -> ServerConfig:
-        """A config for ``host`` with its tokens: from ``token_file``, or fresh ones. A read
-        token is needed beyond loopback, and on loopback too with ``require_token`` (or a
-        token file); a write token always exists (the team protocol never runs without)."""
-        if token_file is not None:
-            read, write = read_token_file(token_file)
-        else:
-            needs_token = require_token or not runtime.is_loopback(host)
-            read = frozenset({secrets.token_urlsafe(24)}) if needs_token else frozenset()
-            write = frozenset({secrets.token_urlsafe(24)})
-        subscriber = min(read) if read else (min(write) if token_file is not None else None)
-        return cls(
-            host=host,
-            subscriber_token=subscriber,
-            read_tokens=read,
-            write_tokens=write,
-            **settings,
-        )
-
-
-def server_config(
-    settings: config.Settings,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    port_fallback: bool | None = None,
-    allow_origins: Sequence[str] = (),
-    idle_timeout: float | None = None,
-    require_token: bool | None = None,
-    tls: tuple[Path, Path] | None = None,
-    token_file: Path | None = None,
-) -> ServerConfig:
-    """The one mapping from settings to a server's config, for ``serve`` and the background
-    server alike: what is given here wins over ``settings``. Without a port (here or in the
-    settings) the server tries the settings' preferred port and falls back to a free one.
-
-    Raises :class:`~projctl.errors.ConfigError` for a TLS certificate or key that cannot
-    be loaded, or a bad token file.
-    """
-    context = None
-    if tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(*tls)
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigError(f"cannot load the TLS certificate or key: {error}") from None
-    chosen_port = port if port is not None else settings.port
-    return ServerConfig.for_host(
-        settings.host if host is None else host,
-        token_file=token_file,
-        ssl_context=context,
-        require_token=settings.require_token if require_token is None else require_token,
-        port=settings.preferred_port if chosen_port is None else chosen_port,
-        port_fallback=chosen_port is None if port_fallback is None else port_fallback,
-        allow_origins=tuple(allow_origins),
-        idle_timeout=idle_timeout or None,
-        journal_window=settings.journal_limit,
-        max_connections=settings.max_connections,
-    )
 
 
 @dataclass
@@ -261,118 +127,6 @@ class _Stats:
     journal_read_failures: int = 0
     #: Rounds of the database watcher that raised.
     watcher_failures: int = 0
-
-
-class _CountedConnection(ServerConnection):
-    """A connection counted from the moment its socket is accepted, not from its handshake.
-
-    ``serve`` makes one for each accepted socket (its documented ``create_connection``
-    hook), before a byte is read: past the server's cap it is closed at once. With TLS the
-    handshake is done here, with ``loop.start_tls``, at most ``max_handshakes`` at a time and
-    within ``handshake_timeout``: when asyncio did it for ``serve``, every accepted socket got
-    its TLS buffers (256 KiB each) before websockets, and so the cap, ever saw it.
-    """
-
-    #: The server that counts this connection (set on the subclass each server makes).
-    owner: BroadcastServer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: The transport asyncio handed this protocol (for TLS, once its handshake is done):
-        #: its write buffer is what a subscriber holds unsent. Kept here, through asyncio's
-        #: protocol contract, because websockets does not document its own ``transport``.
-        self.wire: asyncio.Transport | None = None
-        self._early: list[bytes] = []
-        self._lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        accepted = cast(asyncio.Transport, transport)
-        if not self.owner._admit(self):
-            accepted.abort()
-            return
-        context = self.owner.config.ssl_context
-        if context is None:
-            self._open(accepted)
-            return
-        accepted.pause_reading()  # not a byte reaches the WebSocket protocol before TLS
-        self.owner._spawn(self._start_tls(accepted, context))
-
-    def _open(self, transport: asyncio.Transport) -> None:
-        self.wire = transport
-        super().connection_made(transport)  # websockets starts its handshake here
-        for data in self._early:
-            super().data_received(data)
-        self._early = []
-
-    async def _start_tls(self, accepted: asyncio.Transport, context: ssl.SSLContext) -> None:
-        timeout = self.owner.config.handshake_timeout
-        try:
-            secured = await asyncio.wait_for(self._tls_handshake(accepted, context), timeout)
-        except Exception as error:  # a timeout, a bad or abandoned handshake: this one only
-            log.debug("TLS handshake failed: %r", error)
-            accepted.abort()
-            self.owner._release(self)
-            return
-        except BaseException:
-            accepted.abort()
-            self.owner._release(self)
-            raise
-        if self._lost:
-            return
-        self._open(secured)
-
-    async def _tls_handshake(
-        self, accepted: asyncio.Transport, context: ssl.SSLContext
-    ) -> asyncio.Transport:
-        owner = self.owner
-        async with owner._tls_turns:
-            owner._tls_started()
-            try:
-                secured = await asyncio.get_running_loop().start_tls(
-                    accepted,
-                    self,
-                    context,
-                    server_side=True,
-                    ssl_handshake_timeout=owner.config.handshake_timeout,
-                )
-            finally:
-                owner._tls_ended()
-        if secured is None:
-            raise ConnectionResetError("closed during the TLS handshake")
-        return secured
-
-    def data_received(self, data: bytes) -> None:
-        if self.wire is None:
-            # TLS 1.3 may deliver the request with the end of the handshake, before
-            # start_tls() has returned: keep it for the WebSocket protocol.
-            self._early.append(data)
-            return
-        super().data_received(data)
-
-    def eof_received(self) -> None:
-        if self.wire is not None:
-            super().eof_received()
-        # else: returning None closes the transport; nothing was opened yet
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self.owner._release(self)
-        if self.wire is not None:
-            super().connection_lost(exc)
-
-    def unsent_bytes(self) -> int:
-        """Bytes written to this connection that its peer has not taken yet."""
-        return self.wire.get_write_buffer_size() if self.wire is not None else 0
-
-    def abort(self) -> None:
-        """Drop the connection at once, without a closing handshake."""
-        if self.wire is not None:
-            self.wire.abort()
-
-
-def _counted(connection: ServerConnection) -> _CountedConnection:
-    """Every connection this server's ``serve`` makes is a :class:`_CountedConnection`."""
-    return cast(_CountedConnection, connection)
 
 
 class BroadcastServer:
@@ -1421,144 +1175,6 @@ class BroadcastServer:
         return rpc.encode_reply()
 
 
-def _json_response(status: http.HTTPStatus, body: Any, *, encoded: bool = False) -> Response:
-    payload = body if encoded else orjson.dumps(body)
-    headers = Headers(
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Connection", "close"),
-        ]
-    )
-    return Response(status.value, status.phrase, headers, payload)
-
-
-def _api_error(status: http.HTTPStatus, code: str, message: str) -> Response:
-    """An API error: ``{"error": code, "message": one line}``, codes stable for scripts."""
-    return _json_response(status, {"error": code, "message": message})
-
-
-#: The dashboard's files (package data in ``projctl/dashboard``), by the path they are served at.
-_PAGES = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
-}
-
-
-@functools.cache
-def _page(name: str) -> bytes:
-    return (resources.files("projctl") / "dashboard" / name).read_bytes()
-
-
-def _page_response(path: str, host: str | None) -> Response:
-    """One of the dashboard's files, with headers that allow only its own origin.
-
-    ``host`` is the request's ``Host`` as :func:`canonical_host` gives it (``None``: only
-    ``'self'``), so nothing but a host name and port ever reaches the policy."""
-    name, content_type = _PAGES[path]
-    body = _page(name)
-    # 'self' covers ws:// and wss:// of the page's own host in current browsers; the
-    # explicit sources keep older ones working.
-    sockets = f" ws://{host} wss://{host}" if host is not None and canonical_host(host) else ""
-    policy = (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src 'self'{sockets}; base-uri 'none'; form-action 'none'; "
-        "frame-ancestors 'none'"
-    )
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-            ("Content-Security-Policy", policy),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"),
-            ("Connection", "close"),
-        ]
-    )
-    return Response(200, "OK", headers, body)
-
-
-def read_token_file(path: Path) -> tuple[frozenset[str], frozenset[str]]:
-    """The read and write tokens of a token file: one ``read: TOKEN`` or ``write: TOKEN`` a
-    line (``#`` comments and blank lines allowed).
-
-    Refused (:class:`~projctl.errors.ConfigError`) unless it is a regular file that nobody
-    but its owner may read (mode 0600 or stricter), and holds at least one write token.
-    """
-    from projctl.errors import ConfigError
-
-    try:
-        status = os.stat(path)
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read the token file {path}: {error.strerror}") from None
-    _refuse_unless_private(path, status, "token file")
-    read: set[str] = set()
-    write: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        kind, _, token = line.partition(":")
-        token = token.strip()
-        # Visible ASCII only, as PROJCTL_TOKEN: what a client can send in a header.
-        visible = all("!" <= char <= "~" for char in token)
-        if kind.strip() not in ("read", "write") or len(token) < 16 or not visible:
-            raise ConfigError(
-                f"{path}, line {number}: expected 'read: TOKEN' or 'write: TOKEN' "
-                "(a token of 16 or more visible ASCII characters)"
-            )
-        (read if kind.strip() == "read" else write).add(token)
-    if not write:
-        raise ConfigError(f"the token file {path} has no write token")
-    return frozenset(read), frozenset(write)
-
-
-def check_key_file(path: Path) -> None:
-    """Refuse (:class:`~projctl.errors.ConfigError`) a TLS private key file that is not a
-    regular file only its owner may read (mode 0600 or stricter), as a token file is."""
-    from projctl.errors import ConfigError
-
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        raise ConfigError(f"cannot read the key file {path}: {error.strerror}") from None
-    _refuse_unless_private(path, status, "key file")
-
-
-def _refuse_unless_private(path: Path, status: os.stat_result, what: str) -> None:
-    from projctl.errors import ConfigError
-
-    mode = stat.S_IMODE(status.st_mode)
-    if not stat.S_ISREG(status.st_mode) or mode & 0o077:
-        raise ConfigError(
-            f"the {what} {path} may be read by others (mode {mode:04o}); chmod 600 it"
-        )
-
-
-def _return_memory() -> None:
-    """Collect what only the cycle collector frees, then hand free heap pages back."""
-    gc.collect()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    """Ask glibc to return free heap pages to the system (``malloc_trim(0)``), where it can."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).malloc_trim(0)
-
-
 def _free_port(host: str) -> int:
     """A port free on every address of ``host`` right now (it may be taken before we bind)."""
     import socket
@@ -1601,151 +1217,6 @@ def _listen_failure(host: str, port: int, error: OSError) -> str:
     return message
 
 
-#: One label of a host name (RFC 1123): letters, digits and inner hyphens.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-#: A ``Host`` header: a host name or IPv4 address, or a bracketed IPv6 address; then an
-#: optional ``:port`` of digits. Nothing else (no ``@``, no text after the ``]``).
-_HOST_HEADER = re.compile(
-    rf"(?P<host>{_LABEL}(?:\.{_LABEL})*\.?|\[(?P<ipv6>[0-9a-f:.]+)\])(?::(?P<port>\d{{1,5}}))?"
-)
-#: Where a token may travel as ``?token=``: only a plain server's ``/ws`` (the subscriber
-#: URL of the README); everywhere else, and on every TLS server, it goes in a header.
-_QUERY_TOKEN_PATHS = frozenset({"/ws"})
-
-
-def canonical_host(header: str | None) -> str | None:
-    """A ``Host`` header as ``name[:port]`` (lower case), or ``None`` when it is not one:
-    a host name, an IPv4 address or a bracketed IPv6 address, and an optional port."""
-    if header is None:
-        return None
-    match = _HOST_HEADER.fullmatch(header.strip().lower())
-    if match is None or len(match["host"]) > 255:
-        return None
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"])
-        except ValueError:
-            return None
-    port = match["port"]
-    if port is not None and int(port) > 65535:
-        return None
-    return match[0]
-
-
-@dataclass(frozen=True)
-class AccessPolicy:
-    """Who may do what: the one place that decides on ``Host``, ``Origin`` and tokens.
-
-    - Every request must name this server in a well-formed ``Host`` (421 otherwise).
-    - Every route has the same ``Origin`` rule: no ``Origin`` (not a browser), a page on
-      loopback, one of ``allow_origins``, or the server's own pages.
-    - Tokens travel in headers (``Authorization: Bearer``, or a browser's subprotocol
-      ``projctl-token.<token>``); ``?token=`` only on a plain server's ``/ws``.
-    - When read tokens exist, reading needs one, and so does the detail of ``/healthz``
-      (behind a reverse proxy every client arrives from loopback); otherwise loopback
-      clients see the detail.
-    """
-
-    host: str
-    allow_origins: tuple[str, ...] = ()
-    read_tokens: frozenset[str] = frozenset()
-    write_tokens: frozenset[str] = frozenset()
-    tls: bool = False
-
-    @classmethod
-    def of(cls, config: ServerConfig) -> AccessPolicy:
-        """The policy of a server run with ``config``."""
-        return cls(
-            host=config.host,
-            allow_origins=config.allow_origins,
-            read_tokens=config.read_tokens,
-            write_tokens=config.write_tokens,
-            tls=config.ssl_context is not None,
-        )
-
-    @property
-    def tokens_required(self) -> bool:
-        """Whether reading (subscribing, the HTTP API, ``/healthz`` detail) needs a token."""
-        return bool(self.read_tokens)
-
-    def host_allowed(self, header: str | None) -> bool:
-        """Whether ``Host`` is well formed and names this server: a page that reached us
-        through a rebound DNS name (``evil.example`` resolving to 127.0.0.1) is turned away."""
-        host = canonical_host(header)
-        if host is None:
-            return False
-        name = host[1 : host.index("]")] if host.startswith("[") else host.partition(":")[0]
-        listening = self.host.lower()
-        if listening in _WILDCARD_HOSTS:
-            return True  # any name reaches it; beyond loopback a token guards it
-        return name == listening or runtime.is_loopback(name)
-
-    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page at ``origin`` may use any route: no Origin (not a
-        browser), a page on loopback, one of ``allow_origins``, or the server's own pages
-        (the dashboard is served from the very ``Host`` the request names)."""
-        allowed = self.allow_origins
-        own = canonical_host(host)
-        return (
-            origin is None
-            or "*" in allowed
-            or origin in allowed
-            or _LOCAL_ORIGIN.fullmatch(origin) is not None
-            or (own is not None and origin in (f"http://{own}", f"https://{own}"))
-        )
-
-    def token_in_url_refused(self, path: str, query: str) -> bool:
-        """Whether a request carries ``?token=`` where a token may not travel in a URL."""
-        if "token" not in parse_qs(query, keep_blank_values=True):
-            return False
-        return self.tls or path not in _QUERY_TOKEN_PATHS
-
-    def presented_token(self, headers: Any, path: str) -> str | None:
-        """The known token a request carries, found in constant time; ``None`` when it
-        carries none. ``headers`` is the request's; ``path`` its target with the query."""
-        offered = headers.get("Sec-WebSocket-Protocol", "")
-        candidates = [
-            item.strip().removeprefix(_TOKEN_PROTOCOL)
-            for item in offered.split(",")
-            if item.strip().startswith(_TOKEN_PROTOCOL)
-        ]
-        scheme, _, bearer = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            candidates.append(bearer.strip())
-        url = urlsplit(path)
-        if not self.token_in_url_refused(url.path, url.query):
-            candidates += parse_qs(url.query).get("token", [])
-        for candidate in candidates:
-            given = candidate.encode("utf-8", "surrogateescape")
-            for token in self.read_tokens | self.write_tokens:
-                if hmac.compare_digest(given, token.encode()):
-                    return token
-        return None
-
-    def may_read(self, token: str | None) -> bool:
-        """Whether a client holding ``token`` (``None``: none) may subscribe and read."""
-        return not self.tokens_required or token is not None
-
-    def may_write(self, token: str | None) -> bool:
-        """Whether a client holding ``token`` may write through the team protocol."""
-        return token is not None and token in self.write_tokens
-
-    def shows_health_detail(self, peer: str | None, token: str | None) -> bool:
-        """Whether ``/healthz`` tells this client pid, paths, URL and uptime: a token
-        holder; or, on a server that asks for no read token, a client on loopback."""
-        if token is not None:
-            return True
-        return not self.tokens_required and peer is not None and runtime.is_loopback(peer)
-
-
-def _bearer_matches(headers: Headers, token: str) -> bool:
-    given = headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.strip().encode(), token.encode()
-    )
-
-
 def _too_big(message: str | bytes, limit: int) -> bool:
     """Whether a message is more than ``limit`` bytes (a text one, encoded as UTF-8).
 
@@ -1756,16 +1227,6 @@ def _too_big(message: str | bytes, limit: int) -> bool:
         return len(message) > limit
     # UTF-8 takes one to four bytes a character: encode only when it could go either way.
     return len(message) * 4 > limit and len(message.encode()) > limit
-
-
-def _parse_since(query: dict[str, list[str]]) -> int | None:
-    """``?since=N`` as an int >= 0; ``ValueError`` with a message for anything else."""
-    if "since" not in query:
-        return None
-    raw = query["since"][-1].strip()
-    if not raw.isdigit() or not raw.isascii() or len(raw) > _MAX_SINCE_DIGITS:
-        raise ValueError(f"since must be a whole number >= 0, got {raw[:40]!r}")
-    return int(raw)
 
 
 def _raise_open_file_limit() -> None:
@@ -1845,7 +1306,3 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
