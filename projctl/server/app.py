@@ -34,7 +34,6 @@ import dataclasses
 import errno
 import functools
 import gc
-import hashlib
 import http
 import logging
 import os
@@ -43,8 +42,8 @@ import signal
 import sys
 import time
 import weakref
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -71,6 +70,7 @@ from projctl.server.connection import (
     _return_memory,
 )
 from projctl.server.http import _PAGES, _api_error, _json_response, _page_response, _parse_since
+from projctl.server.writes import RpcWrites, _too_big
 from projctl.store import FileVersion, ProjectStore, StoreState
 
 log = logging.getLogger("projctl.server")
@@ -80,42 +80,12 @@ log = logging.getLogger("projctl.server")
 SUBSCRIBER_MAX_MESSAGE = 4096
 
 
-#: Answers to writes kept for retries of the same request id, and their bytes at most.
-_RPC_ANSWERS_KEPT = 4096
-_RPC_ANSWER_BYTES_KEPT = 16 << 20
-#: Team-protocol reads answered at once; more wait their turn (writes go first).
-_RPC_READS_AT_ONCE = 2
-#: Reads answered from one read of the whole file, shared by every request at the time.
-_RPC_SHARED_READS = frozenset({"list", "info"})
-#: How long a read waits for queued writes before it takes its turn anyway.
-_RPC_READ_YIELD = 1.0
-#: How long a stopping server waits for the team-protocol requests begun to be answered (a
-#: write may wait 10 s for the database lock).
-_RPC_FINISH_TIMEOUT = 15.0
-
-
 @dataclass
 class _Backlog:
     """Live events for a subscriber still receiving its opening, and their size in bytes."""
 
     messages: deque[bytes] = field(default_factory=deque)
     size: int = 0
-
-
-@dataclass
-class _RpcWindow:
-    """A ``/rpc`` connection's requests received and not yet answered (how many, how large),
-    and whether it ended."""
-
-    taken: int = 0
-    size: int = 0
-    closed: bool = False
-
-    def fits(self, message: str | bytes) -> bool:
-        """Whether ``message`` may wait its turn: within the window, or the only one."""
-        return not self.taken or (
-            self.taken < remote.RPC_WINDOW and self.size + len(message) <= remote.RPC_WINDOW_BYTES
-        )
 
 
 @dataclass
@@ -154,28 +124,9 @@ class BroadcastServer:
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
-        #: The team protocol's answered writes, by request id (for retries), oldest first.
-        self._rpc_answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._rpc_running: dict[tuple[str, str], asyncio.Future[bytes]] = {}
-        self._rpc_write_lock = asyncio.Lock()
-        #: Every id answered or in progress, with its request's digest.
-        self._rpc_ids: dict[str, str] = {}
-        #: The bytes of the replies in ``_rpc_answered``.
-        self._rpc_answered_bytes = 0
-        #: Writes queued or running; reads wait while there are any (writes go first).
-        self._rpc_writes = 0
-        self._rpc_no_writes = asyncio.Event()
-        self._rpc_no_writes.set()
-        self._rpc_reads = asyncio.Semaphore(_RPC_READS_AT_ONCE)
-        #: The newest shared read, kept while shared reads wait for their turn (so that they
-        #: share it), and those waiting; an older read is let go as soon as a newer one comes.
-        self._rpc_read_kept: StoreState | None = None
-        self._rpc_shared_waiting = 0
-        #: Requests begun and not yet answered, on every connection; none begin once stopping.
-        self._rpc_begun = 0
-        self._rpc_all_answered = asyncio.Event()
-        self._rpc_all_answered.set()
-        self._rpc_stopping = False
+        self.writes = RpcWrites(
+            store, accept=self.accept, read_state=self._read_state_shared, touch=self._touch
+        )
         #: Subscribers still receiving their snapshot or replay, and what waits for them.
         self._joining: dict[ServerConnection, _Backlog] = {}
         #: Subscribers closed for being slow whose close has not completed yet.
@@ -195,6 +146,10 @@ class BroadcastServer:
     def last_seq(self) -> int:
         """The ``seq`` of the newest event broadcast."""
         return self.sequencer.last_seq
+
+    def _touch(self) -> None:
+        """Mark the server active now (for the idle timeout)."""
+        self._last_activity = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -353,7 +308,7 @@ class BroadcastServer:
     async def close(self) -> None:
         """Close every connection, stop the background tasks, remove the state file."""
         log.info("stopping (pid %d)", os.getpid())
-        await self._finish_rpc_requests()
+        await self.writes.finish()
         for task in list(self._background):
             task.cancel()
         if self._unix_server is not None:
@@ -776,7 +731,7 @@ class BroadcastServer:
             return
         if url.path == remote.RPC_PATH:
             may_write = self.access.may_write(self._presented_token(connection.request))
-            await self._serve_rpc(connection, may_write=may_write)
+            await self.writes.serve(connection, may_write=may_write)
             return
         query = parse_qs(url.query, keep_blank_values=True)
         since = _parse_since(query)
@@ -884,206 +839,6 @@ class BroadcastServer:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.02)
-
-    async def _serve_rpc(self, connection: ServerConnection, *, may_write: bool) -> None:
-        """The team protocol: one reply per request, each write applied once per id.
-
-        This task only reads: requests go to a queue that a worker answers one at a time,
-        in order, so the connection keeps reading (pongs too: keepalive needs its reader
-        to run) however many requests a client pipelines. A request beyond
-        :data:`remote.RPC_WINDOW` unanswered ones (or their bytes) is not carried out: it is
-        answered ``busy`` at once.
-        """
-        self._last_activity = time.monotonic()
-        queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        window = _RpcWindow()
-        worker = asyncio.ensure_future(self._answer_rpc_queue(connection, queue, window, may_write))
-        try:
-            async for message in connection:
-                if _too_big(message, remote.MAX_REQUEST):
-                    await connection.close(1009, f"a request is at most {remote.MAX_REQUEST} bytes")
-                    break
-                if not window.fits(message):
-                    await connection.send(remote.busy_reply(message), text=True)
-                else:
-                    window.taken += 1
-                    window.size += len(message)
-                    queue.put_nowait(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            # Requests not begun are dropped (their client is gone and may retry them); the
-            # one running finishes, so its answer is kept for a retry.
-            window.closed = True
-            queue.put_nowait(None)
-            await asyncio.shield(worker)
-
-    async def _answer_rpc_queue(
-        self,
-        connection: ServerConnection,
-        queue: asyncio.Queue[str | bytes | None],
-        window: _RpcWindow,
-        may_write: bool,
-    ) -> None:
-        """Answer one connection's requests in order until it ends (a ``None`` entry)."""
-        while (message := await queue.get()) is not None:
-            if window.closed or self._rpc_stopping:
-                continue
-            self._rpc_begun += 1
-            self._rpc_all_answered.clear()
-            try:
-                await self._answer_rpc_request(connection, message, window, may_write)
-            finally:
-                self._rpc_begun -= 1
-                if not self._rpc_begun:
-                    self._rpc_all_answered.set()
-
-    async def _answer_rpc_request(
-        self,
-        connection: ServerConnection,
-        message: str | bytes,
-        window: _RpcWindow,
-        may_write: bool,
-    ) -> None:
-        """Answer one request and send its reply (unless the connection is gone)."""
-        try:
-            reply = await self._rpc_reply(message, may_write=may_write)
-        except Exception:  # a bug of ours: answered, and the connection goes on
-            log.exception("a /rpc request failed")
-            reply = remote.error_reply(
-                remote.request_id_in(message), "server_error", "internal error"
-            )
-        finally:
-            window.taken -= 1
-            window.size -= len(message)
-        try:
-            await connection.send(reply, text=True)
-        except ConnectionClosed:
-            window.closed = True
-        self._last_activity = time.monotonic()
-
-    async def _finish_rpc_requests(self) -> None:
-        """Before a stopping server closes its connections: begin no more team-protocol
-        requests, and let those begun be answered, so that no write is applied unanswered."""
-        self._rpc_stopping = True
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._rpc_all_answered.wait(), _RPC_FINISH_TIMEOUT)
-
-    @contextlib.asynccontextmanager
-    async def _rpc_turn(self, op: str | None, *, may_write: bool) -> AsyncIterator[None]:
-        """Take the database's turn for one request: writes one at a time, and before any
-        read waiting; a read once no write waits (or after a while)."""
-        if op in remote.WRITE_OPS and may_write:
-            self._rpc_writes += 1
-            self._rpc_no_writes.clear()
-            try:
-                # Writes go one at a time: they would only take turns at the database lock
-                # otherwise, polling for it, which stretches the slowest reply.
-                async with self._rpc_write_lock:
-                    yield
-            finally:
-                self._rpc_writes -= 1
-                if not self._rpc_writes:
-                    self._rpc_no_writes.set()
-        else:
-            if op in remote.READ_OPS:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._rpc_no_writes.wait(), _RPC_READ_YIELD)
-            yield
-
-    async def _rpc_state(self) -> StoreState:
-        """A read of the database no older than this call, shared with every reader."""
-        version = self.store.file_version()
-        state = await self._read_state_shared()
-        if state.version != version:  # a read begun before a commit: take a newer one
-            state = await self._read_state_shared()
-        self._rpc_read_kept = state
-        return state
-
-    async def _rpc_answer(
-        self, message: str | bytes, op: str | None, *, may_write: bool
-    ) -> remote.Answer:
-        """Answer in a thread: a read once one of the few read slots is free; ``list`` and
-        ``info`` from the shared read of the file (taken in the slot, so that a read waiting
-        holds no old copy of the database)."""
-        if op not in remote.READ_OPS:
-            return await asyncio.to_thread(remote.answer, self.store, message, may_write=may_write)
-        shared = op in _RPC_SHARED_READS
-        self._rpc_shared_waiting += shared
-        try:
-            async with self._rpc_reads:
-                state = None
-                if shared:
-                    # A file that cannot be read is answered from the store, with its error.
-                    with contextlib.suppress(StoreError):
-                        state = await self._rpc_state()
-                return await asyncio.to_thread(
-                    remote.answer, self.store, message, may_write=may_write, state=state
-                )
-        finally:
-            self._rpc_shared_waiting -= shared
-            if not self._rpc_shared_waiting:
-                self._rpc_read_kept = None
-
-    async def _rpc_reply(self, message: str | bytes, *, may_write: bool) -> bytes:
-        """The reply to one request; a write whose id was answered before gets that answer
-        again (a client retrying after a lost reply), and one in progress is waited for."""
-        try:
-            request = orjson.loads(message)
-            request_id: str | None = remote.request_id_of(request)
-        except (orjson.JSONDecodeError, ProjctlError):
-            request, request_id = None, None
-        op = request.get("op") if isinstance(request, dict) else None
-        op = op if isinstance(op, str) else None  # an op of another type is answered unknown_op
-        # A retry is the same request: an id reused for another one is refused, not replayed.
-        digest = hashlib.sha256(message if isinstance(message, bytes) else message.encode())
-        key = (request_id, digest.hexdigest()) if request_id is not None else None
-        if key is not None and may_write:
-            if self._rpc_ids.get(key[0], key[1]) != key[1]:
-                return remote.error_reply(
-                    request_id, "bad_request", "this id was already used for another request"
-                )
-            if key in self._rpc_answered:
-                self._rpc_answered.move_to_end(key)
-                return self._rpc_answered[key]
-            running = self._rpc_running.get(key)
-            if running is not None:
-                return await asyncio.shield(running)
-            self._rpc_ids[key[0]] = key[1]
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        if key is not None and may_write:
-            self._rpc_running[key] = future
-        try:
-            async with self._rpc_turn(op, may_write=may_write):
-                answer = await self._rpc_answer(message, op, may_write=may_write)
-            for change in answer.changes:
-                if change.event is not None:
-                    self.accept(change.event, change.version, change.restore)
-            if answer.idempotent and key is not None:
-                self._remember_rpc_answer(key, answer.reply)
-            future.set_result(answer.reply)
-            return answer.reply
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: a retry waiting on it raises it too
-            raise
-        finally:
-            if key is not None:
-                self._rpc_running.pop(key, None)
-                if key not in self._rpc_answered:
-                    self._rpc_ids.pop(key[0], None)  # not applied: the id is free again
-
-    def _remember_rpc_answer(self, key: tuple[str, str], reply: bytes) -> None:
-        """Keep a write's reply for its retries: the newest, within a count and a byte total."""
-        self._rpc_answered[key] = reply
-        self._rpc_answered_bytes += len(reply)
-        while len(self._rpc_answered) > 1 and (
-            len(self._rpc_answered) > _RPC_ANSWERS_KEPT
-            or self._rpc_answered_bytes > _RPC_ANSWER_BYTES_KEPT
-        ):
-            (forgotten, _digest), old = self._rpc_answered.popitem(last=False)
-            self._rpc_answered_bytes -= len(old)
-            self._rpc_ids.pop(forgotten, None)
 
     async def _serve_publisher(self, connection: ServerConnection) -> None:
         async for message in connection:
@@ -1215,18 +970,6 @@ def _listen_failure(host: str, port: int, error: OSError) -> str:
         else:
             message += " (by another program)"
     return message
-
-
-def _too_big(message: str | bytes, limit: int) -> bool:
-    """Whether a message is more than ``limit`` bytes (a text one, encoded as UTF-8).
-
-    Checked in the handlers: ``serve`` takes one ``max_size`` for every connection (the
-    largest, a forward's), and websockets has no public way to lower it for one.
-    """
-    if isinstance(message, bytes) or len(message) > limit:
-        return len(message) > limit
-    # UTF-8 takes one to four bytes a character: encode only when it could go either way.
-    return len(message) * 4 > limit and len(message.encode()) > limit
 
 
 def _raise_open_file_limit() -> None:
