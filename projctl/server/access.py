@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.datastructures import Headers
-
 from projctl import runtime
 
 if TYPE_CHECKING:
@@ -223,11 +221,3 @@ class AccessPolicy:
         if token is not None:
             return True
         return not self.tokens_required and peer is not None and runtime.is_loopback(peer)
-
-
-def _bearer_matches(headers: Headers, token: str) -> bool:
-    given = headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.strip().encode(), token.encode()
-    )

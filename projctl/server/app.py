@@ -1,4 +1,4 @@
-"""The broadcast server's I/O: /ws subscribers, publishers, the Unix socket, the file watcher.
+"""The broadcast server's I/O: /ws subscribers, /rpc, the Unix socket, the file watcher.
 
 One server serves one database file. It listens on
 
@@ -13,9 +13,6 @@ One server serves one database file. It listens on
       message with the current projects comes first instead. When the server
       has read tokens (beyond loopback, or ``--require-token``), subscribers present
       one (see :class:`AccessPolicy`).
-  ``GET /publish``
-      WebSocket for publishers holding the server token
-      (``Authorization: Bearer <token>``); each text frame is one forward.
   ``GET /healthz``
       a small JSON status.
 
@@ -48,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -59,7 +55,7 @@ from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, Stor
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
-from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, _bearer_matches, canonical_host
+from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, canonical_host
 from projctl.server.config import ServerConfig, server_config
 from projctl.server.connection import (
     _SPARE_SLOTS,
@@ -112,7 +108,6 @@ class BroadcastServer:
         self.store = store
         self.paths = paths
         self.config = config
-        self.token = secrets.token_urlsafe(32)
         self.subscribers: set[ServerConnection] = set()
         self.stats = _Stats()
         self.sequencer = Sequencer(window=config.journal_window)
@@ -183,7 +178,8 @@ class BroadcastServer:
             host=self.config.host,
             port=self.port,
             url=self.url,
-            token=self.token,
+            # The state file's format still has a token; no route takes it any more.
+            token=secrets.token_urlsafe(32),
             socket=self.paths.socket,
             db=str(self.paths.db_path),
             database_id=self.sequencer.database_id,
@@ -595,14 +591,6 @@ class BroadcastServer:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
                 return response
             return None
-        if url.path == "/publish":
-            if not _bearer_matches(request.headers, self.token):
-                response = connection.respond(
-                    http.HTTPStatus.UNAUTHORIZED, "publishing needs the server token\n"
-                )
-                response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-                return response
-            return None
         if url.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
         query = parse_qs(url.query, keep_blank_values=True)
@@ -726,9 +714,6 @@ class BroadcastServer:
     async def _handle_websocket(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         url = urlsplit(connection.request.path)
-        if url.path == "/publish":
-            await self._serve_publisher(connection)
-            return
         if url.path == remote.RPC_PATH:
             may_write = self.access.may_write(self._presented_token(connection.request))
             await self.writes.serve(connection, may_write=may_write)
@@ -839,16 +824,6 @@ class BroadcastServer:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.02)
-
-    async def _serve_publisher(self, connection: ServerConnection) -> None:
-        async for message in connection:
-            try:
-                request = orjson.loads(message)
-            except orjson.JSONDecodeError as error:
-                reply = {"ok": False, "error": f"not JSON: {error}"}
-            else:
-                reply = self._handle_forward(request)
-            await connection.send(orjson.dumps(reply).decode())
 
     def _handle_forward(self, args: Any) -> dict[str, Any]:
         """Accept one forward, ``{"event": {...}, "version": [...]}``, already parsed."""

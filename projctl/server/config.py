@@ -40,7 +40,7 @@ class ServerConfig:
     #: How long a closing handshake may take before the connection is dropped.
     close_timeout: float = 5.0
     journal_window: int = config.DEFAULT_JOURNAL_LIMIT
-    #: Open connections (subscribers, publishers, HTTP requests) beyond this get 503.
+    #: Open connections (subscribers, team-protocol clients, HTTP requests) beyond this get 503.
     #: Every accepted socket counts, from its accept; past this and a few spare slots
     #: (to answer with a 503, and for ``/healthz``), one is closed as soon as it is accepted.
     max_connections: int = runtime.DEFAULT_MAX_CONNECTIONS
