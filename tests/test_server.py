@@ -596,7 +596,7 @@ def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixe
             data = orjson.loads(good)
             del data["journal"]["1"]["seq"]
             _replace_file(db_path, orjson.dumps(data))
-            await until(lambda: server.stats.journal_read_failures >= 3)
+            await until(lambda: server.watcher.read_failures >= 3)
             with pytest.raises(asyncio.TimeoutError):
                 await receive(ws, timeout=0.2)
             _replace_file(db_path, good)  # fixed: the watcher delivers what it missed

@@ -5,6 +5,9 @@
 - :mod:`~projctl.server.access`: who may do what (Host, Origin, tokens, the token file)
 - :mod:`~projctl.server.http`: HTTP answers and the dashboard's pages
 - :mod:`~projctl.server.connection`: accepted sockets, counted, and their TLS handshakes
+- :mod:`~projctl.server.writes`: ``/rpc``, the one write path (window, idempotency, write turn)
+- :mod:`~projctl.server.local`: the private Unix socket's answers (forward, status, stop)
+- :mod:`~projctl.server.watcher`: the journal-file watcher and reconcile
 
 ``python -m projctl.server`` runs a background server (see ``runtime.ServerLaunch``).
 """

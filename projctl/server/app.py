@@ -51,8 +51,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from projctl import __version__, config, remote, rpc, runtime
-from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError, StoreError
-from projctl.events import Event, EventDecodeError, check_event
+from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError
+from projctl.events import Event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
 from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, canonical_host
@@ -66,6 +66,8 @@ from projctl.server.connection import (
     _return_memory,
 )
 from projctl.server.http import _PAGES, _api_error, _json_response, _page_response, _parse_since
+from projctl.server.local import LocalAnswers
+from projctl.server.watcher import JournalWatcher
 from projctl.server.writes import RpcWrites, _too_big
 from projctl.store import FileVersion, ProjectStore, StoreState
 
@@ -90,9 +92,6 @@ class _Stats:
     slow_closed: int = 0
     #: Sockets closed as soon as they were accepted, the server being full.
     refused_at_accept: int = 0
-    journal_read_failures: int = 0
-    #: Rounds of the database watcher that raised.
-    watcher_failures: int = 0
 
 
 class BroadcastServer:
@@ -119,6 +118,14 @@ class BroadcastServer:
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
+        self.watcher = JournalWatcher(store, self.sequencer, config, send_to_all=self._send_to_all)
+        self.local = LocalAnswers(
+            self.sequencer,
+            accept=self.accept,
+            health=lambda: self.health(),  # looked up per request
+            stop=self.stop,
+            stopping=self._stopping,
+        )
         self.writes = RpcWrites(
             store, accept=self.accept, read_state=self._read_state_shared, touch=self._touch
         )
@@ -128,8 +135,6 @@ class BroadcastServer:
         self._closing: set[ServerConnection] = set()
         self._shared_state: weakref.ref[StoreState] | None = None
         self._reading: asyncio.Future[StoreState] | None = None
-        #: The last journal read error logged, so that one bad file is logged once.
-        self._read_error: str | None = None
         self.port = config.port
         #: Every accepted socket still open, counted from its accept (see _CountedConnection).
         self._accepted: set[_CountedConnection] = set()
@@ -169,7 +174,7 @@ class BroadcastServer:
         old_umask = os.umask(0o077)
         try:
             self._unix_server = await asyncio.start_unix_server(
-                self._handle_local, path=str(self.paths.socket), limit=2 * rpc.MAX_MESSAGE
+                self.local.handle, path=str(self.paths.socket), limit=2 * rpc.MAX_MESSAGE
             )
         finally:
             os.umask(old_umask)
@@ -190,7 +195,7 @@ class BroadcastServer:
             write_token=min(self.config.write_tokens) if self.config.write_tokens else None,
         )
         self._state.write(self.paths.state_file)
-        self._spawn(self._watch_database())
+        self._spawn(self.watcher.watch())
         if self.config.idle_timeout is not None:
             self._spawn(self._stop_when_idle(self.config.idle_timeout))
         log.info("serving %s for %s (pid %d)", self.url, self.paths.db_path, os.getpid())
@@ -417,78 +422,9 @@ class BroadcastServer:
             self._gap_task = None
 
     async def reconcile(self) -> None:
-        """Read the journal and broadcast every committed event not broadcast yet.
-
-        A file that cannot be read (garbage, a malformed entry another program wrote,
-        an empty file being rewritten in place) is logged once, not at every attempt;
-        delivery resumes when it is fixed. A database that holds fewer events than were
-        sent is an older copy put back: everyone gets a ``resync``, and ``seq`` goes on
-        from the last one sent.
-        """
-        try:
-            state = await asyncio.to_thread(self.store.read_state)
-            if self.sequencer.is_behind(state):
-                # A read that began before the last forward came is merely stale: only a
-                # read begun now tells a restore.
-                state = await asyncio.to_thread(self.store.read_state)
-        except StoreError as error:
-            self.stats.journal_read_failures += 1
-            if str(error) != self._read_error:
-                self._read_error = str(error)
-                log.error("cannot read the journal: %s; retrying until it is fixed", error)
-            return
-        if self._read_error is not None:
-            self._read_error = None
-            log.info("the journal is readable again")
-        if not state.database_id and self.sequencer.database_id:
-            if self._read_error != "gone":
-                self._read_error = "gone"
-                log.warning("the database file is gone; waiting for it to come back")
-            return
-        if self.sequencer.is_behind(state):
-            log.warning(
-                "the database went back from seq %d to %d (an older copy was put back): "
-                "every subscriber starts over; seq goes on from %d",
-                self.sequencer.last_seq,
-                state.latest_seq,
-                self.sequencer.last_seq,
-            )
-            self._send_to_all(self.sequencer.restored(state))
-            return
-        self._send_to_all(self.sequencer.catch_up(state))
-
-    async def _watch_database(self) -> None:
-        """Notice commits whose forward never came: the file changed and no forward explains it.
-
-        Runs for the server's whole life: whatever one round raises is logged and the
-        next round goes on, so no database content can stop the watcher. A failure that
-        repeats is logged once, with its traceback; then only when it changes or stops.
-        """
-        unexplained_since: float | None = None
-        failing: str | None = None
-        while True:
-            await asyncio.sleep(self.config.poll_interval)
-            try:
-                version = self.store.file_version()
-                if self.sequencer.is_explained(version):
-                    unexplained_since = None
-                else:
-                    now = time.monotonic()
-                    if unexplained_since is None:
-                        unexplained_since = now
-                    elif now - unexplained_since >= self.config.gap_grace:
-                        unexplained_since = None
-                        await self.reconcile()
-            except Exception as error:
-                self.stats.watcher_failures += 1
-                failure = f"{type(error).__qualname__}: {error}"
-                if failure != failing:
-                    failing = failure
-                    log.exception("the database watcher failed a round; it goes on")
-                continue
-            if failing is not None:
-                failing = None
-                log.info("the database watcher works again")
+        """Broadcast every committed event the journal holds and nobody forwarded (see
+        :meth:`JournalWatcher.reconcile`)."""
+        await self.watcher.reconcile()
 
     async def _stop_when_idle(self, idle_timeout: float) -> None:
         while True:
@@ -517,7 +453,7 @@ class BroadcastServer:
             "gap_fills": self.sequencer.stats.gap_fills,
             "slow_subscribers_closed": self.stats.slow_closed,
             "unsent_bytes": self._unsent_bytes(),
-            "journal_read_failures": self.stats.journal_read_failures,
+            "journal_read_failures": self.watcher.read_failures,
             "uptime_seconds": round(time.time() - self.stats.started, 3),
             "idle_timeout": self.config.idle_timeout,
         }
@@ -824,85 +760,6 @@ class BroadcastServer:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.02)
-
-    def _handle_forward(self, args: Any) -> dict[str, Any]:
-        """Accept one forward, ``{"event": {...}, "version": [...]}``, already parsed."""
-        try:
-            event = check_event(args.get("event"))
-            raw_version = args.get("version")
-            version = (
-                (int(raw_version[0]), int(raw_version[1]), int(raw_version[2]))
-                if isinstance(raw_version, list) and len(raw_version) == 3
-                else None
-            )
-        except (EventDecodeError, AttributeError, TypeError, ValueError) as error:
-            return {"ok": False, "error": f"not a forward: {error}"}
-        database_id = args.get("database_id")
-        if (
-            isinstance(database_id, str)
-            and database_id
-            and not self.sequencer.adopt_database(database_id)
-        ):
-            served = self.sequencer.database_id
-            return {
-                "ok": False,
-                "error": f"this server serves database {served}, not {database_id}",
-            }
-        raw_restore = args.get("restore")
-        restore = None
-        if (
-            isinstance(raw_restore, list)
-            and len(raw_restore) == 2
-            and all(type(seq) is int and seq >= 0 for seq in raw_restore)
-        ):
-            restore = (raw_restore[0], raw_restore[1])
-        self.accept(event, version, restore)
-        return {"ok": True, "seq": event["seq"]}
-
-    async def _handle_local(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Requests on the private Unix socket (the ``rpc`` protocol).
-
-        Every request gets a reply, a failure of our own included (logged with its
-        traceback): a client that gets none cannot tell a bug from a server going away.
-        """
-        try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:  # a line over the reader's limit: not our protocol
-                    return
-                if not line:
-                    return
-                try:
-                    reply = self._answer(line)
-                except Exception as error:
-                    log.exception("a local request failed")
-                    reply = rpc.encode_error(f"the server failed: {type(error).__name__}: {error}")
-                writer.write(reply)
-                await writer.drain()
-                if self._stopping.is_set():
-                    return  # answered a stop: nothing more is served here
-        except (ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-    def _answer(self, line: bytes) -> bytes:
-        try:
-            request = rpc.decode_request(line)
-        except rpc.RequestDecodeError as error:
-            return rpc.encode_error(str(error))
-        if request.op == rpc.OP_FORWARD:
-            reply = self._handle_forward(request.args)
-            if not reply.pop("ok"):
-                return rpc.encode_error(reply["error"])
-            return rpc.encode_reply(reply)
-        if request.op == rpc.OP_STATUS:
-            return rpc.encode_reply(self.health())
-        self.stop()  # rpc.OP_STOP
-        return rpc.encode_reply()
 
 
 def _free_port(host: str) -> int:
