@@ -4,8 +4,8 @@ Run by hand:  python bench/watch_burst.py [--projects 1000] [--events 5000]
 
 Sets up a database with N projects and its server (loopback, a free port),
 starts `projctl watch` on a real terminal (tmux, 110 x 40), then pushes a burst
-of events through the server's authenticated /publish endpoint as fast as it
-accepts them. It reports how long after the last event's broadcast the screen
+of events through the server's forward (its private Unix socket, as commands
+forward) as fast as it accepts them. It reports how long after the last event's broadcast the screen
 showed it (target: <= 1 s), watch's CPU time for the burst, and the same burst
 into `projctl watch --json` for comparison. Everything binds 127.0.0.1 and
 every wait is bounded.
@@ -24,9 +24,8 @@ from pathlib import Path
 
 import orjson
 from _common import BenchDatabase, bench_database, start_server
-from websockets.asyncio.client import connect
 
-from projctl import runtime
+from projctl import rpc, runtime
 from projctl.events import (
     format_timestamp,
     project_created,
@@ -80,14 +79,27 @@ def make_events(store: ProjectStore, count: int) -> list[dict[str, object]]:
 
 
 async def publish(info: runtime.ServerState, events: list[dict[str, object]]) -> float:
-    """Send every event through /publish; return the moment the last one was accepted."""
-    url = f"ws://127.0.0.1:{info.port}/publish"
-    async with connect(url, additional_headers={"Authorization": f"Bearer {info.token}"}) as ws:
+    """Forward every event over the private socket, as commands do, on one connection;
+    return the moment the last one was accepted."""
+    reader, writer = await asyncio.open_unix_connection(str(info.socket), limit=2 * rpc.MAX_MESSAGE)
+
+    async def send_all() -> None:
         for event in events:
-            await ws.send(orjson.dumps({"event": event}).decode())
+            writer.write(rpc.encode_request(rpc.OP_FORWARD, event=event))
+            await writer.drain()
+
+    # Replies are read while requests go out, so neither side's buffer fills up.
+    sending = asyncio.ensure_future(send_all())
+    try:
         for _ in events:
-            await ws.recv()
+            reply = orjson.loads(await reader.readline())
+            if not reply.get("ok"):
+                raise SystemExit(f"the server refused a forward: {reply}")
+        await sending
         return time.perf_counter()
+    finally:
+        sending.cancel()
+        writer.close()
 
 
 def tmux(socket: str, *args: str) -> str:

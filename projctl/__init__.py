@@ -409,30 +409,17 @@ class Database:
         tls: tuple[Path, Path] | None = None,
         token_file: Path | None = None,
     ) -> ServerConfig:
-        import ssl
+        from projctl.server import server_config
 
-        from projctl.server import ServerConfig
-
-        context = None
-        if tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(*tls)
-            except (OSError, ssl.SSLError) as error:
-                raise ConfigError(f"cannot load the TLS certificate or key: {error}") from None
-        settings = self.settings
-        chosen_port = port if port is not None else settings.port
-        return ServerConfig.for_host(
-            settings.host if host is None else host,
+        return server_config(
+            self.settings,
+            host=host,
+            port=port,
+            allow_origins=allow_origins,
+            idle_timeout=idle_timeout,
+            require_token=require_token,
+            tls=tls,
             token_file=token_file,
-            ssl_context=context,
-            require_token=settings.require_token if require_token is None else require_token,
-            port=settings.preferred_port if chosen_port is None else chosen_port,
-            port_fallback=chosen_port is None,
-            allow_origins=tuple(allow_origins),
-            idle_timeout=idle_timeout or None,
-            journal_window=settings.journal_limit,
-            max_connections=settings.max_connections,
         )
 
     # -- the feed ----------------------------------------------------------------

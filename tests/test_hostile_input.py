@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from projctl import rpc, runtime
 from projctl.cli import app
@@ -191,12 +191,6 @@ def test_server_shrugs_off_abuse_and_broadcasts_only_commits(store: Any) -> None
                 await rogue.send(orjson.dumps(forged))
                 await rogue.send("not json at all")
                 await rogue.send(b"\x00\xff binary")
-            # Publishing without the token, or with a wrong one.
-            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic eA=="}):
-                with pytest.raises(InvalidStatus):
-                    await connect(
-                        f"ws://127.0.0.1:{server.port}/publish", additional_headers=headers
-                    )
             # Garbage on the private socket is answered, never broadcast.
             info = runtime.read_server_state(runtime.runtime_paths(store.path))
             assert info is not None
@@ -231,15 +225,6 @@ def test_oversized_frames_close_the_connection(store: Any) -> None:
                 await subscriber.send(big)
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(subscriber.recv(), 5)
-                assert closed.value.rcvd is not None
-                assert closed.value.rcvd.code == 1009
-            async with connect(
-                f"ws://127.0.0.1:{server.port}/publish",
-                additional_headers={"Authorization": f"Bearer {server.token}"},
-            ) as publisher:
-                await publisher.send(big)
-                with pytest.raises(ConnectionClosed) as closed:
-                    await asyncio.wait_for(publisher.recv(), 5)
                 assert closed.value.rcvd is not None
                 assert closed.value.rcvd.code == 1009
             assert server.last_seq == 0

@@ -21,10 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from projctl import remote
-from projctl import server as server_module
 from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
+from projctl.server import writes as server_writes
 from projctl.store import ProjectStore, StoreState
 
 from .conftest import until
@@ -215,7 +215,7 @@ def test_a_stopping_server_sends_the_reply_of_a_write_in_progress_before_closing
                 # Stopping has begun: the server either closed the connection already, or
                 # waits for the write.
                 await until(
-                    lambda: ws.state is not State.OPEN or getattr(server, "_rpc_stopping", False),
+                    lambda: ws.state is not State.OPEN or server.writes._stopping,
                     what="the server stopping",
                 )
                 released.set()
@@ -255,7 +255,7 @@ def test_the_answers_kept_for_retries_stay_under_a_byte_cap(
     """Replies of large writes (10,000 emoji each, ~80 KB a reply) are kept within the byte
     cap, not only the count: the oldest go, and the newest still replay byte for byte."""
     cap = 512 * 1024
-    monkeypatch.setattr(server_module, "_RPC_ANSWER_BYTES_KEPT", cap, raising=False)
+    monkeypatch.setattr(server_writes, "_ANSWER_BYTES_KEPT", cap)
     project_id = store.create("Large", owner_id="ann").project.project_id
     messages = [
         request(
@@ -271,7 +271,7 @@ def test_the_answers_kept_for_retries_stay_under_a_byte_cap(
         async with serving(store) as server, rpc(server) as ws:
             first = [await reply_to(ws, message) for message in messages]
             assert all(orjson.loads(reply)["ok"] for reply in first)
-            kept = server._rpc_answered
+            kept = server.writes._answered
             assert sum(len(reply) for reply in kept.values()) <= cap
             assert 1 < len(kept) < len(messages)
             seq = store.latest_seq()
@@ -414,7 +414,9 @@ def test_a_read_waiting_for_its_turn_holds_no_copy_of_the_database(
                     ws = await stack.enter_async_context(rpc(server, READ_TOKEN))
                     await ws.send(request(f"waiting-{number}", "list"))
                     await until(
-                        lambda number=number: len(server._rpc_reads._waiters or ()) == number + 1,
+                        lambda number=number: (
+                            len(server.writes._reads._waiters or ()) == number + 1
+                        ),
                         what="the list waiting for a read slot",
                     )
                 assert reads_alive() == 1

@@ -87,7 +87,7 @@ def test_a_database_rewritten_in_place_is_never_shown_empty(
             await until(lambda: len(server.subscribers) == 2)
             with db_path.open("r+b") as rewriting:
                 rewriting.truncate()  # `cp backup.json db.json` has begun
-                await until(lambda: server.stats.journal_read_failures >= 1)
+                await until(lambda: server.watcher.read_failures >= 1)
                 answered: list[dict[str, Any]] = []
                 api = threading.Thread(target=lambda: answered.append(_api_projects(server)))
                 api.start()
