@@ -9,14 +9,10 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from projctl import runtime
-
-if TYPE_CHECKING:
-    from projctl.server.config import ServerConfig
-
 
 #: Browsers on these origins (any port) may subscribe without being allowed explicitly.
 _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
@@ -136,17 +132,6 @@ class AccessPolicy:
     read_tokens: frozenset[str] = frozenset()
     write_tokens: frozenset[str] = frozenset()
     tls: bool = False
-
-    @classmethod
-    def of(cls, config: ServerConfig) -> AccessPolicy:
-        """The policy of a server run with ``config``."""
-        return cls(
-            host=config.host,
-            allow_origins=config.allow_origins,
-            read_tokens=config.read_tokens,
-            write_tokens=config.write_tokens,
-            tls=config.ssl_context is not None,
-        )
 
     @property
     def tokens_required(self) -> bool:

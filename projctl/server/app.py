@@ -472,7 +472,7 @@ class BroadcastServer:
     @functools.cached_property
     def access(self) -> AccessPolicy:
         """Who may do what on this server (see :class:`AccessPolicy`)."""
-        return AccessPolicy.of(self.config)
+        return self.config.access_policy()
 
     def _host_allowed(self, header: str | None) -> bool:
         """Whether a request's ``Host`` is well formed and names this server."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from projctl import config, runtime
 from projctl.errors import ConfigError
-from projctl.server.access import read_token_file
+from projctl.server.access import AccessPolicy, read_token_file
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,16 @@ class ServerConfig:
         # The subscriber token is one of the read tokens, however the config was built.
         if self.subscriber_token is not None and self.subscriber_token not in self.read_tokens:
             object.__setattr__(self, "read_tokens", self.read_tokens | {self.subscriber_token})
+
+    def access_policy(self) -> AccessPolicy:
+        """Who may do what on a server run with this config."""
+        return AccessPolicy(
+            host=self.host,
+            allow_origins=self.allow_origins,
+            read_tokens=self.read_tokens,
+            write_tokens=self.write_tokens,
+            tls=self.ssl_context is not None,
+        )
 
     @classmethod
     def for_host(

@@ -7,12 +7,12 @@ import contextlib
 import gc
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.server import ServerConnection
 
-if TYPE_CHECKING:
-    from projctl.server.app import BroadcastServer
+from projctl.server.config import ServerConfig
 
 log = logging.getLogger("projctl.server")
 
@@ -21,6 +21,19 @@ log = logging.getLogger("projctl.server")
 _SPARE_SLOTS = 2
 #: After a burst of at least this many TLS handshakes, freed memory is handed back.
 _TRIM_AFTER_HANDSHAKES = 32
+
+
+class ConnectionCounter(Protocol):
+    """What a counted connection needs from its server (``BroadcastServer`` is one)."""
+
+    config: ServerConfig
+    _tls_turns: asyncio.Semaphore
+
+    def _admit(self, connection: _CountedConnection) -> bool: ...
+    def _release(self, connection: _CountedConnection) -> None: ...
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
+    def _tls_started(self) -> None: ...
+    def _tls_ended(self) -> None: ...
 
 
 class _CountedConnection(ServerConnection):
@@ -34,7 +47,7 @@ class _CountedConnection(ServerConnection):
     """
 
     #: The server that counts this connection (set on the subclass each server makes).
-    owner: BroadcastServer
+    owner: ConnectionCounter
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
