@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_STATUS",
     "DEFAULT_TYPE",
     "EDITABLE_FIELDS",
+    "PROJECT_FIELDS",
     "STATUSES",
     "Project",
     "Status",
@@ -91,7 +92,9 @@ class Project:
         return cls(**values)
 
 
-_ALL_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
+#: Every field of a project, in wire order (:meth:`Project.to_dict`).
+PROJECT_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
+_ALL_FIELDS = PROJECT_FIELDS
 
 
 def next_project_id(

@@ -25,7 +25,7 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "rpc": {"config", "errors", "_files"},
     "runtime": {"config", "errors", "_files", "rpc"},
     "sequencer": {"events"},
-    "server": {"sequencer", "store", "rpc", "runtime", "events", "errors", "remote"},
+    "server": {"sequencer", "store", "rpc", "runtime", "events", "model", "errors", "remote"},
     "remote": {"config", "errors", "events", "model", "runtime", "store"},
     "subscribe": {"events", "runtime", "errors"},
     "watch": {"events", "subscribe", "model"},
