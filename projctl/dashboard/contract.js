@@ -5,9 +5,14 @@
 
 function readContract() {
   const block = document.getElementById("contract");
-  const contract = block ? JSON.parse(block.textContent) : null;
+  let contract = null;
+  try {
+    contract = block ? JSON.parse(block.textContent) : null;
+  } catch (error) {
+    // Not filled in: the page was not served by a projctl server.
+  }
   if (!contract || typeof contract !== "object") {
-    throw new Error("the page's contract is missing: it is embedded by the server");
+    throw new Error("the page's contract is missing: the server embeds it in the page");
   }
   return contract;
 }
