@@ -22,6 +22,7 @@ from .test_server import run, serving
 PAGE_FILES = Path(projctl.__file__).parent / "dashboard"
 CONTRACT_BLOCK = re.compile(rb'<script type="application/json" id="contract">([^<]*)</script>')
 MODULE_SCRIPT = re.compile(rb'<script type="module" src="/([a-z_]+\.js)"></script>')
+PRELOAD = re.compile(rb'<link rel="modulepreload" href="/([a-z_]+\.js)">')
 IMPORT = re.compile(r'^import [^;]* from "\./([a-z_]+\.js)";$', re.MULTILINE)
 
 
@@ -103,6 +104,9 @@ def test_every_module_the_page_imports_is_served_as_javascript(store: ProjectSto
                 pending.extend(IMPORT.findall(body.decode()))
             # Every module in the folder is used; each of the five jobs has its own.
             assert reached == {path.name for path in PAGE_FILES.glob("*.js")}
+            # The page preloads each module the entry imports (one round trip, not three).
+            preloaded = [name.decode() for name in PRELOAD.findall(page)]
+            assert sorted(preloaded) == sorted(reached - {"dashboard.js"})
             assert {"connection.js", "state.js", "render.js", "filters.js", "token.js"} <= reached
             # Only the page's own files: no other name, no other folder.
             for path in ("/nothing.js", "/state.py", "/../server.py", "/%2e%2e/server.py"):
