@@ -86,7 +86,7 @@ class Project:
         Raises ``KeyError`` or ``TypeError`` when the record is not a project;
         the caller knows which file it came from and reports that.
         """
-        values = {field: record[field] for field in _ALL_FIELDS}
+        values = {field: record[field] for field in PROJECT_FIELDS}
         if not all(isinstance(value, str) for value in values.values()):
             raise TypeError("project fields must be strings")
         return cls(**values)
@@ -94,7 +94,6 @@ class Project:
 
 #: Every field of a project, in wire order (:meth:`Project.to_dict`).
 PROJECT_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
-_ALL_FIELDS = PROJECT_FIELDS
 
 
 def next_project_id(
