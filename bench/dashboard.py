@@ -60,7 +60,7 @@ from projctl.store import ProjectStore
 
 LOAD_TARGET = 0.500  # seconds, open to the table on screen
 BURST_TARGET = 1.0  # seconds, the last event's reply to the page showing it
-#: Rows the page draws at most (MAX_ROWS in dashboard.js); the rest are counted.
+#: Rows the page draws at most (MAX_ROWS in render.js); the rest are counted.
 MAX_ROWS = 500
 IDLE_TIMEOUT = 600
 LOAD_TIMEOUT_MS = 30_000

@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, cast
 
 __all__ = [
+    "DELETED_LINGER_SECONDS",
     "EVENT_TYPES",
+    "HIGHLIGHT_SECONDS",
     "PROJECTS_MESSAGE_TYPES",
     "TIMESTAMP_FORMAT",
     "Event",
@@ -20,6 +22,7 @@ __all__ = [
     "EventType",
     "apply",
     "check_event",
+    "dashboard_contract",
     "decode_event",
     "encode_event",
     "format_timestamp",
@@ -37,6 +40,14 @@ EventType = Literal["project_created", "project_updated", "project_deleted"]
 EVENT_TYPES: tuple[EventType, ...] = ("project_created", "project_updated", "project_deleted")
 #: Messages that carry the whole project list instead of one change (see :func:`projects_message`).
 PROJECTS_MESSAGE_TYPES: tuple[str, ...] = ("snapshot", "resync")
+
+#: How long a live view (the dashboard) highlights a created or updated project.
+HIGHLIGHT_SECONDS = 10.0
+#: How long a live view keeps a deleted project on screen, struck through.
+DELETED_LINGER_SECONDS = 5.0
+#: The dashboard's reconnect backoff: the first wait, doubled on each failure up to the last.
+_PAGE_BACKOFF_FIRST_SECONDS = 0.5
+_PAGE_BACKOFF_MAX_SECONDS = 10.0
 
 
 class Event(TypedDict):
@@ -190,6 +201,27 @@ def apply(
     before = projects.get(project_id)
     projects[project_id] = project_record(data)
     return before
+
+
+def dashboard_contract(*, project_fields: Sequence[str], statuses: Sequence[str]) -> dict[str, Any]:
+    """What the dashboard page must know of the contract, as JSON-ready values.
+
+    The page types none of it: the server embeds this in the page it serves. The caller
+    passes the model's ``PROJECT_FIELDS`` and ``STATUSES`` (this module imports no model);
+    the event names and the timings are this module's. ``events`` maps each lifecycle
+    change (``created``, ``updated``, ``deleted``) to its event type. Times are in
+    milliseconds, as the page counts them. Pure.
+    """
+    return {
+        "project_fields": list(project_fields),
+        "statuses": list(statuses),
+        "events": {name.removeprefix("project_"): name for name in EVENT_TYPES},
+        "projects_messages": list(PROJECTS_MESSAGE_TYPES),
+        "highlight_ms": round(HIGHLIGHT_SECONDS * 1000),
+        "deleted_linger_ms": round(DELETED_LINGER_SECONDS * 1000),
+        "backoff_first_ms": round(_PAGE_BACKOFF_FIRST_SECONDS * 1000),
+        "backoff_max_ms": round(_PAGE_BACKOFF_MAX_SECONDS * 1000),
+    }
 
 
 def encode_event(event: Event) -> bytes:

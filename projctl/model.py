@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_STATUS",
     "DEFAULT_TYPE",
     "EDITABLE_FIELDS",
+    "PROJECT_FIELDS",
     "STATUSES",
     "Project",
     "Status",
@@ -85,13 +86,14 @@ class Project:
         Raises ``KeyError`` or ``TypeError`` when the record is not a project;
         the caller knows which file it came from and reports that.
         """
-        values = {field: record[field] for field in _ALL_FIELDS}
+        values = {field: record[field] for field in PROJECT_FIELDS}
         if not all(isinstance(value, str) for value in values.values()):
             raise TypeError("project fields must be strings")
         return cls(**values)
 
 
-_ALL_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
+#: Every field of a project, in wire order (:meth:`Project.to_dict`).
+PROJECT_FIELDS: tuple[str, ...] = ("project_id", *EDITABLE_FIELDS, "created_at", "updated_at")
 
 
 def next_project_id(

@@ -44,6 +44,7 @@ ALLOWED_OURS: dict[str, set[str]] = {
         "rpc",
         "runtime",
         "events",
+        "model",
         "errors",
         "remote",
         "config",

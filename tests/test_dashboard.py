@@ -22,8 +22,9 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
-from projctl import runtime
+from projctl import model, runtime
 from projctl.cli.serving import dashboard_url
+from projctl.model import STATUSES
 from projctl.runtime import ServerState, pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
@@ -242,7 +243,9 @@ def test_a_hostile_name_shows_as_text(projctl: Run, open_page: OpenPage) -> None
         assert page.text_content(row(project_id) + " td[data-field=name]") == name
     feed_names = page.locator("[data-testid=feed] .feed-name").all_text_contents()
     assert feed_names == [live_name]
-    assert page.locator("img, svg, script:not([src])").count() == 0
+    # No script but the page's own modules and its contract (JSON data, never run).
+    assert page.locator("img, svg, script:not([src]):not(#contract)").count() == 0
+    assert page.locator("#contract").get_attribute("type") == "application/json"
     assert (
         page.locator(f"{TABLE} *").evaluate_all(
             "(nodes) => nodes.filter((n) => !['TR', 'TD', 'TH', 'THEAD', 'TBODY', 'CAPTION', "
@@ -522,3 +525,37 @@ def test_readable_on_a_phone_and_a_wide_screen(
     if width >= 1400:
         for field in ("type", "status", "owner_id", "updated_at", "last_change"):
             expect(page.locator(row(project) + f" td[data-field={field}]")).to_be_visible()
+
+
+def test_the_page_runs_as_es_modules_under_its_policy(projctl: Run, open_page: OpenPage) -> None:
+    """Its modules load as JavaScript and its contract as data: nothing the policy refuses."""
+    ok(projctl, "create", "alpha", "--status", "on_hold")
+    console: list[str] = []
+    scripts: dict[str, str] = {}
+
+    def on_response(response: Any) -> None:
+        if response.url.endswith(".js"):
+            scripts[response.url.rpartition("/")[2]] = response.headers["content-type"]
+
+    page = open_page(
+        start_server(projctl),
+        console=lambda message: console.append(f"{message.type}: {message.text}"),
+        response=on_response,
+    )
+    wait_for_seq(page, 1)
+    assert page.evaluate("() => Array.from(document.scripts, (s) => [s.type, s.src])") == [
+        ["application/json", ""],
+        ["module", page.url + "dashboard.js"],
+    ]
+    page_files = Path(model.__file__).parent / "dashboard"
+    assert scripts == {
+        path.name: "text/javascript; charset=utf-8" for path in page_files.glob("*.js")
+    }
+    # The counts and the status filter come from the contract, in the model's order.
+    counts = page.locator("[data-testid=status-counts] li[data-status]")
+    assert counts.evaluate_all("(lis) => lis.map((li) => li.dataset.status)") == list(STATUSES)
+    assert status_counts(page)["on_hold"] == 1
+    options = page.locator("[data-testid=filter-status] option")
+    assert options.evaluate_all("(os) => os.map((o) => o.value)") == list(STATUSES)
+    # A refused script, style or connection shows as an error in the console.
+    assert [line for line in console if line.startswith("error")] == []

@@ -14,6 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, WebSocketRoute, sync_playwright
 
 import projctl
+from projctl.events import dashboard_contract
+from projctl.model import PROJECT_FIELDS, STATUSES
 
 from .conftest import require_tool, wait_until
 from .test_dashboard import CHROMIUM_ARGS, TIMEOUT_MS, rows, wait_for_seq
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.slow
 ORIGIN = "http://127.0.0.1:9"
 PAGE_FILES = Path(projctl.__file__).parent / "dashboard"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+#: The page's contract, as the server embeds it.
+CONTRACT = dashboard_contract(project_fields=PROJECT_FIELDS, statuses=STATUSES)
 STAMP = "2023-11-19T12:00:00.000000"
 
 
@@ -81,7 +85,13 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page_and_feed(browser: Browser) -> Iterator[tuple[Page, Feed]]:
+def contract() -> dict[str, Any]:
+    """The contract embedded in the page (a test may parametrize another)."""
+    return CONTRACT
+
+
+@pytest.fixture
+def page_and_feed(browser: Browser, contract: dict[str, Any]) -> Iterator[tuple[Page, Feed]]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -95,7 +105,10 @@ def page_and_feed(browser: Browser) -> Iterator[tuple[Page, Feed]]:
         if file.parent != PAGE_FILES or not file.is_file():
             route.fulfill(status=404, body="not found")
             return
-        route.fulfill(status=200, body=file.read_bytes(), content_type=CONTENT_TYPES[file.suffix])
+        body = file.read_bytes()
+        if file.name == "index.html":
+            body = body.replace(b"@CONTRACT@", orjson.dumps(contract))
+        route.fulfill(status=200, body=body, content_type=CONTENT_TYPES[file.suffix])
 
     page.route(f"{ORIGIN}/**", serve_file)
     page.route_web_socket("**/ws**", feed.accept)
@@ -184,3 +197,38 @@ def test_invisible_and_direction_characters_show_as_escapes(
     # Nothing on the page holds any of them (the JSON the model keeps is exact).
     body = page.evaluate("() => document.body.textContent")
     assert not any(char in body for char in INVISIBLE)
+
+
+#: Another contract: the page must take its statuses, fields and event names from it.
+OTHER_CONTRACT = {
+    **CONTRACT,
+    "statuses": ["created", "blocked"],
+    "events": {"created": "thing_created", "updated": "thing_updated", "deleted": "thing_gone"},
+}
+
+
+@pytest.mark.parametrize("contract", [OTHER_CONTRACT])
+def test_the_page_takes_statuses_and_event_names_from_its_contract(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    page, feed = page_and_feed
+    wait_for_connections(page, feed, 1)
+    socket = feed.sockets[0]
+    socket.send(snapshot(1, record("proj_a", status="blocked")))
+    socket.send(created(2, record("proj_b")))  # not an event type of this contract: ignored
+    thing = orjson.loads(created(2, record("proj_c")))
+    socket.send(orjson.dumps({**thing, "event_type": "thing_created"}).decode())
+    wait_for_seq(page, 2)
+    assert sorted(row["id"] for row in rows(page)) == ["proj_a", "proj_c"]
+    counts = page.locator("[data-testid=status-counts] li[data-status]")
+    assert counts.evaluate_all("(lis) => lis.map((li) => li.dataset.status)") == [
+        "created",
+        "blocked",
+    ]
+    assert counts.all_text_contents() == ["created 1", "blocked 1"]
+    options = page.locator("[data-testid=filter-status] option")
+    assert options.evaluate_all("(os) => os.map((o) => o.value)") == ["created", "blocked"]
+    # A status of the contract is a known one (not "status-other"): none of it is retyped.
+    assert page.locator('[data-project-id="proj_a"] .pill').get_attribute("class") == (
+        "pill status-blocked"
+    )

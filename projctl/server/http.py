@@ -11,6 +11,8 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from projctl.events import dashboard_contract
+from projctl.model import PROJECT_FIELDS, STATUSES
 from projctl.server.access import canonical_host
 
 _MAX_SINCE_DIGITS = 19
@@ -35,18 +37,29 @@ def _api_error(status: http.HTTPStatus, code: str, message: str) -> Response:
     return _json_response(status, {"error": code, "message": message})
 
 
-#: The dashboard's files (package data in ``projctl/dashboard``), by the path they are served at.
+#: The dashboard's files (package data in ``projctl/dashboard``), by the path they are served at:
+#: the page, its style sheet and each of its ES modules (every ``*.js`` there), nothing else.
 _PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    **{
+        f"/{file.name}": (file.name, "text/javascript; charset=utf-8")
+        for file in (resources.files("projctl") / "dashboard").iterdir()
+        if file.name.endswith(".js") and file.is_file()
+    },
 }
 
 
 @functools.cache
 def _page(name: str) -> bytes:
-    return (resources.files("projctl") / "dashboard" / name).read_bytes()
+    body = (resources.files("projctl") / "dashboard" / name).read_bytes()
+    if name == "index.html":
+        # The page's contract (fields, statuses, event names, timings) is typed once, in
+        # Python; "<" is escaped so that no value can ever close the page's <script> block.
+        contract = dashboard_contract(project_fields=PROJECT_FIELDS, statuses=STATUSES)
+        body = body.replace(b"@CONTRACT@", orjson.dumps(contract).replace(b"<", b"\\u003c"))
+    return body
 
 
 def _page_response(path: str, host: str | None) -> Response:
