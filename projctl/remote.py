@@ -34,6 +34,7 @@ from projctl.backend import Change, Create, Delete, Update, Write
 from projctl.config import Settings
 from projctl.errors import (
     InvalidInputError,
+    ProjctlError,
     ProjectNotFoundError,
     ServerError,
     StoreError,
@@ -43,7 +44,7 @@ from projctl.model import Project
 from projctl.runtime import Endpoint
 
 __all__ = [
-    "ERROR_CODES",
+    "ERROR_CLASSES",
     "MAX_REQUEST",
     "READ_OPS",
     "RPC_PATH",
@@ -63,16 +64,24 @@ log = logging.getLogger("projctl.remote")
 RPC_PATH = "/rpc"
 READ_OPS = frozenset({"get", "list", "resolve", "info", "journal"})
 WRITE_OPS = frozenset({"create", "update", "delete"})
-#: Error codes, stable for scripts and other languages, and the CLI exit code of each.
-ERROR_CODES: dict[str, int] = {
-    "invalid_input": 2,
-    "not_found": 3,
-    "store_error": 4,
-    "forbidden": 5,
-    "unknown_op": 2,
-    "bad_request": 2,
-    "busy": 5,
-    "server_error": 5,
+#: Error codes, stable for scripts and other languages, and the domain error each one raises
+#: in the client (the CLI alone turns errors into exit codes).
+ERROR_CLASSES: dict[str, type[ProjctlError]] = {
+    "invalid_input": InvalidInputError,
+    "not_found": ProjectNotFoundError,
+    "store_error": StoreError,
+    "forbidden": ServerError,
+    "unknown_op": InvalidInputError,
+    "bad_request": InvalidInputError,
+    "busy": ServerError,
+    "server_error": ServerError,
+}
+#: How the client words an error whose message alone would not say where it came from.
+_CLIENT_WORDING = {
+    "bad_request": "the server could not take the request: {message}",
+    "unknown_op": "the server could not take the request: {message}",
+    "server_error": "the server failed: {message}",
+    "busy": "the server is busy: {message}",
 }
 #: The largest request: a create with a 10,000-character description fits many times.
 MAX_REQUEST = 256 * 1024
@@ -421,19 +430,12 @@ class RemoteBackend:
             return result
         error: dict[str, Any] = reply["error"] if isinstance(reply.get("error"), dict) else {}
         code, message = str(error.get("code", "")), str(error.get("message", "no message"))
-        if code == "invalid_input":
-            raise InvalidInputError(message)
-        if code == "not_found":
+        kind = ERROR_CLASSES.get(code)
+        if kind is ProjectNotFoundError:
             raise ProjectNotFoundError(str(error.get("project", "")), looked_up_by="id or name")
-        if code == "store_error":
-            raise StoreError(message)
-        if code in ("bad_request", "unknown_op"):
-            raise InvalidInputError(f"the server could not take the request: {message}")
-        if code == "server_error":
-            raise ServerError(f"the server failed: {message}")
-        if code == "busy":
-            raise ServerError(f"the server is busy: {message}")
-        raise ServerError(f"the server refused: {message} ({code or 'no code'})")
+        if kind is None or code == "forbidden":
+            raise ServerError(f"the server refused: {message} ({code or 'no code'})")
+        raise kind(_CLIENT_WORDING.get(code, "{message}").format(message=message))
 
     # -- the Backend protocol ----------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 
 import projctl
 from projctl.config import load_settings
-from projctl.remote import ERROR_CODES, RemoteBackend
+from projctl.remote import ERROR_CLASSES, RemoteBackend
 
 from ._remote import (
     TeamServer,
@@ -159,8 +159,8 @@ def test_a_remote_watch_with_nothing_to_see_times_out_with_124(team: TeamServer)
 
 
 def test_each_error_code_raises_what_its_documented_exit_code_reports(team: TeamServer) -> None:
-    """``remote.ERROR_CODES`` says which exit code each reply's code means for projctl: the
-    client raises the error that ``exit_code_for`` turns into that code."""
+    """``remote.ERROR_CLASSES`` says which error each reply's code raises in the client, and
+    ``exit_code_for`` (the one mapping) turns it into the exit code docs/protocol.md gives."""
     from projctl.cli._lazy import exit_code_for
     from projctl.errors import ProjctlError
 
@@ -193,6 +193,15 @@ def test_each_error_code_raises_what_its_documented_exit_code_reports(team: Team
         with pytest.raises(ProjctlError) as error:
             trigger()
         raised[code] = (type(error.value).__name__, int(exit_code_for(error.value)))
-    assert {code: exit_code for code, (_, exit_code) in raised.items()} == {
-        code: ERROR_CODES[code] for code in triggers
+    assert {code: kind for code, (kind, _) in raised.items()} == {
+        code: ERROR_CLASSES[code].__name__ for code in triggers
     }, raised
+    documented = {
+        "invalid_input": 2,
+        "not_found": 3,
+        "forbidden": 5,
+        "unknown_op": 2,
+        "bad_request": 2,
+        "store_error": 4,
+    }
+    assert {code: exit_code for code, (_, exit_code) in raised.items()} == documented, raised

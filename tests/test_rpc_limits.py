@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from projctl import remote
+from projctl.cli._lazy import exit_code_for
 from projctl.errors import ServerError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
@@ -235,7 +236,7 @@ def test_a_stopping_server_sends_the_reply_of_a_write_in_progress_before_closing
 
 
 def test_busy_is_a_documented_error_the_client_reports_as_a_server_error() -> None:
-    assert remote.ERROR_CODES["busy"] == 5
+    assert exit_code_for(remote.ERROR_CLASSES["busy"]("busy")) == 5
     reply = orjson.loads(remote.busy_reply(request("b1", "list")))
     assert reply["id"] == "b1"
     assert reply["ok"] is False
@@ -462,4 +463,4 @@ def test_a_bug_of_ours_is_a_logged_server_error_not_invalid_input(
     assert failures[0].exc_info is not None
     assert failures[0].exc_info[0] is KeyError
     assert "a bug" in caplog.text
-    assert remote.ERROR_CODES["server_error"] == 5
+    assert exit_code_for(remote.ERROR_CLASSES["server_error"]("failed")) == 5
