@@ -684,9 +684,9 @@ def test_healthz_shows_detail_only_to_token_holders_when_tokens_are_configured(
             assert status == 200
             assert orjson.loads(body)["database"]["path"] == str(store.path)
             request = type("R", (), {"headers": {}, "path": "/healthz"})()
-            assert server._is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
-            assert not server._is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
+            assert not server.routes.is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
         async with serving(store, subscriber_token="s3cret") as server:
             host = f"127.0.0.1:{server.port}"
             for headers in ((), ("Authorization: Bearer wrong",)):
@@ -702,9 +702,9 @@ def test_healthz_shows_detail_only_to_token_holders_when_tokens_are_configured(
             assert {"pid", "url", "uptime_seconds"} <= set(health)
             bare = type("R", (), {"headers": {}, "path": "/healthz"})()
             holder = type("R", (), {"headers": {"Authorization": "Bearer s3cret"}, "path": "/"})()
-            assert not server._is_trusted(Peer("127.0.0.1"), bare)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("127.0.0.1"), holder)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("192.0.2.7"), holder)  # type: ignore[arg-type]
+            assert not server.routes.is_trusted(Peer("127.0.0.1"), bare)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("127.0.0.1"), holder)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("192.0.2.7"), holder)  # type: ignore[arg-type]
             assert server.public_health() == {
                 "status": "ok",
                 "version": server.health()["version"],
@@ -750,9 +750,9 @@ def test_host_headers_are_parsed_strictly_on_a_server_listening_everywhere(
     server = BroadcastServer(store, paths, ServerConfig(host="0.0.0.0", port=0))
     injected = "a; script-src * 'unsafe-inline'"
     for bad in (injected, "127.0.0.1:8443@evil", "[::1]evil", "a b", "", "x:1:2"):
-        assert not server._host_allowed(bad), bad
+        assert not server.access.host_allowed(bad), bad
     for good in ("a", "projctl.example:8443", "192.0.2.7", "[2001:db8::1]:8443", "A.EXAMPLE."):
-        assert server._host_allowed(good), good
+        assert server.access.host_allowed(good), good
 
 
 def test_connections_beyond_the_cap_get_503(store: ProjectStore) -> None:

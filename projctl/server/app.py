@@ -1,4 +1,4 @@
-"""The broadcast server's I/O: /ws subscribers, /rpc, the Unix socket, the file watcher.
+"""The broadcast server: its lifecycle, and which job (feed, routes, writes) serves what.
 
 One server serves one database file. It listens on
 
@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import http
 import logging
 import os
 import secrets
@@ -40,10 +39,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from projctl import config, remote, rpc, runtime
@@ -52,7 +50,7 @@ from projctl.errors import ProjctlError, ServerError
 from projctl.events import Event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
-from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, canonical_host
+from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy
 from projctl.server.config import ServerConfig, server_config
 from projctl.server.connection import (
     _SPARE_SLOTS,
@@ -61,7 +59,7 @@ from projctl.server.connection import (
     _return_memory,
 )
 from projctl.server.feed import Feed
-from projctl.server.http import _PAGES, _api_error, _json_response, _page_response, _parse_since
+from projctl.server.http import Routes, _parse_since
 from projctl.server.local import LocalAnswers
 from projctl.server.watcher import JournalWatcher
 from projctl.server.writes import RpcWrites
@@ -204,7 +202,7 @@ class BroadcastServer:
                     self._handle_websocket,
                     host,
                     chosen,
-                    process_request=self._process_request,
+                    process_request=self.routes.process_request,
                     select_subprotocol=self._select_subprotocol,
                     # TLS is done by each connection, after it is counted (_CountedConnection).
                     create_connection=self._connection_class(),
@@ -390,162 +388,18 @@ class BroadcastServer:
         """Who may do what on this server (see :class:`AccessPolicy`)."""
         return self.config.access_policy()
 
-    def _host_allowed(self, header: str | None) -> bool:
-        """Whether a request's ``Host`` is well formed and names this server."""
-        return self.access.host_allowed(header)
-
-    def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
-        """Whether ``/healthz`` shows this client its detail: a token holder, or, when the
-        server asks for no read token, a loopback client."""
-        address = connection.remote_address
-        peer = str(address[0]) if address else None
-        return self.access.shows_health_detail(peer, self._presented_token(request))
-
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        """Route one request: answer HTTP ones here, let WebSocket handshakes go on (``None``)."""
-        if not self._host_allowed(request.headers.get("Host")):
-            return connection.respond(
-                http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
-            )
-        url = urlsplit(request.path)
-        # Every other open connection counts, from its accept (its handshake too). /healthz
-        # is answered past the cap, in a spare slot: monitoring must see a full server.
-        if url.path != "/healthz" and len(self._accepted) - 1 >= self.config.max_connections:
-            response = connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later\n"
-            )
-            response.headers["Retry-After"] = "5"
-            return response
-        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
-            if url.path.startswith("/api/"):
-                return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "this origin is not allowed\n")
-        if self.access.token_in_url_refused(url.path, url.query):
-            message = "a token never travels in a URL: send it as Authorization: Bearer"
-            if url.path.startswith("/api/"):
-                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", message)
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, message + "\n")
-        if url.path == "/healthz":
-            trusted = self._is_trusted(connection, request)
-            return _json_response(
-                http.HTTPStatus.OK, self.health() if trusted else self.public_health()
-            )
-        if url.path in _PAGES:
-            return _page_response(url.path, canonical_host(request.headers.get("Host")))
-        if url.path.startswith("/api/"):
-            return await self._answer_api(request, url.path, parse_qs(url.query))
-        if url.path == remote.RPC_PATH:
-            if self._presented_token(request) is None:
-                response = connection.respond(
-                    http.HTTPStatus.UNAUTHORIZED, "the team protocol needs a read or write token\n"
-                )
-                response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-                return response
-            return None
-        if url.path != "/ws":
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
-        query = parse_qs(url.query, keep_blank_values=True)
-        if not self._token_presented(request):
-            return connection.respond(
-                http.HTTPStatus.UNAUTHORIZED,
-                "subscribing needs the token: ?token= or the projctl-token subprotocol\n",
-            )
-        try:
-            _parse_since(query)
-        except ValueError as error:
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{error}\n")
-        return None
-
-    def _token_presented(self, request: Request) -> bool:
-        """Whether a reader holds a token, if one is needed: as ``Authorization: Bearer``,
-        (from a browser, which can set no header) as the WebSocket subprotocol
-        ``projctl-token.<token>``, or as ``?token=`` on a plain server's ``/ws``."""
-        return self.access.may_read(self._presented_token(request))
-
-    def _presented_token(self, request: Request) -> str | None:
-        """The server token a request carries, found in constant time (see
-        :meth:`AccessPolicy.presented_token`); ``None`` when it carries none."""
-        return self.access.presented_token(request.headers, request.path)
-
-    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page at ``origin`` may use this server (every route alike)."""
-        return self.access.origin_allowed(origin, host)
-
-    async def _answer_api(
-        self, request: Request, path: str, query: dict[str, list[str]]
-    ) -> Response:
-        """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``
-        (Host and Origin are checked for every route before this)."""
-        origin = request.headers.get("Origin")
-        if not self._token_presented(request):
-            response = _api_error(
-                http.HTTPStatus.UNAUTHORIZED,
-                "unauthorized",
-                "this server needs the subscriber token (Authorization: Bearer ...)",
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-            return response
-        response = await self._api_route(path, query)
-        if origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-        return response
-
-    async def _api_route(self, path: str, query: dict[str, list[str]]) -> Response:
-        sequencer = self.sequencer
-        if path == "/api/events":
-            try:
-                since = _parse_since(query) or 0
-            except ValueError as error:
-                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
-            if sequencer.can_replay(since):
-                messages = [m for seq, m in sequencer.recent_after(since)]
-                body = (
-                    b'{"events":['
-                    + b",".join(messages)
-                    + b'],"latest_seq":'
-                    + str(sequencer.last_seq).encode()
-                    + b',"resync":false}'
-                )
-                return _json_response(http.HTTPStatus.OK, body, encoded=True)
-            projects = await self.feed.current_projects()
-            return _json_response(
-                http.HTTPStatus.OK,
-                {
-                    "events": [],
-                    "latest_seq": sequencer.last_seq,
-                    "resync": True,
-                    "projects": projects,
-                },
-            )
-        if path == "/api/projects":
-            projects = await self.feed.current_projects()
-            wanted = {
-                field: set(query.get(name, []))
-                for name, field in (("status", "status"), ("owner", "owner_id"), ("type", "type"))
-            }
-            chosen = [
-                project
-                for project in projects
-                if all(
-                    not values or project.get(field) in values for field, values in wanted.items()
-                )
-            ]
-            return _json_response(
-                http.HTTPStatus.OK, {"seq": sequencer.last_seq, "projects": chosen}
-            )
-        prefix = "/api/projects/"
-        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-            project_id = unquote(path[len(prefix) :])
-            for project in await self.feed.current_projects():
-                if project.get("project_id") == project_id:
-                    return _json_response(http.HTTPStatus.OK, project)
-            return _api_error(
-                http.HTTPStatus.NOT_FOUND, "not_found", f"no project with id {project_id!r}"
-            )
-        return _api_error(http.HTTPStatus.NOT_FOUND, "not_found", f"no such route {path}")
+    @functools.cached_property
+    def routes(self) -> Routes:
+        """The HTTP routes and the WebSocket handshake checks (see :class:`Routes`)."""
+        return Routes(
+            self.access,
+            self.sequencer,
+            current_projects=self.feed.current_projects,
+            max_connections=self.config.max_connections,
+            open_connections=lambda: len(self._accepted),
+            health=lambda: self.health(),  # looked up per request
+            public_health=lambda: self.public_health(),
+        )
 
     def _select_subprotocol(
         self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
@@ -561,7 +415,7 @@ class BroadcastServer:
         assert connection.request is not None
         url = urlsplit(connection.request.path)
         if url.path == remote.RPC_PATH:
-            may_write = self.access.may_write(self._presented_token(connection.request))
+            may_write = self.access.may_write(self.routes.presented_token(connection.request))
             await self.writes.serve(connection, may_write=may_write)
             return
         query = parse_qs(url.query, keep_blank_values=True)
