@@ -239,18 +239,6 @@ class Sequencer:
         """Whether a subscriber asking for this must be sent the project list (read it first)."""
         return snapshot or (since is not None and not self.can_replay(since))
 
-    def opening(
-        self, *, since: int | None, snapshot: bool, state: JournalRead | None
-    ) -> list[bytes]:
-        """What a new subscriber gets before the live feed, as whole messages.
-
-        See :meth:`opening_parts`, which this joins.
-        """
-        return [
-            part if isinstance(part, bytes) else b"".join(part)
-            for part in self.opening_parts(since=since, snapshot=snapshot, state=state)
-        ]
-
     def opening_parts(
         self, *, since: int | None, snapshot: bool, state: JournalRead | None
     ) -> list[bytes | Iterator[bytes]]:

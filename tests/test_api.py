@@ -109,7 +109,7 @@ def test_changes_are_broadcast_to_an_in_process_server(db_path: Path) -> None:
         async with writer.serving(host="127.0.0.1", port=0) as server:
             feed = writer.subscribe(start_server=False)
             subscribed = asyncio.ensure_future(_next(feed))
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             created = await asyncio.to_thread(writer.create, "Live")
             assert await subscribed == created.event
             project_id = created.project.project_id

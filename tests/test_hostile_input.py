@@ -175,7 +175,7 @@ def test_server_shrugs_off_abuse_and_broadcasts_only_commits(store: Any) -> None
     async def scenario() -> None:
         async with serving(store, gap_grace=60, poll_interval=60) as server:
             well_behaved = await connect(ws_url(server, "?since=0"))
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             # 500 connections abandoned mid-handshake: half a request, then silence or close.
             # (Opened from a thread: the server runs on this event loop and must keep accepting.)
             abandoned = await asyncio.to_thread(_abandon_handshakes, server.port, 500)

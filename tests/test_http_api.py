@@ -199,7 +199,7 @@ def test_api_keeps_the_origin_and_token_policy_of_ws(store: ProjectStore) -> Non
             async with connect(ws_url(server), subprotocols=["projctl-token.s3cret"]) as ws:
                 assert ws.subprotocol == "projctl-token.s3cret"
                 created = await commit(store, lambda: store.create("for the page"))
-                await until(lambda: len(server.subscribers) == 1)
+                await until(lambda: len(server.feed.subscribers) == 1)
                 assert await receive(ws) == created
             with pytest.raises(InvalidStatus) as refused:
                 await connect(ws_url(server), subprotocols=["projctl-token.wrong"])
@@ -212,7 +212,7 @@ def test_the_seed_snippet_needs_no_subprotocol(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server, connect(ws_url(server)) as ws:
             assert ws.subprotocol is None
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
 
     run(scenario())
 

@@ -33,6 +33,17 @@ class FakeRead:
     restores: tuple[tuple[int, int], ...] = ()
 
 
+def opening(
+    sequencer: Sequencer, *, since: int | None, snapshot: bool, state: FakeRead | None
+) -> list[bytes]:
+    """What a new subscriber gets before the live feed, each message joined whole (the
+    server streams :meth:`Sequencer.opening_parts` as they come)."""
+    return [
+        part if isinstance(part, bytes) else b"".join(part)
+        for part in sequencer.opening_parts(since=since, snapshot=snapshot, state=state)
+    ]
+
+
 def record(number: int, **changes: Any) -> dict[str, Any]:
     base = {"project_id": f"proj_{number}", "name": f"Project {number}", "status": "created"}
     return base | changes
@@ -140,7 +151,9 @@ def test_duplicates_are_ignored_sent_or_waiting() -> None:
     assert sequencer.accept(second) == []
     assert sequencer.last_seq == 3
     assert sequencer.stats.events == 3
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded([first, second, third])
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(
+        [first, second, third]
+    )
 
 
 # -- is_explained ----------------------------------------------------------------
@@ -222,7 +235,7 @@ def test_catch_up_fills_a_gap_and_releases_the_waiting_events() -> None:
     assert sequencer.waiting is False
     assert sequencer.last_seq == 5
     assert sequencer.stats == SequencerStats(events=3, gap_fills=1, resyncs=0)
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded(journal)
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(journal)
 
 
 def test_catch_up_sends_nothing_already_sent() -> None:
@@ -246,7 +259,7 @@ def test_a_stale_read_changes_nothing() -> None:
     assert sequencer.is_explained("v4") is True
     assert sequencer.stats.resyncs == 0
     assert sequencer.accept(journal[4]) == [events.encode_event(journal[4])]
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded(journal)
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(journal)
 
 
 def test_a_sequencer_without_a_database_adopts_the_first_one_read() -> None:
@@ -279,7 +292,7 @@ def test_a_new_database_id_starts_over_with_one_resync() -> None:
     assert sequencer.is_explained("w2") is True
     assert sequencer.stats == SequencerStats(events=0, gap_fills=1, resyncs=1)
     # It carries on from the new database's state.
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded(replacement)
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(replacement)
     following = created(3, number=43)
     assert sequencer.accept(following) == [events.encode_event(following)]
     assert sequencer.last_seq == 3
@@ -300,7 +313,7 @@ def test_events_gone_from_the_journal_unsent_start_over_with_a_resync() -> None:
     assert sequencer.stats == SequencerStats(events=0, gap_fills=1, resyncs=1)
     assert sequencer.can_replay(4) is True
     assert sequencer.can_replay(3) is False
-    assert sequencer.opening(since=4, snapshot=False, state=None) == encoded(journal[4:])
+    assert opening(sequencer, since=4, snapshot=False, state=None) == encoded(journal[4:])
 
 
 # -- a new subscriber: can_replay, needs_projects, opening ------------------------
@@ -353,17 +366,17 @@ def test_opening_since_replays_exactly_the_retained_events_after_it() -> None:
     journal = history(10)
     sequencer = Sequencer(clock=fixed_clock)
     sequencer.load(read(journal[4:]))
-    assert sequencer.opening(since=4, snapshot=False, state=None) == encoded(journal[4:])
-    assert sequencer.opening(since=7, snapshot=False, state=None) == encoded(journal[7:])
-    assert sequencer.opening(since=9, snapshot=False, state=None) == encoded(journal[9:])
-    assert sequencer.opening(since=10, snapshot=False, state=None) == []
+    assert opening(sequencer, since=4, snapshot=False, state=None) == encoded(journal[4:])
+    assert opening(sequencer, since=7, snapshot=False, state=None) == encoded(journal[7:])
+    assert opening(sequencer, since=9, snapshot=False, state=None) == encoded(journal[9:])
+    assert opening(sequencer, since=10, snapshot=False, state=None) == []
 
 
 def test_opening_without_since_or_snapshot_is_the_live_feed_only() -> None:
     sequencer = loaded(history(3))
     state = read(history(3), projects=[record(1), record(2), record(3)])
-    assert sequencer.opening(since=None, snapshot=False, state=None) == []
-    assert sequencer.opening(since=None, snapshot=False, state=state) == []
+    assert opening(sequencer, since=None, snapshot=False, state=None) == []
+    assert opening(sequencer, since=None, snapshot=False, state=state) == []
 
 
 def test_opening_since_beyond_the_window_is_a_resync_as_of_last_seq() -> None:
@@ -372,12 +385,12 @@ def test_opening_since_beyond_the_window_is_a_resync_as_of_last_seq() -> None:
     projects = [record(number) for number in range(1, 11)]
     sequencer.load(read(journal[4:], projects=projects))
     # Without the projects nothing can be sent: the caller must read them first.
-    assert sequencer.opening(since=3, snapshot=False, state=None) == []
-    messages = sequencer.opening(since=3, snapshot=False, state=read(journal, projects=projects))
+    assert opening(sequencer, since=3, snapshot=False, state=None) == []
+    messages = opening(sequencer, since=3, snapshot=False, state=read(journal, projects=projects))
     assert [orjson.loads(message) for message in messages] == [
         {"event_type": "resync", "timestamp": NOW, "seq": 10, "data": {"projects": projects}}
     ]
-    ahead = sequencer.opening(since=12, snapshot=False, state=read(journal, projects=projects))
+    ahead = opening(sequencer, since=12, snapshot=False, state=read(journal, projects=projects))
     assert [orjson.loads(message)["event_type"] for message in ahead] == ["resync"]
     assert sequencer.stats.resyncs == 0  # a subscriber's resync does not restart the stream
 
@@ -405,7 +418,7 @@ def test_snapshot_applies_the_events_an_older_read_missed(
     sequencer, old = lived
     expected = [record(1, name="Renamed"), record(3)]  # updated, deleted, created
     assert sequencer.projects_at_last_seq(old) == expected
-    messages = sequencer.opening(since=None, snapshot=True, state=old)
+    messages = opening(sequencer, since=None, snapshot=True, state=old)
     assert [orjson.loads(message) for message in messages] == [
         {"event_type": "snapshot", "timestamp": NOW, "seq": 5, "data": {"projects": expected}}
     ]
@@ -433,7 +446,7 @@ def test_snapshot_applies_only_the_events_after_the_read(
 def test_snapshot_of_an_empty_database() -> None:
     sequencer = Sequencer(clock=fixed_clock)
     sequencer.load(read([]))
-    messages = sequencer.opening(since=None, snapshot=True, state=read([]))
+    messages = opening(sequencer, since=None, snapshot=True, state=read([]))
     assert [orjson.loads(message) for message in messages] == [
         {"event_type": "snapshot", "timestamp": NOW, "seq": 0, "data": {"projects": []}}
     ]
@@ -447,10 +460,10 @@ def test_the_window_keeps_the_newest_events() -> None:
     sequencer = Sequencer(window=3, clock=fixed_clock)
     for event in journal:
         assert sequencer.accept(event) == [events.encode_event(event)]
-    assert sequencer.opening(since=2, snapshot=False, state=None) == encoded(journal[2:])
+    assert opening(sequencer, since=2, snapshot=False, state=None) == encoded(journal[2:])
     assert sequencer.can_replay(2) is True
     assert sequencer.can_replay(1) is False
-    assert sequencer.opening(since=1, snapshot=False, state=None) == []
+    assert opening(sequencer, since=1, snapshot=False, state=None) == []
 
 
 def test_load_keeps_at_least_the_whole_journal() -> None:
@@ -458,12 +471,12 @@ def test_load_keeps_at_least_the_whole_journal() -> None:
     sequencer = Sequencer(window=2, clock=fixed_clock)
     sequencer.load(read(journal[:5]))
     assert sequencer.can_replay(0) is True
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded(journal[:5])
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(journal[:5])
     # Still five events deep: the next one pushes out only the oldest.
     assert sequencer.accept(journal[5]) == [events.encode_event(journal[5])]
     assert sequencer.can_replay(0) is False
     assert sequencer.can_replay(1) is True
-    assert sequencer.opening(since=1, snapshot=False, state=None) == encoded(journal[1:])
+    assert opening(sequencer, since=1, snapshot=False, state=None) == encoded(journal[1:])
 
 
 def test_load_with_a_short_journal_keeps_the_configured_window() -> None:
@@ -472,7 +485,7 @@ def test_load_with_a_short_journal_keeps_the_configured_window() -> None:
     sequencer.load(read(journal[:1]))
     for event in journal[1:]:
         sequencer.accept(event)
-    assert sequencer.opening(since=2, snapshot=False, state=None) == encoded(journal[2:])
+    assert opening(sequencer, since=2, snapshot=False, state=None) == encoded(journal[2:])
     assert sequencer.can_replay(1) is False
 
 
@@ -485,7 +498,7 @@ def test_load_starts_over() -> None:
     assert sequencer.waiting is False
     assert sequencer.last_seq == 2
     assert sequencer.database_id == "db-7"
-    assert sequencer.opening(since=0, snapshot=False, state=None) == encoded(journal[:2])
+    assert opening(sequencer, since=0, snapshot=False, state=None) == encoded(journal[:2])
     # The discarded early event comes again (from the journal) and goes out in order.
     assert sequencer.accept(journal[2]) == [events.encode_event(journal[2])]
 
@@ -513,7 +526,7 @@ def test_the_clock_stamps_each_message_it_makes() -> None:
     sequencer = Sequencer(clock=lambda: next(ticks))
     sequencer.load(read(history(2)))
     state = read(history(2), projects=[record(1), record(2)])
-    first = sequencer.opening(since=None, snapshot=True, state=state)
+    first = opening(sequencer, since=None, snapshot=True, state=state)
     second = sequencer.catch_up(read([], latest=0, database_id="db-2"))
     assert [orjson.loads(m)["timestamp"] for m in first + second] == [
         "2024-01-01T00:00:01.000000",
@@ -527,7 +540,7 @@ def test_the_clock_stamps_each_message_it_makes() -> None:
 def test_the_default_clock_gives_a_contract_timestamp() -> None:
     sequencer = Sequencer()
     sequencer.load(read([]))
-    (message,) = sequencer.opening(since=None, snapshot=True, state=read([]))
+    (message,) = opening(sequencer, since=None, snapshot=True, state=read([]))
     timestamp = orjson.loads(message)["timestamp"]
     assert events.parse_timestamp(timestamp) is not None
     assert events.format_timestamp(events.parse_timestamp(timestamp)) == timestamp

@@ -74,7 +74,7 @@ async def commit(store: ProjectStore, change: Callable[[], Change]) -> Event:
 def test_each_event_type_reaches_a_subscriber_exactly(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             created = await commit(store, lambda: store.create("Alpha", description="d"))
             project_id = created["data"]["project_id"]
             updated = await commit(
@@ -93,7 +93,7 @@ def test_each_event_type_reaches_a_subscriber_exactly(store: ProjectStore) -> No
 def test_minimal_project_has_every_field(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             await commit(store, lambda: store.create("Only a name"))
             event = await receive(ws)
             data = event["data"]
@@ -114,7 +114,7 @@ def test_several_clients_receive_every_event_in_order(store: ProjectStore) -> No
     async def scenario() -> None:
         async with serving(store) as server:
             subscribers = [await connect(ws_url(server)) for _ in range(5)]
-            await until(lambda: len(server.subscribers) == 5)
+            await until(lambda: len(server.feed.subscribers) == 5)
             sent = [await commit(store, lambda i=i: store.create(f"p{i}")) for i in range(10)]
             for ws in subscribers:
                 assert [await receive(ws) for _ in sent] == sent
@@ -137,7 +137,7 @@ def test_no_subscribers_is_fine(store: ProjectStore) -> None:
 def test_resume_with_since_after_a_disconnect(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             first = [await commit(store, lambda i=i: store.create(f"a{i}")) for i in range(3)]
             seen = [await receive(ws) for _ in first]
             missed = [await commit(store, lambda i=i: store.create(f"b{i}")) for i in range(2)]
@@ -246,7 +246,7 @@ def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None
             serving(store, poll_interval=0.05, gap_grace=0.1) as server,
             connect(ws_url(server)) as ws,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             # Committed, never forwarded: as if the command died right after its commit.
             silent = (await asyncio.to_thread(store.create, "silent")).event
             assert await receive(ws, timeout=3) == silent
@@ -260,7 +260,7 @@ def test_crashed_forward_is_filled_from_the_journal(store: ProjectStore) -> None
 def test_early_forward_waits_for_the_one_before_it(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store, gap_grace=5) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             first = (await asyncio.to_thread(store.create, "first")).event
             second = (await asyncio.to_thread(store.create, "second")).event
             server.accept(second)
@@ -281,7 +281,7 @@ def test_missing_forward_behind_an_early_one_is_filled(store: ProjectStore) -> N
             serving(store, gap_grace=0.1, poll_interval=10) as server,
             connect(ws_url(server)) as ws,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             lost = (await asyncio.to_thread(store.create, "lost")).event
             second = (await asyncio.to_thread(store.create, "second")).event
             server.accept(second)
@@ -344,7 +344,7 @@ def test_only_a_forward_broadcasts_and_there_is_no_publish_route(store: ProjectS
             serving(store, gap_grace=60, poll_interval=60) as server,
             connect(ws_url(server)) as ws,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             event = (await asyncio.to_thread(store.create, "real")).event
             assert event is not None
             for headers in ({}, {"Authorization": "Bearer anything"}):
@@ -405,13 +405,13 @@ def test_subscriber_token_when_beyond_loopback(store: ProjectStore) -> None:
 def test_oversized_subscriber_message_closes_with_1009(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             await ws.send("x" * 5000)
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), RECEIVE_TIMEOUT)
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 1009
-            await until(lambda: not server.subscribers)
+            await until(lambda: not server.feed.subscribers)
 
     run(scenario())
 
@@ -472,7 +472,7 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
         async with serving(store, poll_interval=60) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port)
             async with connect(ws_url(server), max_queue=4096) as ws:  # all 3,000, unread
-                await until(lambda: len(server.subscribers) == 2)
+                await until(lambda: len(server.feed.subscribers) == 2)
                 record = {"project_id": "proj_big", "name": "big", "description": "x" * 4000}
                 sent = []
                 # 12 MB: more than the kernel's socket buffers and the 1 MiB limit together.
@@ -484,8 +484,8 @@ def test_subscriber_that_stops_reading_is_cut_off_and_others_get_everything(
                     sent.append(event)
                     if seq % 10 == 0:
                         await asyncio.sleep(0.001)  # let the healthy subscriber drain
-                assert server.stats.slow_closed == 1
-                assert len(server.subscribers) == 1
+                assert server.feed.slow_closed == 1
+                assert len(server.feed.subscribers) == 1
                 received = [await receive(ws) for _ in sent]
                 assert received == sent
             assert await asyncio.to_thread(_close_code, raw) == 1013
@@ -517,7 +517,7 @@ def test_replaced_database_triggers_resync(store: ProjectStore, db_path: Path) -
             serving(store, poll_interval=0.05, gap_grace=0.1) as server,
             connect(ws_url(server)) as ws,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             await asyncio.to_thread(db_path.unlink)
             await asyncio.to_thread(store.create, "new world")
             message = await receive(ws, timeout=3)
@@ -532,11 +532,11 @@ def test_keepalive_drops_a_dead_peer(store: ProjectStore) -> None:
         async with serving(store, ping_interval=0.2, close_timeout=0.5) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port)  # never answers pings
             try:
-                await until(lambda: len(server.subscribers) == 1)
+                await until(lambda: len(server.feed.subscribers) == 1)
                 # Unanswered pings close it: broadcasts skip it at once, and it is gone
                 # from the subscribers once the closing handshake times out.
-                await until(lambda: all(c.state is not State.OPEN for c in server.subscribers))
-                await until(lambda: not server.subscribers, timeout=10)
+                await until(lambda: all(c.state is not State.OPEN for c in server.feed.subscribers))
+                await until(lambda: not server.feed.subscribers, timeout=10)
             finally:
                 raw.close()
 
@@ -558,7 +558,7 @@ def test_a_stale_journal_read_neither_rewinds_nor_resyncs(store: ProjectStore) -
 
     async def scenario() -> None:
         async with serving(store, poll_interval=60) as server, connect(ws_url(server)) as ws:
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             first = await commit(store, lambda: store.create("first"))
             stale = await asyncio.to_thread(store.read_state)
             second = await commit(store, lambda: store.create("second"))
@@ -589,7 +589,7 @@ def test_a_malformed_journal_entry_is_logged_once_and_delivery_resumes_when_fixe
             serving(store, poll_interval=0.02, gap_grace=0.02) as server,
             connect(ws_url(server)) as ws,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             # Committed, never forwarded; then another program mangles a journal entry.
             unsent = (await asyncio.to_thread(store.create, "unsent")).event
             good = db_path.read_bytes()
@@ -684,9 +684,9 @@ def test_healthz_shows_detail_only_to_token_holders_when_tokens_are_configured(
             assert status == 200
             assert orjson.loads(body)["database"]["path"] == str(store.path)
             request = type("R", (), {"headers": {}, "path": "/healthz"})()
-            assert server._is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
-            assert not server._is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("127.0.0.1"), request)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("::1"), request)  # type: ignore[arg-type]
+            assert not server.routes.is_trusted(Peer("192.0.2.7"), request)  # type: ignore[arg-type]
         async with serving(store, subscriber_token="s3cret") as server:
             host = f"127.0.0.1:{server.port}"
             for headers in ((), ("Authorization: Bearer wrong",)):
@@ -702,9 +702,9 @@ def test_healthz_shows_detail_only_to_token_holders_when_tokens_are_configured(
             assert {"pid", "url", "uptime_seconds"} <= set(health)
             bare = type("R", (), {"headers": {}, "path": "/healthz"})()
             holder = type("R", (), {"headers": {"Authorization": "Bearer s3cret"}, "path": "/"})()
-            assert not server._is_trusted(Peer("127.0.0.1"), bare)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("127.0.0.1"), holder)  # type: ignore[arg-type]
-            assert server._is_trusted(Peer("192.0.2.7"), holder)  # type: ignore[arg-type]
+            assert not server.routes.is_trusted(Peer("127.0.0.1"), bare)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("127.0.0.1"), holder)  # type: ignore[arg-type]
+            assert server.routes.is_trusted(Peer("192.0.2.7"), holder)  # type: ignore[arg-type]
             assert server.public_health() == {
                 "status": "ok",
                 "version": server.health()["version"],
@@ -750,23 +750,23 @@ def test_host_headers_are_parsed_strictly_on_a_server_listening_everywhere(
     server = BroadcastServer(store, paths, ServerConfig(host="0.0.0.0", port=0))
     injected = "a; script-src * 'unsafe-inline'"
     for bad in (injected, "127.0.0.1:8443@evil", "[::1]evil", "a b", "", "x:1:2"):
-        assert not server._host_allowed(bad), bad
+        assert not server.access.host_allowed(bad), bad
     for good in ("a", "projctl.example:8443", "192.0.2.7", "[2001:db8::1]:8443", "A.EXAMPLE."):
-        assert server._host_allowed(good), good
+        assert server.access.host_allowed(good), good
 
 
 def test_connections_beyond_the_cap_get_503(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store, max_connections=3) as server:
             held = [await connect(ws_url(server)) for _ in range(3)]
-            await until(lambda: len(server.subscribers) == 3)
+            await until(lambda: len(server.feed.subscribers) == 3)
             with pytest.raises(InvalidStatus) as refused:
                 await connect(ws_url(server))
             assert refused.value.response.status_code == 503
             await held.pop().close()
-            await until(lambda: len(server.subscribers) == 2)
+            await until(lambda: len(server.feed.subscribers) == 2)
             async with connect(ws_url(server)):  # room again
-                await until(lambda: len(server.subscribers) == 3)
+                await until(lambda: len(server.feed.subscribers) == 3)
             for ws in held:
                 await ws.close()
 
@@ -803,11 +803,11 @@ def test_never_reading_snapshot_subscribers_cost_a_bounded_buffer_each(
                 for _ in range(8)
             ]
             try:
-                await until(lambda: len(server._joining) == 8)
+                await until(lambda: len(server.feed.joining) == 8)
                 # Each has filled its socket and stopped: the rest of its snapshot is
                 # not encoded, let alone queued.
-                await until(lambda: all(c.unsent_bytes() > 0 for c in server._joining))
-                for connection in server._joining:
+                await until(lambda: all(c.unsent_bytes() > 0 for c in server.feed.joining))
+                for connection in server.feed.joining:
                     assert connection.unsent_bytes() <= 256 * 1024
                 # Everyone else is served as before, snapshot and live events alike.
                 async with connect(ws_url(server, "?snapshot=1"), max_size=None) as ws:
@@ -818,7 +818,7 @@ def test_never_reading_snapshot_subscribers_cost_a_bounded_buffer_each(
             finally:
                 for raw in stalled:
                     raw.close()
-            await until(lambda: not server._joining)
+            await until(lambda: not server.feed.joining)
 
     run(scenario())
 
@@ -832,12 +832,12 @@ def test_a_subscriber_stalled_in_its_snapshot_is_closed_when_its_backlog_passes_
         async with serving(store, slow_subscriber_limit=64 * 1024) as server:
             raw = await asyncio.to_thread(_raw_subscriber, server.port, "/ws?snapshot=1")
             try:
-                await until(lambda: len(server._joining) == 1)
+                await until(lambda: len(server.feed.joining) == 1)
                 big = "x" * 9000
                 for number in range(12):  # ~110 KB of live events wait behind its snapshot
                     await commit(store, lambda n=number: store.create(f"e{n}", description=big))
-                await until(lambda: server.stats.slow_closed == 1)
-                assert not server._joining
+                await until(lambda: server.feed.slow_closed == 1)
+                assert not server.feed.joining
             finally:
                 raw.close()
 
@@ -905,9 +905,9 @@ def test_all_subscribers_together_stay_within_the_send_budget(store: ProjectStor
     async def scenario() -> None:
         async with serving(store, slow_subscriber_limit=45, send_budget=100) as server:
             connections = {size: Connection(size) for size in (10, 20, 30, 40, 50)}
-            server.subscribers = set(connections.values())  # type: ignore[arg-type]
-            server._cut_off_slow_subscribers()
-            assert server.stats.slow_closed == 3
+            server.feed.subscribers = set(connections.values())  # type: ignore[arg-type]
+            server.feed.cut_off_slow_subscribers()
+            assert server.feed.slow_closed == 3
             await until(lambda: sum(c.closed_with == 1013 for c in connections.values()) == 3)
             assert {size for size, c in connections.items() if c.closed_with == 1013} == {
                 30,
@@ -915,7 +915,7 @@ def test_all_subscribers_together_stay_within_the_send_budget(store: ProjectStor
                 50,
             }
             assert {size for size, c in connections.items() if c.aborted} == {50}
-            assert server.subscribers == {connections[10], connections[20]}
-            server.subscribers = set()
+            assert server.feed.subscribers == {connections[10], connections[20]}
+            server.feed.subscribers = set()
 
     run(scenario())

@@ -194,7 +194,7 @@ def test_tls_subscribers_are_served_and_counted(
         async with serving(store, ssl_context=server_context, max_connections=3) as server:
             url = f"wss://127.0.0.1:{server.port}/ws?since=0"
             held = [await connect(url, ssl=client_context) for _ in range(3)]
-            await until(lambda: len(server.subscribers) == 3)
+            await until(lambda: len(server.feed.subscribers) == 3)
             assert await try_once(url, ssl=client_context) == 503
             created = await asyncio.to_thread(store.create, "over TLS")
             await server.reconcile()
@@ -226,7 +226,7 @@ def test_healthz_answers_when_the_connection_cap_is_reached(store: ProjectStore)
         async with serving(store, max_connections=2) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
             held = [await connect(url) for _ in range(2)]
-            await until(lambda: len(server.subscribers) == 2)
+            await until(lambda: len(server.feed.subscribers) == 2)
             assert await try_once(url) == 503
             status, _body = await asyncio.to_thread(http_get, server.port, "/api/projects")
             assert status == 503

@@ -84,7 +84,7 @@ def test_a_database_rewritten_in_place_is_never_shown_empty(
             assert [(await receive(since))["seq"] for _ in range(30)] == list(range(1, 31))
             opening = await receive(snapshot)
             assert (opening["event_type"], opening["seq"]) == ("snapshot", 30)
-            await until(lambda: len(server.subscribers) == 2)
+            await until(lambda: len(server.feed.subscribers) == 2)
             with db_path.open("r+b") as rewriting:
                 rewriting.truncate()  # `cp backup.json db.json` has begun
                 await until(lambda: server.watcher.read_failures >= 1)
@@ -124,7 +124,7 @@ def test_a_restored_older_copy_makes_everyone_start_over(
             serving(store, **polling) as server,
             connect(ws_url(server, "?since=10")) as live,
         ):
-            await until(lambda: len(server.subscribers) == 1)
+            await until(lambda: len(server.feed.subscribers) == 1)
             restoring = db_path.with_name("restoring.json")
             shutil.copyfile(older, restoring)
             restoring.replace(db_path)  # the proper way: one atomic rename

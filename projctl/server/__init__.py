@@ -3,7 +3,8 @@
 - :mod:`~projctl.server.app`: :class:`BroadcastServer`, its lifecycle and the state file
 - :mod:`~projctl.server.config`: :class:`ServerConfig` and the one settings-to-config mapping
 - :mod:`~projctl.server.access`: who may do what (Host, Origin, tokens, the token file)
-- :mod:`~projctl.server.http`: HTTP answers and the dashboard's pages
+- :mod:`~projctl.server.http`: the routes (pages, ``/healthz``, ``/api``, handshake checks)
+- :mod:`~projctl.server.feed`: ``/ws`` subscribers, their openings, the send budget, the shared read
 - :mod:`~projctl.server.connection`: accepted sockets, counted, and their TLS handshakes
 - :mod:`~projctl.server.writes`: ``/rpc``, the one write path (window, idempotency, write turn)
 - :mod:`~projctl.server.local`: the private Unix socket's answers (forward, status, stop)

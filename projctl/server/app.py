@@ -1,4 +1,4 @@
-"""The broadcast server's I/O: /ws subscribers, /rpc, the Unix socket, the file watcher.
+"""The broadcast server: its lifecycle, and which job (feed, routes, writes) serves what.
 
 One server serves one database file. It listens on
 
@@ -30,67 +30,47 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import gc
-import http
 import logging
 import os
 import secrets
 import signal
 import sys
 import time
-import weakref
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.typing import Subprotocol
 
 from projctl import config, remote, rpc, runtime
 from projctl._version import __version__
-from projctl.errors import CorruptDatabaseError, ProjctlError, ServerError
+from projctl.errors import ProjctlError, ServerError
 from projctl.events import Event
 from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
 from projctl.sequencer import Sequencer
-from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy, canonical_host
+from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy
 from projctl.server.config import ServerConfig, server_config
 from projctl.server.connection import (
     _SPARE_SLOTS,
     _TRIM_AFTER_HANDSHAKES,
-    _counted,
     _CountedConnection,
-    _malloc_trim,
     _return_memory,
 )
-from projctl.server.http import _PAGES, _api_error, _json_response, _page_response, _parse_since
+from projctl.server.feed import Feed
+from projctl.server.http import Routes, _parse_since
 from projctl.server.local import LocalAnswers
 from projctl.server.watcher import JournalWatcher
-from projctl.server.writes import RpcWrites, _too_big
-from projctl.store import FileVersion, ProjectStore, StoreState
+from projctl.server.writes import RpcWrites
+from projctl.store import FileVersion, ProjectStore
 
 log = logging.getLogger("projctl.server")
-
-
-#: Subscribers have nothing to say; anything larger than this closes them with 1009.
-SUBSCRIBER_MAX_MESSAGE = 4096
-
-
-@dataclass
-class _Backlog:
-    """Live events for a subscriber still receiving its opening, and their size in bytes."""
-
-    messages: deque[bytes] = field(default_factory=deque)
-    size: int = 0
 
 
 @dataclass
 class _Stats:
     started: float = field(default_factory=time.time)
-    slow_closed: int = 0
     #: Sockets closed as soon as they were accepted, the server being full.
     refused_at_accept: int = 0
 
@@ -98,19 +78,18 @@ class _Stats:
 class BroadcastServer:
     """Fans committed events out to subscribers, in ``seq`` order, with nothing lost.
 
-    Everything runs on one event loop; the :class:`Sequencer` decides, this class
-    sends. Methods that feed the sequencer never await in the middle, so a
-    subscriber is registered, replayed to and switched to the live feed in one
-    step and no event can slip in between.
+    Everything runs on one event loop; the :class:`Sequencer` decides, the
+    :class:`~projctl.server.feed.Feed` sends. This class owns the lifecycle: listening,
+    counting connections, and handing each request to its job.
     """
 
     def __init__(self, store: ProjectStore, paths: RuntimePaths, config: ServerConfig) -> None:
         self.store = store
         self.paths = paths
         self.config = config
-        self.subscribers: set[ServerConnection] = set()
         self.stats = _Stats()
         self.sequencer = Sequencer(window=config.journal_window)
+        self.feed = Feed(self.sequencer, store, config, spawn=self._spawn, touch=self._touch)
         self._gap_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._last_activity = time.monotonic()
@@ -119,7 +98,9 @@ class BroadcastServer:
         self._unix_server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._lock_fd: int | None = None
-        self.watcher = JournalWatcher(store, self.sequencer, config, send_to_all=self._send_to_all)
+        self.watcher = JournalWatcher(
+            store, self.sequencer, config, send_to_all=self.feed.send_to_all
+        )
         self.local = LocalAnswers(
             self.sequencer,
             accept=self.accept,
@@ -128,14 +109,8 @@ class BroadcastServer:
             stopping=self._stopping,
         )
         self.writes = RpcWrites(
-            store, accept=self.accept, read_state=self._read_state_shared, touch=self._touch
+            store, accept=self.accept, read_state=self.feed.read_state_shared, touch=self._touch
         )
-        #: Subscribers still receiving their snapshot or replay, and what waits for them.
-        self._joining: dict[ServerConnection, _Backlog] = {}
-        #: Subscribers closed for being slow whose close has not completed yet.
-        self._closing: set[ServerConnection] = set()
-        self._shared_state: weakref.ref[StoreState] | None = None
-        self._reading: asyncio.Future[StoreState] | None = None
         self.port = config.port
         #: Every accepted socket still open, counted from its accept (see _CountedConnection).
         self._accepted: set[_CountedConnection] = set()
@@ -227,7 +202,7 @@ class BroadcastServer:
                     self._handle_websocket,
                     host,
                     chosen,
-                    process_request=self._process_request,
+                    process_request=self.routes.process_request,
                     select_subprotocol=self._select_subprotocol,
                     # TLS is done by each connection, after it is counted (_CountedConnection).
                     create_connection=self._connection_class(),
@@ -351,68 +326,9 @@ class BroadcastServer:
             )
             self._spawn(self.reconcile())
             return
-        self._send_to_all(self.sequencer.accept(event, version))
+        self.feed.send_to_all(self.sequencer.accept(event, version))
         if self.sequencer.waiting and self._gap_task is None:
             self._gap_task = asyncio.ensure_future(self._fill_gap_later())
-
-    def _send_to_all(self, messages: Iterable[bytes]) -> None:
-        """Send to every live subscriber, and into the backlog of those still joining."""
-        sent = False
-        for message in messages:
-            sent = True
-            # As str: a text frame in every websockets version (``text=`` came in 16.1).
-            broadcast(self.subscribers, message.decode())
-            for backlog in self._joining.values():
-                backlog.messages.append(message)
-                backlog.size += len(message)
-        if sent:
-            self._cut_off_slow_subscribers()
-
-    def _cut_off_slow_subscribers(self) -> None:
-        """Close subscribers that hold too many unsent bytes, with 1013 (they may resume).
-
-        Every byte counts: what waits in a subscriber's socket buffer, and the backlog of
-        one still receiving its snapshot or replay. One subscriber may hold at most
-        ``slow_subscriber_limit``; all of them together at most ``send_budget``, and past
-        that the ones furthest behind their fair share go first. A closed subscriber keeps
-        its buffer until it has read up to the close frame, which one that never reads
-        never does: past the budget, those are dropped at once, largest first. So many
-        subscribers that stop reading together cannot take the server's memory with them.
-        """
-        limit, budget = self.config.slow_subscriber_limit, self.config.send_budget
-        pending = [
-            (_counted(connection).unsent_bytes(), connection) for connection in self.subscribers
-        ] + [
-            (backlog.size + _counted(connection).unsent_bytes(), connection)
-            for connection, backlog in self._joining.items()
-        ]
-        total = sum(size for size, _ in pending) + sum(
-            _counted(connection).unsent_bytes() for connection in self._closing
-        )
-        fair_share = budget // max(1, len(pending))
-        for size, connection in sorted(pending, key=lambda item: item[0], reverse=True):
-            if size > limit or (total > budget and size > fair_share):
-                self.subscribers.discard(connection)
-                self._joining.pop(connection, None)
-                self._close_slow(connection)
-            elif total <= budget:
-                break  # sorted: nobody after this one is over its bound either
-        if total > budget:
-            closing = [(_counted(c).unsent_bytes(), c) for c in self._closing]
-            for size, connection in sorted(closing, key=lambda item: item[0], reverse=True):
-                _counted(connection).abort()
-                self._closing.discard(connection)
-                total -= size
-                if total <= budget:
-                    break
-
-    def _close_slow(self, connection: ServerConnection) -> None:
-        self.stats.slow_closed += 1
-        self._closing.add(connection)
-        log.warning("closing a subscriber that stopped reading (%s)", connection.id)
-        # close() waits for the closing handshake, which such a peer may never answer;
-        # its close_timeout, or the budget above, then aborts the connection.
-        self._spawn(connection.close(1013, f"too slow; reconnect with ?since={self.last_seq}"))
 
     async def _fill_gap_later(self) -> None:
         try:
@@ -431,7 +347,7 @@ class BroadcastServer:
         while True:
             await asyncio.sleep(min(1.0, idle_timeout / 4))
             idle = time.monotonic() - self._last_activity
-            if not self.subscribers and idle >= idle_timeout:
+            if not self.feed.subscribers and idle >= idle_timeout:
                 log.info("idle for %.0fs with no subscribers; stopping", idle)
                 self.stop()
                 return
@@ -447,12 +363,12 @@ class BroadcastServer:
             "url": self.url,
             "database": {"path": str(self.paths.db_path), "id": self.sequencer.database_id},
             "latest_seq": self.last_seq,
-            "subscribers": len(self.subscribers),
+            "subscribers": len(self.feed.subscribers),
             "connections": len(self._accepted),
             "refused_at_accept": self.stats.refused_at_accept,
             "events_broadcast": self.sequencer.stats.events,
             "gap_fills": self.sequencer.stats.gap_fills,
-            "slow_subscribers_closed": self.stats.slow_closed,
+            "slow_subscribers_closed": self.feed.slow_closed,
             "unsent_bytes": self._unsent_bytes(),
             "journal_read_failures": self.watcher.read_failures,
             "uptime_seconds": round(time.time() - self.stats.started, 3),
@@ -461,9 +377,7 @@ class BroadcastServer:
 
     def _unsent_bytes(self) -> int:
         """Bytes waiting in every open connection's buffer and every joining backlog."""
-        return sum(c.unsent_bytes() for c in self._accepted) + sum(
-            backlog.size for backlog in self._joining.values()
-        )
+        return sum(c.unsent_bytes() for c in self._accepted) + self.feed.backlog_bytes()
 
     def public_health(self) -> dict[str, Any]:
         """What ``/healthz`` tells a client the access policy shows no detail to."""
@@ -474,169 +388,18 @@ class BroadcastServer:
         """Who may do what on this server (see :class:`AccessPolicy`)."""
         return self.config.access_policy()
 
-    def _host_allowed(self, header: str | None) -> bool:
-        """Whether a request's ``Host`` is well formed and names this server."""
-        return self.access.host_allowed(header)
-
-    def _is_trusted(self, connection: ServerConnection, request: Request) -> bool:
-        """Whether ``/healthz`` shows this client its detail: a token holder, or, when the
-        server asks for no read token, a loopback client."""
-        address = connection.remote_address
-        peer = str(address[0]) if address else None
-        return self.access.shows_health_detail(peer, self._presented_token(request))
-
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        """Route one request: answer HTTP ones here, let WebSocket handshakes go on (``None``)."""
-        if not self._host_allowed(request.headers.get("Host")):
-            return connection.respond(
-                http.HTTPStatus.MISDIRECTED_REQUEST, "this server does not answer to that Host\n"
-            )
-        url = urlsplit(request.path)
-        # Every other open connection counts, from its accept (its handshake too). /healthz
-        # is answered past the cap, in a spare slot: monitoring must see a full server.
-        if url.path != "/healthz" and len(self._accepted) - 1 >= self.config.max_connections:
-            response = connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later\n"
-            )
-            response.headers["Retry-After"] = "5"
-            return response
-        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
-            if url.path.startswith("/api/"):
-                return _api_error(http.HTTPStatus.FORBIDDEN, "forbidden", "origin not allowed")
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "this origin is not allowed\n")
-        if self.access.token_in_url_refused(url.path, url.query):
-            message = "a token never travels in a URL: send it as Authorization: Bearer"
-            if url.path.startswith("/api/"):
-                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", message)
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, message + "\n")
-        if url.path == "/healthz":
-            trusted = self._is_trusted(connection, request)
-            return _json_response(
-                http.HTTPStatus.OK, self.health() if trusted else self.public_health()
-            )
-        if url.path in _PAGES:
-            return _page_response(url.path, canonical_host(request.headers.get("Host")))
-        if url.path.startswith("/api/"):
-            return await self._answer_api(request, url.path, parse_qs(url.query))
-        if url.path == remote.RPC_PATH:
-            if self._presented_token(request) is None:
-                response = connection.respond(
-                    http.HTTPStatus.UNAUTHORIZED, "the team protocol needs a read or write token\n"
-                )
-                response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-                return response
-            return None
-        if url.path != "/ws":
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws\n")
-        query = parse_qs(url.query, keep_blank_values=True)
-        if not self._token_presented(request):
-            return connection.respond(
-                http.HTTPStatus.UNAUTHORIZED,
-                "subscribing needs the token: ?token= or the projctl-token subprotocol\n",
-            )
-        try:
-            _parse_since(query)
-        except ValueError as error:
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{error}\n")
-        return None
-
-    def _token_presented(self, request: Request) -> bool:
-        """Whether a reader holds a token, if one is needed: as ``Authorization: Bearer``,
-        (from a browser, which can set no header) as the WebSocket subprotocol
-        ``projctl-token.<token>``, or as ``?token=`` on a plain server's ``/ws``."""
-        return self.access.may_read(self._presented_token(request))
-
-    def _presented_token(self, request: Request) -> str | None:
-        """The server token a request carries, found in constant time (see
-        :meth:`AccessPolicy.presented_token`); ``None`` when it carries none."""
-        return self.access.presented_token(request.headers, request.path)
-
-    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page at ``origin`` may use this server (every route alike)."""
-        return self.access.origin_allowed(origin, host)
-
-    async def _answer_api(
-        self, request: Request, path: str, query: dict[str, list[str]]
-    ) -> Response:
-        """The read-only HTTP API: the same data, Host, Origin and token rules as ``/ws``
-        (Host and Origin are checked for every route before this)."""
-        origin = request.headers.get("Origin")
-        if not self._token_presented(request):
-            response = _api_error(
-                http.HTTPStatus.UNAUTHORIZED,
-                "unauthorized",
-                "this server needs the subscriber token (Authorization: Bearer ...)",
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-            return response
-        response = await self._api_route(path, query)
-        if origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-        return response
-
-    async def _api_route(self, path: str, query: dict[str, list[str]]) -> Response:
-        sequencer = self.sequencer
-        if path == "/api/events":
-            try:
-                since = _parse_since(query) or 0
-            except ValueError as error:
-                return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
-            if sequencer.can_replay(since):
-                messages = [m for seq, m in sequencer.recent_after(since)]
-                body = (
-                    b'{"events":['
-                    + b",".join(messages)
-                    + b'],"latest_seq":'
-                    + str(sequencer.last_seq).encode()
-                    + b',"resync":false}'
-                )
-                return _json_response(http.HTTPStatus.OK, body, encoded=True)
-            projects = await self._current_projects()
-            return _json_response(
-                http.HTTPStatus.OK,
-                {
-                    "events": [],
-                    "latest_seq": sequencer.last_seq,
-                    "resync": True,
-                    "projects": projects,
-                },
-            )
-        if path == "/api/projects":
-            projects = await self._current_projects()
-            wanted = {
-                field: set(query.get(name, []))
-                for name, field in (("status", "status"), ("owner", "owner_id"), ("type", "type"))
-            }
-            chosen = [
-                project
-                for project in projects
-                if all(
-                    not values or project.get(field) in values for field, values in wanted.items()
-                )
-            ]
-            return _json_response(
-                http.HTTPStatus.OK, {"seq": sequencer.last_seq, "projects": chosen}
-            )
-        prefix = "/api/projects/"
-        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-            project_id = unquote(path[len(prefix) :])
-            for project in await self._current_projects():
-                if project.get("project_id") == project_id:
-                    return _json_response(http.HTTPStatus.OK, project)
-            return _api_error(
-                http.HTTPStatus.NOT_FOUND, "not_found", f"no project with id {project_id!r}"
-            )
-        return _api_error(http.HTTPStatus.NOT_FOUND, "not_found", f"no such route {path}")
-
-    async def _current_projects(self) -> list[dict[str, Any]]:
-        """The projects as of the last event broadcast, from the shared read of the file."""
-        state = await self._read_state_shared()
-        if state.latest_seq > self.sequencer.last_seq:
-            self._send_to_all(self.sequencer.catch_up(state))
-        return self.sequencer.projects_at_last_seq(state)
+    @functools.cached_property
+    def routes(self) -> Routes:
+        """The HTTP routes and the WebSocket handshake checks (see :class:`Routes`)."""
+        return Routes(
+            self.access,
+            self.sequencer,
+            current_projects=self.feed.current_projects,
+            max_connections=self.config.max_connections,
+            open_connections=lambda: len(self._accepted),
+            health=lambda: self.health(),  # looked up per request
+            public_health=lambda: self.public_health(),
+        )
 
     def _select_subprotocol(
         self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
@@ -652,115 +415,13 @@ class BroadcastServer:
         assert connection.request is not None
         url = urlsplit(connection.request.path)
         if url.path == remote.RPC_PATH:
-            may_write = self.access.may_write(self._presented_token(connection.request))
+            may_write = self.access.may_write(self.routes.presented_token(connection.request))
             await self.writes.serve(connection, may_write=may_write)
             return
         query = parse_qs(url.query, keep_blank_values=True)
         since = _parse_since(query)
         snapshot = query.get("snapshot", ["0"])[-1] in ("1", "true", "yes")
-        await self._serve_subscriber(connection, since=since, snapshot=snapshot)
-
-    async def _serve_subscriber(
-        self, connection: ServerConnection, *, since: int | None, snapshot: bool
-    ) -> None:
-        sequencer = self.sequencer
-        state = None
-        state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
-        if state_was_read:
-            state = await self._read_state_shared()
-        # From here to the registration nothing awaits: replay and live feed join seamlessly.
-        if state is not None and state.latest_seq > sequencer.last_seq:
-            self._send_to_all(sequencer.catch_up(state))
-        parts = sequencer.opening_parts(since=since, snapshot=snapshot, state=state)
-        self._last_activity = time.monotonic()
-        try:
-            if parts:
-                await self._send_opening(connection, parts)
-            else:
-                self.subscribers.add(connection)
-            state, parts = None, []  # a large read is kept only while someone still streams it
-            async for message in connection:
-                # Subscribers cannot publish: what they send is ignored, up to a bound.
-                if _too_big(message, SUBSCRIBER_MAX_MESSAGE):
-                    await connection.close(1009, f"at most {SUBSCRIBER_MAX_MESSAGE} bytes")
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            self._joining.pop(connection, None)
-            self.subscribers.discard(connection)
-            self._closing.discard(connection)
-            self._last_activity = time.monotonic()
-            if state_was_read:
-                state, parts = None, []
-                self._return_memory_when_idle()
-
-    async def _send_opening(
-        self, connection: ServerConnection, parts: list[bytes | Iterator[bytes]]
-    ) -> None:
-        """Stream a new subscriber's opening with backpressure, then switch it to the live feed.
-
-        Each send waits while the subscriber's socket holds more than websockets'
-        write limit, so a subscriber that does not read costs that much and no more:
-        a snapshot of a large database is never queued whole. Live events that come
-        meanwhile wait in its backlog, counted against the same per-subscriber bound.
-        """
-        backlog = self._joining[connection] = _Backlog()
-        for part in parts:
-            await connection.send(part, text=True)
-        while backlog.messages:
-            message = backlog.messages.popleft()
-            backlog.size -= len(message)
-            await connection.send(message, text=True)
-        # The backlog is empty and nothing awaits from here: the live feed goes on seamlessly.
-        del self._joining[connection]
-        self.subscribers.add(connection)
-
-    def _return_memory_when_idle(self) -> None:
-        """Give the memory of a large read back to the system once nobody streams it.
-
-        A snapshot of a large database parses the whole file; when the last subscriber
-        that needed it is gone, the parsed projects are garbage, but the C allocator
-        keeps the freed pages unless asked. Linux/glibc only; elsewhere a no-op.
-        """
-        if self._joining or (self._shared_state is not None and self._shared_state()):
-            return
-        gc.collect()
-        _malloc_trim()
-
-    async def _read_state_shared(self) -> StoreState:
-        """One read of the database for every subscriber that needs the projects now.
-
-        Many subscribers asking for a snapshot at once share one read (and its memory)
-        instead of each parsing the whole file: a read is reused while its file version
-        is current and some subscriber still holds it.
-        """
-        cached = self._shared_state() if self._shared_state is not None else None
-        if cached is not None and cached.version == self.store.file_version():
-            return cached
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(asyncio.to_thread(self._read_state_patiently))
-        reading = self._reading
-        try:
-            state = await asyncio.shield(reading)
-        finally:
-            if self._reading is reading and reading.done():
-                self._reading = None
-        self._shared_state = weakref.ref(state)
-        return state
-
-    def _read_state_patiently(self) -> StoreState:
-        """A read of the database for a subscriber or the API, waiting out another program
-        rewriting the file in place (empty or half written) for up to
-        ``transient_read_wait`` seconds: nobody is shown an empty registry meanwhile."""
-        deadline = time.monotonic() + self.config.transient_read_wait
-        while True:
-            try:
-                return self.store.read_state()
-            except CorruptDatabaseError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.02)
+        await self.feed.serve(connection, since=since, snapshot=snapshot)
 
 
 def _free_port(host: str) -> int:

@@ -1,0 +1,257 @@
+"""The feed: ``/ws`` subscribers, their opening (snapshot or replay), the send budget.
+
+A subscriber gets its opening with backpressure, then every live event in ``seq``
+order. Live events go to every subscriber through one ``broadcast``; the bytes they
+hold unsent are bounded per subscriber and all together, and the slowest are closed
+(1013, they may resume). Many subscribers asking for the projects at once share one
+read of the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+
+from projctl.errors import CorruptDatabaseError
+from projctl.sequencer import Sequencer
+from projctl.server.config import ServerConfig
+from projctl.server.connection import _counted, _malloc_trim
+from projctl.server.writes import _too_big
+from projctl.store import ProjectStore, StoreState
+
+log = logging.getLogger("projctl.server")
+
+#: Subscribers have nothing to say; anything larger than this closes them with 1009.
+SUBSCRIBER_MAX_MESSAGE = 4096
+
+
+@dataclass
+class _Backlog:
+    """Live events for a subscriber still receiving its opening, and their size in bytes."""
+
+    messages: deque[bytes] = field(default_factory=deque)
+    size: int = 0
+
+
+class Feed:
+    """Fans the sequencer's messages out to subscribers, in ``seq`` order, with nothing lost.
+
+    Methods that feed the sequencer never await in the middle, so a subscriber is
+    registered, replayed to and switched to the live feed in one step and no event
+    can slip in between.
+    """
+
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        store: ProjectStore,
+        config: ServerConfig,
+        *,
+        spawn: Callable[[Awaitable[Any]], None],
+        touch: Callable[[], None],
+    ) -> None:
+        self.sequencer = sequencer
+        self.store = store
+        self.config = config
+        self._spawn = spawn
+        self._touch = touch
+        #: Subscribers on the live feed.
+        self.subscribers: set[ServerConnection] = set()
+        #: Subscribers still receiving their snapshot or replay, and what waits for them.
+        self.joining: dict[ServerConnection, _Backlog] = {}
+        #: Subscribers closed for being slow whose close has not completed yet.
+        self.closing: set[ServerConnection] = set()
+        #: Subscribers closed for being slow, since the start.
+        self.slow_closed = 0
+        self._shared_state: weakref.ref[StoreState] | None = None
+        self._reading: asyncio.Future[StoreState] | None = None
+
+    def backlog_bytes(self) -> int:
+        """Bytes waiting in the backlogs of subscribers still receiving their opening."""
+        return sum(backlog.size for backlog in self.joining.values())
+
+    # -- the live feed -----------------------------------------------------------
+
+    def send_to_all(self, messages: Iterable[bytes]) -> None:
+        """Send to every live subscriber, and into the backlog of those still joining."""
+        sent = False
+        for message in messages:
+            sent = True
+            # As str: a text frame in every websockets version (``text=`` came in 16.1).
+            broadcast(self.subscribers, message.decode())
+            for backlog in self.joining.values():
+                backlog.messages.append(message)
+                backlog.size += len(message)
+        if sent:
+            self.cut_off_slow_subscribers()
+
+    def cut_off_slow_subscribers(self) -> None:
+        """Close subscribers that hold too many unsent bytes, with 1013 (they may resume).
+
+        Every byte counts: what waits in a subscriber's socket buffer, and the backlog of
+        one still receiving its snapshot or replay. One subscriber may hold at most
+        ``slow_subscriber_limit``; all of them together at most ``send_budget``, and past
+        that the ones furthest behind their fair share go first. A closed subscriber keeps
+        its buffer until it has read up to the close frame, which one that never reads
+        never does: past the budget, those are dropped at once, largest first. So many
+        subscribers that stop reading together cannot take the server's memory with them.
+        """
+        limit, budget = self.config.slow_subscriber_limit, self.config.send_budget
+        pending = [
+            (_counted(connection).unsent_bytes(), connection) for connection in self.subscribers
+        ] + [
+            (backlog.size + _counted(connection).unsent_bytes(), connection)
+            for connection, backlog in self.joining.items()
+        ]
+        total = sum(size for size, _ in pending) + sum(
+            _counted(connection).unsent_bytes() for connection in self.closing
+        )
+        fair_share = budget // max(1, len(pending))
+        for size, connection in sorted(pending, key=lambda item: item[0], reverse=True):
+            if size > limit or (total > budget and size > fair_share):
+                self.subscribers.discard(connection)
+                self.joining.pop(connection, None)
+                self._close_slow(connection)
+            elif total <= budget:
+                break  # sorted: nobody after this one is over its bound either
+        if total > budget:
+            closing = [(_counted(c).unsent_bytes(), c) for c in self.closing]
+            for size, connection in sorted(closing, key=lambda item: item[0], reverse=True):
+                _counted(connection).abort()
+                self.closing.discard(connection)
+                total -= size
+                if total <= budget:
+                    break
+
+    def _close_slow(self, connection: ServerConnection) -> None:
+        self.slow_closed += 1
+        self.closing.add(connection)
+        log.warning("closing a subscriber that stopped reading (%s)", connection.id)
+        # close() waits for the closing handshake, which such a peer may never answer;
+        # its close_timeout, or the budget above, then aborts the connection.
+        last_seq = self.sequencer.last_seq
+        self._spawn(connection.close(1013, f"too slow; reconnect with ?since={last_seq}"))
+
+    # -- one subscriber ----------------------------------------------------------
+
+    async def serve(
+        self, connection: ServerConnection, *, since: int | None, snapshot: bool
+    ) -> None:
+        """Serve one subscriber until it leaves: its opening, then the live feed."""
+        sequencer = self.sequencer
+        state = None
+        state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
+        if state_was_read:
+            state = await self.read_state_shared()
+        # From here to the registration nothing awaits: replay and live feed join seamlessly.
+        if state is not None and state.latest_seq > sequencer.last_seq:
+            self.send_to_all(sequencer.catch_up(state))
+        parts = sequencer.opening_parts(since=since, snapshot=snapshot, state=state)
+        self._touch()
+        try:
+            if parts:
+                await self._send_opening(connection, parts)
+            else:
+                self.subscribers.add(connection)
+            state, parts = None, []  # a large read is kept only while someone still streams it
+            async for message in connection:
+                # Subscribers cannot publish: what they send is ignored, up to a bound.
+                if _too_big(message, SUBSCRIBER_MAX_MESSAGE):
+                    await connection.close(1009, f"at most {SUBSCRIBER_MAX_MESSAGE} bytes")
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            self.joining.pop(connection, None)
+            self.subscribers.discard(connection)
+            self.closing.discard(connection)
+            self._touch()
+            if state_was_read:
+                state, parts = None, []
+                self._return_memory_when_idle()
+
+    async def _send_opening(
+        self, connection: ServerConnection, parts: list[bytes | Iterator[bytes]]
+    ) -> None:
+        """Stream a new subscriber's opening with backpressure, then switch it to the live feed.
+
+        Each send waits while the subscriber's socket holds more than websockets'
+        write limit, so a subscriber that does not read costs that much and no more:
+        a snapshot of a large database is never queued whole. Live events that come
+        meanwhile wait in its backlog, counted against the same per-subscriber bound.
+        """
+        backlog = self.joining[connection] = _Backlog()
+        for part in parts:
+            await connection.send(part, text=True)
+        while backlog.messages:
+            message = backlog.messages.popleft()
+            backlog.size -= len(message)
+            await connection.send(message, text=True)
+        # The backlog is empty and nothing awaits from here: the live feed goes on seamlessly.
+        del self.joining[connection]
+        self.subscribers.add(connection)
+
+    def _return_memory_when_idle(self) -> None:
+        """Give the memory of a large read back to the system once nobody streams it.
+
+        A snapshot of a large database parses the whole file; when the last subscriber
+        that needed it is gone, the parsed projects are garbage, but the C allocator
+        keeps the freed pages unless asked. Linux/glibc only; elsewhere a no-op.
+        """
+        if self.joining or (self._shared_state is not None and self._shared_state()):
+            return
+        gc.collect()
+        _malloc_trim()
+
+    # -- the shared read -----------------------------------------------------------
+
+    async def current_projects(self) -> list[dict[str, Any]]:
+        """The projects as of the last event broadcast, from the shared read of the file."""
+        state = await self.read_state_shared()
+        if state.latest_seq > self.sequencer.last_seq:
+            self.send_to_all(self.sequencer.catch_up(state))
+        return self.sequencer.projects_at_last_seq(state)
+
+    async def read_state_shared(self) -> StoreState:
+        """One read of the database for every subscriber that needs the projects now.
+
+        Many subscribers asking for a snapshot at once share one read (and its memory)
+        instead of each parsing the whole file: a read is reused while its file version
+        is current and some subscriber still holds it.
+        """
+        cached = self._shared_state() if self._shared_state is not None else None
+        if cached is not None and cached.version == self.store.file_version():
+            return cached
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self._read_state_patiently))
+        reading = self._reading
+        try:
+            state = await asyncio.shield(reading)
+        finally:
+            if self._reading is reading and reading.done():
+                self._reading = None
+        self._shared_state = weakref.ref(state)
+        return state
+
+    def _read_state_patiently(self) -> StoreState:
+        """A read of the database for a subscriber or the API, waiting out another program
+        rewriting the file in place (empty or half written) for up to
+        ``transient_read_wait`` seconds: nobody is shown an empty registry meanwhile."""
+        deadline = time.monotonic() + self.config.transient_read_wait
+        while True:
+            try:
+                return self.store.read_state()
+            except CorruptDatabaseError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
