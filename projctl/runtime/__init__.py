@@ -1,18 +1,8 @@
 """A database's server on this machine: where its state lives, how to start, find and stop it.
 
-Server state lives in the user's **private runtime folder**, never beside the
-database (a shared folder may belong to someone else): ``$XDG_RUNTIME_DIR/projctl``
-when that is set, else ``projctl-<uid>`` in the system temp folder. The folder is
-created 0700 and checked on every use, the way tmux and ssh-agent check theirs: it
-must be a real folder (not a symlink), owned by this user, with no access for
-anyone else. Anything else is refused with one line; it is never followed,
-chmod-ed or written into.
-
-One database is one **identity**, whatever path reaches it: the key of its entry
-comes from the device and inode of the folder holding the database file (after
-symlinks are resolved) and the file's name, so a symlink, a relative path or a bind
-mount of the folder find the same server. The entry for a database is a few files
-named by that key:
+Server state lives in the user's **private runtime folder**, checked on every use, and one
+database is one **identity** whatever path reaches it (both in :mod:`.paths`). The entry for a
+database is a few files named by the key of that identity:
 
 ``<key>.json``
     the running server's :class:`ServerState`, mode 0600. This module is the only
