@@ -160,3 +160,35 @@ def test_a_restored_older_copy_makes_everyone_start_over(
                 assert [(await receive(consistent))["seq"] for _ in range(6)] == list(range(11, 17))
 
     run(scenario())
+
+
+def test_a_database_file_gone_for_a_while_is_logged_once(
+    store: ProjectStore, db_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.create("kept")
+    aside = tmp_path / "aside.json"
+
+    reads = 0
+    read_state = store.read_state
+
+    def counted_read() -> Any:
+        nonlocal reads
+        reads += 1
+        return read_state()
+
+    async def scenario() -> None:
+        async with serving(store, poll_interval=0.02, gap_grace=0.02) as server:
+            store.read_state = counted_read  # type: ignore[method-assign]
+            db_path.rename(aside)  # `rm db.json; cp backup.json db.json` has begun
+            before = server.watcher.failures
+            # Many rounds see no file: the server waits, it does not take it for a new one.
+            await until(lambda: reads >= 5)
+            assert server.last_seq == 1
+            assert server.watcher.failures == before
+            aside.rename(db_path)
+
+    with caplog.at_level("INFO", logger="projctl.server"):
+        run(scenario())
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("the database file is gone; waiting for it to come back") == 1
+    assert not any("readable again" in message for message in messages)

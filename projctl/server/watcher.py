@@ -54,18 +54,18 @@ class JournalWatcher:
                 state = await asyncio.to_thread(self.store.read_state)
         except StoreError as error:
             self.read_failures += 1
-            if str(error) != self._read_error:
-                self._read_error = str(error)
-                log.error("cannot read the journal: %s; retrying until it is fixed", error)
+            self._read_problem(
+                logging.ERROR, f"cannot read the journal: {error}; retrying until it is fixed"
+            )
+            return
+        if not state.database_id and self.sequencer.database_id:
+            self._read_problem(
+                logging.WARNING, "the database file is gone; waiting for it to come back"
+            )
             return
         if self._read_error is not None:
             self._read_error = None
             log.info("the journal is readable again")
-        if not state.database_id and self.sequencer.database_id:
-            if self._read_error != "gone":
-                self._read_error = "gone"
-                log.warning("the database file is gone; waiting for it to come back")
-            return
         if self.sequencer.is_behind(state):
             log.warning(
                 "the database went back from seq %d to %d (an older copy was put back): "
@@ -77,6 +77,12 @@ class JournalWatcher:
             self._send_to_all(self.sequencer.restored(state))
             return
         self._send_to_all(self.sequencer.catch_up(state))
+
+    def _read_problem(self, level: int, message: str) -> None:
+        """Log a problem reading the database once, not at every round while it lasts."""
+        if message != self._read_error:
+            self._read_error = message
+            log.log(level, "%s", message)
 
     async def watch(self) -> None:
         """Notice commits whose forward never came: the file changed and no forward explains it.
