@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from projctl.remote import RPC_PATH
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL, wait_until
+from .conftest import PROJCTL, run_projctl, wait_until
 
 Completed = subprocess.CompletedProcess[str]
 
@@ -223,15 +223,7 @@ class TeamServer:
     ) -> Completed:
         """``projctl ARGS`` on another machine (write token unless ``token``; ``NAME=None``
         in ``env`` unsets a variable)."""
-        return subprocess.run(
-            [PROJCTL, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env=self.client_env(token, **env),
-            check=False,
-        )
+        return run_projctl(*args, timeout=timeout, env=self.client_env(token, **env))
 
     def local(self, *args: str, timeout: float = 60) -> Completed:
         """``projctl ARGS`` on the server's machine, against the server's database file."""
@@ -240,15 +232,7 @@ class TeamServer:
 
 def run_local(db: Path, *args: str, timeout: float = 60) -> Completed:
     """The local CLI against the database file ``db`` (no broadcasting, as in every test)."""
-    return subprocess.run(
-        [PROJCTL, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PROJCTL_DB": str(db)},
-        check=False,
-    )
+    return run_projctl(*args, timeout=timeout, env={**os.environ, "PROJCTL_DB": str(db)})
 
 
 def secret(kind: str) -> str:

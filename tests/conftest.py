@@ -250,6 +250,22 @@ def cli() -> Callable[..., Result]:
     return invoke
 
 
+def run_projctl(
+    *args: str, env: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``projctl ARGS`` as a real process with exactly ``env``: no standard
+    input, output captured as text, bounded by ``timeout``."""
+    return subprocess.run(
+        [PROJCTL, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    )
+
+
 @pytest.fixture
 def projctl() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the installed ``projctl`` as a real process, bounded in time."""
@@ -258,15 +274,7 @@ def projctl() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(
         *args: str, timeout: float = 30, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PROJCTL, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
+        return run_projctl(*args, timeout=timeout, env={**os.environ, **(env or {})})
 
     return run
 
