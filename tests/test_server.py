@@ -296,7 +296,7 @@ def test_healthz(store: ProjectStore) -> None:
     async def scenario() -> None:
         async with serving(store) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             response = await asyncio.wait_for(reader.read(), RECEIVE_TIMEOUT)
             writer.close()
             head, _, body = response.partition(b"\r\n\r\n")

@@ -173,7 +173,13 @@ class AccessPolicy:
     def presented_token(self, headers: Any, path: str) -> str | None:
         """The known token a request carries, found in constant time; ``None`` when it
         carries none. ``headers`` is the request's; ``path`` its target with the query."""
-        offered = headers.get("Sec-WebSocket-Protocol", "")
+        # Several Sec-WebSocket-Protocol lines are legal: their values combine.
+        get_all = getattr(headers, "get_all", None)
+        offered = (
+            ", ".join(get_all("Sec-WebSocket-Protocol"))
+            if get_all is not None
+            else headers.get("Sec-WebSocket-Protocol", "")
+        )
         candidates = [
             item.strip().removeprefix(_TOKEN_PROTOCOL)
             for item in offered.split(",")

@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
 from projctl import config, remote, rpc, runtime
@@ -55,6 +56,7 @@ from projctl.server.config import ServerConfig, server_config
 from projctl.server.connection import (
     _SPARE_SLOTS,
     _TRIM_AFTER_HANDSHAKES,
+    HttpRequest,
     _CountedConnection,
     _return_memory,
 )
@@ -202,7 +204,7 @@ class BroadcastServer:
                     self._handle_websocket,
                     host,
                     chosen,
-                    process_request=self.routes.process_request,
+                    process_request=self.routes.check_handshake,
                     select_subprotocol=self._select_subprotocol,
                     # TLS is done by each connection, after it is counted (_CountedConnection).
                     create_connection=self._connection_class(),
@@ -290,6 +292,8 @@ class BroadcastServer:
             task.cancel()
         if self._unix_server is not None:
             self._unix_server.close()
+        for connection in list(self._accepted):
+            connection.close_if_http()
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -400,6 +404,11 @@ class BroadcastServer:
             health=lambda: self.health(),  # looked up per request
             public_health=lambda: self.public_health(),
         )
+
+    async def answer_http(self, request: HttpRequest) -> Response:
+        """Answer one plain HTTP request (see :class:`Routes`)."""
+        self._touch()
+        return await self.routes.answer(request)
 
     def _select_subprotocol(
         self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
