@@ -199,36 +199,62 @@ class Database:
         status: str = DEFAULT_STATUS,
         owner_id: str | None = None,
         description: str = "",
+        idempotency_key: str | None = None,
     ) -> Change:
         """Create a project, journal its ``project_created`` event and broadcast it.
 
         ``owner_id`` defaults to ``PROJCTL_OWNER``, else the name of the user running.
+        ``idempotency_key``: a create already made under this key is not made again; its
+        first result comes back (``Change.replayed``). Every change takes one.
         """
         from projctl.backend import Create
 
         owner = self.default_owner if owner_id is None else owner_id
         write = Create(name, owner, type=type, status=status, description=description)
-        (change,) = self.backend.commit(write)
+        (change,) = self.backend.commit(write, idempotency_key=idempotency_key)
         return change
 
-    def update(self, project_id: str, **changes: str) -> Change:
+    def update(
+        self,
+        project_id: str,
+        *,
+        idempotency_key: str | None = None,
+        if_match: str | None = None,
+        **changes: str,
+    ) -> Change:
         """Change the given fields (``name``, ``type``, ``status``, ``owner_id``, ``description``).
 
         Only fields whose value really changes are recorded (``Change.updated_fields``);
-        when none does, nothing is written and ``Change.event`` is ``None``.
+        when none does, nothing is written and ``Change.event`` is ``None``. With
+        ``if_match`` (a ``Project.version_tag``), only if the project is still that
+        version, else :class:`~projctl.errors.PreconditionFailedError`.
         """
         from projctl.backend import Update
 
-        (change,) = self.backend.commit(Update(project_id, changes))
+        write = Update(project_id, changes, if_match=if_match)
+        (change,) = self.backend.commit(write, idempotency_key=idempotency_key)
         return change
 
-    def delete(self, project_id: str) -> Change:
+    def delete(
+        self,
+        project_id: str,
+        *,
+        idempotency_key: str | None = None,
+        if_match: str | None = None,
+    ) -> Change:
         """Delete a project, journal its ``project_deleted`` event and broadcast it."""
-        (change,) = self.delete_many([project_id])
+        (change,) = self.delete_many(
+            [project_id], idempotency_key=idempotency_key, if_match=if_match
+        )
         return change
 
     def delete_many(
-        self, project_ids: Sequence[str], *, missing_ok: bool = False
+        self,
+        project_ids: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        idempotency_key: str | None = None,
+        if_match: str | None = None,
     ) -> builtins.list[Change]:
         """Delete several projects at once: all of them or, when one is missing, none.
 
@@ -237,7 +263,8 @@ class Database:
         """
         from projctl.backend import Delete
 
-        return self.backend.commit(Delete(tuple(project_ids), missing_ok=missing_ok))
+        write = Delete(tuple(project_ids), missing_ok=missing_ok, if_match=if_match)
+        return self.backend.commit(write, idempotency_key=idempotency_key)
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, or else an exact unique name.

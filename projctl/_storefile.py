@@ -22,7 +22,8 @@ __all__ = ["FORMAT", "META_ID", "SCHEMA", "TABLES", "HighWater", "check_format",
 FORMAT = "projctl"
 SCHEMA = 1
 META_ID = 1
-TABLES = ("projects", "journal", "meta")
+#: Every table a database file may hold (the last: idempotency keys, see store.KEYS_TABLE).
+TABLES = ("projects", "journal", "meta", "idempotency")
 
 
 def is_count(value: Any) -> TypeGuard[int]:

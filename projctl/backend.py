@@ -12,6 +12,7 @@ This module holds types only: it reads nothing and starts nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -30,6 +31,7 @@ __all__ = [
     "FileVersion",
     "Update",
     "Write",
+    "write_fingerprint",
 ]
 
 #: ``(st_dev, st_ino, st_mtime_ns)`` of a database file after a commit (TinyDB only).
@@ -61,6 +63,9 @@ class Change:
     version: FileVersion | None = None
     database_id: str = ""
     restore: tuple[int, int] | None = None
+    #: The first result of an idempotency key used again: nothing was written now, and
+    #: its event was broadcast the first time.
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,23 +82,42 @@ class Create:
 
 @dataclass(frozen=True)
 class Update:
-    """New values for some editable fields of one project (by id)."""
+    """New values for some editable fields of one project (by id). With ``if_match`` (a
+    :attr:`~projctl.model.Project.version_tag`), only if the project is still that version:
+    else :class:`~projctl.errors.PreconditionFailedError` and nothing is written."""
 
     project_id: str
     changes: Mapping[str, str] = field(default_factory=dict)
+    if_match: str | None = None
 
 
 @dataclass(frozen=True)
 class Delete:
     """Several projects (by id) deleted at once: all of them or, when one is missing, none
-    (with ``missing_ok`` the missing ones are skipped)."""
+    (with ``missing_ok`` the missing ones are skipped). ``if_match``: as for
+    :class:`Update`, checked against every project deleted."""
 
     project_ids: tuple[str, ...]
     missing_ok: bool = False
+    if_match: str | None = None
 
 
 #: One change, committed all-or-nothing.
 Write = Create | Update | Delete
+
+
+def write_fingerprint(write: Write) -> str:
+    """What tells one request from another under the same idempotency key: the write's
+    kind and every value it carries (not how its JSON was spelled)."""
+    import hashlib
+    import json
+
+    described: dict[str, Any] = {"kind": type(write).__name__}
+    for item in dataclasses.fields(write):
+        value = getattr(write, item.name)
+        described[item.name] = dict(value) if isinstance(value, Mapping) else value
+    encoded = json.dumps(described, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @runtime_checkable
@@ -115,9 +139,14 @@ class Backend(Protocol):
         """The id that tells this database from any other (``""`` before its first change)."""
         ...
 
-    def commit(self, write: Write) -> list[Change]:
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
         """Commit one change and its events all-or-nothing: one :class:`Change` per project
-        it touched (an :class:`Update` that changes nothing: one with ``event=None``)."""
+        it touched (an :class:`Update` that changes nothing: one with ``event=None``).
+
+        With ``idempotency_key``, a write committed before under that key is not applied
+        again: its first result comes back (for at least the journal's window). The key
+        with a different write raises
+        :class:`~projctl.errors.IdempotencyKeyReusedError`."""
         ...
 
     def get(self, project_id: str) -> Project:

@@ -32,6 +32,22 @@ class InvalidInputError(ProjctlError, ValueError):
     """A value given by the user breaks a rule (too long, wrong format, ...)."""
 
 
+class IdempotencyKeyReusedError(InvalidInputError):
+    """An idempotency key already used for a different request: its first result stands."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request; "
+            "use a new key for a new request"
+        )
+        self.key = key
+
+
+class PreconditionFailedError(InvalidInputError):
+    """A change made on condition that the project is still the version the caller saw
+    (``If-Match``), and it is not: nothing was written."""
+
+
 class ConfigError(InvalidInputError):
     """A setting (an option or a ``PROJCTL_*`` variable) has a value that is not accepted."""
 

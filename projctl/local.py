@@ -74,10 +74,11 @@ class TinyDBBackend:
     def identity(self) -> str:
         return self.store.database_id()
 
-    def commit(self, write: Write) -> list[Change]:
-        changes = self.store.commit(write)
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
+        changes = self.store.commit(write, idempotency_key=idempotency_key)
         for change in changes:
-            self._forward(change)
+            if not change.replayed:  # a replay's events were forwarded the first time
+                self._forward(change)
         return changes
 
     def get(self, project_id: str) -> Project:

@@ -7,6 +7,7 @@ Pure: no I/O, no environment (the default owner comes from ``config``). Every
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -78,6 +79,13 @@ class Project:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+    @property
+    def version_tag(self) -> str:
+        """A tag that changes whenever any field does (HTTP's ``ETag``, without quotes):
+        ``If-Match`` compares it, so a change made on a stale view is refused."""
+        encoded = "\x1f".join(self.to_dict().values()).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(encoded).hexdigest()[:24]
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> Project:

@@ -116,7 +116,7 @@ class Answering(Protocol):
     """What :func:`answer` needs of a storage: the backend's writes and reads, and one
     consistent read of everything (``info``)."""
 
-    def commit(self, write: Write) -> list[Change]: ...
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]: ...
     def resolve(self, reference: str) -> str: ...
     def get(self, project_id: str) -> Project: ...
     def list_projects(
@@ -439,7 +439,7 @@ class RemoteBackend:
 
     # -- the Backend protocol ----------------------------------------------------------
 
-    def commit(self, write: Write) -> list[Change]:
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
         if isinstance(write, Create):
             return [_change_from(self.call("create", dataclasses.asdict(write)))]
         if isinstance(write, Update):

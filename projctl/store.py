@@ -20,10 +20,12 @@ entry land in the same write, and every change returns one :class:`Change`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -39,13 +41,15 @@ from tinydb.table import Document, Table
 
 from projctl import _files, _storefile, events
 from projctl._storefile import FORMAT, META_ID, SCHEMA, HighWater
-from projctl.backend import Change, Create, Delete, FileVersion, Update, Write
+from projctl.backend import Change, Create, Delete, FileVersion, Update, Write, write_fingerprint
 from projctl.errors import (
     CorruptDatabaseError,
     DatabaseChangedError,
     EmptyDatabaseError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
     LockTimeoutError,
+    PreconditionFailedError,
     ProjectNotFoundError,
     StoreError,
 )
@@ -75,6 +79,8 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 NEW_FILE_MODE = 0o600
 #: How many restores of an older copy the database remembers (see ``Change.restore``).
 RESTORES_KEPT = 32
+#: The table of idempotency records: key -> the write's fingerprint and first result.
+KEYS_TABLE = "idempotency"
 
 _T = TypeVar("_T")
 
@@ -161,6 +167,29 @@ class _ProjectsTable(Table):
         self.clear_cache()
 
 
+class _KeysTable(Table):
+    """Idempotency records keyed by the key itself (see :meth:`ProjectStore.commit`)."""
+
+    document_id_class = cast(Any, str)
+
+    def find(self, key: str) -> dict[str, Any] | None:
+        return self.get(doc_id=cast(int, key))
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.upsert(Document(record, doc_id=cast(int, key)))
+
+    def trim(self, *, after_seq: int, keep: int) -> None:
+        """Forget records older than the journal's window (their seq at or below
+        ``after_seq``), and beyond the newest ``keep``."""
+        records = sorted(
+            ((int(record.get("seq", 0)), str(key)) for key, record in self._read_table().items()),
+        )
+        old = [key for seq, key in records if seq <= after_seq]
+        old += [key for _seq, key in records[: max(0, len(records) - keep)] if key not in old]
+        if old:
+            self.remove(doc_ids=[cast(int, key) for key in old])
+
+
 class _Tables:
     """The three tables of one database state, backed by one :class:`_MemoryStorage`.
 
@@ -176,6 +205,7 @@ class _Tables:
         self.projects = _ProjectsTable(self.storage, "projects")
         self.journal = Table(self.storage, "journal")
         self.meta = Table(self.storage, "meta")
+        self.keys = _KeysTable(self.storage, KEYS_TABLE)
         self.high_water = high_water
         #: Set by the first event appended after a restore: ``(kept, lost)``.
         self.restore: tuple[int, int] | None = None
@@ -294,11 +324,80 @@ class ProjectStore:
         self.lock_timeout = lock_timeout
         #: Called once when a change has waited about a second for the lock.
         self.on_lock_wait = on_lock_wait
+        #: The transaction this thread holds, which a nested one joins (see commit()).
+        self._held = threading.local()
 
     # -- changes ---------------------------------------------------------------
 
-    def commit(self, write: Write) -> list[Change]:
-        """Commit one :data:`~projctl.backend.Write` in one locked transaction."""
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
+        """Commit one :data:`~projctl.backend.Write` in one locked transaction.
+
+        With ``idempotency_key`` the key is recorded in the same transaction, with the
+        write's fingerprint and its result, for as long as the journal keeps the events
+        (at least): the same write under the same key again commits nothing and returns
+        the first result (each :class:`Change` with ``replayed`` set); another write under
+        it raises :class:`IdempotencyKeyReusedError`.
+        """
+        if idempotency_key is None:
+            return self._commit(write)
+        fingerprint = write_fingerprint(write)
+        with self._transaction() as (tables, written):
+            record = tables.keys.find(idempotency_key)
+            if record is not None:
+                if record.get("fingerprint") != fingerprint:
+                    raise IdempotencyKeyReusedError(idempotency_key)
+                return self._replayed(record, tables.read_meta())
+            changes = self._commit(write)
+            meta = tables.read_meta()
+            last_seq = int(meta.get("last_seq", 0))
+            tables.keys.put(
+                idempotency_key,
+                {
+                    "fingerprint": fingerprint,
+                    "seq": last_seq,
+                    "changes": [
+                        {
+                            "project": change.project.to_dict(),
+                            "event": change.event,
+                            "updated_fields": list(change.updated_fields),
+                        }
+                        for change in changes
+                    ],
+                },
+            )
+            limit = max(self.journal_limit, int(meta.get("journal_limit", 0)))
+            tables.keys.trim(after_seq=last_seq - limit, keep=limit)
+        # The changes were made inside this transaction: only now is their write known.
+        return [
+            dataclasses.replace(
+                change,
+                version=written.version,
+                database_id=written.database_id,
+                restore=written.restore,
+            )
+            for change in changes
+        ]
+
+    def _replayed(self, record: dict[str, Any], meta: dict[str, Any]) -> list[Change]:
+        """The first result recorded under an idempotency key, as :class:`Change` objects."""
+        try:
+            return [
+                Change(
+                    Project.from_dict(item["project"]),
+                    None if item["event"] is None else events.check_event(dict(item["event"])),
+                    tuple(item["updated_fields"]),
+                    database_id=str(meta.get("database_id", "")),
+                    replayed=True,
+                )
+                for item in record["changes"]
+            ]
+        except (KeyError, TypeError, events.EventDecodeError) as error:
+            raise CorruptDatabaseError(
+                f"database {self.path} holds a malformed idempotency record ({error}); "
+                "it was left untouched"
+            ) from None
+
+    def _commit(self, write: Write) -> list[Change]:
         if isinstance(write, Create):
             return [
                 self.create(
@@ -310,9 +409,11 @@ class ProjectStore:
                 )
             ]
         if isinstance(write, Update):
-            return [self.update(write.project_id, write.changes)]
+            return [self.update(write.project_id, write.changes, if_match=write.if_match)]
         if isinstance(write, Delete):
-            return self.delete_many(write.project_ids, missing_ok=write.missing_ok)
+            return self.delete_many(
+                write.project_ids, missing_ok=write.missing_ok, if_match=write.if_match
+            )
         raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
     def create(
@@ -358,18 +459,22 @@ class ProjectStore:
             )
         return written.change(project, event)
 
-    def update(self, project_id: str, changes: Mapping[str, str]) -> Change:
+    def update(
+        self, project_id: str, changes: Mapping[str, str], *, if_match: str | None = None
+    ) -> Change:
         """Apply ``changes`` (editable field -> new value) to one project.
 
         The :class:`Change` holds the project after the change, the fields whose
         value really changed and the ``project_updated`` event. When no value
-        changes, nothing is written and its ``event`` is ``None``.
+        changes, nothing is written and its ``event`` is ``None``. With ``if_match``,
+        only when the project is still that version (:class:`PreconditionFailedError`).
         """
         if not changes:
             raise InvalidInputError("nothing to update: give at least one field to change")
         wanted = validate_fields(changes)
         with self._transaction() as (tables, written):
             before = tables.project(project_id)
+            _check_version(before, if_match)
             current = before.to_dict()
             updated_fields = [field for field, value in wanted.items() if current[field] != value]
             if not updated_fields:
@@ -393,12 +498,19 @@ class ProjectStore:
         (change,) = self.delete_many([project_id])
         return change
 
-    def delete_many(self, project_ids: Sequence[str], *, missing_ok: bool = False) -> list[Change]:
+    def delete_many(
+        self,
+        project_ids: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        if_match: str | None = None,
+    ) -> list[Change]:
         """Remove several projects in one transaction: all of them, or none.
 
         One ``project_deleted`` event per project, in the order given; an id given twice
         counts once. An unknown id raises :class:`ProjectNotFoundError` and deletes
-        nothing, unless ``missing_ok`` (then it is skipped).
+        nothing, unless ``missing_ok`` (then it is skipped). ``if_match``: as for
+        :meth:`update`, for every project.
         """
         wanted = list(dict.fromkeys(project_ids))
         with self._transaction() as (tables, written):
@@ -409,6 +521,8 @@ class ProjectStore:
                 except ProjectNotFoundError:
                     if not missing_ok:
                         raise
+                else:
+                    _check_version(found[-1], if_match)
             if not found:
                 return []
             meta = tables.read_meta()
@@ -555,8 +669,13 @@ class ProjectStore:
         has ended without an exception. Only a missing file is a new database; the
         write is refused (:class:`DatabaseChangedError`, nothing written) when another
         program changed the file since it was read, so its bytes are never lost to the
-        rename.
+        rename. A transaction begun inside another on the same thread joins it: its
+        changes are written with the outer one's, all or nothing.
         """
+        held: tuple[_Tables, _Written] | None = getattr(self._held, "transaction", None)
+        if held is not None:
+            yield held
+            return
         # Refuse a device, FIFO or folder before anything is created or opened for writing
         # beside it: `--db /dev/null` must neither be replaced nor get a lock file in /dev.
         with contextlib.suppress(OSError):
@@ -576,7 +695,11 @@ class ProjectStore:
             )
             tables = _Tables(data, high_water)
             written = _Written()
-            yield tables, written
+            self._held.transaction = (tables, written)
+            try:
+                yield tables, written
+            finally:
+                self._held.transaction = None
             if tables.storage.changed:
                 written.version = self._write_file(tables.storage.data, read_version)
                 meta = tables.read_meta()
@@ -695,3 +818,12 @@ class _Written:
         self, project: Project, event: Event, updated_fields: tuple[str, ...] = ()
     ) -> Change:
         return Change(project, event, updated_fields, self.version, self.database_id, self.restore)
+
+
+def _check_version(project: Project, if_match: str | None) -> None:
+    """Refuse a change made on condition the project is a version it no longer is."""
+    if if_match is not None and if_match != "*" and if_match != project.version_tag:
+        raise PreconditionFailedError(
+            f"project {project.project_id} changed since version {if_match}; "
+            f"it is now {project.version_tag}: nothing was written"
+        )

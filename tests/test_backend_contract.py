@@ -239,3 +239,49 @@ def test_resync_past_the_window(database: projctl.Database) -> None:
     assert resync["event_type"] == "resync"
     assert resync["seq"] == latest
     assert resync["data"]["projects"] == [project.to_dict() for project in database.list()]
+
+
+def test_a_write_retried_under_its_key_is_applied_once(database: projctl.Database) -> None:
+    first = database.create("Once", idempotency_key="ci-42-create")
+    again = database.create("Once", idempotency_key="ci-42-create")
+    assert again.replayed and not first.replayed
+    assert again.project == first.project
+    assert again.event == first.event
+    assert [p.name for p in database.list()] == ["Once"]
+    assert database.latest_seq() == 1
+    project_id = first.project.project_id
+    update = database.update(project_id, status="completed", idempotency_key="ci-42-update")
+    database.update(project_id, status="on_hold")
+    replay = database.update(project_id, status="completed", idempotency_key="ci-42-update")
+    # The first answer comes back, as it was: the project is on hold now.
+    assert replay.replayed
+    assert (replay.project, replay.updated_fields) == (update.project, ("status",))
+    assert database.get(project_id).status == "on_hold"
+    assert database.latest_seq() == 3
+
+
+def test_a_key_used_for_another_write_is_refused(database: projctl.Database) -> None:
+    from projctl.errors import IdempotencyKeyReusedError
+
+    database.create("First", idempotency_key="k1")
+    with pytest.raises(IdempotencyKeyReusedError, match="'k1'"):
+        database.create("Second", idempotency_key="k1")
+    assert [p.name for p in database.list()] == ["First"]
+
+
+def test_a_change_on_a_stale_version_is_refused(database: projctl.Database) -> None:
+    from projctl.errors import PreconditionFailedError
+
+    seen = database.create("Tagged").project
+    current = database.update(seen.project_id, status="in_progress").project
+    assert current.version_tag != seen.version_tag
+    with pytest.raises(PreconditionFailedError):
+        database.update(seen.project_id, if_match=seen.version_tag, status="completed")
+    with pytest.raises(PreconditionFailedError):
+        database.delete(seen.project_id, if_match=seen.version_tag)
+    assert database.get(seen.project_id) == current
+    assert database.latest_seq() == 2
+    done = database.update(seen.project_id, if_match=current.version_tag, status="completed")
+    assert done.project.status == "completed"
+    database.delete(seen.project_id, if_match=done.project.version_tag)
+    assert database.list() == []
