@@ -211,7 +211,7 @@ class Database:
 
         owner = self.default_owner if owner_id is None else owner_id
         write = Create(name, owner, type=type, status=status, description=description)
-        (change,) = self.backend.commit(write, idempotency_key=idempotency_key)
+        (change,) = self.backend.commit(write, idempotency_key=_key(idempotency_key))
         return change
 
     def update(
@@ -232,7 +232,7 @@ class Database:
         from projctl.backend import Update
 
         write = Update(project_id, changes, if_match=if_match)
-        (change,) = self.backend.commit(write, idempotency_key=idempotency_key)
+        (change,) = self.backend.commit(write, idempotency_key=_key(idempotency_key))
         return change
 
     def delete(
@@ -264,7 +264,7 @@ class Database:
         from projctl.backend import Delete
 
         write = Delete(tuple(project_ids), missing_ok=missing_ok, if_match=if_match)
-        return self.backend.commit(write, idempotency_key=idempotency_key)
+        return self.backend.commit(write, idempotency_key=_key(idempotency_key))
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, or else an exact unique name.
@@ -484,3 +484,10 @@ class Database:
             async for item in feed:
                 if isinstance(item, Message):
                     yield item.data
+
+
+def _key(idempotency_key: str | None) -> str | None:
+    """An idempotency key as given, once checked (``None``: none)."""
+    from projctl.backend import check_idempotency_key
+
+    return None if idempotency_key is None else check_idempotency_key(idempotency_key)

@@ -31,6 +31,7 @@ __all__ = [
     "FileVersion",
     "Update",
     "Write",
+    "check_idempotency_key",
     "write_fingerprint",
 ]
 
@@ -82,7 +83,8 @@ class Create:
 
 @dataclass(frozen=True)
 class Update:
-    """New values for some editable fields of one project (by id). With ``if_match`` (a
+    """New values for some editable fields of one project (by id, or exact unique name:
+    resolved in the commit's own transaction). With ``if_match`` (a
     :attr:`~projctl.model.Project.version_tag`), only if the project is still that version:
     else :class:`~projctl.errors.PreconditionFailedError` and nothing is written."""
 
@@ -93,7 +95,8 @@ class Update:
 
 @dataclass(frozen=True)
 class Delete:
-    """Several projects (by id) deleted at once: all of them or, when one is missing, none
+    """Several projects (by id or exact name) deleted at once: all of them or, when one is
+    missing, none
     (with ``missing_ok`` the missing ones are skipped). ``if_match``: as for
     :class:`Update`, checked against every project deleted."""
 
@@ -104,6 +107,21 @@ class Delete:
 
 #: One change, committed all-or-nothing.
 Write = Create | Update | Delete
+
+
+#: An idempotency key: 1 to this many printable ASCII characters (what a header carries).
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def check_idempotency_key(key: str) -> str:
+    """``key`` if it may be an idempotency key; else :class:`InvalidInputError`."""
+    from projctl.errors import InvalidInputError
+
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not all(" " <= c <= "~" for c in key):
+        raise InvalidInputError(
+            f"an idempotency key is 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+        )
+    return key
 
 
 def write_fingerprint(write: Write) -> str:

@@ -202,8 +202,14 @@ def parse_host(raw: str, source: str) -> str:
     return host
 
 
+#: The schemes a team server's address may have, and the one it is known by: the dashboard's
+#: ``https://`` address names the same server as its feed's ``wss://``.
+_URL_SCHEMES = {"wss": "wss", "https": "wss", "ws": "ws", "http": "ws"}
+
+
 def parse_url(raw: str, source: str) -> str:
-    """A team server's address: ``wss://host:port`` (or ``ws://`` for a plain one), no path."""
+    """A team server's address as ``wss://host:port`` (or ``ws://`` for a plain one), no
+    path; ``https://`` and ``http://`` name the same server."""
     from urllib.parse import urlsplit
 
     try:
@@ -211,15 +217,12 @@ def parse_url(raw: str, source: str) -> str:
         port = parts.port
     except ValueError:
         raise _refuse(source, raw, "wss://HOST:PORT (or ws://HOST:PORT)") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.path not in ("", "/"):
+    if parts.scheme not in _URL_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
         raise _refuse(source, raw, "wss://HOST:PORT (or ws://HOST:PORT)")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise _refuse(source, raw, "an address without a query, fragment or user")
-    return (
-        f"{parts.scheme}://{parts.netloc}"
-        if port is not None
-        else f"{parts.scheme}://{parts.hostname}"
-    )
+    scheme = _URL_SCHEMES[parts.scheme]
+    return f"{scheme}://{parts.netloc}" if port is not None else f"{scheme}://{parts.hostname}"
 
 
 def parse_token(raw: str, source: str) -> str:

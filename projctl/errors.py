@@ -32,6 +32,10 @@ class InvalidInputError(ProjctlError, ValueError):
     """A value given by the user breaks a rule (too long, wrong format, ...)."""
 
 
+class AmbiguousReferenceError(InvalidInputError):
+    """A name several projects share, where one project is meant."""
+
+
 class IdempotencyKeyReusedError(InvalidInputError):
     """An idempotency key already used for a different request: its first result stands."""
 

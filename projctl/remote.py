@@ -1,39 +1,39 @@
-"""The team protocol: projctl commands run against a server on another machine.
+"""The client side of a team server: projctl commands run against a server on another
+machine, through its REST API (``docs/protocol.md``; ``GET /api/openapi.json``).
 
-One authenticated WebSocket endpoint, ``/rpc``, carries JSON requests and replies
-(``docs/protocol.md`` is the reference for other languages)::
+Every call is one HTTP/1.1 request over a kept connection (HTTPS for a ``wss://``
+server), made with the standard library's :mod:`http.client`: a remote ``create`` imports
+neither asyncio nor websockets, and ``delete A B C`` is one request. Writes carry an
+``Idempotency-Key`` (the caller's, or a fresh one), so a request retried after a dropped
+connection or a server restart is applied once; only ``watch`` follows the WebSocket feed.
 
-    {"id": "4f1c...", "op": "create", "args": {"name": "Billing API", "owner_id": "ann"}}
-    {"id": "4f1c...", "ok": true, "result": {"project": {...}, "event": {...}, ...}}
-    {"id": "4f1c...", "ok": false, "error": {"code": "not_found", "message": "..."}}
-
-The ``id`` is chosen by the client, and for a write it is also the idempotency key: a
-retry after a lost reply (same ``id``) gets the first result, and the change is never
-applied twice. Reads need a read or a write token, writes a write token.
-
-This module owns the contract (op names, error codes, limits), the answering of one
-request against a store (:func:`answer`, run by the server in a thread), and the
-client, :class:`RemoteBackend`: the storage :class:`projctl.Database` uses when
-``PROJCTL_URL`` is set.
+Errors come back as ``{"error": code, "message": ...}`` with a stable code;
+:data:`ERROR_CLASSES` maps each to the domain error the client raises (the CLI alone
+turns errors into exit codes).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
+import http.client
 import secrets
 import ssl
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 
-from projctl import events
+from projctl import _client, events
 from projctl.backend import Change, Create, Delete, Update, Write
 from projctl.config import Settings
 from projctl.errors import (
+    AmbiguousReferenceError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
+    PreconditionFailedError,
     ProjctlError,
     ProjectNotFoundError,
     ServerError,
@@ -43,315 +43,53 @@ from projctl.events import Event
 from projctl.model import Project
 from projctl.runtime import Endpoint
 
-__all__ = [
-    "ERROR_CLASSES",
-    "MAX_REQUEST",
-    "READ_OPS",
-    "RPC_PATH",
-    "RPC_WINDOW",
-    "RPC_WINDOW_BYTES",
-    "WRITE_OPS",
-    "Answer",
-    "RemoteBackend",
-    "answer",
-    "busy_reply",
-    "error_reply",
-]
+__all__ = ["ERROR_CLASSES", "RETRIES", "RETRY_FIRST", "RemoteBackend"]
 
-log = logging.getLogger("projctl.remote")
-
-#: The WebSocket path of the protocol.
-RPC_PATH = "/rpc"
-READ_OPS = frozenset({"get", "list", "resolve", "info", "journal"})
-WRITE_OPS = frozenset({"create", "update", "delete"})
-#: Error codes, stable for scripts and other languages, and the domain error each one raises
-#: in the client (the CLI alone turns errors into exit codes).
+#: Error codes of the API, stable for scripts and other languages, and the domain error each
+#: raises in the client.
 ERROR_CLASSES: dict[str, type[ProjctlError]] = {
     "invalid_input": InvalidInputError,
+    "ambiguous": AmbiguousReferenceError,
     "not_found": ProjectNotFoundError,
+    "idempotency_key_reused": IdempotencyKeyReusedError,
+    "precondition_failed": PreconditionFailedError,
+    "unsupported_media_type": InvalidInputError,
+    "too_large": InvalidInputError,
     "store_error": StoreError,
+    "unauthorized": ServerError,
     "forbidden": ServerError,
-    "unknown_op": InvalidInputError,
-    "bad_request": InvalidInputError,
-    "busy": ServerError,
+    "misdirected": ServerError,
+    "method_not_allowed": ServerError,
+    "idempotency_key_in_use": ServerError,
+    "unavailable": ServerError,
     "server_error": ServerError,
 }
 #: How the client words an error whose message alone would not say where it came from.
 _CLIENT_WORDING = {
-    "bad_request": "the server could not take the request: {message}",
-    "unknown_op": "the server could not take the request: {message}",
     "server_error": "the server failed: {message}",
-    "busy": "the server is busy: {message}",
+    "unavailable": "the server is busy: {message}",
+    "method_not_allowed": "the server does not take this request: {message}",
+    "forbidden": "the server refused: {message} (forbidden)",
 }
-#: The largest request: a create with a 10,000-character description fits many times.
-MAX_REQUEST = 256 * 1024
-#: Requests one connection may have received and not yet had answered (pipelining), and
-#: their size at most (characters of text frames, bytes of binary ones; the first request
-#: always fits); one beyond them is not carried out and gets a ``busy`` reply at once.
-RPC_WINDOW = 64
-RPC_WINDOW_BYTES = 1 << 20
-#: Retries of one request on a dropped connection (the same id each time), and the first
-#: pause (each next one three times longer).
+#: Retries of one request on a dropped connection or a server that asks for one (the same
+#: idempotency key each time), and the first pause (each next one three times longer).
 RETRIES = 3
 RETRY_FIRST = 0.1
-_ID_MAX = 128
-
-
-class StateRead(Protocol):
-    """One consistent read of a database that a server shares between readers."""
-
-    @property
-    def journal(self) -> list[Event]: ...
-    @property
-    def latest_seq(self) -> int: ...
-    @property
-    def database_id(self) -> str: ...
-    @property
-    def project_records(self) -> list[dict[str, Any]]: ...
-    @property
-    def journal_limit(self) -> int: ...
-
-
-class Answering(Protocol):
-    """What :func:`answer` needs of a storage: the backend's writes and reads, and one
-    consistent read of everything (``info``)."""
-
-    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]: ...
-    def resolve(self, reference: str) -> str: ...
-    def get(self, project_id: str) -> Project: ...
-    def list_projects(
-        self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
-    ) -> list[Project]: ...
-    def journal(self, after: int = 0) -> list[Event]: ...
-    def read_state(self) -> StateRead: ...
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One reply, and the events its change committed (for the server to broadcast)."""
-
-    reply: bytes
-    changes: list[Change] = field(default_factory=list)
-    #: Whether the reply may be replayed to a retry of the same id (a write's reply).
-    idempotent: bool = False
-
-
-def error_reply(request_id: Any, code: str, message: str) -> bytes:
-    """An error reply: ``{"id", "ok": false, "error": {"code", "message"}}``."""
-    return _error(request_id, code, message)
-
-
-def _error(request_id: Any, code: str, message: str) -> bytes:
-    return orjson.dumps(
-        {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
-    )
-
-
-def request_id_in(message: str | bytes) -> str | None:
-    """The ``id`` of an encoded request, ``None`` when it has none usable."""
-    try:
-        return request_id_of(orjson.loads(message))
-    except (orjson.JSONDecodeError, InvalidInputError):
-        return None
-
-
-def busy_reply(message: str | bytes) -> bytes:
-    """The reply to a request beyond :data:`RPC_WINDOW`: ``busy``, nothing carried out."""
-    return _error(
-        request_id_in(message),
-        "busy",
-        f"more than {RPC_WINDOW} requests (or 1 MiB of them) waiting on this connection; "
-        "nothing was done, send it again once replies have come",
-    )
-
-
-def _ok(request_id: Any, result: dict[str, Any]) -> bytes:
-    return orjson.dumps({"id": request_id, "ok": True, "result": result})
-
-
-def _change_result(change: Change) -> dict[str, Any]:
-    return {
-        "project": change.project.to_dict(),
-        "event": change.event,
-        "updated_fields": list(change.updated_fields),
-    }
-
-
-def _text(args: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = args.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{name} must be a string")
-    return value
-
-
-def request_id_of(request: Any) -> str:
-    """The ``id`` of a decoded request; ``InvalidInputError`` when it has none usable."""
-    request_id = request.get("id") if isinstance(request, dict) else None
-    if not isinstance(request_id, str) or not 0 < len(request_id) <= _ID_MAX:
-        raise InvalidInputError(f"every request needs an id: a string of 1-{_ID_MAX} characters")
-    return request_id
-
-
-def answer(
-    store: Answering,
-    message: str | bytes,
-    *,
-    may_write: bool,
-    state: StateRead | None = None,
-) -> Answer:
-    """Answer one request against ``store``: never raises, never applies half a change.
-
-    Hostile input (not JSON, wrong types, unknown ops, missing ids) gets an error reply.
-    A write is one locked transaction of the store, as a local command's is. ``list`` and
-    ``info`` answer from ``state`` when given (a read the server shares between requests).
-    A failure of our own (a bug, not the request) is logged with its traceback and
-    answered ``server_error``.
-    """
-    try:
-        request = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return Answer(_error(None, "bad_request", "a request is one JSON object"))
-    try:
-        request_id = request_id_of(request)
-    except InvalidInputError as error:
-        return Answer(_error(None, "bad_request", str(error)))
-    op, args = request.get("op"), request.get("args", {})
-    if not isinstance(op, str) or op not in READ_OPS | WRITE_OPS:
-        return Answer(_error(request_id, "unknown_op", f"unknown op {str(op)[:40]!r}"))
-    if not isinstance(args, dict):
-        return Answer(_error(request_id, "bad_request", "args must be a JSON object"))
-    if op in WRITE_OPS and not may_write:
-        return Answer(_error(request_id, "forbidden", "this token may only read"))
-    try:
-        if op in WRITE_OPS:
-            changes = _write(store, op, args)
-            if op == "delete":
-                result: dict[str, Any] = {"deleted": [_change_result(c) for c in changes]}
-            else:
-                result = _change_result(changes[0])
-            return Answer(_ok(request_id, result), changes, idempotent=True)
-        return Answer(_ok(request_id, _read(store, op, args, state)))
-    except InvalidInputError as error:
-        return Answer(_error(request_id, "invalid_input", str(error)))
-    except ProjectNotFoundError as error:
-        reply = orjson.loads(_error(request_id, "not_found", str(error)))
-        reply["error"]["project"] = error.project_id  # what was looked for, exactly
-        return Answer(orjson.dumps(reply))
-    except StoreError as error:
-        return Answer(_error(request_id, "store_error", str(error)))
-    except Exception:  # arguments are checked above: what is left is a bug of ours
-        log.exception("request %r (%s) failed", request_id[:40], op)
-        return Answer(
-            _error(request_id, "server_error", "internal error; the server's log has the details")
-        )
-
-
-def _write(store: Answering, op: str, args: dict[str, Any]) -> list[Change]:
-    if op == "create":
-        optional = {
-            name: value
-            for name in ("type", "status", "description")
-            if (value := _text(args, name, required=False))
-        }
-        name, owner = _text(args, "name") or "", _text(args, "owner_id") or ""
-        return store.commit(Create(name, owner, **optional))
-    if op == "update":
-        changes = args.get("changes")
-        if not isinstance(changes, dict) or not all(
-            isinstance(value, str) for value in changes.values()
-        ):
-            raise InvalidInputError("changes must be an object of field names to strings")
-        return store.commit(Update(store.resolve(_text(args, "project") or ""), changes))
-    projects = args.get("projects")
-    if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
-        raise InvalidInputError("projects must be a list of ids or names")
-    missing_ok = args.get("missing_ok", False) is True
-    ids = []
-    for reference in projects:
-        try:
-            ids.append(store.resolve(reference))
-        except ProjectNotFoundError:
-            if not missing_ok:
-                raise
-    return store.commit(Delete(tuple(ids), missing_ok=missing_ok))
-
-
-def _as_projects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records of a server's read (each checked by the store) as :meth:`Project.to_dict` gives
-    them: a record with just those keys, in that order, is taken as it is, and rebuilding
-    one costs more than encoding it."""
-    projects: list[dict[str, Any]] = []
-    keys: list[str] | None = None
-    for record in records:
-        if keys is None:
-            keys = list(Project.from_dict(record).to_dict())
-        projects.append(record if list(record) == keys else Project.from_dict(record).to_dict())
-    return projects
-
-
-def _read(
-    store: Answering, op: str, args: dict[str, Any], state: StateRead | None
-) -> dict[str, Any]:
-    if op == "journal":
-        after = args.get("after", 0)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise InvalidInputError("after must be a whole number, 0 or more")
-        return {"events": store.journal(after)}
-    if op == "resolve":
-        return {"project_id": store.resolve(_text(args, "project") or "")}
-    if op == "get":
-        return {"project": store.get(store.resolve(_text(args, "project") or "")).to_dict()}
-    if op == "list" and state is not None:
-        wanted = {
-            name: value
-            for name in ("status", "type", "owner_id")
-            if (value := _text(args, name, required=False)) is not None
-        }
-        return {
-            "projects": _as_projects(
-                record
-                for record in state.project_records
-                if all(record.get(name) == value for name, value in wanted.items())
-            )
-        }
-    if op == "list":
-        projects = store.list_projects(
-            status=_text(args, "status", required=False),
-            type=_text(args, "type", required=False),
-            owner_id=_text(args, "owner_id", required=False),
-        )
-        return {"projects": [project.to_dict() for project in projects]}
-    if state is None:
-        state = store.read_state()  # one read for every figure
-    return {
-        "database": {"id": state.database_id},
-        "projects": len(state.project_records),
-        "latest_seq": state.latest_seq,
-        "journal": {"events": len(state.journal), "limit": state.journal_limit},
-    }
-
-
-# -- the client ----------------------------------------------------------------------------
-
-
-def _change_from(result: dict[str, Any]) -> Change:
-    event = result.get("event")
-    return Change(
-        project=Project.from_dict(result["project"]),
-        event=events.check_event(event) if event is not None else None,
-        updated_fields=tuple(result.get("updated_fields", ())),
-    )
+#: Statuses a later attempt may get past (the longest wait a ``Retry-After`` may ask).
+_RETRY_STATUSES = frozenset({409, 502, 503, 504})
+_RETRY_AFTER_MAX = 2.0
+#: How long one request may take, connecting included.
+_TIMEOUT = 60.0
+#: The largest answer read (a list of 20,000 projects is about 10 MB).
+_MAX_ANSWER = 64 << 20
 
 
 class RemoteBackend:
-    """A database on a team server, as a :class:`projctl.backend.Backend`. Every call is
-    one request over ``wss://HOST:PORT/rpc``.
+    """A database on a team server, as a :class:`projctl.backend.Backend`.
 
     Errors are the local ones (:class:`InvalidInputError`, :class:`ProjectNotFoundError`,
-    :class:`StoreError`), validated by the server; an unreachable server, a TLS failure
-    or a refused token is a :class:`ServerError`.
+    :class:`StoreError`, ...), validated by the server; an unreachable server, a TLS
+    failure or a refused token is a :class:`ServerError`.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -360,6 +98,11 @@ class RemoteBackend:
         self.settings = settings
         self.url = settings.url
         self.token = settings.token
+        parts = urlsplit(self.url)
+        self._tls = parts.scheme in ("wss", "https")
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._tls else 80)
+        self._connection: http.client.HTTPConnection | None = None
 
     def __repr__(self) -> str:
         return f"<projctl.remote.RemoteBackend {self.url!r}>"
@@ -369,115 +112,228 @@ class RemoteBackend:
         """Where the database is, for messages: the server's URL."""
         return self.url
 
-    def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and return its result; a dropped connection is retried with the
-        same id (so a write is never applied twice), a bounded number of times."""
-        import asyncio
+    def close(self) -> None:
+        """Close the kept connection (a later call opens a new one)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-        request_id = secrets.token_hex(16)
-        message = orjson.dumps({"id": request_id, "op": op, "args": args})
-        return asyncio.run(self._call(message, request_id))
+    def __del__(self) -> None:
+        # The kept connection lives as long as the backend: a script that never closes its
+        # Database leaves no socket behind for the garbage collector to warn about.
+        self.close()
 
-    async def _call(self, message: bytes, request_id: str) -> dict[str, Any]:
-        import asyncio
+    # -- one request -------------------------------------------------------------------
 
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self._tls:
+                context = _client.client_tls("https://", self.settings.ca_file)
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=_TIMEOUT, context=context
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=_TIMEOUT
+                )
+        return self._connection
 
-        from projctl.subscribe import backoff, client_tls, refusal
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON answer (see :meth:`exchange`)."""
+        return self.exchange(
+            method, path, body, idempotency_key=idempotency_key, headers=headers
+        ).body
 
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Answer:
+        """Send one request and return its answer. A dropped connection, or a server that
+        asks to come back (``503``; ``409`` for a key still being carried out), is retried a
+        bounded number of times, with the same idempotency key; an error answer raises the
+        domain error its code stands for."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        payload = None
+        if body is not None:
+            payload = orjson.dumps(body)
+            sent["Content-Type"] = "application/json"
+        if idempotency_key is not None:
+            sent["Idempotency-Key"] = idempotency_key
         last_error = ""
-        for pause in (*backoff(RETRY_FIRST, factor=3, count=RETRIES), None):
+        for pause in (*_client.backoff(RETRY_FIRST, factor=3, count=RETRIES), None):
             try:
-                async with connect(
-                    self.url.rstrip("/") + RPC_PATH,
-                    ssl=client_tls(self.url, self.settings.ca_file),
-                    additional_headers=headers,
-                    open_timeout=10,
-                    compression=None,
-                    max_size=64 << 20,
-                ) as ws:
-                    await ws.send(message.decode())
-                    raw = await asyncio.wait_for(ws.recv(), 60)
-                return self._result(raw, request_id)
-            except InvalidStatus as error:
-                status = error.response.status_code
-                if status in (401, 403):
-                    raise refusal(error, self.url) from None
-                last_error = f"HTTP {status}"
-                if status < 500:
-                    break
+                answer = self._send(method, path, payload, sent)
             except ssl.SSLCertVerificationError as error:
-                raise refusal(error, self.url) from None
+                raise _client.untrusted(error, self.url) from None
             except ssl.SSLError as error:
                 raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as error:
-                last_error = str(error) or type(error).__name__
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                last_error = (
+                    error.strerror if isinstance(error, OSError) and error.strerror else None
+                ) or (str(error) or type(error).__name__)
+            else:
+                if answer.status < 300:
+                    return answer
+                if answer.status not in _RETRY_STATUSES or pause is None:
+                    raise self._error(answer)
+                last_error = f"HTTP {answer.status}"
+                pause = max(pause, min(answer.retry_after, _RETRY_AFTER_MAX))
             if pause is not None:
-                await asyncio.sleep(pause)
+                time.sleep(pause)
         raise ServerError(f"cannot reach the server at {self.url}: {last_error}")
 
-    def _result(self, raw: str | bytes, request_id: str) -> dict[str, Any]:
+    def _send(
+        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> _Answer:
+        connection = self._connect()
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        raw = response.read(_MAX_ANSWER + 1)
+        if len(raw) > _MAX_ANSWER:
+            self.close()
+            raise ServerError(f"the server at {self.url} sent more than {_MAX_ANSWER} bytes")
+        if response.will_close:
+            self.close()
         try:
-            reply = orjson.loads(raw)
+            body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
-            raise ServerError(f"the server at {self.url} sent a malformed reply") from None
-        if not isinstance(reply, dict) or reply.get("id") != request_id:
-            raise ServerError(f"the server at {self.url} sent a reply to another request")
-        if reply.get("ok") is True and isinstance(reply.get("result"), dict):
-            result: dict[str, Any] = reply["result"]
-            return result
-        error: dict[str, Any] = reply["error"] if isinstance(reply.get("error"), dict) else {}
-        code, message = str(error.get("code", "")), str(error.get("message", "no message"))
+            if response.status < 300:
+                raise ServerError(f"the server at {self.url} sent a malformed answer") from None
+            body = None
+        return _Answer(response.status, body, response.headers)
+
+    def _error(self, answer: _Answer) -> ProjctlError:
+        """The domain error an error answer stands for."""
+        body, status = answer.body, answer.status
+        if status == 401:
+            return _client.refused(status, self.url)
+        if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+            return ServerError(f"the server at {self.url} answered HTTP {status}")
+        code, message = body["error"], str(body.get("message", "no message"))
         kind = ERROR_CLASSES.get(code)
         if kind is ProjectNotFoundError:
-            raise ProjectNotFoundError(str(error.get("project", "")), looked_up_by="id or name")
-        if kind is None or code == "forbidden":
-            raise ServerError(f"the server refused: {message} ({code or 'no code'})")
-        raise kind(_CLIENT_WORDING.get(code, "{message}").format(message=message))
+            return ProjectNotFoundError(str(body.get("project", "")), looked_up_by="id or name")
+        if kind is None:
+            return ServerError(f"the server refused: {message} ({code})")
+        return kind(_CLIENT_WORDING.get(code, "{message}").format(message=message))
 
-    # -- the Backend protocol ----------------------------------------------------------
+    # -- the Backend protocol ------------------------------------------------------------
 
     def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
+        # Every write carries a key: a retry after a lost answer is then never applied twice.
+        key = idempotency_key or secrets.token_hex(16)
         if isinstance(write, Create):
-            return [_change_from(self.call("create", dataclasses.asdict(write)))]
-        if isinstance(write, Update):
-            # The server validates the fields, with the local messages.
-            update = {"project": write.project_id, "changes": dict(write.changes)}
-            return [_change_from(self.call("update", update))]
-        if isinstance(write, Delete):
-            args: dict[str, Any] = {
-                "projects": list(write.project_ids),
-                "missing_ok": write.missing_ok,
+            body = {
+                "name": write.name,
+                "type": write.type,
+                "status": write.status,
+                "owner_id": write.owner_id,
+                "description": write.description,
             }
-            return [_change_from(item) for item in self.call("delete", args)["deleted"]]
+            answer = self.exchange("POST", "/api/projects", body, idempotency_key=key)
+            project = answer.body
+            created = events.project_created(
+                project, seq=answer.seqs()[0], timestamp=project["created_at"]
+            )
+            return [_change(answer, project, created)]
+        if isinstance(write, Update):
+            answer = self.exchange(
+                "PATCH",
+                _project_path(write.project_id),
+                dict(write.changes),
+                idempotency_key=key,
+                headers=_if_match(write.if_match),
+            )
+            project, fields = answer.body["project"], answer.body["updated_fields"]
+            seqs = answer.seqs()
+            event: Event | None = (
+                events.project_updated(
+                    project, fields, seq=seqs[0], timestamp=project["updated_at"]
+                )
+                if seqs
+                else None
+            )
+            return [_change(answer, project, event, fields)]
+        if isinstance(write, Delete):
+            if len(write.project_ids) == 1 and not write.missing_ok:
+                answer = self.exchange(
+                    "DELETE",
+                    _project_path(write.project_ids[0]),
+                    idempotency_key=key,
+                    headers=_if_match(write.if_match),
+                )
+                deleted = [answer.body]
+            else:
+                query = urlencode(
+                    [("project_id", i) for i in write.project_ids]
+                    + ([("missing_ok", "1")] if write.missing_ok else [])
+                )
+                answer = self.exchange(
+                    "DELETE",
+                    f"/api/projects?{query}",
+                    idempotency_key=key,
+                    headers=_if_match(write.if_match),
+                )
+                deleted = answer.body["deleted"]
+            return [
+                _change(
+                    answer,
+                    item["project"],
+                    events.project_deleted(
+                        item["project"], seq=item["seq"], timestamp=item["timestamp"]
+                    ),
+                )
+                for item in deleted
+            ]
         raise InvalidInputError(f"a team server cannot commit {type(write).__name__}")
 
     def resolve(self, reference: str) -> str:
-        return str(self.call("resolve", {"project": reference})["project_id"])
+        return self.get(reference).project_id
 
     def get(self, project_id: str) -> Project:
-        return Project.from_dict(self.call("get", {"project": project_id})["project"])
+        return Project.from_dict(self.request("GET", _project_path(project_id)))
 
     def list_projects(
         self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
     ) -> list[Project]:
-        args = {k: v for k, v in (("status", status), ("type", type), ("owner_id", owner_id)) if v}
-        return [Project.from_dict(p) for p in self.call("list", args)["projects"]]
+        query = urlencode(
+            [(k, v) for k, v in (("status", status), ("type", type), ("owner", owner_id)) if v]
+        )
+        answer = self.request("GET", "/api/projects" + (f"?{query}" if query else ""))
+        return [Project.from_dict(p) for p in answer["projects"]]
 
     def journal(self, after: int = 0) -> list[Event]:
-        found = self.call("journal", {"after": after})["events"]
-        return [events.check_event(event) for event in found]
+        answer = self.request("GET", f"/api/events?since={after}")
+        if answer.get("resync"):
+            # ``after`` is older than the server keeps: what it keeps, from its oldest.
+            oldest = int(answer.get("oldest_seq", 1))
+            answer = self.request("GET", f"/api/events?since={max(after, oldest - 1)}")
+        return [events.check_event(event) for event in answer.get("events", [])]
 
     def latest_seq(self) -> int:
-        return int(self.call("info", {})["latest_seq"])
+        return int(self.request("GET", "/api/info")["latest_seq"])
 
     def identity(self) -> str:
-        return str(self.call("info", {})["database"]["id"])
+        return str(self.request("GET", "/api/info")["database"]["id"])
 
     def info(self) -> dict[str, Any]:
-        result = self.call("info", {})
+        result = self.request("GET", "/api/info")
         return {
             "database": {"url": self.url, "source": self.settings.url_source, **result["database"]},
             "projects": result["projects"],
@@ -491,3 +347,51 @@ class RemoteBackend:
         here, so there is nothing to bound by ``deadline``)."""
         base = self.url.rstrip("/")
         return Endpoint(url=base + "/ws", token=self.token, ca_file=self.settings.ca_file)
+
+
+def _project_path(reference: str) -> str:
+    return "/api/projects/" + quote(reference, safe="")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One answer: its status, decoded JSON body and headers."""
+
+    status: int
+    body: Any
+    headers: Message
+
+    @property
+    def retry_after(self) -> float:
+        try:
+            return float(self.headers.get("Retry-After", "0"))
+        except ValueError:
+            return 0.0
+
+    def seqs(self) -> list[int]:
+        """The seqs of the events the write committed (``Projctl-Seq``), oldest first."""
+        raw = self.headers.get("Projctl-Seq", "")
+        return [int(part) for part in raw.split(",") if part.strip().isdigit()]
+
+    @property
+    def replayed(self) -> bool:
+        return self.headers.get("Idempotent-Replayed", "").lower() == "true"
+
+
+def _if_match(version: str | None) -> dict[str, str]:
+    return {} if version is None else {"If-Match": version if version == "*" else f'"{version}"'}
+
+
+def _change(
+    answer: _Answer,
+    project: dict[str, Any],
+    event: Event | None,
+    updated_fields: list[str] | tuple[str, ...] = (),
+) -> Change:
+    """A change as the API answers it."""
+    return Change(
+        project=Project.from_dict(project),
+        event=event,
+        updated_fields=tuple(updated_fields),
+        replayed=answer.replayed,
+    )

@@ -225,9 +225,14 @@ class Sequencer:
 
     # -- a new subscriber --------------------------------------------------------
 
+    @property
+    def oldest_seq(self) -> int:
+        """The ``seq`` of the oldest event in the replay window (after the last when empty)."""
+        return self._recent[0][0] if self._recent else self.last_seq + 1
+
     def can_replay(self, since: int) -> bool:
         """Whether every event after ``since`` is still in the replay window."""
-        oldest = self._recent[0][0] if self._recent else self.last_seq + 1
+        oldest = self.oldest_seq
         lost = any(kept < since <= skipped for kept, skipped in self._holes.items())
         return oldest - 1 <= since <= self.last_seq and not lost
 

@@ -43,6 +43,7 @@ from projctl import _files, _storefile, events
 from projctl._storefile import FORMAT, META_ID, SCHEMA, HighWater
 from projctl.backend import Change, Create, Delete, FileVersion, Update, Write, write_fingerprint
 from projctl.errors import (
+    AmbiguousReferenceError,
     CorruptDatabaseError,
     DatabaseChangedError,
     EmptyDatabaseError,
@@ -242,6 +243,24 @@ class _Tables:
         ]
         return max(parsed)[1] if parsed else None
 
+    def resolve(self, reference: str) -> str:
+        """See :meth:`ProjectStore.resolve`."""
+        if self.projects.find(reference) is not None:
+            return reference
+        named = [
+            str(record["project_id"])
+            for record in self.projects.all()
+            if record["name"] == reference
+        ]
+        if not named:
+            raise ProjectNotFoundError(reference, looked_up_by="id or name")
+        if len(named) > 1:
+            raise AmbiguousReferenceError(
+                f"{len(named)} projects are named {reference!r}: {', '.join(named)}; "
+                "give one of these ids"
+            )
+        return named[0]
+
     def events(self) -> list[Event]:
         """The journaled events, oldest first; ``EventDecodeError`` for an entry that is not one."""
         journal = [events.check_event(dict(entry)) for entry in self.journal.all()]
@@ -338,35 +357,24 @@ class ProjectStore:
         the first result (each :class:`Change` with ``replayed`` set); another write under
         it raises :class:`IdempotencyKeyReusedError`.
         """
-        if idempotency_key is None:
-            return self._commit(write)
-        fingerprint = write_fingerprint(write)
+        if isinstance(write, Update):
+            # Bad values are refused before anything is looked up or locked.
+            if not write.changes:
+                raise InvalidInputError("nothing to update: give at least one field to change")
+            validate_fields(write.changes)
         with self._transaction() as (tables, written):
-            record = tables.keys.find(idempotency_key)
-            if record is not None:
-                if record.get("fingerprint") != fingerprint:
-                    raise IdempotencyKeyReusedError(idempotency_key)
-                return self._replayed(record, tables.read_meta())
-            changes = self._commit(write)
-            meta = tables.read_meta()
-            last_seq = int(meta.get("last_seq", 0))
-            tables.keys.put(
-                idempotency_key,
-                {
-                    "fingerprint": fingerprint,
-                    "seq": last_seq,
-                    "changes": [
-                        {
-                            "project": change.project.to_dict(),
-                            "event": change.event,
-                            "updated_fields": list(change.updated_fields),
-                        }
-                        for change in changes
-                    ],
-                },
-            )
-            limit = max(self.journal_limit, int(meta.get("journal_limit", 0)))
-            tables.keys.trim(after_seq=last_seq - limit, keep=limit)
+            if idempotency_key is None:
+                changes = self._checked(lambda: self._commit(tables, write))
+            else:
+                # The request as it was made (names not yet resolved) is what a retry repeats.
+                fingerprint = write_fingerprint(write)
+                record = tables.keys.find(idempotency_key)
+                if record is not None:
+                    if record.get("fingerprint") != fingerprint:
+                        raise IdempotencyKeyReusedError(idempotency_key)
+                    return self._replayed(record, tables.read_meta())
+                changes = self._checked(lambda: self._commit(tables, write))
+                self._remember(tables, idempotency_key, fingerprint, changes)
         # The changes were made inside this transaction: only now is their write known.
         return [
             dataclasses.replace(
@@ -377,6 +385,28 @@ class ProjectStore:
             )
             for change in changes
         ]
+
+    def _remember(self, tables: _Tables, key: str, fingerprint: str, changes: list[Change]) -> None:
+        """Record a write's key with its result, and forget keys past the journal's window."""
+        meta = tables.read_meta()
+        last_seq = int(meta.get("last_seq", 0))
+        tables.keys.put(
+            key,
+            {
+                "fingerprint": fingerprint,
+                "seq": last_seq,
+                "changes": [
+                    {
+                        "project": change.project.to_dict(),
+                        "event": change.event,
+                        "updated_fields": list(change.updated_fields),
+                    }
+                    for change in changes
+                ],
+            },
+        )
+        limit = max(self.journal_limit, int(meta.get("journal_limit", 0)))
+        tables.keys.trim(after_seq=last_seq - limit, keep=limit)
 
     def _replayed(self, record: dict[str, Any], meta: dict[str, Any]) -> list[Change]:
         """The first result recorded under an idempotency key, as :class:`Change` objects."""
@@ -397,7 +427,9 @@ class ProjectStore:
                 "it was left untouched"
             ) from None
 
-    def _commit(self, write: Write) -> list[Change]:
+    def _commit(self, tables: _Tables, write: Write) -> list[Change]:
+        """Carry out ``write`` in the transaction of ``tables``: its project references
+        (an id, or an exact unique name) are resolved there, with the change."""
         if isinstance(write, Create):
             return [
                 self.create(
@@ -409,11 +441,19 @@ class ProjectStore:
                 )
             ]
         if isinstance(write, Update):
-            return [self.update(write.project_id, write.changes, if_match=write.if_match)]
+            project_id = tables.resolve(write.project_id)
+            return [self.update(project_id, write.changes, if_match=write.if_match)]
         if isinstance(write, Delete):
-            return self.delete_many(
-                write.project_ids, missing_ok=write.missing_ok, if_match=write.if_match
-            )
+            ids = []
+            for reference in write.project_ids:
+                try:
+                    ids.append(tables.resolve(reference))
+                except ProjectNotFoundError:
+                    if not write.missing_ok:
+                        raise
+            if not ids:
+                return []
+            return self.delete_many(ids, missing_ok=write.missing_ok, if_match=write.if_match)
         raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
     def create(
@@ -541,27 +581,11 @@ class ProjectStore:
         """The id of the project ``reference`` names: an exact id, else an exact unique name.
 
         An id always wins over a name. Raises :class:`ProjectNotFoundError` when nothing
-        matches, and :class:`InvalidInputError` listing the candidates' ids when several
-        projects have that name.
+        matches, and :class:`AmbiguousReferenceError` listing the candidates' ids when
+        several projects have that name.
         """
         tables = self._snapshot()
-        if tables.projects.find(reference) is not None:
-            return reference
-        named = self._checked(
-            lambda: [
-                record["project_id"]
-                for record in tables.projects.all()
-                if record["name"] == reference
-            ]
-        )
-        if not named:
-            raise ProjectNotFoundError(reference, looked_up_by="id or name")
-        if len(named) > 1:
-            raise InvalidInputError(
-                f"{len(named)} projects are named {reference!r}: {', '.join(named)}; "
-                "give one of these ids"
-            )
-        return str(named[0])
+        return self._checked(lambda: tables.resolve(reference))
 
     # -- reads (lock-free: the file is only ever replaced whole) -------------
 

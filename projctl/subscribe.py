@@ -11,9 +11,8 @@ raised to the caller instead of becoming an endless reconnect loop.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import ssl
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -22,6 +21,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from projctl._client import BACKOFF_FIRST, BACKOFF_MAX, backoff, client_tls, refused, untrusted
 from projctl.errors import (
     ServerError,
     ServerNotAnsweringError,
@@ -43,9 +43,6 @@ __all__ = [
     "refusal",
 ]
 
-#: Reconnection waits grow from the first to the last figure, doubling each time.
-BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 5.0
 #: The largest frame accepted: a snapshot of a large database (20,000 projects are about
 #: 10 MB), with room to spare; a server sending more is not followed.
 MAX_FRAME = 64 << 20
@@ -140,43 +137,12 @@ def _retryable(error: BaseException) -> bool:
     )
 
 
-def client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
-    """The TLS client context for a ``wss://`` URL (``None`` for ``ws://``): the system's CAs,
-    or ``ca_file`` (``PROJCTL_CA_FILE``; ``SSL_CERT_FILE`` is honoured by OpenSSL itself)."""
-    if not url.startswith("wss://"):
-        return None
-    return ssl.create_default_context(cafile=ca_file)
-
-
 def refusal(error: InvalidStatus | ssl.SSLCertVerificationError, url: str) -> ServerError:
-    """One line for a server that turned a client away for good: a refused token (or any
-    other refused handshake) or a certificate that cannot be trusted."""
+    """One line for a server that turned a subscriber away for good: a refused token (or
+    any other refused handshake) or a certificate that cannot be trusted."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        return ServerError(
-            f"TLS with {url} failed: {error.verify_message}; trust its CA with PROJCTL_CA_FILE"
-        )
-    status = error.response.status_code
-    if status in (401, 403):
-        return ServerError(
-            f"the server at {url} refused the token (HTTP {status}); set PROJCTL_TOKEN"
-        )
-    return ServerError(f"the server at {url} refused the connection (HTTP {status})")
-
-
-def backoff(
-    first: float | None = None,
-    *,
-    factor: float = 2.0,
-    maximum: float | None = None,
-    count: int | None = None,
-) -> Iterator[float]:
-    """The pauses between attempts: ``first`` (default :data:`BACKOFF_FIRST`), then each
-    ``factor`` times longer, up to ``maximum`` (default :data:`BACKOFF_MAX`); ``count`` of
-    them (``None``: without end)."""
-    start = BACKOFF_FIRST if first is None else first
-    top = BACKOFF_MAX if maximum is None else maximum
-    pauses = (min(start * factor**n, top) for n in itertools.count())
-    return pauses if count is None else itertools.islice(pauses, count)
+        return untrusted(error, url)
+    return refused(error.response.status_code, url)
 
 
 async def follow(

@@ -1,5 +1,5 @@
 """Shared by the test_remote_*.py files: TLS material, a ``projctl serve`` process, a team server
-with a token file, commands run from "another machine", and a raw ``/rpc`` connection.
+with a token file, commands run from "another machine", and raw requests to its REST API.
 
 Every command is the installed ``projctl`` as a real process: the tests assert exit codes,
 stdout and stderr exactly, and compare them with what the local CLI prints for the same thing.
@@ -23,9 +23,7 @@ from typing import Any
 
 import orjson
 import trustme
-from websockets.asyncio.client import ClientConnection, connect
 
-from projctl.remote import RPC_PATH
 from projctl.store import ProjectStore
 
 from .conftest import PROJCTL, run_projctl, wait_until
@@ -270,25 +268,34 @@ def run_async(coroutine: Any, timeout: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
-@contextlib.asynccontextmanager
-async def rpc_connection(team: TeamServer, token: str | None = None) -> Any:
+def api(
+    team: TeamServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any, Any]:
+    """One request to the team server's REST API over TLS, with the write token unless
+    another (``""``: none) is given: its status, headers and decoded JSON body."""
     context = ssl.create_default_context(cafile=str(team.ca))
-    async with connect(
-        team.url + RPC_PATH,
-        ssl=context,
-        additional_headers={"Authorization": f"Bearer {token or team.write_token}"},
-        open_timeout=10,
-        max_size=None,
-    ) as ws:
-        yield ws
-
-
-async def ask(ws: ClientConnection, message: str | bytes) -> dict[str, Any]:
-    await ws.send(message)
-    reply = await asyncio.wait_for(ws.recv(), 10)
-    assert isinstance(reply, str), "replies are text frames"
-    return orjson.loads(reply)  # type: ignore[no-any-return]
-
-
-def error_reply(request_id: str | None, code: str, message: str, **details: str) -> dict[str, Any]:
-    return {"id": request_id, "ok": False, "error": {"code": code, "message": message, **details}}
+    host, port = team.url.removeprefix("wss://").rsplit(":", 1)
+    connection = http.client.HTTPSConnection(host, int(port), timeout=10, context=context)
+    sent = dict(headers or {})
+    chosen = team.write_token if token is None else token
+    if chosen:
+        sent["Authorization"] = f"Bearer {chosen}"
+    payload = raw
+    if body is not None:
+        payload = orjson.dumps(body)
+        sent.setdefault("Content-Type", "application/json")
+    try:
+        connection.request(method, path, body=payload, headers=sent)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    decoded = orjson.loads(data) if data else None
+    return response.status, response.headers, decoded

@@ -32,6 +32,8 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "_files": set(),
     # The database file's format checks and the lock file's record: store's own, TinyDB-free.
     "_storefile": {"errors"},
+    # What every client of a server shares (TLS context, backoff, refusal lines): stdlib only.
+    "_client": {"errors"},
     "backend": {"model", "events", "errors", "runtime"},
     "store": {"backend", "model", "events", "errors", "_files", "_storefile"},
     "jetstream": {"backend", "model", "events", "errors", "_files"},
@@ -51,8 +53,8 @@ ALLOWED_OURS: dict[str, set[str]] = {
         "remote",
         "config",
     },
-    "remote": {"backend", "config", "errors", "events", "model", "runtime", "subscribe"},
-    "subscribe": {"events", "runtime", "errors"},
+    "remote": {"backend", "config", "errors", "events", "model", "runtime", "_client"},
+    "subscribe": {"events", "runtime", "errors", "_client"},
     "watch": {"events", "subscribe", "model"},
     "cli": {"*"},
     "__main__": {"cli"},
@@ -78,7 +80,8 @@ OPEN_TO_ALL = {"_version"}
 THIRD_PARTY_HOMES: dict[str, set[str]] = {
     "tinydb": {"store"},
     "nats": {"jetstream"},
-    "websockets": {"server", "subscribe", "remote"},
+    "websockets": {"server", "subscribe"},
+    "h11": {"server"},
     "rich": {"watch", "cli"},
     "typer": {"cli"},
 }

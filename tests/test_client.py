@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 import trustme
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
-from projctl import remote, subscribe
-from projctl.store import ProjectStore
-
-from .conftest import OwnedStore
+from projctl import _client, remote, subscribe
 
 
 def refused(status: int) -> InvalidStatus:
@@ -30,8 +25,8 @@ def test_backoff_doubles_up_to_its_bound() -> None:
 
 
 def test_backoff_reads_its_bounds_when_called(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribe, "BACKOFF_FIRST", 0.01)
-    monkeypatch.setattr(subscribe, "BACKOFF_MAX", 0.03)
+    monkeypatch.setattr(_client, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(_client, "BACKOFF_MAX", 0.03)
     assert list(subscribe.backoff(count=4)) == [0.01, 0.02, 0.03, 0.03]
 
 
@@ -63,23 +58,3 @@ def test_a_refused_token_is_one_line_naming_the_server(status: int) -> None:
 def test_another_refused_handshake_is_one_line() -> None:
     error = subscribe.refusal(refused(400), "ws://127.0.0.1:1/ws")
     assert str(error) == "the server at ws://127.0.0.1:1/ws refused the connection (HTTP 400)"
-
-
-def answer(store: ProjectStore, op: str, **args: Any) -> dict[str, Any]:
-    message = orjson.dumps({"id": "r1", "op": op, "args": args})
-    reply: dict[str, Any] = orjson.loads(remote.answer(store, message, may_write=True).reply)
-    return reply
-
-
-def test_the_journal_op_gives_the_events_after_a_seq(tmp_path: Path) -> None:
-    store = OwnedStore(tmp_path / "db.json")
-    project_id = store.create("A").project.project_id
-    store.update(project_id, {"status": "on_hold"})
-    store.delete(project_id)
-    reply = answer(store, "journal", after=1)
-    assert reply["ok"] is True
-    assert reply["result"]["events"] == store.journal()[1:]
-    assert answer(store, "journal")["result"]["events"] == store.journal()
-    for bad in (-1, "1", True, 1.5):
-        refused_reply = answer(store, "journal", after=bad)
-        assert refused_reply["error"]["code"] == "invalid_input"

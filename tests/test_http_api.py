@@ -87,7 +87,7 @@ def test_the_page_policy_holds_no_more_than_a_host_name_and_port() -> None:
 
 
 def test_a_token_never_travels_in_a_url(store: ProjectStore) -> None:
-    """?token= is refused on /api and /rpc (and /healthz); a plain server's /ws keeps it, a
+    """?token= is refused on /api (and /healthz); a plain server's /ws keeps it, a
     TLS server's does not; headers and the browser's subprotocol always work."""
     from projctl.server import AccessPolicy
 
@@ -99,15 +99,11 @@ def test_a_token_never_travels_in_a_url(store: ProjectStore) -> None:
             assert "s3cret" not in body["message"]
             status, _, _ = await get(server.port, "/healthz?token=s3cret")
             assert status == 400
-            rpc = f"ws://127.0.0.1:{server.port}/rpc"
             for query in ("?token=s3cret", "?token=wrong"):
-                with pytest.raises(InvalidStatus) as refused:
-                    await connect(rpc + query)
-                assert refused.value.response.status_code == 400
-            with pytest.raises(InvalidStatus) as refused:
-                await connect(rpc + "?token=s3cret", subprotocols=["projctl-token.s3cret"])
-            assert refused.value.response.status_code == 400
-            async with connect(rpc, subprotocols=["projctl-token.s3cret"]):
+                status, _, body = await get(server.port, "/api/events" + query)
+                assert (status, body["error"]) == (400, "invalid_input")
+            # On /ws a header or the browser's subprotocol works as well as ?token=.
+            async with connect(ws_url(server), subprotocols=["projctl-token.s3cret"]):  # type: ignore[list-item]
                 pass
             async with connect(ws_url(server, "?token=s3cret")):
                 pass
@@ -119,7 +115,11 @@ def test_a_token_never_travels_in_a_url(store: ProjectStore) -> None:
     tls = AccessPolicy(host="127.0.0.1", read_tokens=frozenset({"s3cret"}), tls=True)
     assert not plain.token_in_url_refused("/ws", "since=3&token=s3cret")
     assert plain.presented_token({}, "/ws?token=s3cret") == "s3cret"
-    for path, query in (("/api/projects", "token=s3cret"), ("/rpc", "token="), ("/", "token")):
+    for path, query in (
+        ("/api/projects", "token=s3cret"),
+        ("/api/events", "token="),
+        ("/", "token"),
+    ):
         assert plain.token_in_url_refused(path, query)
     assert tls.token_in_url_refused("/ws", "token=s3cret")
     assert tls.presented_token({}, "/ws?token=s3cret") is None
@@ -148,7 +148,11 @@ def test_the_read_only_api(store: ProjectStore) -> None:
             status, _, missing = await get(server.port, "/api/projects/proj_nope")
             assert (status, missing) == (
                 404,
-                {"error": "not_found", "message": "no project with id 'proj_nope'"},
+                {
+                    "error": "not_found",
+                    "message": "no project with id or name 'proj_nope'",
+                    "project": "proj_nope",
+                },
             )
             # A change committed but not forwarded is seen too: the journal is the truth.
             live = await commit(store, lambda: store.update(beta.project_id, {"name": "b2"}))

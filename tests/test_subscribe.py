@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from projctl import subscribe
+from projctl import _client, subscribe
 from projctl.errors import ServerError, ServerUnavailableError
 from projctl.runtime import Endpoint
 from projctl.subscribe import Connection, Message, follow
@@ -29,7 +29,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribe, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(_client, "BACKOFF_FIRST", 0.01)
 
 
 def frame(seq: int, event_type: str = "project_created") -> str:
@@ -130,7 +130,7 @@ def test_unavailable_server_is_retried_then_followed() -> None:
 
 
 def test_backoff_doubles_up_to_its_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribe, "BACKOFF_MAX", 0.04)
+    monkeypatch.setattr(_client, "BACKOFF_MAX", 0.04)
 
     async def scenario() -> None:
         locate = Locate(ServerUnavailableError(UNAVAILABLE))
@@ -383,7 +383,7 @@ def test_token_is_sent_in_a_header_never_in_the_url(
 
 
 def test_give_up_after_that_many_failed_attempts_in_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribe, "BACKOFF_FIRST", 0.001)
+    monkeypatch.setattr(_client, "BACKOFF_FIRST", 0.001)
     calls = []
 
     def locate() -> Endpoint:

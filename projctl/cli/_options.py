@@ -28,6 +28,16 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        metavar="KEY",
+        help="Apply this change once: run again with the same KEY, it prints the first "
+        "result and writes nothing (a different change under KEY exits 2).",
+        show_default=False,
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 NoBroadcastFlag = Annotated[

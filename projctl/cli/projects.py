@@ -12,6 +12,7 @@ from projctl.cli._options import (
     STATUS_HELP,
     TYPE_HELP,
     DbOption,
+    IdempotencyKeyOption,
     JsonFlag,
     NoBroadcastFlag,
     ProjectArgument,
@@ -53,6 +54,7 @@ def create(
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
     """Create a project and print its id.
 
@@ -64,7 +66,12 @@ def create(
     """
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
     change = database.create(
-        name, type=type, status=status, owner_id=owner, description=description
+        name,
+        type=type,
+        status=status,
+        owner_id=owner,
+        description=description,
+        idempotency_key=idempotency_key,
     )
     if quiet:
         return
@@ -98,6 +105,7 @@ def update(
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
     """Change the given fields of a project.
 
@@ -122,7 +130,7 @@ def update(
             "--name, --type, --status, --owner, --description"
         )
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    change = database.update(database.resolve(project), **changes)
+    change = database.update(project, idempotency_key=idempotency_key, **changes)
     if quiet:
         return
     updated = change.project
@@ -145,6 +153,7 @@ def delete(
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
     """Delete one or more projects: all of them, or none when one is missing.
 
@@ -157,16 +166,18 @@ def delete(
         projctl delete "$id" --missing-ok
     """
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    resolved: list[tuple[str, str | None]] = []  # (as given, its id or None when missing)
-    for reference in projects:
-        try:
-            resolved.append((reference, database.resolve(reference)))
-        except ProjectNotFoundError:
-            if not missing_ok:
-                raise
-            resolved.append((reference, None))
-    ids = [project_id for _, project_id in resolved if project_id is not None]
-    changes = database.delete_many(ids, missing_ok=missing_ok)
+    # The references go to the commit as given: it resolves them in its own transaction, and
+    # a run again under the same --idempotency-key repeats the very same request.
+    changes = database.delete_many(projects, missing_ok=missing_ok, idempotency_key=idempotency_key)
+    by_reference = {
+        reference: change.project
+        for change in changes
+        for reference in (change.project.project_id, change.project.name)
+    }
+    resolved = [
+        (reference, gone.project_id if (gone := by_reference.get(reference)) else None)
+        for reference in projects
+    ]
     deleted = {change.project.project_id: change.project for change in changes}
     if quiet:
         return

@@ -45,7 +45,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
-from projctl import config, remote, rpc, runtime
+from projctl import config, rpc, runtime
 from projctl._version import __version__
 from projctl.errors import ProjctlError, ServerError
 from projctl.events import Event
@@ -60,11 +60,11 @@ from projctl.server.connection import (
     _CountedConnection,
     _return_memory,
 )
-from projctl.server.feed import Feed
+from projctl.server.feed import SUBSCRIBER_MAX_MESSAGE, Feed
 from projctl.server.http import Routes, _parse_since
 from projctl.server.local import LocalAnswers
 from projctl.server.watcher import JournalWatcher
-from projctl.server.writes import RpcWrites
+from projctl.server.writes import RestWrites
 from projctl.store import FileVersion, ProjectStore
 
 log = logging.getLogger("projctl.server")
@@ -110,8 +110,8 @@ class BroadcastServer:
             stop=self.stop,
             stopping=self._stopping,
         )
-        self.writes = RpcWrites(
-            store, accept=self.accept, read_state=self.feed.read_state_shared, touch=self._touch
+        self.writes = RestWrites(
+            store, self.access, accept=self.accept, default_owner=config.default_owner
         )
         self.port = config.port
         #: Every accepted socket still open, counted from its accept (see _CountedConnection).
@@ -210,7 +210,7 @@ class BroadcastServer:
                     create_connection=self._connection_class(),
                     open_timeout=self.config.handshake_timeout,
                     compression=None,  # small JSON gains nothing; deflate costs CPU
-                    max_size=rpc.MAX_MESSAGE,
+                    max_size=SUBSCRIBER_MAX_MESSAGE,
                     ping_interval=self.config.ping_interval,
                     ping_timeout=self.config.ping_interval,
                     close_timeout=self.config.close_timeout,
@@ -403,7 +403,19 @@ class BroadcastServer:
             open_connections=lambda: len(self._accepted),
             health=lambda: self.health(),  # looked up per request
             public_health=lambda: self.public_health(),
+            database_info=self._database_info,
+            write_routes=self.writes.routes(),
         )
+
+    async def _database_info(self) -> dict[str, Any]:
+        """What ``GET /api/info`` (and a remote ``projctl info``) reports of the database."""
+        state = await self.feed.read_state_shared()
+        return {
+            "database": {"id": state.database_id},
+            "projects": len(state.project_records),
+            "latest_seq": state.latest_seq,
+            "journal": {"events": len(state.journal), "limit": state.journal_limit},
+        }
 
     async def answer_http(self, request: HttpRequest) -> Response:
         """Answer one plain HTTP request (see :class:`Routes`)."""
@@ -423,10 +435,6 @@ class BroadcastServer:
     async def _handle_websocket(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         url = urlsplit(connection.request.path)
-        if url.path == remote.RPC_PATH:
-            may_write = self.access.may_write(self.routes.presented_token(connection.request))
-            await self.writes.serve(connection, may_write=may_write)
-            return
         query = parse_qs(url.query, keep_blank_values=True)
         since = _parse_since(query)
         snapshot = query.get("snapshot", ["0"])[-1] in ("1", "true", "yes")

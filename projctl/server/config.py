@@ -54,10 +54,12 @@ class ServerConfig:
     port_fallback: bool = False
     #: Tokens that may read (subscribe, the HTTP API, the team protocol's reads).
     read_tokens: frozenset[str] = frozenset()
-    #: Tokens that may also write through the team protocol (``/rpc``).
+    #: Tokens that may also write (the REST write routes).
     write_tokens: frozenset[str] = frozenset()
     #: TLS for ``wss://`` and ``https://`` (``None``: plain).
     ssl_context: ssl.SSLContext | None = None
+    #: The owner of a project created over HTTP without one (``None``: the server's user).
+    default_owner: str | None = None
 
     def __post_init__(self) -> None:
         # The subscriber token is one of the read tokens, however the config was built.
@@ -140,4 +142,5 @@ def server_config(
         idle_timeout=idle_timeout or None,
         journal_window=settings.journal_limit,
         max_connections=settings.max_connections,
+        default_owner=settings.owner,
     )

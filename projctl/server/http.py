@@ -8,9 +8,11 @@ connection reads it with h11); a WebSocket upgrade goes through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -22,17 +24,29 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from projctl import remote
+from projctl.errors import (
+    AmbiguousReferenceError,
+    CorruptDatabaseError,
+    IdempotencyKeyReusedError,
+    InvalidInputError,
+    PreconditionFailedError,
+    ProjctlError,
+    ProjectNotFoundError,
+    StoreError,
+)
 from projctl.events import dashboard_contract
-from projctl.model import PROJECT_FIELDS, STATUSES
+from projctl.model import PROJECT_FIELDS, STATUSES, Project
 from projctl.sequencer import Sequencer
 from projctl.server.access import AccessPolicy, canonical_host
 from projctl.server.connection import HttpRequest
 
+log = logging.getLogger("projctl.server")
+
 _MAX_SINCE_DIGITS = 19
 
 
-def _json_response(status: http.HTTPStatus, body: Any, *, encoded: bool = False) -> Response:
+def json_response(status: http.HTTPStatus, body: Any, *, encoded: bool = False) -> Response:
+    """A JSON answer (``encoded``: ``body`` is JSON bytes already), never cached."""
     payload = body if encoded else orjson.dumps(body)
     headers = Headers(
         [
@@ -45,9 +59,38 @@ def _json_response(status: http.HTTPStatus, body: Any, *, encoded: bool = False)
     return Response(status.value, status.phrase, headers, payload)
 
 
-def _api_error(status: http.HTTPStatus, code: str, message: str) -> Response:
-    """An API error: ``{"error": code, "message": one line}``, codes stable for scripts."""
-    return _json_response(status, {"error": code, "message": message})
+def problem(status: http.HTTPStatus, code: str, message: str, **extra: Any) -> Response:
+    """An API error: ``{"error": code, "message": one line}``, codes stable for scripts
+    (``docs/protocol.md`` lists them); ``extra`` adds what a client may need (the project
+    looked for)."""
+    return json_response(status, {"error": code, "message": message, **extra})
+
+
+#: Each domain error as an answer: its status and stable code (most specific first).
+_ERROR_ANSWERS: tuple[tuple[type[ProjctlError], http.HTTPStatus, str], ...] = (
+    (IdempotencyKeyReusedError, http.HTTPStatus.UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+    (AmbiguousReferenceError, http.HTTPStatus.CONFLICT, "ambiguous"),
+    (PreconditionFailedError, http.HTTPStatus.PRECONDITION_FAILED, "precondition_failed"),
+    (ProjectNotFoundError, http.HTTPStatus.NOT_FOUND, "not_found"),
+    (InvalidInputError, http.HTTPStatus.BAD_REQUEST, "invalid_input"),
+    # A database that cannot be read as it is: a retry would find the same.
+    (CorruptDatabaseError, http.HTTPStatus.INTERNAL_SERVER_ERROR, "store_error"),
+    # Locked too long, or being replaced: a retry may well succeed.
+    (StoreError, http.HTTPStatus.SERVICE_UNAVAILABLE, "store_error"),
+)
+
+
+def error_response(error: ProjctlError) -> Response:
+    """A domain error as the API answers it: its status, stable code and message."""
+    for kind, status, code in _ERROR_ANSWERS:
+        if isinstance(error, kind):
+            extra = {"project": error.project_id} if isinstance(error, ProjectNotFoundError) else {}
+            response = problem(status, code, str(error), **extra)
+            if status == http.HTTPStatus.SERVICE_UNAVAILABLE:
+                response.headers["Retry-After"] = "1"
+            return response
+    log.error("a request failed: %s", error)
+    return problem(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server_error", str(error))
 
 
 def _text_response(status: http.HTTPStatus, message: str) -> Response:
@@ -216,6 +259,7 @@ class Routes:
         open_connections: Callable[[], int],
         health: Callable[[], dict[str, Any]],
         public_health: Callable[[], dict[str, Any]],
+        database_info: Callable[[], Awaitable[dict[str, Any]]],
         write_routes: Mapping[str, Mapping[str, Handler]] | None = None,
     ) -> None:
         self.access = access
@@ -225,6 +269,7 @@ class Routes:
         self._open_connections = open_connections
         self._health = health
         self._public_health = public_health
+        self._database_info = database_info
         writes = write_routes or {}
         page = Route({"GET": self._get_page}, api=False)
         self._routes: dict[str, Route] = {
@@ -232,6 +277,7 @@ class Routes:
             "/healthz": Route({"GET": self._get_health}),
             "/ws": Route({"GET": self._get_ws}, api=False),
             "/api/events": Route({"GET": self._get_events}),
+            "/api/info": Route({"GET": self._get_info}),
             "/api/projects": Route({"GET": self._get_projects, **writes.get("/api/projects", {})}),
             "/api/projects/{id}": Route(
                 {"GET": self._get_project, **writes.get("/api/projects/{id}", {})}
@@ -327,7 +373,11 @@ class Routes:
                 ),
                 origin,
             )
-        return self._with_cors(await handler(request, params), origin)
+        try:
+            response = await handler(request, params)
+        except ProjctlError as error:  # the database could not be read, for one
+            response = error_response(error)
+        return self._with_cors(response, origin)
 
     def _preflight(self, route: Route, origin: str | None) -> Response:
         """A CORS preflight: what a page at ``origin`` (allowed, or it would not be here)
@@ -367,7 +417,7 @@ class Routes:
 
     async def _get_health(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
         trusted = self.is_trusted(None, request)
-        return _json_response(
+        return json_response(
             http.HTTPStatus.OK, self._health() if trusted else self._public_health()
         )
 
@@ -418,14 +468,6 @@ class Routes:
                 http.HTTPStatus.BAD_REQUEST,
                 "a token never travels in a URL: send it as Authorization: Bearer",
             )
-        if url.path == remote.RPC_PATH:
-            if self.presented_token(request) is None:
-                response = _text_response(
-                    http.HTTPStatus.UNAUTHORIZED, "the team protocol needs a read or write token"
-                )
-                response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
-                return response
-            return None
         if url.path != "/ws":
             return _text_response(http.HTTPStatus.NOT_FOUND, "not found; subscribe at /ws")
         if not self.token_presented(request):
@@ -464,7 +506,7 @@ class Routes:
         try:
             since = _parse_since(parse_qs(request.query)) or 0
         except ValueError as error:
-            return _api_error(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
+            return problem(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
         if sequencer.can_replay(since):
             messages = [m for seq, m in sequencer.recent_after(since)]
             body = (
@@ -474,17 +516,25 @@ class Routes:
                 + str(sequencer.last_seq).encode()
                 + b',"resync":false}'
             )
-            return _json_response(http.HTTPStatus.OK, body, encoded=True)
+            return json_response(http.HTTPStatus.OK, body, encoded=True)
         projects = await self._current_projects()
-        return _json_response(
+        return json_response(
             http.HTTPStatus.OK,
             {
                 "events": [],
                 "latest_seq": sequencer.last_seq,
                 "resync": True,
+                # From here on the events are kept: ?since=oldest_seq-1 replays them.
+                "oldest_seq": sequencer.oldest_seq,
                 "projects": projects,
             },
         )
+
+    async def _get_info(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        refused = self._read_refused(request)
+        if refused is not None:
+            return refused
+        return json_response(http.HTTPStatus.OK, await self._database_info())
 
     async def _get_projects(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
         refused = self._read_refused(request)
@@ -501,23 +551,42 @@ class Routes:
             for project in projects
             if all(not values or project.get(field) in values for field, values in wanted.items())
         ]
-        return _json_response(
+        return json_response(
             http.HTTPStatus.OK, {"seq": self.sequencer.last_seq, "projects": chosen}
         )
 
     async def _get_project(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        """One project, by its id or else its exact name (``409`` when several share it),
+        with its ``ETag`` for a later ``If-Match``."""
         refused = self._read_refused(request)
         if refused is not None:
             return refused
-        project_id = params["id"]
-        for project in await self._current_projects():
-            if project.get("project_id") == project_id:
-                return _json_response(http.HTTPStatus.OK, project)
-        return _api_error(
-            http.HTTPStatus.NOT_FOUND, "not_found", f"no project with id {project_id!r}"
-        )
+        reference = params["id"]
+        projects = await self._current_projects()
+        found = [p for p in projects if p.get("project_id") == reference] or [
+            p for p in projects if p.get("name") == reference
+        ]
+        if not found:
+            return problem(
+                http.HTTPStatus.NOT_FOUND,
+                "not_found",
+                f"no project with id or name {reference!r}",
+                project=reference,
+            )
+        if len(found) > 1:
+            ids = ", ".join(str(p.get("project_id")) for p in found)
+            return problem(
+                http.HTTPStatus.CONFLICT,
+                "ambiguous",
+                f"{len(found)} projects are named {reference!r}: {ids}; give one of these ids",
+            )
+        (record,) = found
+        response = json_response(http.HTTPStatus.OK, record)
+        with contextlib.suppress(KeyError, TypeError):
+            response.headers["ETag"] = f'"{Project.from_dict(record).version_tag}"'
+        return response
 
 
 def _refusal(api: bool, status: http.HTTPStatus, code: str, message: str) -> Response:
     """A refusal in the route's own shape: the API's JSON error, or one line of text."""
-    return _api_error(status, code, message) if api else _text_response(status, message)
+    return problem(status, code, message) if api else _text_response(status, message)

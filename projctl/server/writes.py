@@ -1,308 +1,377 @@
-"""The team protocol's requests (``/rpc``): the one write path.
+"""The one write path: the REST routes that change projects, with their rules.
 
-Each connection's requests are answered in order, within a window of unanswered ones;
-writes go one at a time and before waiting reads; a write's answer is kept by request id
-(the idempotency cache) so that a retry after a lost reply is answered, not applied again.
+``POST /api/projects`` creates, ``PUT`` or ``PATCH /api/projects/{ref}`` updates (a
+partial body, as the backend this contract comes from took it), ``DELETE
+/api/projects/{ref}`` deletes one project and ``DELETE /api/projects?project_id=A&...``
+several, all or none. Every write
+
+- needs a write token (``Authorization: Bearer``): none is ``401``, a read token ``403``;
+- takes ``application/json`` only (``415`` before the body is looked at: a page's form
+  post, which needs no preflight, never reaches the database);
+- refuses unknown fields by name, and takes the original backend's ``project_type`` for
+  ``type``;
+- may carry ``Idempotency-Key`` (the IETF httpapi draft): the key is recorded with the
+  write, in the database, so the same request again, even after a restart, gets the first
+  answer and writes nothing; the key with another request is ``422``, and with a request
+  still being carried out ``409``;
+- may carry ``If-Match`` with the project's ``ETag``: ``412`` when it changed since.
+
+Writes are committed one at a time, in a thread; each committed event goes to
+``accept`` (the feed) before the answer is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import http
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import orjson
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
-from projctl import remote
-from projctl.errors import ProjctlError, StoreError
+from projctl import config
+from projctl.backend import (
+    Change,
+    Create,
+    Delete,
+    FileVersion,
+    Update,
+    Write,
+    check_idempotency_key,
+    write_fingerprint,
+)
+from projctl.errors import InvalidInputError, ProjctlError
 from projctl.events import Event
-from projctl.store import FileVersion, ProjectStore, StoreState
+from projctl.model import EDITABLE_FIELDS, Project
+from projctl.server.access import AccessPolicy
+from projctl.server.connection import HttpRequest
+from projctl.server.http import Handler, error_response, json_response, problem
+
+__all__ = ["Committer", "RestWrites", "entity_tag"]
 
 log = logging.getLogger("projctl.server")
 
-#: Answers to writes kept for retries of the same request id, and their bytes at most.
-_ANSWERS_KEPT = 4096
-_ANSWER_BYTES_KEPT = 16 << 20
-#: Team-protocol reads answered at once; more wait their turn (writes go first).
-_READS_AT_ONCE = 2
-#: Reads answered from one read of the whole file, shared by every request at the time.
-_SHARED_READS = frozenset({"list", "info"})
-#: How long a read waits for queued writes before it takes its turn anyway.
-_READ_YIELD = 1.0
-#: How long a stopping server waits for the team-protocol requests begun to be answered (a
-#: write may wait 10 s for the database lock).
+#: The original backend's name for ``type``, taken as it is.
+_ORIGINAL_NAMES = {"project_type": "type"}
+#: How long a stopping server waits for the writes begun to be answered (a write may wait
+#: 10 s for the database lock).
 _FINISH_TIMEOUT = 15.0
 
 
-@dataclass
-class _RpcWindow:
-    """A ``/rpc`` connection's requests received and not yet answered (how many, how large),
-    and whether it ended."""
+class Committer(Protocol):
+    """What the write path needs of the storage: a :class:`~projctl.backend.Backend`'s
+    ``commit``, which resolves the projects a write names (an id, or an exact name)."""
 
-    taken: int = 0
-    size: int = 0
-    closed: bool = False
-
-    def fits(self, message: str | bytes) -> bool:
-        """Whether ``message`` may wait its turn: within the window, or the only one."""
-        return not self.taken or (
-            self.taken < remote.RPC_WINDOW and self.size + len(message) <= remote.RPC_WINDOW_BYTES
-        )
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]: ...
 
 
-def _too_big(message: str | bytes, limit: int) -> bool:
-    """Whether a message is more than ``limit`` bytes (a text one, encoded as UTF-8).
-
-    Checked in the handlers: ``serve`` takes one ``max_size`` for every connection (the
-    largest, a forward's), and websockets has no public way to lower it for one.
-    """
-    if isinstance(message, bytes) or len(message) > limit:
-        return len(message) > limit
-    # UTF-8 takes one to four bytes a character: encode only when it could go either way.
-    return len(message) * 4 > limit and len(message.encode()) > limit
-
-
-class RpcWrites:
-    """Answers ``/rpc`` connections against ``store``: what a write commits goes to
-    ``accept`` (the feed), shared reads come from ``read_state``, and ``touch`` marks the
-    server active."""
+class RestWrites:
+    """Answers the write routes against ``storage``: what a write commits goes to
+    ``accept`` (the feed); ``access`` says who may write; ``default_owner`` owns a project
+    created without one."""
 
     def __init__(
         self,
-        store: ProjectStore,
+        storage: Committer,
+        access: AccessPolicy,
         *,
         accept: Callable[[Event, FileVersion | None, tuple[int, int] | None], None],
-        read_state: Callable[[], Awaitable[StoreState]],
-        touch: Callable[[], None],
+        default_owner: str | None = None,
     ) -> None:
-        self.store = store
+        self.storage = storage
+        self.access = access
         self._accept = accept
-        self._read_state = read_state
-        self._touch = touch
-        #: The team protocol's answered writes, by request id (for retries), oldest first.
-        self._answered: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._running: dict[tuple[str, str], asyncio.Future[bytes]] = {}
-        self._write_lock = asyncio.Lock()
-        #: Every id answered or in progress, with its request's digest.
-        self._ids: dict[str, str] = {}
-        #: The bytes of the replies in ``_rpc_answered``.
-        self._answered_bytes = 0
-        #: Writes queued or running; reads wait while there are any (writes go first).
-        self._writes = 0
-        self._no_writes = asyncio.Event()
-        self._no_writes.set()
-        self._reads = asyncio.Semaphore(_READS_AT_ONCE)
-        #: The newest shared read, kept while shared reads wait for their turn (so that they
-        #: share it), and those waiting; an older read is let go as soon as a newer one comes.
-        self._read_kept: StoreState | None = None
-        self._shared_waiting = 0
-        #: Requests begun and not yet answered, on every connection; none begin once stopping.
+        self._default_owner = default_owner
+        self._turn = asyncio.Lock()
+        #: Idempotency keys whose write is being carried out, with its fingerprint.
+        self._in_progress: dict[str, str] = {}
         self._begun = 0
         self._all_answered = asyncio.Event()
         self._all_answered.set()
         self._stopping = False
 
-    async def serve(self, connection: ServerConnection, *, may_write: bool) -> None:
-        """The team protocol: one reply per request, each write applied once per id.
-
-        This task only reads: requests go to a queue that a worker answers one at a time,
-        in order, so the connection keeps reading (pongs too: keepalive needs its reader
-        to run) however many requests a client pipelines. A request beyond
-        :data:`remote.RPC_WINDOW` unanswered ones (or their bytes) is not carried out: it is
-        answered ``busy`` at once.
-        """
-        self._touch()
-        queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        window = _RpcWindow()
-        worker = asyncio.ensure_future(self._answer_queue(connection, queue, window, may_write))
-        try:
-            async for message in connection:
-                if _too_big(message, remote.MAX_REQUEST):
-                    await connection.close(1009, f"a request is at most {remote.MAX_REQUEST} bytes")
-                    break
-                if not window.fits(message):
-                    await connection.send(remote.busy_reply(message), text=True)
-                else:
-                    window.taken += 1
-                    window.size += len(message)
-                    queue.put_nowait(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            # Requests not begun are dropped (their client is gone and may retry them); the
-            # one running finishes, so its answer is kept for a retry.
-            window.closed = True
-            queue.put_nowait(None)
-            await asyncio.shield(worker)
-
-    async def _answer_queue(
-        self,
-        connection: ServerConnection,
-        queue: asyncio.Queue[str | bytes | None],
-        window: _RpcWindow,
-        may_write: bool,
-    ) -> None:
-        """Answer one connection's requests in order until it ends (a ``None`` entry)."""
-        while (message := await queue.get()) is not None:
-            if window.closed or self._stopping:
-                continue
-            self._begun += 1
-            self._all_answered.clear()
-            try:
-                await self._answer_request(connection, message, window, may_write)
-            finally:
-                self._begun -= 1
-                if not self._begun:
-                    self._all_answered.set()
-
-    async def _answer_request(
-        self,
-        connection: ServerConnection,
-        message: str | bytes,
-        window: _RpcWindow,
-        may_write: bool,
-    ) -> None:
-        """Answer one request and send its reply (unless the connection is gone)."""
-        try:
-            reply = await self._reply(message, may_write=may_write)
-        except Exception:  # a bug of ours: answered, and the connection goes on
-            log.exception("a /rpc request failed")
-            reply = remote.error_reply(
-                remote.request_id_in(message), "server_error", "internal error"
-            )
-        finally:
-            window.taken -= 1
-            window.size -= len(message)
-        try:
-            await connection.send(reply, text=True)
-        except ConnectionClosed:
-            window.closed = True
-        self._touch()
+    def routes(self) -> dict[str, dict[str, Handler]]:
+        """The write routes, by path pattern and method (see :class:`~.http.Routes`)."""
+        return {
+            "/api/projects": {"POST": self.create, "DELETE": self.delete_several},
+            "/api/projects/{id}": {
+                "PUT": self.update,
+                "PATCH": self.update,
+                "DELETE": self.delete,
+            },
+        }
 
     async def finish(self) -> None:
-        """Before a stopping server closes its connections: begin no more team-protocol
-        requests, and let those begun be answered, so that no write is applied unanswered."""
+        """Before a stopping server closes its connections: begin no more writes, and let
+        those begun be answered, so that no write is applied unanswered."""
         self._stopping = True
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._all_answered.wait(), _FINISH_TIMEOUT)
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, op: str | None, *, may_write: bool) -> AsyncIterator[None]:
-        """Take the database's turn for one request: writes one at a time, and before any
-        read waiting; a read once no write waits (or after a while)."""
-        if op in remote.WRITE_OPS and may_write:
-            self._writes += 1
-            self._no_writes.clear()
-            try:
-                # Writes go one at a time: they would only take turns at the database lock
-                # otherwise, polling for it, which stretches the slowest reply.
-                async with self._write_lock:
-                    yield
-            finally:
-                self._writes -= 1
-                if not self._writes:
-                    self._no_writes.set()
-        else:
-            if op in remote.READ_OPS:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._no_writes.wait(), _READ_YIELD)
-            yield
+    # -- the routes ------------------------------------------------------------------
 
-    async def _state(self) -> StoreState:
-        """A read of the database no older than this call, shared with every reader."""
-        version = self.store.file_version()
-        state = await self._read_state()
-        if state.version != version:  # a read begun before a commit: take a newer one
-            state = await self._read_state()
-        self._read_kept = state
-        return state
+    async def create(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        def build(body: dict[str, Any]) -> Write:
+            fields = _fields(body, required=("name",))
+            owner = fields.pop("owner_id") if "owner_id" in fields else self._owner()
+            return Create(owner_id=owner, **fields)
 
-    async def _answer(
-        self, message: str | bytes, op: str | None, *, may_write: bool
-    ) -> remote.Answer:
-        """Answer in a thread: a read once one of the few read slots is free; ``list`` and
-        ``info`` from the shared read of the file (taken in the slot, so that a read waiting
-        holds no old copy of the database)."""
-        if op not in remote.READ_OPS:
-            return await asyncio.to_thread(remote.answer, self.store, message, may_write=may_write)
-        shared = op in _SHARED_READS
-        self._shared_waiting += shared
-        try:
-            async with self._reads:
-                state = None
-                if shared:
-                    # A file that cannot be read is answered from the store, with its error.
-                    with contextlib.suppress(StoreError):
-                        state = await self._state()
-                return await asyncio.to_thread(
-                    remote.answer, self.store, message, may_write=may_write, state=state
+        return await self._write(request, build, _created)
+
+    async def update(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        reference = params["id"]
+
+        def build(body: dict[str, Any]) -> Write:
+            fields = _fields(body, required=())
+            if not fields:
+                raise InvalidInputError(
+                    f"nothing to update: give at least one of {', '.join(EDITABLE_FIELDS)}"
                 )
-        finally:
-            self._shared_waiting -= shared
-            if not self._shared_waiting:
-                self._read_kept = None
+            return Update(reference, fields, if_match=_if_match(request))
 
-    async def _reply(self, message: str | bytes, *, may_write: bool) -> bytes:
-        """The reply to one request; a write whose id was answered before gets that answer
-        again (a client retrying after a lost reply), and one in progress is waited for."""
+        return await self._write(request, build, _updated)
+
+    async def delete(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        reference = params["id"]
+
+        def build(body: dict[str, Any]) -> Write:
+            return Delete((reference,), if_match=_if_match(request))
+
+        return await self._write(request, build, _deleted_one, body_allowed=False)
+
+    async def delete_several(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        query = parse_qs(request.query, keep_blank_values=True)
+
+        def build(body: dict[str, Any]) -> Write:
+            references = query.get("project_id", [])
+            if not references:
+                raise InvalidInputError("name the projects to delete: ?project_id=A&project_id=B")
+            missing_ok = query.get("missing_ok", ["0"])[-1] in ("1", "true", "yes")
+            return Delete(tuple(references), missing_ok=missing_ok, if_match=_if_match(request))
+
+        return await self._write(request, build, _deleted_several, body_allowed=False)
+
+    # -- the one write path ------------------------------------------------------------
+
+    def _owner(self) -> str:
+        return self._default_owner or config.login_name()
+
+    async def _write(
+        self,
+        request: HttpRequest,
+        build: Callable[[dict[str, Any]], Write],
+        respond: Callable[[list[Change]], Response],
+        *,
+        body_allowed: bool = True,
+    ) -> Response:
+        refused = self._refused(request, body_allowed=body_allowed)
+        if refused is not None:
+            return refused
         try:
-            request = orjson.loads(message)
-            request_id: str | None = remote.request_id_of(request)
-        except (orjson.JSONDecodeError, ProjctlError):
-            request, request_id = None, None
-        op = request.get("op") if isinstance(request, dict) else None
-        op = op if isinstance(op, str) else None  # an op of another type is answered unknown_op
-        # A retry is the same request: an id reused for another one is refused, not replayed.
-        digest = hashlib.sha256(message if isinstance(message, bytes) else message.encode())
-        key = (request_id, digest.hexdigest()) if request_id is not None else None
-        if key is not None and may_write:
-            if self._ids.get(key[0], key[1]) != key[1]:
-                return remote.error_reply(
-                    request_id, "bad_request", "this id was already used for another request"
+            key = _idempotency_key(request)
+            body = _json_body(request) if body_allowed else {}
+        except InvalidInputError as error:
+            return problem(http.HTTPStatus.BAD_REQUEST, "invalid_input", str(error))
+        if self._stopping:
+            return _unavailable()
+        self._begun += 1
+        self._all_answered.clear()
+        try:
+            return await self._carry_out(build, body, key, respond)
+        finally:
+            self._begun -= 1
+            if not self._begun:
+                self._all_answered.set()
+
+    async def _carry_out(
+        self,
+        build: Callable[[dict[str, Any]], Write],
+        body: dict[str, Any],
+        key: str | None,
+        respond: Callable[[list[Change]], Response],
+    ) -> Response:
+        fingerprint = None
+        try:
+            async with self._turn:
+                write = build(body)
+                if key is not None:
+                    fingerprint = write_fingerprint(write)
+                    if key in self._in_progress:
+                        return _key_in_use(key)
+                    self._in_progress[key] = fingerprint
+                changes = await asyncio.to_thread(self.storage.commit, write, idempotency_key=key)
+        except ProjctlError as error:
+            return error_response(error)
+        finally:
+            if key is not None and self._in_progress.get(key) == fingerprint:
+                self._in_progress.pop(key, None)
+        for change in changes:
+            if change.event is not None and not change.replayed:
+                self._accept(change.event, change.version, change.restore)
+        response = respond(changes)
+        seqs = [str(change.event["seq"]) for change in changes if change.event is not None]
+        if seqs:
+            # Where the write is on the feed: /ws?since=<first - 1> sees it happen.
+            response.headers["Projctl-Seq"] = ", ".join(seqs)
+        if changes and all(change.replayed for change in changes):
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    def _refused(self, request: HttpRequest, *, body_allowed: bool) -> Response | None:
+        """Who may write, and in what form (checked before the body is parsed)."""
+        token = self.access.presented_token(request.headers, request.target)
+        if token is None:
+            response = problem(
+                http.HTTPStatus.UNAUTHORIZED,
+                "unauthorized",
+                "a write needs the server's write token, as Authorization: Bearer <token>",
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="projctl"'
+            return response
+        if not self.access.may_write(token):
+            return problem(http.HTTPStatus.FORBIDDEN, "forbidden", "this token may only read")
+        if body_allowed:
+            kind = (request.headers.get("Content-Type") or "").partition(";")[0].strip()
+            if kind.lower() != "application/json":
+                return problem(
+                    http.HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    f"a write's body is application/json, not {kind or 'nothing'}",
                 )
-            if key in self._answered:
-                self._answered.move_to_end(key)
-                return self._answered[key]
-            running = self._running.get(key)
-            if running is not None:
-                return await asyncio.shield(running)
-            self._ids[key[0]] = key[1]
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        if key is not None and may_write:
-            self._running[key] = future
-        try:
-            async with self._turn(op, may_write=may_write):
-                answer = await self._answer(message, op, may_write=may_write)
-            for change in answer.changes:
-                if change.event is not None:
-                    self._accept(change.event, change.version, change.restore)
-            if answer.idempotent and key is not None:
-                self._remember(key, answer.reply)
-            future.set_result(answer.reply)
-            return answer.reply
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: a retry waiting on it raises it too
-            raise
-        finally:
-            if key is not None:
-                self._running.pop(key, None)
-                if key not in self._answered:
-                    self._ids.pop(key[0], None)  # not applied: the id is free again
+        return None
 
-    def _remember(self, key: tuple[str, str], reply: bytes) -> None:
-        """Keep a write's reply for its retries: the newest, within a count and a byte total."""
-        self._answered[key] = reply
-        self._answered_bytes += len(reply)
-        while len(self._answered) > 1 and (
-            len(self._answered) > _ANSWERS_KEPT or self._answered_bytes > _ANSWER_BYTES_KEPT
-        ):
-            (forgotten, _digest), old = self._answered.popitem(last=False)
-            self._answered_bytes -= len(old)
-            self._ids.pop(forgotten, None)
+
+# -- request parts -----------------------------------------------------------------------
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidInputError("the body must be a JSON object")
+    return body
+
+
+def _fields(body: dict[str, Any], *, required: tuple[str, ...]) -> dict[str, str]:
+    """A body's project fields, by their names here; unknown ones are refused by name."""
+    fields: dict[str, str] = {}
+    unknown = []
+    for name, value in body.items():
+        field = _ORIGINAL_NAMES.get(name, name)
+        if field not in EDITABLE_FIELDS:
+            unknown.append(name)
+            continue
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{name} must be a string, not {type(value).__name__}")
+        if field in fields and fields[field] != value:
+            raise InvalidInputError(f"{name} and {field} are given with different values")
+        fields[field] = value
+    if unknown:
+        raise InvalidInputError(
+            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"a project has {', '.join(EDITABLE_FIELDS)} (project_type is taken for type)"
+        )
+    for name in required:
+        if name not in fields:
+            raise InvalidInputError(f"{name} is required")
+    return fields
+
+
+def _idempotency_key(request: HttpRequest) -> str | None:
+    """The ``Idempotency-Key`` header (a structured-field string, quotes optional)."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    return check_idempotency_key(key)
+
+
+def _if_match(request: HttpRequest) -> str | None:
+    """The one entity tag of ``If-Match`` (``*``: any version), without its quotes."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    tag = raw.strip()
+    if tag == "*":
+        return tag
+    if "," in tag:
+        raise InvalidInputError("If-Match takes one entity tag (the project's ETag)")
+    if tag.startswith("W/"):
+        return "W/"  # a weak tag never matches strongly: the change is refused (412)
+    return tag.strip('"')
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+def entity_tag(project: Project) -> str:
+    """The ``ETag`` header of a project."""
+    return f'"{project.version_tag}"'
+
+
+def _project_response(status: http.HTTPStatus, body: Any, change: Change) -> Response:
+    response = json_response(status, body)
+    response.headers["ETag"] = entity_tag(change.project)
+    return response
+
+
+def _created(changes: list[Change]) -> Response:
+    (change,) = changes
+    response = _project_response(http.HTTPStatus.CREATED, change.project.to_dict(), change)
+    response.headers["Location"] = f"/api/projects/{change.project.project_id}"
+    return response
+
+
+def _updated(changes: list[Change]) -> Response:
+    (change,) = changes
+    body = {"project": change.project.to_dict(), "updated_fields": list(change.updated_fields)}
+    return _project_response(http.HTTPStatus.OK, body, change)
+
+
+def _deletion(change: Change) -> dict[str, Any]:
+    """What a deletion answers: the contract's three keys, then the project as it was and
+    its event's seq and time."""
+    assert change.event is not None  # a deletion always has its event
+    return {
+        "project_id": change.project.project_id,
+        "name": change.project.name,
+        "deleted": True,
+        "project": change.project.to_dict(),
+        "seq": change.event["seq"],
+        "timestamp": change.event["timestamp"],
+    }
+
+
+def _deleted_one(changes: list[Change]) -> Response:
+    (change,) = changes
+    return json_response(http.HTTPStatus.OK, _deletion(change))
+
+
+def _deleted_several(changes: list[Change]) -> Response:
+    return json_response(http.HTTPStatus.OK, {"deleted": [_deletion(c) for c in changes]})
+
+
+def _key_in_use(key: str) -> Response:
+    response = problem(
+        http.HTTPStatus.CONFLICT,
+        "idempotency_key_in_use",
+        f"a request with Idempotency-Key {key!r} is still being carried out; retry shortly",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _unavailable() -> Response:
+    response = problem(
+        http.HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "the server is stopping; retry"
+    )
+    response.headers["Retry-After"] = "1"
+    return response

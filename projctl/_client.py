@@ -1,0 +1,62 @@
+"""What every client of a projctl server shares: its TLS context, the pauses between
+attempts, and the one line for a server that turned it away.
+
+Standard library only: the request/reply client (``remote``) must not import asyncio or
+websockets for it, and the feed's subscriber (``subscribe``) uses the same rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from collections.abc import Iterator
+
+from projctl.errors import ServerError
+
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "backoff", "client_tls", "refused", "untrusted"]
+
+#: Waits between attempts grow from the first to the last figure, doubling each time.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+
+
+def client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS client context for a ``wss://`` or ``https://`` URL (``None`` for a plain
+    one): the system's CAs, or ``ca_file`` (``PROJCTL_CA_FILE``; ``SSL_CERT_FILE`` is
+    honoured by OpenSSL itself)."""
+    if not url.startswith(("wss://", "https://")):
+        return None
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def untrusted(error: ssl.SSLCertVerificationError, url: str) -> ServerError:
+    """One line for a server whose certificate cannot be trusted."""
+    return ServerError(
+        f"TLS with {url} failed: {error.verify_message}; trust its CA with PROJCTL_CA_FILE"
+    )
+
+
+def refused(status: int, url: str) -> ServerError:
+    """One line for a server that turned a client away for good (a refused token, or any
+    other refused handshake)."""
+    if status in (401, 403):
+        return ServerError(
+            f"the server at {url} refused the token (HTTP {status}); set PROJCTL_TOKEN"
+        )
+    return ServerError(f"the server at {url} refused the connection (HTTP {status})")
+
+
+def backoff(
+    first: float | None = None,
+    *,
+    factor: float = 2.0,
+    maximum: float | None = None,
+    count: int | None = None,
+) -> Iterator[float]:
+    """The pauses between attempts: ``first`` (default :data:`BACKOFF_FIRST`), then each
+    ``factor`` times longer, up to ``maximum`` (default :data:`BACKOFF_MAX`); ``count`` of
+    them (``None``: without end)."""
+    start = BACKOFF_FIRST if first is None else first
+    top = BACKOFF_MAX if maximum is None else maximum
+    pauses = (min(start * factor**n, top) for n in itertools.count())
+    return pauses if count is None else itertools.islice(pauses, count)
