@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from operator import and_
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 from tinydb import where
@@ -37,7 +37,8 @@ from tinydb.queries import QueryLike
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from projctl import _files, events
+from projctl import _files, _storefile, events
+from projctl._storefile import FORMAT, META_ID, SCHEMA, HighWater
 from projctl.backend import Change, Create, Delete, FileVersion, Update, Write
 from projctl.errors import (
     CorruptDatabaseError,
@@ -75,11 +76,6 @@ NEW_FILE_MODE = 0o600
 #: How many restores of an older copy the database remembers (see ``Change.restore``).
 RESTORES_KEPT = 32
 
-_FORMAT = "projctl"
-_SCHEMA = 1
-_META_ID = 1
-_TABLES = ("projects", "journal", "meta")
-
 _T = TypeVar("_T")
 
 #: ``(inode, mtime_ns, size)`` of the database file. Every commit replaces the file, so
@@ -88,59 +84,6 @@ _T = TypeVar("_T")
 
 def _version_of(status: os.stat_result) -> FileVersion:
     return (status.st_ino, status.st_mtime_ns, status.st_size)
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    """Whether ``value`` is a whole number >= 0 (JSON's ``true`` is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-@dataclass(frozen=True)
-class _HighWater:
-    """What the lock file remembers of the database's last commit: its id, last ``seq`` and
-    last issued project id.
-
-    The lock file stays when another program puts an older copy of the database in place
-    (``mv backup.json db.json``), so this record is how a writer knows that seqs and ids
-    up to these were already issued and must never be issued again, and that an empty
-    file where a database was is not a new database. Written by the lock holder after each
-    commit, in place (the lock file itself is never replaced: that would split the lock).
-    """
-
-    database_id: str
-    last_seq: int
-    last_issued: str | None
-
-    @classmethod
-    def read(cls, fd: int) -> _HighWater | None:
-        """The record in the open lock file, ``None`` when it holds none (or garbage: a
-        record torn by a crash is as good as none, the database's own meta then rules)."""
-        try:
-            raw = os.pread(fd, 4096, 0)
-            record = orjson.loads(raw) if raw else None
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        if not isinstance(record, dict):
-            return None
-        database_id, last_seq = record.get("database_id"), record.get("last_seq")
-        last_issued = record.get("last_issued")
-        if not isinstance(database_id, str) or not database_id or not _is_count(last_seq):
-            return None
-        return cls(database_id, last_seq, last_issued if isinstance(last_issued, str) else None)
-
-    def write(self, fd: int) -> None:
-        payload = orjson.dumps(
-            {
-                "database_id": self.database_id,
-                "last_seq": self.last_seq,
-                "last_issued": self.last_issued,
-            }
-        )
-        # Best effort: the database itself is committed already, and a record that lags
-        # behind it is merely raised by the next commit.
-        with contextlib.suppress(OSError):
-            os.pwrite(fd, payload, 0)
-            os.ftruncate(fd, len(payload))
 
 
 @dataclass(frozen=True)
@@ -221,13 +164,13 @@ class _ProjectsTable(Table):
 class _Tables:
     """The three tables of one database state, backed by one :class:`_MemoryStorage`.
 
-    ``high_water`` is the lock file's record (see :class:`_HighWater`), given to a
+    ``high_water`` is the lock file's record (see :class:`HighWater`), given to a
     transaction: seqs and ids it names are never issued again, even when the file holds
     an older copy of the database.
     """
 
     def __init__(
-        self, data: dict[str, dict[str, Any]], high_water: _HighWater | None = None
+        self, data: dict[str, dict[str, Any]], high_water: HighWater | None = None
     ) -> None:
         self.storage = _MemoryStorage(data)
         self.projects = _ProjectsTable(self.storage, "projects")
@@ -238,10 +181,10 @@ class _Tables:
         self.restore: tuple[int, int] | None = None
 
     def read_meta(self) -> dict[str, Any]:
-        meta = self.meta.get(doc_id=_META_ID)
+        meta = self.meta.get(doc_id=META_ID)
         return dict(meta) if isinstance(meta, dict) else {}
 
-    def _remembered(self, meta: dict[str, Any]) -> _HighWater | None:
+    def _remembered(self, meta: dict[str, Any]) -> HighWater | None:
         """The lock file's record when it speaks of this very database."""
         high_water = self.high_water
         if high_water is None or high_water.database_id != meta.get("database_id"):
@@ -309,8 +252,8 @@ class _Tables:
             oldest = sorted(document.doc_id for document in self.journal)[:excess]
             self.journal.remove(doc_ids=oldest)
         new_meta = {
-            "format": _FORMAT,
-            "schema": _SCHEMA,
+            "format": FORMAT,
+            "schema": SCHEMA,
             # Tells a database from a re-created one at the same path.
             "database_id": meta.get("database_id") or os.urandom(8).hex(),
             "last_issued": self.last_issued(meta),
@@ -319,7 +262,7 @@ class _Tables:
             **meta_changes,
             "last_seq": seq,
         }
-        self.meta.upsert(Document(new_meta, doc_id=_META_ID))
+        self.meta.upsert(Document(new_meta, doc_id=META_ID))
         meta.clear()
         meta.update(new_meta)
 
@@ -627,7 +570,7 @@ class ProjectStore:
             ) from None
         lock_existed = os.path.lexists(self.lock_path)
         with self._locked() as lock_fd:
-            high_water = _HighWater.read(lock_fd)
+            high_water = HighWater.read(lock_fd)
             data, read_version = self._read_file_with_version(
                 database_was_here=lock_existed or high_water is not None
             )
@@ -639,14 +582,14 @@ class ProjectStore:
                 meta = tables.read_meta()
                 written.database_id = str(meta.get("database_id", ""))
                 written.restore = tables.restore
-                _HighWater(written.database_id, meta["last_seq"], meta.get("last_issued")).write(
+                HighWater(written.database_id, meta["last_seq"], meta.get("last_issued")).write(
                     lock_fd
                 )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
         """Hold the database's inter-process lock for one transaction; yield the lock file's
-        descriptor (for its :class:`_HighWater` record)."""
+        descriptor (for its :class:`HighWater` record)."""
         on_slow = None
         if self.on_lock_wait is not None:
             on_slow = functools.partial(self.on_lock_wait, self.lock_path)
@@ -710,42 +653,11 @@ class ProjectStore:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        self._check_format(data)
+        _storefile.check_format(data, self.path)
         return data, version
 
     def _not_regular(self) -> StoreError:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")
-
-    def _check_format(self, data: Any) -> None:
-        """Check the shape of everything the code reads without checking it again: the three
-        tables are objects of objects, journal keys are seqs, and the meta's values have
-        their types. Project records and journal entries are checked field by field
-        where they are read."""
-        not_ours = CorruptDatabaseError(
-            f"{self.path} is not a projctl database; it was left untouched"
-        )
-        if not isinstance(data, dict):
-            raise not_ours
-        meta = (
-            data.get("meta", {}).get(str(_META_ID)) if isinstance(data.get("meta"), dict) else None
-        )
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise not_ours
-        if not all(isinstance(data.get(name, {}), dict) for name in _TABLES):
-            raise not_ours
-        schema = meta.get("schema")
-        if not isinstance(schema, int) or schema > _SCHEMA:
-            raise StoreError(
-                f"database {self.path} has schema {schema!r}, newer than this projctl "
-                f"understands ({_SCHEMA}); upgrade projctl"
-            )
-        if "last_seq" not in meta:
-            raise not_ours
-        problem = _meta_problem(meta) or _tables_problem(data)
-        if problem is not None:
-            raise CorruptDatabaseError(
-                f"database {self.path} is malformed: {problem}; it was left untouched"
-            )
 
     def _write_file(
         self, data: dict[str, dict[str, Any]], read_version: FileVersion | None
@@ -769,38 +681,6 @@ class ProjectStore:
                 f"cannot write database {self.path}: {error.strerror or error}"
             ) from None
         return _version_of(status)
-
-
-def _meta_problem(meta: dict[str, Any]) -> str | None:
-    """What is wrong with the meta record, ``None`` when nothing is."""
-    if not _is_count(meta.get("last_seq")):
-        return f"last_seq is {meta.get('last_seq')!r}, not a seq"
-    if not isinstance(meta.get("database_id", ""), str):
-        return "database_id is not a string"
-    last_issued = meta.get("last_issued")
-    if last_issued is not None and not isinstance(last_issued, str):
-        return f"last_issued is {last_issued!r}, not a project id"
-    limit = meta.get("journal_limit", 1)
-    if not _is_count(limit) or limit < 1:
-        return f"journal_limit is {limit!r}, not a count"
-    restores = meta.get("restores", [])
-    if not isinstance(restores, list) or not all(
-        isinstance(pair, list) and len(pair) == 2 and all(_is_count(seq) for seq in pair)
-        for pair in restores
-    ):
-        return "restores is not a list of seq ranges"
-    return None
-
-
-def _tables_problem(data: dict[str, Any]) -> str | None:
-    """What is wrong with the projects and journal tables' shape, ``None`` when nothing is."""
-    for key, record in data.get("projects", {}).items():
-        if not isinstance(record, dict):
-            return f"project {key!r} is not a record"
-    for key, entry in data.get("journal", {}).items():
-        if not (key.isdigit() and key.isascii()) or not isinstance(entry, dict):
-            return f"journal entry {key!r} is not an event"
-    return None
 
 
 @dataclass

@@ -30,8 +30,10 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "model": {"errors"},
     "events": {"errors"},
     "_files": set(),
+    # The database file's format checks and the lock file's record: store's own, TinyDB-free.
+    "_storefile": {"errors"},
     "backend": {"model", "events", "errors", "runtime"},
-    "store": {"backend", "model", "events", "errors", "_files"},
+    "store": {"backend", "model", "events", "errors", "_files", "_storefile"},
     "jetstream": {"backend", "model", "events", "errors", "_files"},
     "local": {"backend", "config", "errors", "events", "model", "store", "runtime", "rpc"},
     "rpc": {"config", "errors", "_files"},
