@@ -39,7 +39,7 @@ from tinydb.table import Document, Table
 
 from projctl import _files, _storefile, events
 from projctl._storefile import FORMAT, META_ID, SCHEMA, HighWater
-from projctl.backend import Change, Create, Delete, FileVersion, Update, Write
+from projctl.backend import Change, Create, Delete, Emit, FileVersion, Update, Write
 from projctl.errors import (
     CorruptDatabaseError,
     DatabaseChangedError,
@@ -313,6 +313,8 @@ class ProjectStore:
             return [self.update(write.project_id, write.changes)]
         if isinstance(write, Delete):
             return self.delete_many(write.project_ids, missing_ok=write.missing_ok)
+        if isinstance(write, Emit):
+            return [self.emit(write.project_id, write.event_type, write.data)]
         raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
     def create(
@@ -422,6 +424,30 @@ class ProjectStore:
                 tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
                 deletions.append((project, event))
         return [written.change(project, event) for project, event in deletions]
+
+    def emit(
+        self, project_id: str, event_type: str, data: Mapping[str, Any] | None = None
+    ) -> Change:
+        """Journal an emitted ``event_type`` event about one project, with ``data``.
+
+        The :class:`Change` holds the project, unchanged, and the event. The rules are
+        :func:`events.validate_event_type` and :func:`events.validate_emit_data`
+        (:class:`InvalidInputError`), checked before the lock is taken.
+        """
+        kind = events.validate_event_type(event_type)
+        extra = events.validate_emit_data(data)
+        with self._transaction() as (tables, written):
+            project = tables.project(project_id)
+            meta = tables.read_meta()
+            event = events.emitted(
+                project.to_dict(),
+                kind,
+                extra,
+                seq=tables.next_seq(meta),
+                timestamp=format_timestamp(utc_now()),
+            )
+            tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
+        return written.change(project, event)
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, else an exact unique name.
