@@ -257,7 +257,7 @@ class Database:
 
         # The rules first: a broken one is the same error whether or not the project exists.
         kind = events.validate_event_type(event_type)
-        extra = events.validate_emit_data(data)
+        extra = events.validate_emit_data({} if data is None else data)
         (change,) = self.backend.commit(Emit(self.resolve(project), kind, extra))
         assert change.event is not None  # an emitted event is always committed
         return change.event

@@ -183,15 +183,13 @@ def validate_event_type(value: object) -> str:
     return value
 
 
-def validate_emit_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
+def validate_emit_data(data: object) -> dict[str, Any]:
     """An emitted event's extra ``data``: a JSON object (string keys; strings, finite
     numbers, booleans, null, lists and objects) of at most :data:`EMIT_DATA_MAX_BYTES` as
     compact JSON, without the project's own keys (``project_id``, ``name``). Returns a
     plain copy; raises :class:`InvalidInputError`."""
     import orjson
 
-    if data is None:
-        return {}
     if not isinstance(data, Mapping):
         raise InvalidInputError(f"data must be a JSON object, not {_json_kind(data)}")
     reserved = [key for key in _RESERVED_DATA_KEYS if key in data]

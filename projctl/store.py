@@ -435,7 +435,7 @@ class ProjectStore:
         (:class:`InvalidInputError`), checked before the lock is taken.
         """
         kind = events.validate_event_type(event_type)
-        extra = events.validate_emit_data(data)
+        extra = events.validate_emit_data({} if data is None else data)
         with self._transaction() as (tables, written):
             project = tables.project(project_id)
             meta = tables.read_meta()

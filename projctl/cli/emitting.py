@@ -63,7 +63,7 @@ def emit(
         projctl emit "$id" tests_run --data '{"passed": 41, "failed": 0, "duration_s": 12.5}'
     """
     kind = validate_event_type(event_type)
-    extra = validate_emit_data(None if data is None else _parse_data(data))
+    extra = validate_emit_data({} if data is None else _parse_data(data))
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
     event = database.emit(project, kind, extra)
     if quiet:
