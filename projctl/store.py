@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -666,21 +665,7 @@ class ProjectStore:
                     "exists): another program may be rewriting it; it was left untouched"
                 )
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
-        # Parsing builds one dict per project, none of which can be part of a cycle;
-        # without this the cyclic GC walks the growing heap again and again.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise CorruptDatabaseError(
-                f"database {self.path} is not valid JSON; it was left untouched"
-            ) from None
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        _storefile.check_format(data, self.path)
-        return data, version
+        return _storefile.parse(raw, self.path), version
 
     def _not_regular(self) -> StoreError:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")
