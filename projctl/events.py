@@ -40,6 +40,7 @@ __all__ = [
     "encode_event",
     "format_timestamp",
     "is_emitted_type",
+    "is_event",
     "is_event_type",
     "parse_timestamp",
     "project_created",
@@ -165,6 +166,14 @@ def is_emitted_type(value: object) -> bool:
 def is_event_type(value: object) -> bool:
     """Whether ``value`` names an event: a lifecycle one or a valid emitted one."""
     return value in EVENT_TYPES or is_emitted_type(value)
+
+
+def is_event(message: Mapping[str, Any]) -> bool:
+    """Whether ``message`` claims to be an event: of a lifecycle type, or of an emitted type
+    with a ``seq`` (every journaled event has one). Any other message, such as a kind a later
+    server may add, is no event: consumers pass it by."""
+    event_type = message.get("event_type")
+    return event_type in EVENT_TYPES or (is_emitted_type(event_type) and "seq" in message)
 
 
 def validate_event_type(value: object) -> str:

@@ -27,7 +27,7 @@ from projctl.errors import (
     ServerNotAnsweringError,
     ServerUnavailableError,
 )
-from projctl.events import PROJECTS_MESSAGE_TYPES, is_event_type
+from projctl.events import PROJECTS_MESSAGE_TYPES, is_event
 from projctl.runtime import Endpoint
 
 __all__ = [
@@ -106,8 +106,8 @@ def _malformed(data: dict[str, Any]) -> str:
     half-way through rebuilding its projects.
     """
     event_type = data.get("event_type")
-    is_event = is_event_type(event_type)
-    if event_type not in PROJECTS_MESSAGE_TYPES and not is_event:
+    an_event = is_event(data)
+    if event_type not in PROJECTS_MESSAGE_TYPES and not an_event:
         return ""
     seq = data.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
@@ -115,7 +115,7 @@ def _malformed(data: dict[str, Any]) -> str:
     payload = data.get("data")
     if not isinstance(payload, dict):
         return "data is not an object"
-    if is_event:
+    if an_event:
         return "" if isinstance(payload.get("project_id", ""), str) else "project_id is not text"
     projects = payload.get("projects")
     if not isinstance(projects, list):

@@ -454,6 +454,18 @@ def test_watch_abbreviates_an_emitted_events_label_on_a_narrow_terminal() -> Non
     assert "pages=12" not in narrow.split("Recent events")[0]
 
 
+def test_a_message_without_a_seq_is_no_emitted_event() -> None:
+    """Any name may be an emitted event's type; without a seq a message is another kind (one a
+    later server may add), and watch passes it by."""
+    state = loaded_state()
+    state.apply(message({"event_type": "hello", "data": {"project_id": "proj_a"}}), NOW)
+    assert (state.events_seen, len(state.feed)) == (0, 0)
+    assert not events.is_event({"event_type": "hello"})
+    assert events.is_event({"event_type": "hello", "seq": 3})
+    assert events.is_event({"event_type": "project_created"})
+    assert not events.is_event({"event_type": "resync", "seq": 3})
+
+
 def test_filters_judge_an_emitted_event_by_the_project() -> None:
     on_hold = record("proj_b", status="on_hold")
     event = emitted(on_hold, "tests_run", {}, seq=2, timestamp=STAMP)

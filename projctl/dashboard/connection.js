@@ -46,7 +46,8 @@ export function createConnection(view) {
     }
     // An emitted event (projctl emit) takes its place in the seq order like any other:
     // skipped, it would look like a gap before the next one.
-    var emitted = isEmittedType(type);
+    // Only with a seq: a message of another kind (one a later server may add) has none.
+    var emitted = isEmittedType(type) && seq !== null;
     if (!EVENT_TYPES.has(type) && !emitted) return;
     if (seq !== null && model.lastSeq !== null) {
       if (seq <= model.lastSeq) return; // seen already (replayed after a reconnect)

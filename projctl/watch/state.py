@@ -175,7 +175,7 @@ class WatchState:
                     )
                 )
             return
-        if not events.is_event_type(event_type):
+        if not events.is_event(item.data):
             return
         payload = item.data.get("data", {})
         project_id = str(payload.get("project_id", ""))
