@@ -9,6 +9,7 @@ command line is a thin layer over it::
     change = db.create("Billing API", type="api", owner_id="alice")
     print(change.project.project_id, change.event["seq"])
     db.update(change.project.project_id, status="in_progress")
+    db.emit(change.project.project_id, "tests_run", {"passed": 41, "failed": 0})
     for project in db.list(status="in_progress"):
         print(project.name)
 
@@ -29,7 +30,7 @@ import builtins
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,7 @@ class Database:
     The storage is the local TinyDB file (with its broadcast server), or a team server
     when ``PROJCTL_URL`` is set; the methods are the same for both.
     Changes (:meth:`create`, :meth:`update`, :meth:`delete`) return a :class:`Change`
+    (:meth:`emit`, which records an event and changes no project, returns the event)
     and raise :class:`InvalidInputError` for values that break the rules,
     :class:`ProjectNotFoundError` for an unknown id and :class:`StoreError` when the
     file cannot be read, locked or written; nothing is written when they raise.
@@ -265,6 +267,36 @@ class Database:
 
         write = Delete(tuple(project_ids), missing_ok=missing_ok, if_match=if_match)
         return self.backend.commit(write, idempotency_key=_key(idempotency_key))
+
+    def emit(
+        self,
+        project: str,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """Record an ``event_type`` event about ``project`` (an id or an exact unique name),
+        journal it with the next ``seq`` and broadcast it, as a lifecycle event is; return it.
+
+        Its ``data`` is the project's ``project_id`` and ``name``, then ``data`` (a JSON
+        object of at most 64 KiB that sets neither). ``event_type`` is a name of 3-64 of
+        ``a-z``, ``0-9`` or ``_`` starting with a letter, none of the lifecycle events';
+        ``docs/events.md`` has the conventional ones (``tests_run``, ...). The project is
+        not changed. Raises :class:`InvalidInputError` for a rule broken,
+        :class:`ProjectNotFoundError` for an unknown project. ``idempotency_key``: as for
+        :meth:`create` (the event is recorded once).
+        """
+        from projctl import events
+        from projctl.backend import Emit
+
+        # The rules first: a broken one is the same error whether or not the project exists.
+        kind = events.validate_event_type(event_type)
+        extra = events.validate_emit_data({} if data is None else data)
+        write = Emit(project, kind, extra)
+        (change,) = self.backend.commit(write, idempotency_key=_key(idempotency_key))
+        assert change.event is not None  # an emitted event is always committed
+        return change.event
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, or else an exact unique name.

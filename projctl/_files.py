@@ -158,11 +158,12 @@ def lock_holder(path: Path) -> int | None:
     return None
 
 
-def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
+def read_regular(path: Path, *, limit: int | None = None) -> tuple[bytes, os.stat_result] | None:
     """The bytes of the regular file at ``path`` and its status; ``None`` if there is none.
 
     Raises :class:`NotRegularFile` for anything but a regular file (symlinks to
-    one are followed), and ``OSError`` when it cannot be read.
+    one are followed), and ``OSError`` when it cannot be read. With ``limit``, at most
+    ``limit + 1`` bytes are read: more than ``limit`` back means the file is larger.
     """
     try:
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
@@ -181,7 +182,7 @@ def read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as file:
-        return file.read(), status
+        return file.read() if limit is None else file.read(limit + 1), status
 
 
 def _is_socket(path: Path) -> bool:

@@ -8,6 +8,7 @@ last commit (:class:`HighWater`). Neither touches TinyDB: both work on decoded J
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,16 @@ import orjson
 
 from projctl.errors import CorruptDatabaseError, StoreError
 
-__all__ = ["FORMAT", "META_ID", "SCHEMA", "TABLES", "HighWater", "check_format", "is_count"]
+__all__ = [
+    "FORMAT",
+    "META_ID",
+    "SCHEMA",
+    "TABLES",
+    "HighWater",
+    "check_format",
+    "is_count",
+    "parse",
+]
 
 FORMAT = "projctl"
 SCHEMA = 1
@@ -77,6 +87,26 @@ class HighWater:
         with contextlib.suppress(OSError):
             os.pwrite(fd, payload, 0)
             os.ftruncate(fd, len(payload))
+
+
+def parse(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
+    """The database file's bytes as its tables, their format checked (:func:`check_format`);
+    :class:`CorruptDatabaseError` for bytes that are not JSON."""
+    # Parsing builds one dict per project, none of which can be part of a cycle;
+    # without this the cyclic GC walks the growing heap again and again.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptDatabaseError(
+            f"database {path} is not valid JSON; it was left untouched"
+        ) from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    check_format(data, path)
+    return data  # type: ignore[no-any-return]
 
 
 def check_format(data: Any, path: Path) -> None:

@@ -4,8 +4,8 @@
 path use; they never learn which storage they have. Today there are two: the TinyDB file
 on this machine with its background server (``projctl.local``), and a team server reached
 over the team protocol (``projctl.remote``). A change goes in as one :data:`Write` and
-comes back as :class:`Change` results, one per event committed; a later write (a custom
-event) is one more member of :data:`Write`, not one more method.
+comes back as :class:`Change` results, one per event committed; an emitted event
+(:class:`Emit`) is one more member of :data:`Write`, not one more method.
 
 This module holds types only: it reads nothing and starts nothing.
 """
@@ -28,6 +28,7 @@ __all__ = [
     "Change",
     "Create",
     "Delete",
+    "Emit",
     "FileVersion",
     "Update",
     "Write",
@@ -44,11 +45,12 @@ class Change:
     """What one change did: the result of a :data:`Write` committed to a :class:`Backend`.
 
     ``project`` is the project after the change (for a deletion: as it was when
-    deleted). ``event`` is the journaled event, ``None`` when an update changed no
-    value (then nothing was written). ``updated_fields`` lists the fields whose value
-    changed, in :data:`~projctl.model.EDITABLE_FIELDS` order (empty for create and
-    delete). ``version`` is the :data:`FileVersion` the commit wrote, which a forward
-    carries so the server can tell whether the file holds commits it was not told about;
+    deleted; for an :class:`Emit`: as it is, unchanged). ``event`` is the journaled
+    event, ``None`` when an update changed no value (then nothing was written).
+    ``updated_fields`` lists the fields whose value changed, in
+    :data:`~projctl.model.EDITABLE_FIELDS` order (empty for the other writes).
+    ``version`` is the :data:`FileVersion` the commit wrote, which a forward carries so
+    the server can tell whether the file holds commits it was not told about;
     ``database_id`` identifies the database it went into, so a forward can never be
     taken by a server of another database. ``restore`` is set when this commit found an
     older copy of the database put in place by another program: ``(kept, lost)``, the
@@ -105,8 +107,20 @@ class Delete:
     if_match: str | None = None
 
 
+@dataclass(frozen=True)
+class Emit:
+    """An emitted event about one project (by id): ``event_type`` and the caller's ``data``
+    (the rules: :func:`projctl.events.validate_event_type` and
+    :func:`~projctl.events.validate_emit_data`). Journaled with the next ``seq`` and
+    broadcast like a lifecycle event; it changes no project."""
+
+    project_id: str
+    event_type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
 #: One change, committed all-or-nothing.
-Write = Create | Update | Delete
+Write = Create | Update | Delete | Emit
 
 
 #: An idempotency key: 1 to this many printable ASCII characters (what a header carries).

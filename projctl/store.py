@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import gc
 import os
 import stat
 import threading
@@ -41,7 +40,16 @@ from tinydb.table import Document, Table
 
 from projctl import _files, _storefile, events
 from projctl._storefile import FORMAT, META_ID, SCHEMA, HighWater
-from projctl.backend import Change, Create, Delete, FileVersion, Update, Write, write_fingerprint
+from projctl.backend import (
+    Change,
+    Create,
+    Delete,
+    Emit,
+    FileVersion,
+    Update,
+    Write,
+    write_fingerprint,
+)
 from projctl.errors import (
     AmbiguousReferenceError,
     CorruptDatabaseError,
@@ -362,6 +370,9 @@ class ProjectStore:
             if not write.changes:
                 raise InvalidInputError("nothing to update: give at least one field to change")
             validate_fields(write.changes)
+        elif isinstance(write, Emit):
+            events.validate_event_type(write.event_type)
+            events.validate_emit_data(write.data)
         with self._transaction() as (tables, written):
             if idempotency_key is None:
                 changes = self._checked(lambda: self._commit(tables, write))
@@ -454,6 +465,8 @@ class ProjectStore:
             if not ids:
                 return []
             return self.delete_many(ids, missing_ok=write.missing_ok, if_match=write.if_match)
+        if isinstance(write, Emit):
+            return [self.emit(tables.resolve(write.project_id), write.event_type, write.data)]
         raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
     def create(
@@ -576,6 +589,30 @@ class ProjectStore:
                 tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
                 deletions.append((project, event))
         return [written.change(project, event) for project, event in deletions]
+
+    def emit(
+        self, project_id: str, event_type: str, data: Mapping[str, Any] | None = None
+    ) -> Change:
+        """Journal an emitted ``event_type`` event about one project, with ``data``.
+
+        The :class:`Change` holds the project, unchanged, and the event. The rules are
+        :func:`events.validate_event_type` and :func:`events.validate_emit_data`
+        (:class:`InvalidInputError`), checked before the lock is taken.
+        """
+        kind = events.validate_event_type(event_type)
+        extra = events.validate_emit_data({} if data is None else data)
+        with self._transaction() as (tables, written):
+            project = tables.project(project_id)
+            meta = tables.read_meta()
+            event = events.emitted(
+                project.to_dict(),
+                kind,
+                extra,
+                seq=tables.next_seq(meta),
+                timestamp=format_timestamp(utc_now()),
+            )
+            tables.append_event(event, meta=meta, journal_limit=self.journal_limit)
+        return written.change(project, event)
 
     def resolve(self, reference: str) -> str:
         """The id of the project ``reference`` names: an exact id, else an exact unique name.
@@ -787,21 +824,7 @@ class ProjectStore:
                     "exists): another program may be rewriting it; it was left untouched"
                 )
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
-        # Parsing builds one dict per project, none of which can be part of a cycle;
-        # without this the cyclic GC walks the growing heap again and again.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise CorruptDatabaseError(
-                f"database {self.path} is not valid JSON; it was left untouched"
-            ) from None
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        _storefile.check_format(data, self.path)
-        return data, version
+        return _storefile.parse(raw, self.path), version
 
     def _not_regular(self) -> StoreError:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")

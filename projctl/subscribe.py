@@ -27,7 +27,7 @@ from projctl.errors import (
     ServerNotAnsweringError,
     ServerUnavailableError,
 )
-from projctl.events import EVENT_TYPES, PROJECTS_MESSAGE_TYPES
+from projctl.events import PROJECTS_MESSAGE_TYPES, is_event
 from projctl.runtime import Endpoint
 
 __all__ = [
@@ -96,13 +96,15 @@ def _decode(frame: str | bytes) -> Message:
 
 def _malformed(data: dict[str, Any]) -> str:
     """What is wrong with a message that every consumer folds (a snapshot, a resync, a
-    lifecycle event); ``""`` when nothing is, or when it is of a type nobody folds.
+    lifecycle or emitted event); ``""`` when nothing is, or when it is of a type nobody
+    folds.
 
     Checked as it enters, so that a consumer never meets a missing key or a wrong type
     half-way through rebuilding its projects.
     """
     event_type = data.get("event_type")
-    if event_type not in PROJECTS_MESSAGE_TYPES and event_type not in EVENT_TYPES:
+    an_event = is_event(data)
+    if event_type not in PROJECTS_MESSAGE_TYPES and not an_event:
         return ""
     seq = data.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
@@ -110,7 +112,7 @@ def _malformed(data: dict[str, Any]) -> str:
     payload = data.get("data")
     if not isinstance(payload, dict):
         return "data is not an object"
-    if event_type in EVENT_TYPES:
+    if an_event:
         return "" if isinstance(payload.get("project_id", ""), str) else "project_id is not text"
     projects = payload.get("projects")
     if not isinstance(projects, list):
@@ -159,8 +161,8 @@ async def follow(
     ``since`` (``None``: only what happens from now on), or with a ``snapshot``
     message when ``snapshot`` is true. On a disconnect it yields a ``reconnecting``
     :class:`Connection`, waits with backoff and resumes after the last ``seq`` seen:
-    no event is lost and none is yielded twice. Lifecycle events, ``snapshot`` and
-    ``resync`` messages are yielded as :class:`Message`.
+    no event is lost and none is yielded twice. Lifecycle and emitted events, ``snapshot``
+    and ``resync`` messages are yielded as :class:`Message`.
 
     Raises what cannot be retried as :class:`~projctl.errors.ServerError`: a server
     that cannot be started or sends garbage, a handshake refused for good (a missing

@@ -166,6 +166,34 @@ def test_create(database: projctl.Database) -> None:
     assert database.latest_seq() == 1
 
 
+def test_emit_journals_an_event_and_changes_no_project(database: projctl.Database) -> None:
+    project = database.create("Billing API").project
+    if database.settings.url is not None:
+        # Not wired to a team server yet (its route is another change): refused, nothing written.
+        with pytest.raises(InvalidInputError, match="cannot commit Emit"):
+            database.emit(project.project_id, "tests_run", {"passed": 1})
+        assert database.latest_seq() == 1
+        return
+    event = database.emit("Billing API", "tests_run", {"passed": 41, "failed": 0})
+    assert event["event_type"] == "tests_run"
+    assert event["seq"] == 2
+    assert event["data"] == {
+        "project_id": project.project_id,
+        "name": "Billing API",
+        "passed": 41,
+        "failed": 0,
+    }
+    assert database.get(project.project_id) == project
+    assert database.journal(after=1) == [event]
+    caught_up(database)
+    assert follow(database, since=1, count=1) == [event]
+    with pytest.raises(ProjectNotFoundError):
+        database.emit("proj_nope", "tests_run")
+    with pytest.raises(InvalidInputError):
+        database.emit(project.project_id, "project_deleted")
+    assert database.latest_seq() == 2
+
+
 def test_update_reports_the_fields_that_changed(database: projctl.Database) -> None:
     project_id = database.create("Old", owner_id="ann").project.project_id
     change = database.update(project_id, status="in_progress", name="New", owner_id="ann")

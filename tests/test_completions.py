@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
 BIN = str(Path(PROJCTL).parent)
 
-COMMANDS = {"create", "update", "delete", "list", "show", "watch", "serve", "server"}
+COMMANDS = {"create", "update", "delete", "list", "show", "emit", "watch", "serve", "server"}
 STATUSES = set(model.STATUSES)
 
 BashComplete = Callable[[list[str]], list[str]]
@@ -102,6 +102,33 @@ def test_bash_completes_statuses_and_event_types(bash_complete: BashComplete) ->
         "project_updated",
         "project_deleted",
     }
+
+
+def test_bash_completes_event_types_seen_in_the_journal(
+    bash_complete: BashComplete, store: ProjectStore
+) -> None:
+    """``watch --event``: the lifecycle events and every type the journal holds; ``emit``'s
+    EVENT_TYPE: the conventional names and every emitted type the journal holds."""
+    project_id = store.create("Billing API").project.project_id
+    store.emit(project_id, "deployed", {"env": "prod"})
+    store.emit(project_id, "tests_run")
+    assert bash_complete(["projctl", "watch", "--event", ""]) == [
+        "project_created",
+        "project_updated",
+        "project_deleted",
+        "deployed",
+        "tests_run",
+    ]
+    assert bash_complete(["projctl", "watch", "--event", "dep"]) == ["deployed"]
+    assert bash_complete(["projctl", "emit", project_id, ""]) == [
+        "project_modified",
+        "documentation_generated",
+        "tests_generated",
+        "tests_run",
+        "deployed",
+    ]
+    assert bash_complete(["projctl", "emit", project_id, "te"]) == ["tests_generated", "tests_run"]
+    assert bash_complete(["projctl", "emit", ""]) == [project_id]  # first the project
 
 
 def test_bash_completes_options(bash_complete: BashComplete) -> None:

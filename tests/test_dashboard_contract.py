@@ -59,6 +59,10 @@ def test_the_contract_is_the_models_and_the_events_own() -> None:
         "deleted": "project_deleted",
     }
     assert sorted(contract["events"].values()) == sorted(events.EVENT_TYPES)
+    # The page tells emitted events by the very pattern projctl emit enforces.
+    assert contract["emitted_type_pattern"] == events.EMIT_TYPE_PATTERN.pattern
+    pattern = re.compile(contract["emitted_type_pattern"])
+    assert all(pattern.fullmatch(name) for name in events.CONVENTIONAL_EVENT_TYPES)
     assert contract["projects_messages"] == list(events.PROJECTS_MESSAGE_TYPES)
     assert contract["highlight_ms"] == events.HIGHLIGHT_SECONDS * 1000 == 10_000
     assert contract["deleted_linger_ms"] == events.DELETED_LINGER_SECONDS * 1000 == 5_000
@@ -113,3 +117,18 @@ def test_every_module_the_page_imports_is_served_as_javascript(store: ProjectSto
                 assert (await asyncio.to_thread(http_get, server.port, path))[0] == 404, path
 
     run(scenario())
+
+
+def test_the_page_applies_emitted_events_in_seq_order() -> None:
+    """Without a browser: the connection hands every event of a valid emitted type to the state
+    (so its seq counts and the next event is no gap), and the contract's lifecycle events stay
+    the only ones that change a project."""
+    connection = (PAGE_FILES / "connection.js").read_text()
+    state = (PAGE_FILES / "state.js").read_text()
+    contract = (PAGE_FILES / "contract.js").read_text()
+    assert "contract.emitted_type_pattern" in contract
+    assert "if (!EVENT_TYPES.has(type) && !emitted) return;" in connection
+    assert "if (emitted) applyEmitted(type, message, seq);" in connection
+    applied = state.split("export function applyEmitted", 1)[1].split("\n}\n", 1)[0]
+    assert "model.lastSeq = seq" in applied
+    assert "model.projects.set" not in applied  # it changes no project

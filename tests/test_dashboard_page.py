@@ -18,7 +18,7 @@ from projctl.events import dashboard_contract
 from projctl.model import PROJECT_FIELDS, STATUSES
 
 from .conftest import require_tool, wait_until
-from .test_dashboard import CHROMIUM_ARGS, TIMEOUT_MS, rows, wait_for_seq
+from .test_dashboard import CHROMIUM_ARGS, READ_FEED, TIMEOUT_MS, rows, wait_for_seq
 
 pytestmark = pytest.mark.slow
 
@@ -199,11 +199,13 @@ def test_invisible_and_direction_characters_show_as_escapes(
     assert not any(char in body for char in INVISIBLE)
 
 
-#: Another contract: the page must take its statuses, fields and event names from it.
+#: Another contract: the page must take its statuses, fields and event names from it (and what
+#: an emitted event's type looks like: here, no name of the usual contract is one).
 OTHER_CONTRACT = {
     **CONTRACT,
     "statuses": ["created", "blocked"],
     "events": {"created": "thing_created", "updated": "thing_updated", "deleted": "thing_gone"},
+    "emitted_type_pattern": "custom_[a-z]+",
 }
 
 
@@ -231,4 +233,51 @@ def test_the_page_takes_statuses_and_event_names_from_its_contract(
     # A status of the contract is a known one (not "status-other"): none of it is retyped.
     assert page.locator('[data-project-id="proj_a"] .pill').get_attribute("class") == (
         "pill status-blocked"
+    )
+
+
+def emitted(seq: int, project: dict[str, str], event_type: str, **data: Any) -> str:
+    """An emitted event (projctl emit) about ``project``, as the server sends it."""
+    payload = {"project_id": project["project_id"], "name": project["name"], **data}
+    message = {"event_type": event_type, "timestamp": STAMP, "seq": seq, "data": payload}
+    return orjson.dumps(message).decode()
+
+
+def test_emitted_events_are_shown_and_keep_the_seq_order(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    """An emitted event highlights its project's row (whose fields stay as they are) and goes in
+    the feed with a summary of its data; it is never taken for a gap, so no event after it is
+    held back and no resume is asked for."""
+    page, feed = page_and_feed
+    alpha, beta = record("proj_a"), record("proj_b")
+    wait_for_connections(page, feed, 1)
+    socket = feed.sockets[0]
+    socket.send(snapshot(1, alpha, beta))
+    socket.send(emitted(2, alpha, "tests_run", passed=41, failed=0, files=["a.py", "b.py"]))
+    socket.send(created(3, record("proj_c")))
+    socket.send(emitted(4, record("proj_gone"), "documentation_generated", pages=3))
+    socket.send(emitted(5, beta, "project_modified", commit="9f2c1e0"))
+    wait_for_seq(page, 5)
+    assert feed.queries() == ["snapshot=1"]  # no gap was seen
+    assert page.evaluate("() => window.projctlDashboard.events") == 4
+    shown = {row["id"]: row for row in rows(page)}
+    assert list(shown) == ["proj_b", "proj_c", "proj_a"]  # the newest change on top
+    assert "row-emitted" in shown["proj_a"]["classes"]
+    assert shown["proj_a"]["cells"]["last_change"] == "tests_run passed=41 failed=0 files=[2 items]"
+    assert shown["proj_b"]["cells"]["last_change"] == "project_modified commit=9f2c1e0"
+    assert shown["proj_a"]["cells"]["status"] == alpha["status"]  # no field changed
+    assert shown["proj_a"]["changed"] == []
+    assert page.evaluate(READ_FEED) == [
+        ["5", "project_modified"],
+        ["4", "documentation_generated"],
+        ["3", "project_created"],
+        ["2", "tests_run"],
+    ]
+    item = page.locator('[data-testid=feed] li[data-seq="2"]')
+    assert "feed-emitted" in (item.get_attribute("class") or "")
+    assert item.locator(".feed-detail").text_content() == "passed=41 failed=0 files=[2 items]"
+    # The highlight fades like any other (the page's clock, not the test's, decides).
+    page.wait_for_selector(
+        '[data-project-id="proj_a"]:not(.row-emitted)', timeout=CONTRACT["highlight_ms"] + 5_000
     )

@@ -36,6 +36,7 @@ def test_commands() -> None:
     assert COMMANDS == [
         "create",
         "delete",
+        "emit",
         "info",
         "list",
         "open",
@@ -100,7 +101,8 @@ def test_readme_documents_the_python_api() -> None:
 
     section = README.split("## Use from Python", 1)[1].split("\n## ", 1)[0]
     assert "examples/api.py" in section
-    for method in ("create", "update", "delete", "get", "list", "subscribe", "serve", "serving"):
+    methods = ("create", "update", "delete", "emit", "get", "list", "subscribe", "serve", "serving")
+    for method in methods:
         assert f"db.{method}(" in section, method
         assert getattr(projctl.Database, method).__doc__, method
 

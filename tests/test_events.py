@@ -87,7 +87,9 @@ def test_encode_is_compact_json_in_contract_order() -> None:
     [
         b"not json",
         b"[]",
-        b'{"event_type":"project_exploded","timestamp":"t","seq":1,"data":{"project_id":"p"}}',
+        b'{"event_type":"Project-Exploded","timestamp":"t","seq":1,"data":{"project_id":"p"}}',
+        b'{"event_type":"resync","timestamp":"t","seq":1,"data":{"project_id":"p"}}',
+        b'{"event_type":"tests_run","timestamp":"t","seq":1,"data":{"name":"n"}}',
         b'{"event_type":"project_created","timestamp":"t","seq":0,"data":{"project_id":"p"}}',
         b'{"event_type":"project_created","timestamp":"t","seq":true,"data":{"project_id":"p"}}',
         b'{"event_type":"project_created","timestamp":1,"seq":1,"data":{"project_id":"p"}}',

@@ -38,17 +38,32 @@ def test_example_ci_script(bash: str, tmp_path: Path, store: ProjectStore) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     assert "completion event received" in done.stdout
     assert store.list_projects() == []  # cleaned up
-    kinds = [(event["event_type"], event["data"].get("status")) for event in store.journal()]
+    journal = store.journal()
+    kinds = [(event["event_type"], event["data"].get("status")) for event in journal]
     assert kinds == [
         ("project_created", "created"),
         ("project_updated", "in_progress"),
         ("project_updated", "in_progress"),
         ("project_updated", "in_progress"),
+        ("tests_run", None),
         ("project_updated", "in_progress"),
         ("project_updated", "completed"),
         ("project_deleted", None),
     ]
+    # The second job waited for the test step's results and got exactly that event.
+    tests_run = journal[4]
+    assert tests_run["data"] == {
+        "project_id": journal[0]["data"]["project_id"],
+        "name": journal[0]["data"]["name"],
+        "passed": 41,
+        "failed": 0,
+        "skipped": 2,
+        "duration_s": 12.5,
+    }
+    received = orjson.dumps(tests_run).decode()[:80]
+    assert f"tests_run event received: {received}" in done.stdout
     assert not (tmp_path / "completed.jsonl").exists()
+    assert not (tmp_path / "tests_run.jsonl").exists()
     # It started the server, so it stopped it: none lingers.
     assert runtime.read_server_state(runtime.runtime_paths(store.path)) is None
 

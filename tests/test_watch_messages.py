@@ -160,6 +160,9 @@ MALFORMED = [
     ('{"event_type": "resync", "seq": "3", "data": {"projects": []}}', "resync", "seq is not"),
     ('{"event_type": "project_created", "seq": 4, "data": "x"}', "project_created", "data is"),
     ('{"event_type": "project_deleted", "seq": 4, "data": {"project_id": 1}}', "project_", "id"),
+    # An emitted event (it has a seq) is folded like the lifecycle ones: checked the same way.
+    ('{"event_type": "tests_run", "seq": 4, "data": {"project_id": 1}}', "tests_run", "id"),
+    ('{"event_type": "tests_run", "seq": true, "data": {}}', "tests_run", "seq is not"),
 ]
 
 
@@ -181,6 +184,8 @@ def test_follow_refuses_a_malformed_message(frame: str, event_type: str, problem
 
 
 def test_follow_passes_well_formed_and_unknown_messages() -> None:
+    """A message of a kind without a seq is none of the journal's events, whatever its name
+    (an emitted event's type may be any name): passed on as it is."""
     frames = [
         projects_frame("snapshot", 0, []),
         projects_frame("snapshot", 3, [record("proj_a")]),

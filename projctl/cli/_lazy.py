@@ -89,6 +89,7 @@ COMMANDS: dict[str, str] = {
     "delete": "projctl.cli.projects",
     "list": "projctl.cli.projects",
     "show": "projctl.cli.projects",
+    "emit": "projctl.cli.emitting",
     "watch": "projctl.cli.watching",
     "open": "projctl.cli.serving",
     "serve": "projctl.cli.serving",

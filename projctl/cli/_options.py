@@ -15,7 +15,7 @@ import projctl
 from projctl.cli._lazy import report, url_override
 from projctl.config import Settings, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
-from projctl.events import Event
+from projctl.events import CONVENTIONAL_EVENT_TYPES, EVENT_TYPES, Event
 from projctl.model import STATUSES
 
 DbOption = Annotated[
@@ -157,6 +157,29 @@ def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str
         if p.name.startswith(incomplete) and _SHELL_WORD.fullmatch(p.name)
     ]
     return ids + names
+
+
+def _journaled_types(context: typer.Context) -> list[str]:
+    """The event types in the database's journal, oldest first, each once; none when it
+    cannot be read."""
+    try:
+        journal = open_database(context.params.get("db")).journal()
+    except ProjctlError:
+        return []
+    return list(dict.fromkeys(event["event_type"] for event in journal))
+
+
+def complete_event_types(context: typer.Context, incomplete: str) -> list[str]:
+    """``watch --event``: the lifecycle events, then every other type in the journal."""
+    known = list(dict.fromkeys([*EVENT_TYPES, *_journaled_types(context)]))
+    return [name for name in known if name.startswith(incomplete)]
+
+
+def complete_emitted_types(context: typer.Context, incomplete: str) -> list[str]:
+    """``emit``'s EVENT_TYPE: the conventional names, then every emitted type in the journal."""
+    journaled = [name for name in _journaled_types(context) if name not in EVENT_TYPES]
+    known = list(dict.fromkeys([*CONVENTIONAL_EVENT_TYPES, *journaled]))
+    return [name for name in known if name.startswith(incomplete)]
 
 
 _SHELL_WORD = re.compile(r"[\w.@%+=:,/-]+")

@@ -13,12 +13,13 @@ from projctl.cli._lazy import ExitCode, command, report
 from projctl.cli._options import (
     STATUS_HELP,
     DbOption,
+    complete_event_types,
     complete_projects,
     open_database,
 )
 from projctl.config import parse_count, parse_seconds
-from projctl.errors import ProjectNotFoundError
-from projctl.events import EVENT_TYPES
+from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.events import EVENT_TYPES, is_event_type
 from projctl.model import STATUSES
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from projctl.runtime import Endpoint
 
 # Typer takes a list of choices only as an Enum (a list of Literal is not supported).
-EventChoice = Enum("EventChoice", {name: name for name in EVENT_TYPES}, type=str)  # type: ignore[misc]
 StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
 
 
@@ -51,12 +51,15 @@ def watch(
         ),
     ] = None,
     event: Annotated[
-        list[EventChoice] | None,
+        list[str] | None,
         typer.Option(
             "--event",
             "-e",
             metavar="EVENT",
-            help="Only this event type (repeatable): " + ", ".join(EVENT_TYPES) + ".",
+            help="Only this event type (repeatable): "
+            + ", ".join(EVENT_TYPES)
+            + ", or an emitted one (see emit), e.g. tests_run.",
+            autocompletion=complete_event_types,
         ),
     ] = None,
     project: Annotated[
@@ -114,6 +117,7 @@ def watch(
 
     from projctl import watch as watching
 
+    event_types = frozenset(_event_type(name) for name in event or ())
     since_seq = None if since is None else parse_count(since, "--since")
     wanted = None if count is None else parse_count(count, "--count", minimum=1)
     seconds = None if timeout is None else parse_seconds(timeout, "--timeout")
@@ -126,7 +130,7 @@ def watch(
         return database.locate_server(deadline=deadline)
 
     event_filter = watching.EventFilter(
-        event_types=frozenset(choice.value for choice in event or ()),
+        event_types=event_types,
         project_ids=frozenset(_project_ids(database, project or ())),
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
@@ -170,6 +174,16 @@ def watch(
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _event_type(name: str) -> str:
+    """An ``--event`` value: a lifecycle event or a valid emitted event's type."""
+    if not is_event_type(name):
+        raise InvalidInputError(
+            f"--event {name!r} is not an event type: {', '.join(EVENT_TYPES)}, or an emitted "
+            "one (3-64 of a-z, 0-9 or '_', starting with a letter)"
+        )
+    return name
 
 
 def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:

@@ -5,8 +5,10 @@
 // Failed connections are retried with a doubling backoff; a refused handshake asks
 // the server whether it wants a (different) token.
 
-import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, EVENT_TYPES, PROJECTS_MESSAGES } from "./contract.js";
-import { applyEvent, loadProjects, model } from "./state.js";
+import {
+  BACKOFF_FIRST_MS, BACKOFF_MAX_MS, EVENT_TYPES, PROJECTS_MESSAGES, isEmittedType,
+} from "./contract.js";
+import { applyEmitted, applyEvent, loadProjects, model } from "./state.js";
 import { heldToken } from "./token.js";
 
 /**
@@ -42,7 +44,11 @@ export function createConnection(view) {
       view.changed();
       return;
     }
-    if (!EVENT_TYPES.has(type)) return;
+    // An emitted event (projctl emit) takes its place in the seq order like any other:
+    // skipped, it would look like a gap before the next one.
+    // Only with a seq: a message of another kind (one a later server may add) has none.
+    var emitted = isEmittedType(type) && seq !== null;
+    if (!EVENT_TYPES.has(type) && !emitted) return;
     if (seq !== null && model.lastSeq !== null) {
       if (seq <= model.lastSeq) return; // seen already (replayed after a reconnect)
       if (seq > model.lastSeq + 1) {
@@ -60,7 +66,8 @@ export function createConnection(view) {
         return;
       }
     }
-    applyEvent(type, message, seq);
+    if (emitted) applyEmitted(type, message, seq);
+    else applyEvent(type, message, seq);
     view.changed();
   }
 

@@ -48,6 +48,17 @@ export const EVENTS = Object.freeze({
 export const EVENT_TYPES = new Set(Object.values(EVENTS));
 /** Messages that carry the whole project list (a snapshot, a resync). */
 export const PROJECTS_MESSAGES = new Set(strings(contract.projects_messages, "projects messages"));
+/**
+ * What an emitted event's type looks like (`projctl emit`): an event of any such type that
+ * is neither a lifecycle event nor a projects message is shown, changing no project.
+ */
+const emittedPattern = new RegExp(
+  "^(?:" + strings([contract.emitted_type_pattern], "emitted event pattern")[0] + ")$"
+);
+export function isEmittedType(type) {
+  return typeof type === "string" && !EVENT_TYPES.has(type) && !PROJECTS_MESSAGES.has(type) &&
+    emittedPattern.test(type);
+}
 /** How long a created or updated row (and its changed cells) stays highlighted. */
 export const HIGHLIGHT_MS = millis(contract.highlight_ms, "highlight time");
 /** How long a deleted row stays on screen, struck through, before it disappears. */

@@ -1,4 +1,4 @@
-// projctl dashboard: a live view of a project database's lifecycle events.
+// projctl dashboard: a live view of a project database's lifecycle (and emitted) events.
 //
 // ES modules, no build step, served as they are under a strict Content-Security-Policy
 // (script-src 'self'); this entry module wires them together:
@@ -74,7 +74,7 @@ Object.defineProperty(window, "projctlDashboard", {
     get renders() { return stats.renders; },
     /** "connecting", "connected" or "reconnecting". */
     get state() { return connection.state; },
-    /** Lifecycle events applied (replayed duplicates are not counted). */
+    /** Lifecycle and emitted events applied (replayed duplicates are not counted). */
     get events() { return model.events; },
     /** Live projects matching the filters; of them, those on screen; rows on screen. */
     get matching() { return stats.shown.matching; },

@@ -160,6 +160,7 @@ function buildCells(tr, row, now, calm) {
   if (row.change === "new") label = "new";
   else if (row.change === "updated") label = "updated " + row.fields.join(", ");
   else if (row.change === "deleted") label = "deleted";
+  else if (row.change === "emitted") label = row.eventType + (row.summary ? " " + row.summary : "");
   if (label) {
     changeCell.appendChild(el(
       "span", "change change-" + row.change + (row.fresh ? " badge badge-" + row.change : ""), label
@@ -170,6 +171,7 @@ function buildCells(tr, row, now, calm) {
   if (row.change === "deleted") classes += " row-deleted";
   else if (row.fresh && row.change === "new") classes += calm ? " row-new flash" : " row-new";
   else if (row.fresh && row.change === "updated") classes += " row-updated";
+  else if (row.fresh && row.change === "emitted") classes += " row-emitted";
   tr.className = classes;
   return { time: time, ageText: time.textContent };
 }
@@ -293,7 +295,7 @@ function renderFeed() {
   var feed = model.feed;
   for (var i = feed.length - 1, n = 0; i >= 0 && n < FEED_LENGTH; i--, n++) {
     var entry = feed[i];
-    var kind = entry.type.replace(/^project_/, "");
+    var kind = entry.emitted ? "emitted" : entry.type.replace(/^project_/, "");
     var li = el("li", "feed-item feed-" + kind);
     if (entry.seq !== null) li.setAttribute("data-seq", String(entry.seq));
     li.setAttribute("data-event-type", entry.type);

@@ -6,6 +6,8 @@ import { DELETED_LINGER_MS, EVENTS, HIGHLIGHT_MS, PROJECT_FIELDS } from "./contr
 
 /** The feed entries the page shows at most. */
 export const FEED_LENGTH = 20;
+/** The longest summary of an emitted event's data, in characters. */
+const SUMMARY_LENGTH = 80;
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$/;
 
 export const model = {
@@ -59,7 +61,7 @@ function makeRow(project, change, at, fields, fresh) {
   return {
     id: project.project_id,
     project: project,
-    /** "loaded" (from a snapshot or resync), "new", "updated" or "deleted". */
+    /** "loaded" (from a snapshot or resync), "new", "updated", "deleted" or "emitted". */
     change: change,
     at: at,
     fields: fields,
@@ -172,6 +174,50 @@ export function applyEvent(type, message, seq) {
   });
 }
 
+/** The data an emitted event adds to the project's id and name, in one short line. */
+export function dataSummary(data) {
+  var parts = [];
+  Object.keys(data).forEach(function (key) {
+    if (key === "project_id" || key === "name") return;
+    var value = data[key];
+    var shown;
+    if (Array.isArray(value)) shown = "[" + value.length + (value.length === 1 ? " item]" : " items]");
+    else if (value !== null && typeof value === "object") shown = "{\u2026}";
+    else shown = String(value).split(/\s+/).filter(Boolean).join(" ");
+    parts.push(key + "=" + shown);
+  });
+  var summary = parts.join(" ");
+  return summary.length <= SUMMARY_LENGTH ? summary : summary.slice(0, SUMMARY_LENGTH - 1) + "\u2026";
+}
+
+/**
+ * An emitted event (projctl emit), already known to be next in seq order: it changes no
+ * project, but it is the project's last change (its row moves up, highlighted) and it
+ * goes in the feed with a summary of its data.
+ */
+export function applyEmitted(type, message, seq) {
+  if (seq !== null) model.lastSeq = seq;
+  model.events++;
+  var data = message.data;
+  if (!data || typeof data !== "object" || Array.isArray(data)) return;
+  var id = text(data.project_id);
+  if (!id) return;
+  var summary = dataSummary(data);
+  var project = model.projects.get(id);
+  if (project) {
+    var row = makeRow(project, "emitted", Date.now(), [], true);
+    row.eventType = type;
+    row.summary = summary;
+    putRow(row);
+    active.add(id);
+    model.projectsVersion++;
+  }
+  pushFeed({
+    seq: seq, type: type, id: id, name: text(data.name),
+    fields: [], timestamp: text(message.timestamp), detail: summary, emitted: true,
+  });
+}
+
 /** Ends highlights and removes deleted rows whose time is up; true when anything changed. */
 export function expireRows(now) {
   var changed = false;
@@ -190,6 +236,8 @@ export function expireRows(now) {
     } else if (now - row.at >= HIGHLIGHT_MS) {
       // Same place in the Map, no longer highlighted.
       var stale = makeRow(row.project, row.change, row.at, row.fields, false);
+      stale.eventType = row.eventType;
+      stale.summary = row.summary;
       model.rows.set(id, stale);
       active.delete(id);
       changed = true;

@@ -48,7 +48,8 @@ def _change_labels(row: Row, now: float) -> list[str]:
     """What last happened to the row, from the longest wording to the shortest.
 
     ``upd name,status,owner_id · 3s``, then fewer fields and a ``+N`` for the rest
-    (``upd name,status,+1 · 3s``), down to ``upd · 3s``.
+    (``upd name,status,+1 · 3s``), down to ``upd · 3s``; for an emitted event its type
+    and data (``tests_run passed=41 failed=0 · 3s``), down to ``evt · 3s``.
     """
     if row.change == "loaded":
         updated = timestamp_to_epoch(row.project.get("updated_at"))
@@ -58,6 +59,11 @@ def _change_labels(row: Row, now: float) -> list[str]:
         return [f"new · {age}"]
     if row.change == "deleted":
         return [f"del · {age}"]
+    if row.change == "emitted":
+        # ``tests_run passed=41 failed=0 · 3s``, then the type alone, then a mark.
+        kind = visible(row.event_type)
+        labels = [f"{kind} {visible(row.summary)} · {age}"] if row.summary else []
+        return [*labels, f"{kind} · {age}", f"evt · {age}"]
     names = [visible(name) for name in row.updated_fields]
     labels = [f"upd {','.join(names)} · {age}"] if names else []
     for keep in range(len(names) - 1, 0, -1):

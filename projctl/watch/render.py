@@ -33,13 +33,20 @@ _SHORT_EVENT_NAMES = {
 }
 
 
-_CHANGE_STYLES = {"new": "bold green", "updated": "bold yellow", "deleted": "red"}
+_CHANGE_STYLES = {
+    "new": "bold green",
+    "updated": "bold yellow",
+    "deleted": "red",
+    "emitted": "bold cyan",
+}
 _FEED_STYLES = {
     "project_created": "green",
     "project_updated": "yellow",
     "project_deleted": "red",
     "resync": "bold magenta",
 }
+#: Emitted events (any other type) in the feed.
+_EMITTED_STYLE = "cyan"
 
 
 def render_watch_table(rows: Sequence[Row], now: float, *, width: int = 120) -> Table:
@@ -104,6 +111,8 @@ def render_feed(feed: Iterable[FeedEntry], now: float, *, width: int = 120) -> T
         detail = visible(entry.name)
         if entry.fields:
             detail += f" ({visible(', '.join(entry.fields))})"
+        if entry.summary:
+            detail += f" {visible(entry.summary)}"
         details.append(detail)
 
     def widest(texts: Iterable[str]) -> int:
@@ -139,7 +148,8 @@ def render_feed(feed: Iterable[FeedEntry], now: float, *, width: int = 120) -> T
         cells: list[RenderableType] = [relative_time(now - entry.at)]
         if show_seq:
             cells.append(seq)
-        cells += [Text(name, style=_FEED_STYLES.get(entry.event_type, "")), Text(project_id)]
+        style = _FEED_STYLES.get(entry.event_type, _EMITTED_STYLE)
+        cells += [Text(name, style=style), Text(project_id)]
         if show_detail:
             cells.append(Text(detail))
         table.add_row(*cells)

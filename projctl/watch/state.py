@@ -60,17 +60,19 @@ class EventFilter:
         return not (self.owners and (project is None or project.get("owner_id") not in self.owners))
 
     def matches(self, event: Mapping[str, Any], last_known: Mapping[str, Any] | None) -> bool:
-        """Whether a lifecycle event passes every filter.
+        """Whether a lifecycle or emitted event passes every filter.
 
-        A ``project_deleted`` event carries no status or owner, so those filters
-        look at ``last_known``, the project as it was before the event.
+        A ``project_deleted`` event carries no status or owner, nor does an emitted
+        one, so those filters look at ``last_known``, the project as it was before the
+        event (as :func:`projctl.events.apply` returns it).
         """
-        if self.event_types and event.get("event_type") not in self.event_types:
+        event_type = event.get("event_type")
+        if self.event_types and event_type not in self.event_types:
             return False
         data = event.get("data", {})
         project_id = str(data.get("project_id", ""))
-        subject = last_known if event.get("event_type") == "project_deleted" else data
-        return self.matches_project(subject, project_id)
+        carries_project = event_type in ("project_created", "project_updated")
+        return self.matches_project(data if carries_project else last_known, project_id)
 
 
 @dataclass
@@ -80,11 +82,14 @@ class Row:
     project: dict[str, Any]
     #: When this screen learned of the change: highlights fade and deleted rows go from it.
     changed_at: float
-    change: Literal["new", "updated", "deleted", "loaded"]
+    change: Literal["new", "updated", "deleted", "loaded", "emitted"]
     updated_fields: tuple[str, ...] = ()
     #: When the change happened (the event's timestamp), for the age shown; ``None`` for a
     #: row loaded from a list of projects, whose ``updated_at`` says when it last changed.
     occurred_at: float | None = None
+    #: For ``emitted``: the event's type and a short summary of its data.
+    event_type: str = ""
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class FeedEntry:
     project_id: str
     name: str
     fields: tuple[str, ...] = ()
+    #: An emitted event's data, summarised (:func:`projctl.events.data_summary`).
+    summary: str = ""
 
 
 @dataclass
@@ -115,7 +122,7 @@ class WatchState:
     event_filter: EventFilter = field(default_factory=EventFilter)
     #: ``--count``: how many matching events end the watch (``None``: never).
     count: int | None = None
-    #: Lifecycle events received, and those of them that pass ``event_filter``.
+    #: Events received (lifecycle and emitted), and those of them that pass ``event_filter``.
     events_seen: int = 0
     events_matched: int = 0
     last_seq: int | None = None
@@ -168,7 +175,7 @@ class WatchState:
                     )
                 )
             return
-        if event_type not in events.EVENT_TYPES:
+        if not events.is_event(item.data):
             return
         payload = item.data.get("data", {})
         project_id = str(payload.get("project_id", ""))
@@ -177,16 +184,24 @@ class WatchState:
         occurred = now if occurred is None else min(occurred, now)
         self.events_seen += 1
         fields: tuple[str, ...] = ()
-        # Re-inserted at the end: the newest change is last in ``rows``.
-        self.rows.pop(project_id, None)
-        if event_type == "project_created":
+        summary = ""
+        row: Row | None = None
+        if event_type not in events.EVENT_TYPES:
+            # An emitted event changes no field; it is the project's last change.
+            summary = events.data_summary(payload)
+            if before is not None:
+                row = Row(before, now, "emitted", (), occurred, event_type, summary)
+        elif event_type == "project_created":
             row = Row(self.projects[project_id], now, "new", occurred_at=occurred)
         elif event_type == "project_updated":
             fields = tuple(str(name) for name in payload.get("updated_fields", ()))
             row = Row(self.projects[project_id], now, "updated", fields, occurred)
         else:
             row = Row(before or dict(payload), now, "deleted", occurred_at=occurred)
-        self.rows[project_id] = row
+        if row is not None:
+            # Re-inserted at the end: the newest change is last in ``rows``.
+            self.rows.pop(project_id, None)
+            self.rows[project_id] = row
         if self.event_filter.matches(item.data, before):
             self.events_matched += 1
             self.feed.appendleft(
@@ -197,6 +212,7 @@ class WatchState:
                     project_id,
                     str(payload.get("name", "")),
                     fields,
+                    summary,
                 )
             )
 
