@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 
 from projctl import _client, events
-from projctl.backend import Change, Create, Delete, Update, Write
+from projctl.backend import Change, Create, Delete, Emit, Update, Write
 from projctl.config import Settings
 from projctl.errors import (
     AmbiguousReferenceError,
@@ -301,6 +301,15 @@ class RemoteBackend:
                 )
                 for item in deleted
             ]
+        if isinstance(write, Emit):
+            answer = self.exchange(
+                "POST",
+                _project_path(write.project_id) + "/events",
+                {"event_type": write.event_type, "data": dict(write.data)},
+                idempotency_key=key,
+            )
+            emitted = events.check_event(answer.body["event"])
+            return [_change(answer, answer.body["project"], emitted)]
         raise InvalidInputError(f"a team server cannot commit {type(write).__name__}")
 
     def resolve(self, reference: str) -> str:

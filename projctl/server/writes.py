@@ -33,11 +33,12 @@ from urllib.parse import parse_qs
 import orjson
 from websockets.http11 import Response
 
-from projctl import config
+from projctl import config, events
 from projctl.backend import (
     Change,
     Create,
     Delete,
+    Emit,
     FileVersion,
     Update,
     Write,
@@ -103,6 +104,7 @@ class RestWrites:
                 "PATCH": self.update,
                 "DELETE": self.delete,
             },
+            "/api/projects/{id}/events": {"POST": self.emit},
         }
 
     async def finish(self) -> None:
@@ -142,6 +144,29 @@ class RestWrites:
             return Delete((reference,), if_match=_if_match(request))
 
         return await self._write(request, build, _deleted_one, body_allowed=False)
+
+    async def emit(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        """Record an event about the project: ``{"event_type": ..., "data": {...}}``."""
+        reference = params["id"]
+
+        def build(body: dict[str, Any]) -> Write:
+            unknown = sorted(set(body) - {"event_type", "data"})
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown field{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(map(repr, unknown))}; an event has event_type and data"
+                )
+            kind = body.get("event_type")
+            if not isinstance(kind, str):
+                raise InvalidInputError("event_type is required, a string")
+            data = body.get("data", {})
+            if not isinstance(data, dict):
+                raise InvalidInputError("data must be a JSON object")
+            return Emit(
+                reference, events.validate_event_type(kind), events.validate_emit_data(data)
+            )
+
+        return await self._write(request, build, _emitted)
 
     async def delete_several(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
         query = parse_qs(request.query, keep_blank_values=True)
@@ -334,6 +359,12 @@ def _updated(changes: list[Change]) -> Response:
     (change,) = changes
     body = {"project": change.project.to_dict(), "updated_fields": list(change.updated_fields)}
     return _project_response(http.HTTPStatus.OK, body, change)
+
+
+def _emitted(changes: list[Change]) -> Response:
+    (change,) = changes
+    body = {"event": change.event, "project": change.project.to_dict()}
+    return json_response(http.HTTPStatus.CREATED, body)
 
 
 def _deletion(change: Change) -> dict[str, Any]:
