@@ -7,7 +7,6 @@ explicit call (:func:`ensure_server`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -57,14 +56,6 @@ class StartOptions:
     #: Subscribers need the token even on loopback.
     require_token: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting (which ``exit_on_error``
-    does not cover for missing or unknown arguments before Python 3.12)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"not a server launch: {message}")
 
 
 def claim_server(paths: RuntimePaths) -> int:
@@ -123,7 +114,16 @@ class ServerLaunch:
 
         Raises :class:`~projctl.errors.ConfigError` for anything else.
         """
-        parser = _RaisingParser(prog="projctl.server", add_help=False)
+        import argparse  # only a server parses its launch: not on a command's path
+
+        class RaisingParser(argparse.ArgumentParser):
+            """argparse that raises instead of printing usage and exiting (which
+            ``exit_on_error`` does not cover for missing or unknown arguments before 3.12)."""
+
+            def error(self, message: str) -> NoReturn:
+                raise ConfigError(f"not a server launch: {message}")
+
+        parser = RaisingParser(prog="projctl.server", add_help=False)
         for name in (
             "--db",
             "--host",

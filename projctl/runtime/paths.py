@@ -21,7 +21,6 @@ import hashlib
 import ipaddress
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +63,8 @@ def private_folder() -> Path:
         # A socket path must fit sockaddr_un; an unusually deep XDG_RUNTIME_DIR cannot.
         if len(os.fsencode(folder)) + _ENTRY_NAME_MAX <= SOCKET_PATH_MAX:
             return folder
+    import tempfile  # only without a usable XDG_RUNTIME_DIR
+
     return Path(tempfile.gettempdir()) / f"projctl-{os.getuid()}"
 
 
