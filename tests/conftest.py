@@ -195,6 +195,16 @@ def server_pids(runtime_base: Path, tmp_path: Path) -> set[int]:
     return {pid for pid in pids if pid != os.getpid() and pid_alive(pid)}
 
 
+def server_up(db_path: Path, timeout: float = 20) -> ServerState:
+    """The database's server once its state file names it: a command that starts one in the
+    background does not wait for it, so a test that needs it running waits here."""
+    from projctl.runtime import read_server_state, runtime_paths
+
+    return wait_until(
+        lambda: read_server_state(runtime_paths(db_path)), timeout, "the server is up"
+    )
+
+
 def reap_servers(runtime_base: Path, tmp_path: Path) -> list[int]:
     """Kill every server the test left running; return their pids."""
     import signal

@@ -35,6 +35,9 @@ SOCKET_PATH_MAX = 100
 _KEY_LENGTH = 20
 #: ``/<key>.sock``
 _ENTRY_NAME_MAX = _KEY_LENGTH + 6
+#: The start lock's suffix beside the state file's ``.json``: a server that publishes its
+#: state finds the start lock of its entry from the state file's path.
+START_SUFFIX = ".start"
 
 
 def is_loopback(host: str) -> bool:
@@ -166,6 +169,6 @@ def runtime_paths(db_path: Path, *, for_a_server: bool = False) -> RuntimePaths:
         state_file=folder / f"{key}.json",
         socket=folder / f"{key}.sock",
         server_lock=folder / f"{key}.lock",
-        start_lock=folder / f"{key}.start",
+        start_lock=folder / f"{key}{START_SUFFIX}",
         log_file=folder / f"{key}.log",
     )
