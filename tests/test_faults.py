@@ -26,7 +26,13 @@ from projctl import rpc, runtime
 from projctl.runtime import pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import fake_server_state, mounted_tmpfs, server_up, wait_until
+from .conftest import (
+    fake_server_state,
+    mounted_tmpfs,
+    readline_within,
+    server_up,
+    wait_until,
+)
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -95,8 +101,8 @@ def kill_at(stage: str) -> None:
     ) as writer:
         try:
             assert writer.stdout is not None
-            line = writer.stdout.readline()
-            assert line == f"{stage}\n", (line, writer.stderr.read() if writer.stderr else "")
+            line = readline_within(writer.stdout, 30, "the staged writer")
+            assert line == f"{stage}\n", line
         finally:
             writer.send_signal(signal.SIGKILL)
             writer.wait(timeout=10)
