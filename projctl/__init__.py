@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import cached_property
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from projctl._version import __version__
-from projctl.config import Settings, load_settings
 from projctl.errors import (
     ConfigError,
     CorruptDatabaseError,
@@ -51,6 +49,7 @@ from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
 
 if TYPE_CHECKING:
     from projctl.backend import Backend, Change
+    from projctl.config import Settings
     from projctl.events import Event
     from projctl.local import TinyDBBackend
     from projctl.runtime import Endpoint, RuntimePaths, ServerState, StartOptions
@@ -74,8 +73,6 @@ __all__ = [
     "open_database",
 ]
 
-log = logging.getLogger("projctl")
-
 #: Called when a committed event could not be forwarded to the server.
 BroadcastErrorHandler = Callable[["Event", ServerError], None]
 
@@ -94,7 +91,12 @@ def __getattr__(name: str) -> Any:
 
 
 def _log_broadcast_error(event: Event, error: ServerError) -> None:
-    log.warning("event %d is committed but was not broadcast: %s", event["seq"], error)
+    # logging only here: the command line passes its own handler and never loads it.
+    import logging
+
+    logging.getLogger("projctl").warning(
+        "event %d is committed but was not broadcast: %s", event["seq"], error
+    )
 
 
 def open_database(
@@ -110,6 +112,8 @@ def open_database(
     (default: on unless ``PROJCTL_NO_BROADCAST`` is set). Nothing is read or
     created until the first operation. Raises :class:`ConfigError` for a bad setting.
     """
+    from projctl.config import load_settings
+
     settings = load_settings(db=None if path is None else os.fspath(path))
     return Database(settings, broadcast=broadcast, on_broadcast_error=on_broadcast_error)
 

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -210,7 +209,7 @@ def atomic_write(
     if keep_mode:
         with contextlib.suppress(OSError):
             mode = stat.S_IMODE(os.stat(path).st_mode)
-    temp_path = folder / f"{temp_prefix(path)}{secrets.token_hex(8)}"
+    temp_path = folder / f"{temp_prefix(path)}{os.urandom(8).hex()}"
     fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as file:

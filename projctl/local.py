@@ -145,13 +145,22 @@ class TinyDBBackend:
 
         if start:
             self.check_file()
+        # "From now on" is now, not when the server answers: a server started for us (or
+        # by a command that did not wait for it) may load events committed in between.
+        try:
+            journaled = self.store.latest_seq() if self.path.exists() else 0
+        except StoreError:
+            journaled = None
         endpoint = runtime.locate(
             self.server_paths() if start else self.runtime_paths,
             self.start_options() if start else None,
             self.known_database_id(),
             deadline=deadline,
         )
-        return dataclasses.replace(endpoint, ca_file=self.settings.ca_file)
+        latest = endpoint.latest_seq
+        if latest is not None and journaled is not None and journaled < latest:
+            latest = journaled
+        return dataclasses.replace(endpoint, ca_file=self.settings.ca_file, latest_seq=latest)
 
     # -- the server on this machine ---------------------------------------------------
 
@@ -251,7 +260,9 @@ class TinyDBBackend:
         return runtime.stop_server(self.runtime_paths, self.known_database_id(), on_stale=on_stale)
 
     def _forward(self, change: Change) -> None:
-        """Hand a committed event to the database's server, starting one if none runs."""
+        """Hand a committed event to the database's server; when none runs, start one in the
+        background and return without waiting for it (it serves the event from the journal).
+        """
         event = change.event
         if event is None or not self.broadcast:
             return
@@ -276,7 +287,10 @@ class TinyDBBackend:
             start = self.start_options()
             if start is None:
                 raise ServerError("no server is running for this database")
-            state = runtime.ensure_server(paths, start)
-            runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
+            # No waiting for a new server: the event is journaled, and a server reads the
+            # journal when it starts, so it reaches subscribers all the same.
+            state = runtime.start_in_background(paths, start)
+            if state is not None:
+                runtime.ask(paths, state, rpc.OP_FORWARD, **forward)
         except ServerError as error:
             self.on_broadcast_error(event, error)

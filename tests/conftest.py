@@ -10,10 +10,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", str, bytes)
 
 
 def _polls(timeout: float, what: str) -> Iterator[None]:
@@ -51,6 +53,21 @@ def wait_until(condition: Callable[[], _T], timeout: float = 10.0, what: str = "
             return result
         time.sleep(0.02)
     raise AssertionError("unreachable")
+
+
+def readline_within(stream: IO[_S], timeout: float = 10.0, what: str = "the process") -> _S:
+    """One line from ``stream`` (a child's pipe), failing at ``timeout`` instead of hanging.
+
+    The read runs in a thread: a pipe's buffered reader cannot be polled safely with
+    ``select``. After a timeout the thread stays blocked until the caller kills the child.
+    """
+    lines: list[_S] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        raise AssertionError(f"no line from {what} within {timeout:g}s")
+    return lines[0]
 
 
 async def until(condition: Callable[[], _T], timeout: float = 10.0, what: str = "condition") -> _T:
@@ -193,6 +210,16 @@ def server_pids(runtime_base: Path, tmp_path: Path) -> set[int]:
                 if b"projctl.server" in argv and any(marker in arg for arg in argv):
                     pids.add(int(entry.name))
     return {pid for pid in pids if pid != os.getpid() and pid_alive(pid)}
+
+
+def server_up(db_path: Path, timeout: float = 20) -> ServerState:
+    """The database's server once its state file names it: a command that starts one in the
+    background does not wait for it, so a test that needs it running waits here."""
+    from projctl.runtime import read_server_state, runtime_paths
+
+    return wait_until(
+        lambda: read_server_state(runtime_paths(db_path)), timeout, "the server is up"
+    )
 
 
 def reap_servers(runtime_base: Path, tmp_path: Path) -> list[int]:

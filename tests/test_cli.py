@@ -352,6 +352,22 @@ def test_every_listed_command_is_registered_by_its_module() -> None:
     assert set(_lazy._registered) == set(_lazy.COMMANDS)
 
 
+def test_help_lists_each_command_with_the_first_line_of_its_docstring() -> None:
+    """``--help`` reads the summaries from ``SUMMARIES`` (importing no command module): they
+    must say what each command's own help says."""
+    import importlib
+
+    from projctl.cli import _lazy
+
+    assert list(_lazy.SUMMARIES) == list(_lazy.COMMANDS)
+    for name, module in _lazy.COMMANDS.items():
+        importlib.import_module(module)
+        callback = _lazy._registered[name].callback
+        assert callback is not None
+        first_line = (callback.__doc__ or "").strip().split("\n", 1)[0]
+        assert _lazy.SUMMARIES[name] == first_line, name
+
+
 @pytest.mark.parametrize("args", [(), ("server",)])
 def test_a_group_alone_prints_its_help(cli: Cli, args: tuple[str, ...]) -> None:
     result = cli(*args)

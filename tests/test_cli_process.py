@@ -6,7 +6,6 @@ import contextlib
 import os
 import random
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from projctl.runtime import runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import PROJCTL, mounted_tmpfs, wait_until
+from .conftest import PROJCTL, mounted_tmpfs, readline_within, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -201,7 +200,7 @@ def busy_writer(path: Path) -> Iterator[None]:
     ) as writer:
         try:
             assert writer.stdout is not None
-            assert writer.stdout.readline() == b"ready\n"
+            assert readline_within(writer.stdout, 30, "the writer") == b"ready\n"
             yield
         finally:
             writer.send_signal(signal.SIGKILL)
@@ -306,7 +305,7 @@ def test_a_wait_for_the_lock_is_announced_and_ctrl_c_ends_it(projctl: Run, db_pa
             text=True,
         ) as waiting:
             assert waiting.stderr is not None
-            line = waiting.stderr.readline()  # bounded: the lock times out after 10 s
+            line = readline_within(waiting.stderr, 20, "the waiting create")
             assert line == (
                 f"projctl: waiting for the database lock {lock} (held by pid {os.getpid()})...\n"
             )
@@ -372,9 +371,7 @@ def test_server_start_status_and_logs(projctl: Run) -> None:
             wait_until(lambda: _has_open(follower.pid, log_file), what="the follower reading")
             assert projctl("server", "stop").returncode == 0
             assert follower.stdout is not None
-            ready, _, _ = select.select([follower.stdout], [], [], 10)
-            assert ready, "the follower printed nothing within 10s"
-            line = follower.stdout.readline()  # the stop wrote a whole line
+            line = readline_within(follower.stdout, 10, "the follower")
             assert "INFO projctl.server: stopping (pid " in line
         finally:
             follower.send_signal(signal.SIGINT)

@@ -26,7 +26,13 @@ from projctl import rpc, runtime
 from projctl.runtime import pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import fake_server_state, mounted_tmpfs, wait_until
+from .conftest import (
+    fake_server_state,
+    mounted_tmpfs,
+    readline_within,
+    server_up,
+    wait_until,
+)
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -95,8 +101,8 @@ def kill_at(stage: str) -> None:
     ) as writer:
         try:
             assert writer.stdout is not None
-            line = writer.stdout.readline()
-            assert line == f"{stage}\n", (line, writer.stderr.read() if writer.stderr else "")
+            line = readline_within(writer.stdout, 30, "the staged writer")
+            assert line == f"{stage}\n", line
         finally:
             writer.send_signal(signal.SIGKILL)
             writer.wait(timeout=10)
@@ -108,8 +114,7 @@ def test_writer_killed_at_each_stage(
     stage: str, projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:
     assert projctl("create", "before the crash").returncode == 0  # starts the server
-    info = runtime.read_server_state(runtime_paths(db_path))
-    assert info is not None
+    info = server_up(db_path)
     kill_at(stage)
     # The database loads, and holds the doomed change only if it got past the rename.
     names = [project.name for project in store.list_projects()]
@@ -136,8 +141,7 @@ def test_forward_lost_in_a_crash_reaches_live_subscribers(
     projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:
     assert projctl("create", "first").returncode == 0
-    info = runtime.read_server_state(runtime_paths(db_path))
-    assert info is not None
+    info = server_up(db_path)
 
     async def scenario() -> dict[str, Any]:
         async with connect(info.url) as ws:
@@ -210,8 +214,7 @@ def test_garbage_database_under_a_running_server(
     projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:
     assert projctl("create", "x").returncode == 0
-    info = runtime.read_server_state(runtime_paths(db_path))
-    assert info is not None
+    info = server_up(db_path)
     db_path.write_bytes(b"\x89PNG garbage")
     refused = projctl("create", "y")
     assert refused.returncode == 4
@@ -245,8 +248,15 @@ def test_state_file_naming_a_live_stranger_and_a_foreign_port(
             done = projctl("create", "still works")
             assert done.returncode == 0
             assert done.stderr == ""
-            info = runtime.read_server_state(paths)
-            assert info is not None
+            info = wait_until(
+                lambda: (
+                    (state := runtime.read_server_state(paths)) is not None
+                    and state.pid != stranger.pid
+                    and state
+                ),
+                20,
+                "a server of its own",
+            )
             assert info.pid != stranger.pid
             assert info.port != port
             assert store.list_projects()[0].name == "still works"

@@ -123,7 +123,12 @@ def _listen_as_stranger(
     socket_path: Path, ready_file: Path, seconds: float
 ) -> Callable[[], object]:
     """Work for the other user: listen on ``socket_path`` and count who connects, until
-    ``<ready_file>.done`` appears (or ``seconds`` pass)."""
+    ``<ready_file>.done`` appears (or ``seconds`` pass).
+
+    A client's ``connect`` returns once its connection is queued, before this side accepts
+    it: the queue is drained after ``.done`` appears, so a connection made before that is
+    always counted, however late this side gets to run.
+    """
     import socket as socket_module
 
     def work() -> object:
@@ -141,6 +146,14 @@ def _listen_as_stranger(
                     peer, _ = listener.accept()
                 except TimeoutError:
                     continue
+                connections += 1
+                peer.close()
+            listener.setblocking(False)
+            while True:
+                try:
+                    peer, _ = listener.accept()
+                except BlockingIOError:
+                    break
                 connections += 1
                 peer.close()
         return connections
@@ -171,7 +184,7 @@ def test_a_planted_runtime_folder_beside_the_database_is_ignored(
     outcome: dict[str, object] = {}
     stranger = threading.Thread(
         target=lambda: outcome.update(
-            connections=as_another_user(_listen_as_stranger(fake_socket, ready, 8))
+            connections=as_another_user(_listen_as_stranger(fake_socket, ready, 20))
         )
     )
     stranger.start()
@@ -322,7 +335,7 @@ def test_a_request_never_reaches_another_users_socket(shared_folder: Path) -> No
     outcome: dict[str, object] = {}
     stranger = threading.Thread(
         target=lambda: outcome.update(
-            connections=as_another_user(_listen_as_stranger(fake_socket, ready, 3))
+            connections=as_another_user(_listen_as_stranger(fake_socket, ready, 20))
         )
     )
     stranger.start()

@@ -1,61 +1,164 @@
-"""The commands a shell runs most import none of the heavy modules watch and the server need."""
+"""The commands a shell runs most import what they need and nothing more.
+
+Each case runs the installed command line in a fresh interpreter and reads ``sys.modules`` as it
+exits. Our own modules are pinned exactly, third-party packages by name, and the heavy standard
+modules (asyncio, logging, sockets, ...) are listed where they must not appear: a lazy import that
+leaks to the top of a module fails here, not in a benchmark weeks later.
+"""
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-HEAVY = ("asyncio", "websockets", "rich.live")
+from .conftest import run_projctl
+
+#: What ``projctl --help`` may load of ours: the group, its settings table and the exit codes.
+#: No command module: ``--help`` lists the commands from their summaries.
+HELP = {
+    "projctl",
+    "projctl._version",
+    "projctl.cli",
+    "projctl.cli._lazy",
+    "projctl.config",
+    "projctl.errors",
+    "projctl.model",
+}
+#: A command of ``projctl.cli.projects``, before it touches the database.
+COMMAND = HELP | {"projctl.cli._options", "projctl.cli.projects", "projctl.events"}
+#: ``list``: the file, and no server.
+LIST = COMMAND | {"projctl._files", "projctl.backend", "projctl.local", "projctl.store"}
+#: ``create`` with its server up: the file, then one forward over the local socket.
+CREATE = LIST | {
+    "projctl.rpc",
+    "projctl.runtime",
+    "projctl.runtime.ask",
+    "projctl.runtime.launch",
+    "projctl.runtime.locate",
+    "projctl.runtime.paths",
+    "projctl.runtime.state",
+    "projctl.runtime.wait",
+}
+#: Third-party packages (beyond typer's own) each may load.
+STORAGE = {"orjson", "tinydb"}
+#: Standard modules none of them needs: the event loop, logging, the server's and the
+#: team client's networking, argument parsing for a server launch.
+NEVER = {
+    "asyncio",
+    "logging",
+    "argparse",
+    "ssl",
+    "http.client",
+    "urllib.request",
+    "email",
+    "concurrent.futures",
+}
+#: ... and what only a command that talks to a server may load.
+NO_SERVER = NEVER | {"socket", "hashlib"}
+
+_PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('\\nMODULES ' + repr(sorted(sys.modules))))\n"
+    "sys.argv = ['projctl', *sys.argv[1:]]\n"
+    "from projctl.cli import main\n"
+    "main()\n"
+)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["create", "x"], ["list"]])
-def test_help_create_and_list_import_no_asyncio_websockets_or_live(args: list[str]) -> None:
-    probe = (
-        "import sys; from projctl.cli import app; "
-        "from typer.testing import CliRunner; "
-        f"r = CliRunner().invoke(app, {args!r}); assert r.exit_code == 0, r.output; "
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+def loaded(*args: str, **popen: object) -> set[str]:
+    """The modules ``projctl ARGS`` has loaded when it exits (which must be with 0)."""
     done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _PROBE, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output="stdout" not in popen,
+        text=True,
+        timeout=60,
+        check=False,
+        **popen,  # type: ignore[call-overload]
     )
-    assert done.stdout.strip() == "[]"
+    errors = done.stderr
+    before, _, modules = errors.rpartition("\nMODULES ")
+    assert done.returncode == 0, errors
+    assert modules, errors
+    assert before.strip() == "", before
+    return set(ast.literal_eval(modules))
 
 
-def test_list_on_a_terminal_imports_no_asyncio_websockets_or_live() -> None:
-    """On a terminal ``list`` prints a table, and pays for that table only."""
-    create = subprocess.run(
-        [sys.executable, "-m", "projctl", "create", "On a terminal"],
+def _typer_alone() -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, sys, typer; print(json.dumps(sorted(sys.modules)))"],
         capture_output=True,
         text=True,
         timeout=60,
+        check=True,
     )
-    assert create.returncode == 0, create.stderr
-    probe = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: sys.stderr.write("
-        f"'loaded ' + repr(sorted(m for m in {HEAVY!r} if m in sys.modules)) + '\\n'))\n"
-        "sys.argv = ['projctl', 'list']\n"
-        "assert sys.stdout.isatty()\n"
-        "from projctl.cli import main\n"
-        "main()\n"
-    )
+    return set(json.loads(done.stdout))
+
+
+def third_party(modules: set[str]) -> set[str]:
+    """The top-level third-party packages in ``modules`` that ``import typer`` does not load."""
+    typer_loads = {name.partition(".")[0] for name in _typer_alone()}
+    tops = {name.partition(".")[0] for name in modules}
+    return {top for top in tops - typer_loads if top not in sys.stdlib_module_names} - {"projctl"}
+
+
+def ours(modules: set[str]) -> set[str]:
+    return {name for name in modules if name == "projctl" or name.startswith("projctl.")}
+
+
+def check(modules: set[str], *, projctl: set[str], packages: set[str], never: set[str]) -> None:
+    assert ours(modules) == projctl
+    assert third_party(modules) == packages
+    assert sorted(modules & never) == []
+
+
+def test_help_loads_no_command_and_no_storage() -> None:
+    check(loaded("--help"), projctl=HELP, packages=set(), never=NO_SERVER | {"json"})
+
+
+def test_list_loads_the_store_and_no_server_or_table() -> None:
+    loaded("create", "x")  # a database to list (PROJCTL_NO_BROADCAST: no server)
+    modules = loaded("list")
+    check(modules, projctl=LIST, packages=STORAGE, never=NO_SERVER)
+
+
+@pytest.fixture
+def server_up(broadcasting: None) -> None:
+    started = run_projctl("server", "start", env=dict(os.environ))
+    assert started.returncode == 0, started.stderr
+
+
+@pytest.mark.usefixtures("server_up")
+def test_create_with_its_server_up_loads_the_forward_and_nothing_of_serving() -> None:
+    modules = loaded("create", "forwarded")
+    check(modules, projctl=CREATE, packages=STORAGE, never=NEVER)
+    done = run_projctl("server", "status", env=dict(os.environ))
+    assert "latest seq 1," in done.stdout  # the forward reached it
+
+
+def test_list_on_a_terminal_loads_the_table_and_not_live() -> None:
+    """On a terminal ``list`` prints a table, and pays for that table only."""
+    assert run_projctl("create", "On a terminal", env=dict(os.environ)).returncode == 0
     leader, follower = os.openpty()
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            stdin=subprocess.DEVNULL,
+        modules = loaded(
+            "list",
             stdout=follower,
             stderr=subprocess.PIPE,
-            text=True,
             env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
-            timeout=60,
         )
     finally:
         os.close(follower)
         os.close(leader)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[-1] == "loaded []"
+    assert {"rich.table", "rich.console"} <= modules
+    check(
+        modules,
+        projctl=LIST | {"projctl.watch", "projctl.watch.table", "projctl.watch.words"},
+        packages=STORAGE | {"rich"},
+        never=NO_SERVER | {"rich.live"},
+    )

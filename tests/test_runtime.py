@@ -21,7 +21,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from projctl import runtime
+from projctl import _files, runtime
 from projctl.errors import ConfigError, ServerError
 from projctl.runtime import (
     RuntimePaths,
@@ -42,9 +42,10 @@ pytestmark = pytest.mark.usefixtures("broadcasting")
 
 
 def server_info(db_path: Path) -> ServerState:
-    info = runtime.read_server_state(runtime_paths(db_path))
-    assert info is not None, "no server is running"
-    return info
+    """The database's server, once it is up: a command that starts one does not wait for it."""
+    return wait_until(
+        lambda: runtime.read_server_state(runtime_paths(db_path)), 20, "a server is running"
+    )
 
 
 def collect(url: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -171,24 +172,89 @@ def test_resume_across_a_server_kill_and_auto_restart(projctl: Run, db_path: Pat
     assert [event["seq"] for event in seen + resumed] == [1, 2, 3, 4, 5]
 
 
-def test_port_taken_by_another_program_warns_and_still_commits(
+def test_a_server_that_cannot_start_is_reported_by_the_next_command(
     projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:
+    """A create does not wait for the server it starts, so it cannot tell that the server
+    failed. The next command finds the failed start (the server is gone and never published
+    its state), starts one and waits for it, and warns with the reason: the old message."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        done = projctl("create", "Committed anyway", env={"PROJCTL_PORT": str(port)})
-    assert done.returncode == 0
-    assert done.stdout.startswith("proj_")
-    assert done.stderr.startswith("Warning: event 1 is committed but was not broadcast: ")
-    assert "cannot listen on 127.0.0.1" in done.stderr
-    assert done.stderr.count("\n") == 1
-    assert store.get(done.stdout.strip()).name == "Committed anyway"
-    # A later subscriber resuming from the journal still gets the event.
+        env = {"PROJCTL_PORT": str(port)}
+        first = projctl("create", "Committed anyway", env=env)
+        assert (first.returncode, first.stderr) == (0, "")
+        assert first.stdout.startswith("proj_")
+        paths = runtime_paths(db_path)
+        wait_until(lambda: b"cannot listen on 127.0.0.1" in paths.log_file.read_bytes())
+        second = projctl("create", "Still committed", env=env)
+    assert second.returncode == 0
+    assert second.stderr.startswith("Warning: event 2 is committed but was not broadcast: ")
+    assert "cannot listen on 127.0.0.1" in second.stderr
+    assert second.stderr.count("\n") == 1
+    assert [project.name for project in store.list_projects()] == [
+        "Committed anyway",
+        "Still committed",
+    ]
+    # A later subscriber resuming from the journal still gets both events.
     assert projctl("create", "next").returncode == 0
-    events = collect(server_info(db_path).url + "?since=0", 2)
-    assert events[0]["data"]["name"] == "Committed anyway"
+    events = collect(server_info(db_path).url + "?since=0", 3)
+    assert [event["data"]["name"] for event in events] == [
+        "Committed anyway",
+        "Still committed",
+        "next",
+    ]
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open."""
+    try:
+        return any(os.readlink(entry) == str(path) for entry in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def test_a_watch_waiting_for_the_server_gets_the_event_of_a_cold_start(
+    projctl: Run, db_path: Path
+) -> None:
+    """No event lost on a cold start: a watch started before the first create, with no server
+    yet, waits for one; the create does not wait for anyone; the server that then starts
+    reads the event from the journal and the watch receives it."""
+    paths = runtime_paths(db_path, for_a_server=True)
+    runtime.check_private_folder(paths.folder, create=True)
+    # Hold the start lock: the watch can only wait for its server, deterministically.
+    lock = _files.try_lock(paths.start_lock)
+    assert lock is not None
+    watch = subprocess.Popen(
+        [PROJCTL, "watch", "--json", "--count", "1", "--timeout", "30"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # It waits for the server once it has the start lock file open.
+        wait_until(lambda: _has_open(watch.pid, paths.start_lock), 20, "the watch waits")
+        assert watch.poll() is None
+        created = projctl("create", "Cold", timeout=20)
+        assert (created.returncode, created.stderr) == (0, "")
+        assert runtime.read_server_state(paths) is None  # it waited for no server
+    finally:
+        os.close(lock)  # now the watch starts the server
+        try:
+            out, err = watch.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            out, err = watch.communicate(timeout=10)
+    assert watch.returncode == 0, err
+    [line] = out.splitlines()
+    event = orjson.loads(line)
+    assert (event["event_type"], event["seq"], event["data"]["name"]) == (
+        "project_created",
+        1,
+        "Cold",
+    )
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
@@ -224,6 +290,7 @@ def test_stale_state_file_is_cleaned_up(projctl: Run, db_path: Path) -> None:
     paths = runtime_paths(db_path)
     dead = subprocess.Popen(["true"])
     dead.wait()
+    server_info(db_path)  # up: the create started it in the background
     state = orjson.loads(paths.state_file.read_bytes())
     projctl("server", "stop")
     paths.state_file.write_bytes(orjson.dumps({**state, "pid": dead.pid}))
@@ -311,6 +378,7 @@ def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: 
     paths.log_file.write_bytes(old)
     assert projctl("create", "x").returncode == 0
     assert paths.log_file.with_name(paths.log_file.name + ".1").read_bytes() == old
+    server_info(db_path)  # up: the create started it in the background
     assert paths.log_file.stat().st_size < 10_000
     assert b"serving ws://" in paths.log_file.read_bytes()
 
@@ -879,8 +947,7 @@ def test_a_server_of_another_database_is_never_followed(projctl: Run, tmp_path: 
     mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
     assert projctl("create", "mine", "--db", str(mine), "--no-broadcast").returncode == 0
     assert projctl("create", "theirs", "--db", str(theirs)).returncode == 0
-    their_state = runtime.read_server_state(runtime_paths(theirs))
-    assert their_state is not None
+    their_state = server_info(theirs)
     my_paths = runtime_paths(mine)
     dataclasses.replace(their_state, db=str(my_paths.db_path)).write(my_paths.state_file)
     for args in (("watch", "--json", "--since", "0", "--timeout", "5"), ("server", "status")):

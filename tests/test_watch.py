@@ -33,7 +33,7 @@ from projctl.watch import (
     short_age,
 )
 
-from .conftest import PROJCTL, wait_until
+from .conftest import PROJCTL, readline_within, wait_until
 
 NOW = 1_700_000_000.0
 STAMP = "2023-11-14T22:13:20.000000"  # == NOW
@@ -436,7 +436,7 @@ def wait_for_stderr_line(process: subprocess.Popen[str], text: str, timeout: flo
     assert process.stderr is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = process.stderr.readline()
+        line = readline_within(process.stderr, max(0.0, deadline - time.monotonic()), "watch")
         if text in line:
             return
         assert line, "watch ended before saying it was connected"

@@ -4,8 +4,9 @@ Commands are registered with :func:`command` under a name listed in
 :data:`COMMANDS`, which also says which module defines it. The group imports a
 command's module and builds the command only when it runs, so ``projctl create``
 pays for ``create`` alone (typer would otherwise build every option of every
-command at every start). Registering a name that is not listed, or from a module
-other than the listed one, fails at import: a command cannot be silently lost.
+command at every start), and ``--help`` lists the commands from :data:`SUMMARIES`
+without importing any of them. Registering a name that is not listed, or from a
+module other than the listed one, fails at import: a command cannot be silently lost.
 
 Every failure is reported here as one ``Error:`` line on stderr and an
 :class:`ExitCode`; nothing else in projctl picks an exit code.
@@ -15,7 +16,6 @@ Every failure is reported here as one ``Error:`` line on stderr and an
 # signatures at every start, and evaluating string annotations costs ~15 ms.
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import sys
@@ -39,13 +39,13 @@ from projctl.errors import (
     ServerError,
     StoreError,
 )
-from projctl.model import check_utf8, visible
 
 __all__ = [
     "COMMANDS",
     "EXIT_CODE_MEANINGS",
     "GLOBAL_OPTIONS",
     "GROUPS",
+    "SUMMARIES",
     "ExitCode",
     "app",
     "command",
@@ -99,6 +99,23 @@ COMMANDS: dict[str, str] = {
     "server logs": "projctl.cli.serving",
     "info": "projctl.cli.info",
 }
+#: Each command's summary, as ``--help`` lists it: the first line of its docstring, which a
+#: test keeps equal. Written out here so that listing the commands imports none of them.
+SUMMARIES: dict[str, str] = {
+    "create": "Create a project and print its id.",
+    "update": "Change the given fields of a project.",
+    "delete": "Delete one or more projects: all of them, or none when one is missing.",
+    "list": "List projects, oldest first unless --sort says otherwise.",
+    "show": "Show one or more projects.",
+    "watch": "Watch projects change live: a table on a terminal, JSON Lines for scripts.",
+    "open": "Open the live dashboard of the database in a browser (starting its server if needed).",
+    "serve": "Run the broadcast server for a database in the foreground until Ctrl-C.",
+    "server status": "Show whether a server runs for the database, and its health.",
+    "server start": "Start the database's background server now (if none runs) and print its URL.",
+    "server stop": "Stop the database's server and wait until it has exited.",
+    "server logs": "Show the log of the database's background server.",
+    "info": "Show which database commands use and where that came from, and its server.",
+}
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
     "server": "Start, inspect, stop the database's background server, or read its log.",
@@ -142,6 +159,8 @@ def exit_code_for(error: ProjctlError) -> ExitCode:
 
 def report(message: str, prefix: str = "Error") -> None:
     """Write one ``Error: ...`` (or ``Warning: ...``) line on stderr, whatever ``message`` holds."""
+    from projctl.model import visible
+
     # One line, whatever the message holds: scripts grep for it. Only line breaks are
     # folded; a quoted value keeps its own spaces.
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
@@ -158,10 +177,7 @@ def _registered_info(name: str) -> CommandInfo:
 
 
 def _summary(full_name: str) -> str:
-    if full_name in GROUPS:
-        return GROUPS[full_name]
-    callback = _registered_info(full_name).callback
-    return (callback.__doc__ or "").strip().split("\n", 1)[0] if callback else ""
+    return GROUPS[full_name] if full_name in GROUPS else SUMMARIES[full_name]
 
 
 class ProjctlGroup(TyperGroup):
@@ -215,6 +231,8 @@ class ProjctlGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib  # only for a mistyped command
+
             message = f"No such command {name!r}."
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
             if close:
@@ -339,6 +357,8 @@ def _refuse_undecodable_text(command: Any) -> None:
 
     @functools.wraps(callback)
     def checked(**params: Any) -> Any:
+        from projctl.model import check_utf8  # every command module has imported it by now
+
         for name, value in params.items():
             if name in labels:
                 for text in value if isinstance(value, list | tuple) else (value,):
@@ -420,7 +440,11 @@ def _root(
         show_default=False,
     ),
 ) -> None:
-    _url_given[0] = url if url is None else check_utf8(url, "--url")
+    if url is not None:
+        from projctl.model import check_utf8
+
+        url = check_utf8(url, "--url")
+    _url_given[0] = url
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ database is a few files named by the key of that identity:
 Nothing found there is trusted without a check: a request verifies the peer's uid
 and pid with the kernel (``rpc``), and the caller compares the database id the
 server reports with its own. Starting a server is always an explicit call
-(:func:`ensure_server`); the background server is ``python -m projctl.server``
+(:func:`ensure_server`, or :func:`start_in_background` for a command that does not wait
+for it); the background server is ``python -m projctl.server``
 with the arguments of :class:`ServerLaunch`, whose two halves live here.
 
 The package holds one job per module: :mod:`.paths` (the folder and a database's
@@ -46,6 +47,7 @@ from .launch import (
     StartOptions,
     claim_server,
     ensure_server,
+    start_in_background,
     stop_server,
 )
 from .locate import Endpoint, locate, server_on_port, server_status
@@ -96,6 +98,7 @@ __all__ = [
     "runtime_paths",
     "server_on_port",
     "server_status",
+    "start_in_background",
     "stop_server",
     "verify_database",
 ]

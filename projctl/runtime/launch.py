@@ -2,12 +2,14 @@
 
 The background server is ``python -m projctl.server`` with the arguments of
 :class:`ServerLaunch`, whose two halves live here. Starting a server is always an
-explicit call (:func:`ensure_server`).
+explicit call: :func:`ensure_server` waits until it answers, :func:`start_in_background`
+does not. While a server starts, the start lock file records it (pid, process start,
+spawn time) so that no other command starts a second one; the server's state file,
+once published, makes that record moot (:meth:`~.state.ServerState.write` clears it).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -57,14 +59,6 @@ class StartOptions:
     #: Subscribers need the token even on loopback.
     require_token: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting (which ``exit_on_error``
-    does not cover for missing or unknown arguments before Python 3.12)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"not a server launch: {message}")
 
 
 def claim_server(paths: RuntimePaths) -> int:
@@ -123,7 +117,16 @@ class ServerLaunch:
 
         Raises :class:`~projctl.errors.ConfigError` for anything else.
         """
-        parser = _RaisingParser(prog="projctl.server", add_help=False)
+        import argparse  # only a server parses its launch: not on a command's path
+
+        class RaisingParser(argparse.ArgumentParser):
+            """argparse that raises instead of printing usage and exiting (which
+            ``exit_on_error`` does not cover for missing or unknown arguments before 3.12)."""
+
+            def error(self, message: str) -> NoReturn:
+                raise ConfigError(f"not a server launch: {message}")
+
+        parser = RaisingParser(prog="projctl.server", add_help=False)
         for name in (
             "--db",
             "--host",
@@ -154,9 +157,11 @@ def ensure_server(
     """The running server for this database, starting one in the background if needed.
 
     Commands racing here serialise on the entry's start lock: the first starts the
-    server, the others find it running. Only a server that is gone is replaced: one
-    that is not answering raises :class:`~projctl.errors.ServerNotAnsweringError`.
-    Nothing waits past ``deadline`` (a ``time.monotonic()`` instant).
+    server, the others find it running, and a server another command started in the
+    background (:func:`start_in_background`) is waited for, not started twice. Only a
+    server that is gone is replaced: one that is not answering raises
+    :class:`~projctl.errors.ServerNotAnsweringError`. Nothing waits past ``deadline``
+    (a ``time.monotonic()`` instant).
     """
     paths = runtime_paths(paths.db_path, for_a_server=True)  # the entry the server keeps
     check_private_folder(paths.folder, create=True)
@@ -164,27 +169,103 @@ def ensure_server(
     if deadline is not None:
         lock_timeout = max(0.0, min(lock_timeout, deadline - time.monotonic()))
     try:
-        with _files.locked(paths.start_lock, lock_timeout):
-            state = read_server_state(paths)
+        with _files.locked(paths.start_lock, lock_timeout) as lock:
+            state = _answering(paths, deadline)
             if state is not None:
-                try:
-                    ask(paths, state, rpc.OP_STATUS, deadline=deadline)
-                    return state
-                except ServerUnavailableError:
-                    with contextlib.suppress(OSError):
-                        paths.state_file.unlink()
-            return _spawn_server(paths, options, deadline)
+                return state
+            starting = _background_start(lock)
+            if starting is not None:
+                return _wait_started(paths, starting, deadline)
+            return _wait_started(paths, _spawn_server(paths, options, lock), deadline)
     except _files.LockTimeout:
         raise ServerError(f"another command is starting the server ({paths.start_lock})") from None
     except _files.LockFileError as error:
         raise ServerError(f"cannot open {paths.start_lock}: {error.strerror}") from None
 
 
-def _spawn_server(
-    paths: RuntimePaths, options: StartOptions, deadline: float | None = None
-) -> ServerState:
-    """Start a detached background server and wait until its state file names it (never
-    past ``deadline``: the server then goes on starting without us)."""
+def start_in_background(paths: RuntimePaths, options: StartOptions) -> ServerState | None:
+    """The running server for this database, or ``None`` once one is on its way: never waits
+    for a server to come up, nor for another command that is starting one.
+
+    For a command that has committed and journaled its event: a server that starts later
+    reads the journal when it starts (and watches it after), so the event reaches every
+    subscriber without this command waiting. A start that failed is found by the next call
+    (the starting server is gone and never published its state): that call starts one and
+    waits for it, so a server that cannot start is still reported, by the next command.
+    Raises :class:`~projctl.errors.ServerError` for that, as :func:`ensure_server` does.
+    """
+    paths = runtime_paths(paths.db_path, for_a_server=True)
+    check_private_folder(paths.folder, create=True)
+    try:
+        lock = _files.try_lock(paths.start_lock)
+    except _files.LockFileError as error:
+        raise ServerError(f"cannot open {paths.start_lock}: {error.strerror}") from None
+    if lock is None:
+        return None  # another command is starting or checking the server right now
+    try:
+        state = _answering(paths, None)
+        if state is not None:
+            return state
+        if _background_start(lock) is not None:
+            return None
+        failed = _start_record(lock) is not None  # it never published its state
+        pid = _spawn_server(paths, options, lock)
+        if failed:
+            return _wait_started(paths, pid, None)
+        return None
+    finally:
+        os.close(lock)
+
+
+def _answering(paths: RuntimePaths, deadline: float | None) -> ServerState | None:
+    """The server the state file names if it answers; a state file of one that is gone is
+    removed."""
+    state = read_server_state(paths)
+    if state is None:
+        return None
+    try:
+        ask(paths, state, rpc.OP_STATUS, deadline=deadline)
+        return state
+    except ServerUnavailableError:
+        with contextlib.suppress(OSError):
+            paths.state_file.unlink()
+        return None
+
+
+# -- the start record: which server is starting, in the start lock file --------------------
+
+
+def _start_record(lock: int) -> tuple[int, int | None, float] | None:
+    """``(pid, process start, wall time of the spawn)`` of the last start not published yet,
+    as the start lock file (open as ``lock``) records it; ``None`` when there is none."""
+    try:
+        words = os.pread(lock, 128, 0).split()
+        pid, started, spawned_at = int(words[0]), int(words[1]), float(words[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid, started if started >= 0 else None, spawned_at
+
+
+def _background_start(lock: int) -> int | None:
+    """The pid of a server another command started that is still starting (alive, the
+    same process, younger than :data:`START_TIMEOUT`); ``None`` when there is none. One
+    that has been starting for longer is killed: it hangs."""
+    record = _start_record(lock)
+    if record is None:
+        return None
+    pid, started, spawned_at = record
+    if not pid_alive(pid) or (started is not None and process_start_time(pid) != started):
+        return None
+    if time.time() - spawned_at < START_TIMEOUT:
+        return pid
+    with contextlib.suppress(OSError):
+        os.kill(pid, 9)
+    return None
+
+
+def _spawn_server(paths: RuntimePaths, options: StartOptions, lock: int) -> int:
+    """Start a detached background server and record it in the start lock file (open as
+    ``lock``); return its pid without waiting for it."""
     command = ServerLaunch(paths.db_path, options).argv()
     with contextlib.suppress(OSError):  # every start appends; keep one previous log, bounded
         if os.lstat(paths.log_file).st_size > LOG_ROTATE_BYTES:
@@ -214,6 +295,17 @@ def _spawn_server(
     finally:
         os.close(log_fd)
     spawned.add(pid)
+    started = process_start_time(pid)
+    record = f"{pid} {-1 if started is None else started} {time.time():.3f}\n".encode()
+    with contextlib.suppress(OSError):
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, record, 0)
+    return pid
+
+
+def _wait_started(paths: RuntimePaths, pid: int, deadline: float | None = None) -> ServerState:
+    """Wait until the state file names the server ``pid`` (never past ``deadline``: the
+    server then goes on starting without us)."""
     start_deadline = time.monotonic() + START_TIMEOUT
     cut_short = deadline is not None and deadline < start_deadline
     if deadline is not None:

@@ -21,7 +21,6 @@ import hashlib
 import ipaddress
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,9 @@ SOCKET_PATH_MAX = 100
 _KEY_LENGTH = 20
 #: ``/<key>.sock``
 _ENTRY_NAME_MAX = _KEY_LENGTH + 6
+#: The start lock's suffix beside the state file's ``.json``: a server that publishes its
+#: state finds the start lock of its entry from the state file's path.
+START_SUFFIX = ".start"
 
 
 def is_loopback(host: str) -> bool:
@@ -64,6 +66,8 @@ def private_folder() -> Path:
         # A socket path must fit sockaddr_un; an unusually deep XDG_RUNTIME_DIR cannot.
         if len(os.fsencode(folder)) + _ENTRY_NAME_MAX <= SOCKET_PATH_MAX:
             return folder
+    import tempfile  # only without a usable XDG_RUNTIME_DIR
+
     return Path(tempfile.gettempdir()) / f"projctl-{os.getuid()}"
 
 
@@ -165,6 +169,6 @@ def runtime_paths(db_path: Path, *, for_a_server: bool = False) -> RuntimePaths:
         state_file=folder / f"{key}.json",
         socket=folder / f"{key}.sock",
         server_lock=folder / f"{key}.lock",
-        start_lock=folder / f"{key}.start",
+        start_lock=folder / f"{key}{START_SUFFIX}",
         log_file=folder / f"{key}.log",
     )

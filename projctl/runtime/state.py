@@ -12,7 +12,7 @@ import orjson
 
 from projctl import _files
 
-from .paths import RuntimePaths, check_private_folder
+from .paths import START_SUFFIX, RuntimePaths, check_private_folder
 
 #: The largest state file we read: a real one is a few hundred bytes.
 STATE_FILE_MAX = 64 * 1024
@@ -101,6 +101,7 @@ class ServerState:
         if state.process_start is None and state.pid == os.getpid():
             state = replace(state, process_start=process_start_time(state.pid))
         _files.atomic_write(path, state.encode(), mode=0o600, keep_mode=False)
+        clear_start_record(path, state.pid)
 
     def remove(self, paths: RuntimePaths) -> None:
         """Remove the state file and socket, if they are still this server's own.
@@ -113,6 +114,21 @@ class ServerState:
                 paths.state_file.unlink()
             with contextlib.suppress(OSError):
                 self.socket.unlink()
+
+
+def clear_start_record(state_file: Path, pid: int) -> None:
+    """Forget the start record (in the start lock file, see :mod:`.launch`) naming ``pid``:
+    its server has published its state file. A record naming another server is left alone.
+    """
+    lock_file = state_file.with_suffix(START_SUFFIX)
+    with contextlib.suppress(OSError):
+        fd = os.open(lock_file, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        try:
+            words = os.pread(fd, 128, 0).split()
+            if words[:1] == [str(pid).encode()]:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
 
 def read_state_file(path: Path) -> ServerState | None:
