@@ -7,7 +7,6 @@ Pure: no I/O, no environment (the default owner comes from ``config``). Every
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -84,6 +83,8 @@ class Project:
     def version_tag(self) -> str:
         """A tag that changes whenever any field does (HTTP's ``ETag``, without quotes):
         ``If-Match`` compares it, so a change made on a stale view is refused."""
+        import hashlib  # loads OpenSSL: only when a tag is asked for
+
         encoded = "\x1f".join(self.to_dict().values()).encode("utf-8", "surrogatepass")
         return hashlib.sha256(encoded).hexdigest()[:24]
 

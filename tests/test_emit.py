@@ -23,6 +23,7 @@ from projctl.events import EMIT_DATA_MAX_BYTES, data_summary, emitted, project_c
 from projctl.store import ProjectStore
 from projctl.watch import EventFilter, WatchState
 
+from .conftest import server_up
 from .test_http_api import get
 from .test_server import commit, run, serving
 from .test_watch import NOW, STAMP, loaded_state, message, record, screen, stamp
@@ -293,8 +294,7 @@ def test_emit_starts_a_server_when_none_runs_and_forwards_to_one_that_does(
     assert runtime.read_server_state(paths) is None
     started = projctl("emit", project_id, "tests_run", "--data", '{"passed": 3}')
     assert (started.returncode, started.stdout, started.stderr) == (0, "2\n", "")
-    state = runtime.read_server_state(paths)
-    assert state is not None  # the emit started it, as create does
+    state = server_up(store.path)  # the emit started it (in the background), as create does
     forwarded = projctl("emit", project_id, "documentation_generated", "--data", '{"pages": 2}')
     assert (forwarded.returncode, forwarded.stdout, forwarded.stderr) == (0, "3\n", "")
     assert runtime.read_server_state(paths) == state  # the same server took the forward

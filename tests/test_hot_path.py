@@ -32,7 +32,13 @@ HELP = {
 #: A command of ``projctl.cli.projects``, before it touches the database.
 COMMAND = HELP | {"projctl.cli._options", "projctl.cli.projects", "projctl.events"}
 #: ``list``: the file, and no server.
-LIST = COMMAND | {"projctl._files", "projctl.backend", "projctl.local", "projctl.store"}
+LIST = COMMAND | {
+    "projctl._files",
+    "projctl.backend",
+    "projctl.local",
+    "projctl.store",
+    "projctl._storefile",
+}
 #: ``create`` with its server up: the file, then one forward over the local socket.
 CREATE = LIST | {
     "projctl.rpc",

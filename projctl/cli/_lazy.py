@@ -107,6 +107,7 @@ SUMMARIES: dict[str, str] = {
     "delete": "Delete one or more projects: all of them, or none when one is missing.",
     "list": "List projects, oldest first unless --sort says otherwise.",
     "show": "Show one or more projects.",
+    "emit": "Record an event about a project and print its seq.",
     "watch": "Watch projects change live: a table on a terminal, JSON Lines for scripts.",
     "open": "Open the live dashboard of the database in a browser (starting its server if needed).",
     "serve": "Run the broadcast server for a database in the foreground until Ctrl-C.",
