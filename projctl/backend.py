@@ -21,6 +21,8 @@ from projctl.events import Event
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from projctl.runtime import Endpoint
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "Delete",
     "Emit",
     "FileVersion",
+    "ServedStorage",
+    "StateRead",
     "Update",
     "Write",
     "check_idempotency_key",
@@ -38,6 +42,25 @@ __all__ = [
 
 #: ``(st_dev, st_ino, st_mtime_ns)`` of a database file after a commit (TinyDB only).
 FileVersion = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class StateRead:
+    """One consistent read of a database: its journal, latest ``seq`` and projects.
+
+    ``restores`` lists the ``(kept, lost)`` seq ranges that restores of older copies
+    skipped (see :attr:`Change.restore`), oldest first; ``journal_limit`` is how many
+    events the database keeps; ``version`` tells this read from a later one (``None``:
+    the storage has no such token).
+    """
+
+    journal: list[Event]
+    latest_seq: int
+    database_id: str
+    version: FileVersion | None
+    project_records: list[dict[str, Any]]
+    journal_limit: int
+    restores: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -150,6 +173,19 @@ def write_fingerprint(write: Write) -> str:
         described[item.name] = dict(value) if isinstance(value, Mapping) else value
     encoded = json.dumps(described, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ServedStorage(Protocol):
+    """What a server needs of the database it serves (the TinyDB store is one): where it is,
+    its writes, one consistent read of everything, and a cheap token that changes with
+    every commit (to notice commits nobody forwarded)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]: ...
+    def read_state(self) -> StateRead: ...
+    def file_version(self) -> FileVersion | None: ...
 
 
 @runtime_checkable

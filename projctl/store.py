@@ -26,7 +26,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from operator import and_
 from pathlib import Path
@@ -46,10 +46,12 @@ from projctl.backend import (
     Delete,
     Emit,
     FileVersion,
+    StateRead,
     Update,
     Write,
     write_fingerprint,
 )
+from projctl.config import DEFAULT_JOURNAL_LIMIT
 from projctl.errors import (
     AmbiguousReferenceError,
     CorruptDatabaseError,
@@ -81,7 +83,6 @@ __all__ = [
     "StoreState",
 ]
 
-DEFAULT_JOURNAL_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 10.0
 #: A new database file is private: readable and writable by its owner only. Its lock file
 #: gets the database's own mode: whoever can open it can block every write.
@@ -101,22 +102,8 @@ def _version_of(status: os.stat_result) -> FileVersion:
     return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-@dataclass(frozen=True)
-class StoreState:
-    """One consistent read of the database: its journal, latest ``seq`` and projects.
-
-    ``restores`` lists the ``(kept, lost)`` seq ranges that restores of older copies
-    skipped (see :attr:`Change.restore`), oldest first; ``journal_limit`` is how many
-    events the database keeps.
-    """
-
-    journal: list[Event]
-    latest_seq: int
-    database_id: str
-    version: FileVersion | None
-    project_records: list[dict[str, Any]]
-    restores: list[tuple[int, int]] = field(default_factory=list)
-    journal_limit: int = DEFAULT_JOURNAL_LIMIT
+#: One consistent read of the database (the type lives with the seam: a server reads it).
+StoreState = StateRead
 
 
 class _MemoryStorage(Storage):

@@ -35,24 +35,16 @@ ALLOWED_OURS: dict[str, set[str]] = {
     # What every client of a server shares (TLS context, backoff, refusal lines): stdlib only.
     "_client": {"errors"},
     "backend": {"model", "events", "errors", "runtime"},
-    "store": {"backend", "model", "events", "errors", "_files", "_storefile"},
+    # config: the journal limit's default is typed once, there.
+    "store": {"backend", "config", "model", "events", "errors", "_files", "_storefile"},
     "jetstream": {"backend", "model", "events", "errors", "_files"},
     "local": {"backend", "config", "errors", "events", "model", "store", "runtime", "rpc"},
     "rpc": {"config", "errors", "_files"},
     "runtime": {"config", "errors", "_files", "rpc"},
     "sequencer": {"events"},
-    "server": {
-        "backend",
-        "sequencer",
-        "store",
-        "rpc",
-        "runtime",
-        "events",
-        "model",
-        "errors",
-        "remote",
-        "config",
-    },
+    "server": {"backend", "sequencer", "rpc", "runtime", "events", "model", "errors", "config"},
+    # The background server's process: it opens the TinyDB file its launch names.
+    "server.__main__": {"server", "store", "config", "runtime", "errors"},
     "remote": {"backend", "config", "errors", "events", "model", "runtime", "_client"},
     "subscribe": {"events", "runtime", "errors", "_client"},
     "watch": {"events", "subscribe", "model"},
@@ -190,8 +182,11 @@ def _path(graph: Mapping[str, set[str]], start: str, end: str) -> list[str] | No
 
 def _house(module: str) -> str:
     """``cli`` for every module of the ``cli`` package (and so for every package), ``__init__``
-    for the package ``projctl`` itself, else the module's own name."""
+    for the package ``projctl`` itself, else the module's own name. A subpackage's
+    ``__main__`` is its process's composition root, a house of its own (``server.__main__``)."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[-1] == "__main__":
+        return f"{parts[1]}.__main__"
     return parts[1] if len(parts) > 1 else "__init__"
 
 

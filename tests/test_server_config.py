@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 import projctl
-from projctl import config, server
+from projctl import config
 from projctl.runtime import ServerLaunch, StartOptions
 from projctl.server import ServerConfig
-from projctl.server import app as server_app
+from projctl.server import __main__ as server_main
 
 
 def _launch(db_path: Path) -> list[str]:
@@ -25,9 +25,9 @@ def _run_background_main(
     """What ``python -m projctl.server`` would serve, caught before it listens."""
     served: list[tuple[Any, ServerConfig]] = []
     monkeypatch.setattr(
-        server_app, "run_server", lambda store, cfg, **_: served.append((store, cfg))
+        server_main, "run_server", lambda store, cfg, **_: served.append((store, cfg))
     )
-    assert server.main(_launch(db_path)) == 0
+    assert server_main.main(_launch(db_path)) == 0
     assert len(served) == 1
     return served[0]
 
@@ -37,7 +37,7 @@ def test_background_server_keeps_the_journal_limit_setting(
 ) -> None:
     monkeypatch.setenv("PROJCTL_JOURNAL_LIMIT", "7")
     store, cfg = _run_background_main(db_path, monkeypatch)
-    # /rpc writes go through this store: it trims the journal to the setting, and a
+    # REST writes go through this store: it trims the journal to the setting, and a
     # remote ``info`` reports it.
     assert store.journal_limit == 7
     assert cfg.journal_window == 7

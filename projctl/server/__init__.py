@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from projctl.server.access import AccessPolicy, canonical_host, check_key_file, read_token_file
-from projctl.server.app import BroadcastServer, configure_logging, main, run_server
+from projctl.server.app import BroadcastServer, configure_logging, run_server
 from projctl.server.config import ServerConfig, server_config
 from projctl.server.http import _page_response
 
@@ -28,7 +28,6 @@ __all__ = [
     "canonical_host",
     "check_key_file",
     "configure_logging",
-    "main",
     "read_token_file",
     "run_server",
     "server_config",

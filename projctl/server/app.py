@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import functools
 import logging
@@ -45,14 +44,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
-from projctl import config, rpc, runtime
+from projctl import rpc, runtime
 from projctl._version import __version__
-from projctl.errors import ProjctlError, ServerError
+from projctl.backend import FileVersion, ServedStorage
+from projctl.errors import ServerError
 from projctl.events import Event
-from projctl.runtime import RuntimePaths, ServerLaunch, ServerState
+from projctl.runtime import RuntimePaths, ServerState
 from projctl.sequencer import Sequencer
 from projctl.server.access import _TOKEN_PROTOCOL, AccessPolicy
-from projctl.server.config import ServerConfig, server_config
+from projctl.server.config import ServerConfig
 from projctl.server.connection import (
     _SPARE_SLOTS,
     _TRIM_AFTER_HANDSHAKES,
@@ -65,7 +65,6 @@ from projctl.server.http import Routes, _parse_since
 from projctl.server.local import LocalAnswers
 from projctl.server.watcher import JournalWatcher
 from projctl.server.writes import RestWrites
-from projctl.store import FileVersion, ProjectStore
 
 log = logging.getLogger("projctl.server")
 
@@ -85,7 +84,7 @@ class BroadcastServer:
     counting connections, and handing each request to its job.
     """
 
-    def __init__(self, store: ProjectStore, paths: RuntimePaths, config: ServerConfig) -> None:
+    def __init__(self, store: ServedStorage, paths: RuntimePaths, config: ServerConfig) -> None:
         self.store = store
         self.paths = paths
         self.config = config
@@ -506,7 +505,7 @@ def configure_logging() -> None:
 
 
 def run_server(
-    store: ProjectStore,
+    store: ServedStorage,
     config: ServerConfig,
     *,
     on_ready: Callable[[BroadcastServer], None] | None = None,
@@ -530,33 +529,3 @@ def run_server(
         await server.serve_until_stopped()
 
     asyncio.run(main())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m projctl.server ARGS``: a background server, as ``runtime`` launches it.
-
-    Its output goes to the server log, where the launching command reads the last
-    line when the server could not start.
-    """
-    configure_logging()
-    try:
-        launch = ServerLaunch.parse(sys.argv[1:] if argv is None else argv)
-        options = launch.options
-        # The launching command's environment is this one's: the same settings (the
-        # journal limit, for one) hold for the store and the server as for ``serve``.
-        settings = config.load_settings(db=str(launch.db_path))
-        run_server(
-            ProjectStore(launch.db_path, journal_limit=settings.journal_limit),
-            server_config(
-                dataclasses.replace(settings, max_connections=options.max_connections),
-                host=options.host,
-                port=options.port,
-                port_fallback=options.port_fallback,
-                idle_timeout=options.idle_timeout,
-                require_token=options.require_token,
-            ),
-        )
-    except ProjctlError as error:
-        log.error("%s", error)
-        return 1
-    return 0

@@ -22,11 +22,11 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
+from projctl.backend import ServedStorage, StateRead
 from projctl.errors import CorruptDatabaseError
 from projctl.sequencer import Sequencer
 from projctl.server.config import ServerConfig
 from projctl.server.connection import _counted, _malloc_trim
-from projctl.store import ProjectStore, StoreState
 
 log = logging.getLogger("projctl.server")
 
@@ -53,7 +53,7 @@ class Feed:
     def __init__(
         self,
         sequencer: Sequencer,
-        store: ProjectStore,
+        store: ServedStorage,
         config: ServerConfig,
         *,
         spawn: Callable[[Awaitable[Any]], None],
@@ -72,8 +72,8 @@ class Feed:
         self.closing: set[ServerConnection] = set()
         #: Subscribers closed for being slow, since the start.
         self.slow_closed = 0
-        self._shared_state: weakref.ref[StoreState] | None = None
-        self._reading: asyncio.Future[StoreState] | None = None
+        self._shared_state: weakref.ref[StateRead] | None = None
+        self._reading: asyncio.Future[StateRead] | None = None
 
     def backlog_bytes(self) -> int:
         """Bytes waiting in the backlogs of subscribers still receiving their opening."""
@@ -220,7 +220,7 @@ class Feed:
             self.send_to_all(self.sequencer.catch_up(state))
         return self.sequencer.projects_at_last_seq(state)
 
-    async def read_state_shared(self) -> StoreState:
+    async def read_state_shared(self) -> StateRead:
         """One read of the database for every subscriber that needs the projects now.
 
         Many subscribers asking for a snapshot at once share one read (and its memory)
@@ -241,7 +241,7 @@ class Feed:
         self._shared_state = weakref.ref(state)
         return state
 
-    def _read_state_patiently(self) -> StoreState:
+    def _read_state_patiently(self) -> StateRead:
         """A read of the database for a subscriber or the API, waiting out another program
         rewriting the file in place (empty or half written) for up to
         ``transient_read_wait`` seconds: nobody is shown an empty registry meanwhile."""

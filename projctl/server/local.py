@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from projctl import rpc
+from projctl.backend import FileVersion
 from projctl.events import Event, EventDecodeError, check_event
 from projctl.sequencer import Sequencer
-from projctl.store import FileVersion
 
 log = logging.getLogger("projctl.server")
 

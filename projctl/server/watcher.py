@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from projctl.backend import ServedStorage
 from projctl.errors import StoreError
 from projctl.sequencer import Sequencer
 from projctl.server.config import ServerConfig
-from projctl.store import ProjectStore
 
 log = logging.getLogger("projctl.server")
 
@@ -21,7 +21,7 @@ class JournalWatcher:
 
     def __init__(
         self,
-        store: ProjectStore,
+        store: ServedStorage,
         sequencer: Sequencer,
         config: ServerConfig,
         *,
