@@ -38,6 +38,7 @@ LIST = COMMAND | {
     "projctl.local",
     "projctl.store",
     "projctl._storefile",
+    "projctl._storetables",
 }
 #: ``create`` with its server up: the file, then one forward over the local socket.
 CREATE = LIST | {

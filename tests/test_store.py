@@ -307,7 +307,7 @@ def test_tinydb_still_has_the_method_the_store_overrides() -> None:
 
     from tinydb.table import Table
 
-    from projctl.store import _ProjectsTable
+    from projctl._storetables import _ProjectsTable
 
     assert list(inspect.signature(Table._update_table).parameters) == ["self", "updater"]
     assert _ProjectsTable._update_table is not Table._update_table
