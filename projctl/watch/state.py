@@ -14,10 +14,10 @@ from projctl.subscribe import Connection, Message
 
 from .words import plural
 
-#: How long a created or updated row stays highlighted.
-HIGHLIGHT_SECONDS = 10.0
-#: How long a deleted row stays on screen, struck through, before it disappears.
-DELETED_LINGER_SECONDS = 5.0
+#: How long a row stays highlighted, and a deleted one on screen: the same for every live
+#: view (the dashboard too), typed once in ``events``.
+HIGHLIGHT_SECONDS = events.HIGHLIGHT_SECONDS
+DELETED_LINGER_SECONDS = events.DELETED_LINGER_SECONDS
 FEED_LENGTH = 6
 
 
