@@ -29,8 +29,18 @@ def client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=ca_file)
 
 
+#: OpenSSL's verify code for a certificate made for another host name.
+_HOSTNAME_MISMATCH = 62
+
+
 def untrusted(error: ssl.SSLCertVerificationError, url: str) -> ServerError:
-    """One line for a server whose certificate cannot be trusted."""
+    """One line for a server whose certificate cannot be trusted, saying what to do: a
+    certificate for another name is not fixed by trusting a CA."""
+    if error.verify_code == _HOSTNAME_MISMATCH:
+        return ServerError(
+            f"TLS with {url} failed: its certificate is not for that host name "
+            f"({error.verify_message}); use the name the certificate was made for"
+        )
     return ServerError(
         f"TLS with {url} failed: {error.verify_message}; trust its CA with PROJCTL_CA_FILE"
     )

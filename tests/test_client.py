@@ -58,3 +58,17 @@ def test_a_refused_token_is_one_line_naming_the_server(status: int) -> None:
 def test_another_refused_handshake_is_one_line() -> None:
     error = subscribe.refusal(refused(400), "ws://127.0.0.1:1/ws")
     assert str(error) == "the server at ws://127.0.0.1:1/ws refused the connection (HTTP 400)"
+
+
+def test_a_certificate_for_another_name_says_so_not_trust_its_ca() -> None:
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_code = 62
+    error.verify_message = "Hostname mismatch, certificate is not valid for 'team.example'."
+    line = str(_client.untrusted(error, "wss://team.example:8443"))
+    assert "not for that host name" in line
+    assert "PROJCTL_CA_FILE" not in line
+    error.verify_code = 20
+    error.verify_message = "unable to get local issuer certificate"
+    assert str(_client.untrusted(error, "wss://team.example:8443")).endswith(
+        "trust its CA with PROJCTL_CA_FILE"
+    )
