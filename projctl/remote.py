@@ -175,6 +175,7 @@ class RemoteBackend:
         if idempotency_key is not None:
             sent["Idempotency-Key"] = idempotency_key
         last_error = ""
+        dropped = False  # the server closed the connection without an answer
         for pause in (*_client.backoff(RETRY_FIRST, factor=3, count=RETRIES), None):
             try:
                 answer = self._send(method, path, payload, sent)
@@ -184,6 +185,7 @@ class RemoteBackend:
                 raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
             except (OSError, http.client.HTTPException) as error:
                 self.close()
+                dropped = isinstance(error, (http.client.RemoteDisconnected, ConnectionResetError))
                 last_error = (
                     error.strerror if isinstance(error, OSError) and error.strerror else None
                 ) or (str(error) or type(error).__name__)
@@ -196,7 +198,11 @@ class RemoteBackend:
                 pause = max(pause, min(answer.retry_after, _RETRY_AFTER_MAX))
             if pause is not None:
                 time.sleep(pause)
-        raise ServerError(f"cannot reach the server at {self.url}: {last_error}")
+        hint = ""
+        if not self._tls and dropped:
+            # A TLS server closes a connection that speaks plain HTTP to it.
+            hint = "; if the server uses TLS, use wss://"
+        raise ServerError(f"cannot reach the server at {self.url}: {last_error}{hint}")
 
     def _send(
         self, method: str, path: str, payload: bytes | None, headers: dict[str, str]

@@ -213,3 +213,10 @@ def test_each_error_code_raises_what_its_documented_exit_code_reports(team: Team
         "store_error": 4,
     }
     assert {code: exit_code for code, (_, exit_code) in raised.items()} == documented, raised
+
+
+def test_plain_ws_against_a_tls_server_suggests_wss(team: TeamServer) -> None:
+    plain = team.url.replace("wss://", "ws://")
+    line = one_error(team.run("list", PROJCTL_URL=plain), 5)
+    assert line.startswith(f"Error: cannot reach the server at {plain}: ")
+    assert line.endswith("; if the server uses TLS, use wss://")
