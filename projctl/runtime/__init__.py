@@ -62,7 +62,15 @@ from .paths import (
     private_folder,
     runtime_paths,
 )
-from .state import STATE_FILE_MAX, ServerState, pid_alive, process_start_time, read_server_state
+from .state import (
+    STATE_FILE_MAX,
+    ServerState,
+    pid_alive,
+    process_start_time,
+    read_server_state,
+    remember_port,
+    remembered_port,
+)
 from .wait import poll_until
 
 __all__ = [
@@ -94,6 +102,8 @@ __all__ = [
     "private_folder",
     "process_start_time",
     "read_server_state",
+    "remember_port",
+    "remembered_port",
     "request",
     "runtime_paths",
     "server_on_port",

@@ -132,6 +132,11 @@ class RuntimePaths:
         """Where a server that did not answer is remembered."""
         return self.folder / f"{self.key}.hung"
 
+    @property
+    def port_file(self) -> Path:
+        """Where the port the database's last server listened on is remembered."""
+        return self.folder / f"{self.key}.port"
+
 
 def database_key(db_path: Path) -> str:
     """The identity of the database at ``db_path`` (which must have symlinks resolved).

@@ -131,6 +131,28 @@ def clear_start_record(state_file: Path, pid: int) -> None:
             os.close(fd)
 
 
+def remembered_port(paths: RuntimePaths) -> int | None:
+    """The port the database's last server listened on, ``None`` when none is remembered
+    (or the file is anything but a port number: it is only ever a hint)."""
+    try:
+        found = _files.read_regular(paths.port_file, limit=16)
+    except (OSError, _files.NotRegularFile):
+        return None
+    if found is None:
+        return None
+    text = found[0].decode("ascii", "replace").strip()
+    if not text.isdigit() or len(text) > 5 or not 0 < int(text) <= 65535:
+        return None
+    return int(text)
+
+
+def remember_port(paths: RuntimePaths, port: int) -> None:
+    """Remember the port a server listens on, so that its next start takes it again: a
+    page or a ``watch`` following the old address finds the restarted server there."""
+    with contextlib.suppress(OSError):
+        _files.atomic_write(paths.port_file, f"{port}\n".encode(), mode=0o600)
+
+
 def read_state_file(path: Path) -> ServerState | None:
     try:
         found = _files.read_regular(path)

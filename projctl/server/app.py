@@ -178,10 +178,21 @@ class BroadcastServer:
         log.info("serving %s for %s (pid %d)", self.url, self.paths.db_path, os.getpid())
 
     async def _listen(self) -> None:
-        """Listen on the configured address; a taken port is an error unless it may fall back."""
+        """Listen on the configured address; a taken port is an error unless it may fall back.
+
+        A server that may fall back (no port was asked for) first tries the port the
+        database's last server had, when free: a dashboard left open on it, or anything
+        else following that address, finds the restarted server where it was.
+        """
         host, port = self.config.host, self.config.port
+        if self.config.port_fallback:
+            last = runtime.remembered_port(self.paths)
+            if last is not None and last != port:
+                with contextlib.suppress(OSError):
+                    self._ws_server = await self._serve_on(host, last)
         try:
-            self._ws_server = await self._serve_on(host, port)
+            if self._ws_server is None:
+                self._ws_server = await self._serve_on(host, port)
         except OSError as error:
             if error.errno == errno.EADDRINUSE and port != 0 and self.config.port_fallback:
                 log.info("port %d is taken; listening on a free port instead", port)
@@ -191,6 +202,8 @@ class BroadcastServer:
         sockets = list(self._ws_server.sockets)  # an Iterable before websockets 15
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        if self.config.port_fallback:
+            await asyncio.to_thread(runtime.remember_port, self.paths, self.port)
 
     async def _serve_on(self, host: str, port: int) -> Server:
         attempts = 5 if port == 0 else 1
