@@ -40,7 +40,7 @@ def test_create_json_prints_the_stored_project(cli: Cli, store: ProjectStore) ->
         "web",
         "-s",
         "on_hold",
-        "-o",
+        "--owner",
         "ann",
         "-d",
         "Line 1\nLine 2",
@@ -160,8 +160,8 @@ def test_list_piped_is_tab_separated(cli: Cli, store: ProjectStore) -> None:
 
 def test_list_json(cli: Cli, store: ProjectStore) -> None:
     assert orjson.loads(cli("list", "--json").stdout) == []
-    create(cli, "Alpha", "-o", "ann")
-    create(cli, "Beta", "-o", "bob")
+    create(cli, "Alpha", "--owner", "ann")
+    create(cli, "Beta", "--owner", "bob")
     result = cli("list", "--json", "--owner", "bob")
     assert orjson.loads(result.stdout) == [store.list_projects(owner_id="bob")[0].to_dict()]
 

@@ -277,7 +277,7 @@ class ProjctlGroup(TyperGroup):
 
 #: Options every command takes that may also come before the command, as in
 #: ``projctl --db X list``: they are moved behind the command before parsing.
-GLOBAL_OPTIONS: dict[str, bool] = {"--db": True, "--quiet": False, "-q": False}
+GLOBAL_OPTIONS: dict[str, bool] = {"--db": True, "--quiet": False, "-q": False, "--json": False}
 
 
 def move_global_options(args: list[str]) -> list[str]:
@@ -376,7 +376,8 @@ def _root_help() -> str:
     return (
         "Manage projects from the terminal and CI; every change is journaled as an event.\n\n"
         "Results go to stdout, messages to stderr; every command that prints data takes "
-        "--json.\n\n\b\nEnvironment:\n" + environment + "\n\nExit codes: " + codes + "."
+        "-o/--output FORMAT (json, jsonl, tsv, table, wide, name) and --json (-o json)."
+        "\n\n\b\nEnvironment:\n" + environment + "\n\nExit codes: " + codes + "."
     )
 
 

@@ -6,6 +6,7 @@ every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from projctl.cli._lazy import report, url_override
 from projctl.config import Settings, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import Event
-from projctl.model import STATUSES
+from projctl.model import STATUSES, Project, visible
 
 DbOption = Annotated[
     str | None,
@@ -28,8 +29,78 @@ DbOption = Annotated[
         show_default=False,
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text (-o json).")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+#: Every ``-o/--output`` format, as kubectl names them; ``name``: ids only.
+OUTPUT_FORMATS: tuple[str, ...] = ("json", "jsonl", "tsv", "table", "wide", "name")
+#: The formats of a command that prints one report, not projects (``info``, ``server status``).
+REPORT_FORMATS: tuple[str, ...] = ("json", "jsonl")
+
+
+def _complete_formats(formats: tuple[str, ...]) -> Any:
+    def complete(incomplete: str) -> list[str]:
+        return [name for name in formats if name.startswith(incomplete)]
+
+    return complete
+
+
+def output_option(formats: tuple[str, ...], meaning: str) -> Any:
+    """The ``-o/--output FORMAT`` option of a command that prints ``formats``."""
+    return typer.Option(
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help=f"Output format: {meaning}. --json is -o json.",
+        show_default=False,
+        autocompletion=_complete_formats(formats),
+    )
+
+
+OutputOption = Annotated[
+    str | None,
+    output_option(
+        OUTPUT_FORMATS,
+        "json, jsonl (an object a line), tsv, table, wide (a table with every field) "
+        "or name (ids only)",
+    ),
+]
+ReportOutputOption = Annotated[
+    str | None, output_option(REPORT_FORMATS, "json or jsonl (the same object, one line)")
+]
+
+
+def output_format(
+    output: str | None,
+    json_output: bool,
+    quiet: bool = False,
+    *,
+    formats: tuple[str, ...] = OUTPUT_FORMATS,
+    owner_option: bool = False,
+) -> str | None:
+    """The format ``-o``/``--json`` ask for (``None``: the command's own text).
+
+    Raises :class:`InvalidInputError` for a format the command does not print, for
+    ``--json`` with another ``-o``, and for ``--quiet`` with either: quiet and JSON
+    cannot both be honoured, and a script asking for both has a bug worth seeing.
+    ``owner_option``: the command has ``--owner``, which ``-o`` meant before.
+    """
+    chosen = output.strip().lower() if output is not None else None
+    if chosen is not None and chosen not in formats:
+        message = f"-o is the output format ({', '.join(formats)}), not {output!r}"
+        if chosen not in OUTPUT_FORMATS and owner_option:
+            message = f"-o is the output format ({', '.join(formats)}); for the owner use --owner"
+        raise InvalidInputError(message)
+    if json_output:
+        if chosen not in (None, "json"):
+            raise InvalidInputError(f"--json and -o {chosen} contradict each other: give one")
+        chosen = "json"
+    if quiet and chosen is not None:
+        flag = "--json" if json_output else f"-o {chosen}"
+        raise InvalidInputError(f"--quiet and {flag} contradict each other: give one")
+    return chosen
+
+
 NoBroadcastFlag = Annotated[
     bool,
     typer.Option(
@@ -170,4 +241,53 @@ def print_json(value: Any) -> None:
     import orjson
 
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+def tsv_fields(project: Project) -> tuple[str, ...]:
+    """A project's tab-separated line: id, name, type, status, owner, updated."""
+    # Made visible: a tab or newline from another program must not break the columns.
+    return tuple(
+        visible(value)
+        for value in (
+            project.project_id,
+            project.name,
+            project.type,
+            project.status,
+            project.owner_id,
+            project.updated_at,
+        )
+    )
+
+
+def print_projects(projects: Sequence[Project], output: str) -> None:
+    """``projects`` in the ``-o`` format ``output`` (``json``: one array)."""
+    if output == "json":
+        print_json([project.to_dict() for project in projects])
+    elif output == "jsonl":
+        print_json_lines([project.to_dict() for project in projects])
+    elif output == "name":
+        for project in projects:
+            typer.echo(project.project_id)
+    elif output == "tsv":
+        for project in projects:
+            typer.echo("\t".join(tsv_fields(project)))
+    else:  # table, wide
+        from rich.console import Console
+
+        from projctl.watch import render_projects_table
+
+        table = render_projects_table(
+            [project.to_dict() for project in projects], wide=output == "wide"
+        )
+        # In a pipe no terminal sets the width: the table takes what its cells need
+        # (a table never grows past that) rather than folding them at 80 columns.
+        Console(width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
+def print_json_lines(values: Sequence[Any]) -> None:
+    """Each value as one JSON line on stdout."""
+    import orjson
+
+    sys.stdout.write("".join(orjson.dumps(value).decode() + "\n" for value in values))
     sys.stdout.flush()

@@ -14,15 +14,22 @@ from projctl.cli._options import (
     DbOption,
     JsonFlag,
     NoBroadcastFlag,
+    OutputOption,
     ProjectArgument,
     ProjectsArgument,
     QuietFlag,
     open_database,
+    output_format,
     print_json,
+    print_json_lines,
+    print_projects,
 )
 from projctl.config import parse_count
 from projctl.errors import InvalidInputError, ProjectNotFoundError
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
+
+#: What -o formats other than JSON print for a command whose result is a project.
+PROJECT_FORMATS = ("tsv", "table", "wide")
 
 
 @command("create")
@@ -39,7 +46,6 @@ def create(
         str | None,
         typer.Option(
             "--owner",
-            "-o",
             metavar="OWNER",
             help=OWNER_HELP + " [default: $PROJCTL_OWNER, else your user name]",
             show_default=False,
@@ -49,6 +55,7 @@ def create(
         str,
         typer.Option("--description", "-d", metavar="TEXT", help="Up to 10,000 characters."),
     ] = "",
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
@@ -56,21 +63,25 @@ def create(
 ) -> None:
     """Create a project and print its id.
 
-    With --json, print the stored project as one JSON object instead.
+    With -o json (--json) or jsonl, print the stored project as one JSON object instead;
+    -o tsv, table or wide print it as list does.
 
     \b
     Example:
         id=$(projctl create "Billing API" --type api --owner alice)
     """
+    chosen = output_format(output, json_output, quiet, owner_option=True)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
     change = database.create(
         name, type=type, status=status, owner_id=owner, description=description
     )
     if quiet:
         return
-    if json_output:
+    if chosen in ("json", "jsonl"):
         print_json(change.project.to_dict())
-    else:
+    elif chosen in PROJECT_FORMATS:
+        print_projects([change.project], chosen)
+    else:  # the id alone, as -o name prints it
         typer.echo(change.project.project_id)
 
 
@@ -87,13 +98,12 @@ def update(
         Status | None,
         typer.Option("--status", "-s", metavar="STATUS", help="New status: " + STATUS_HELP),
     ] = None,
-    owner: Annotated[
-        str | None, typer.Option("--owner", "-o", metavar="OWNER", help=OWNER_HELP)
-    ] = None,
+    owner: Annotated[str | None, typer.Option("--owner", metavar="OWNER", help=OWNER_HELP)] = None,
     description: Annotated[
         str | None,
         typer.Option("--description", "-d", metavar="TEXT", help="New description."),
     ] = None,
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
@@ -102,7 +112,9 @@ def update(
     """Change the given fields of a project.
 
     Prints which fields really changed, or that the project is unchanged (then
-    no event is recorded). With --json, print {"project": {...}, "updated_fields": [...]}.
+    no event is recorded). With -o json (--json) or jsonl, print
+    {"project": {...}, "updated_fields": [...]}; -o name prints the id, -o tsv, table
+    or wide the project as list does.
 
     \b
     Example:
@@ -116,6 +128,7 @@ def update(
         "description": description,
     }
     changes = {field: value for field, value in given.items() if value is not None}
+    chosen = output_format(output, json_output, quiet, owner_option=True)
     if not changes:
         raise InvalidInputError(
             "nothing to update: give at least one of "
@@ -126,8 +139,12 @@ def update(
     if quiet:
         return
     updated = change.project
-    if json_output:
+    if chosen in ("json", "jsonl"):
         print_json({"project": updated.to_dict(), "updated_fields": list(change.updated_fields)})
+    elif chosen == "name":
+        typer.echo(updated.project_id)
+    elif chosen in PROJECT_FORMATS:
+        print_projects([updated], chosen)
     elif change.updated_fields:
         typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
     else:
@@ -141,6 +158,7 @@ def delete(
         bool,
         typer.Option("--missing-ok", help="Exit 0 when a project does not exist (skip it)."),
     ] = False,
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
@@ -149,13 +167,16 @@ def delete(
     """Delete one or more projects: all of them, or none when one is missing.
 
     Unless --missing-ok, a project that does not exist deletes nothing and exits 3.
-    With --json, print {"project_id": ..., "name": ..., "deleted": true} for each (one
-    object for one project, an array for several); a missing one has "deleted": false.
+    With -o json (--json), print {"project_id": ..., "name": ..., "deleted": true} for
+    each (one object for one project, an array for several; -o jsonl: one a line); a
+    missing one has "deleted": false. -o name prints the deleted ids, -o tsv, table or
+    wide the deleted projects as they were.
 
     \b
     Example:
         projctl delete "$id" --missing-ok
     """
+    chosen = output_format(output, json_output, quiet)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
     resolved: list[tuple[str, str | None]] = []  # (as given, its id or None when missing)
     for reference in projects:
@@ -175,14 +196,18 @@ def delete(
         gone = deleted.get(project_id) if project_id is not None else None
         if gone is None:
             results.append({"project_id": reference, "deleted": False})
-            if not json_output:
+            if chosen not in ("json", "jsonl"):
                 typer.echo(f"{reference}: not found, nothing deleted", err=True)
         else:
             results.append({"project_id": gone.project_id, "name": gone.name, "deleted": True})
-            if not json_output:
+            if chosen is None:
                 typer.echo(f"{gone.project_id}: deleted")
-    if json_output:
+    if chosen == "json":
         print_json(results[0] if len(results) == 1 else results)
+    elif chosen == "jsonl":
+        print_json_lines(results)
+    elif chosen is not None:
+        print_projects(list(deleted.values()), chosen)
 
 
 #: ``list --sort`` keys: the record field, and whether the newest (largest) comes first.
@@ -205,7 +230,7 @@ def list_projects(
         str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type.")
     ] = None,
     owner: Annotated[
-        str | None, typer.Option("--owner", "-o", metavar="OWNER", help="Only this owner.")
+        str | None, typer.Option("--owner", metavar="OWNER", help="Only this owner.")
     ] = None,
     sort: Annotated[
         SortChoice | None,
@@ -222,19 +247,24 @@ def list_projects(
         str | None,
         typer.Option("--limit", "-n", metavar="N", help="Show at most N projects."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    output: OutputOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON array (-o json).")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """List projects, oldest first unless --sort says otherwise.
 
     A table on a terminal; one tab-separated line per project (id, name, type,
-    status, owner, updated) when piped; a JSON array with --json.
+    status, owner, updated) when piped. -o picks: json (one array), jsonl, tsv,
+    table, wide (also created and description) or name (ids only).
 
     \b
     Example:
         projctl list --status in_progress --sort updated --limit 10
     """
     count = None if limit is None else parse_count(limit, "--limit", minimum=1)
+    chosen = output_format(output, json_output, owner_option=True)
     database = open_database(db)
     projects = database.list(status=status, type=type, owner_id=owner)
     if sort is not None:
@@ -244,58 +274,44 @@ def list_projects(
         projects.reverse()
     if count is not None:
         projects = projects[:count]
-    if json_output:
-        print_json([project.to_dict() for project in projects])
-    elif sys.stdout.isatty():
+    if chosen is None:
+        chosen = "table" if sys.stdout.isatty() else "tsv"
+    if chosen not in ("table", "wide") or projects:
+        print_projects(projects, chosen)
+    else:
         from rich.console import Console
 
-        from projctl.watch import render_projects_table
-
-        if projects:
-            Console().print(render_projects_table([project.to_dict() for project in projects]))
+        filters = [
+            f"--{name} {value}"
+            for name, value in (("status", status), ("type", type), ("owner", owner))
+            if value is not None
+        ]
+        if filters:
+            total = len(database.list())
+            message = f"No projects match {' '.join(filters)} ({total} in all)."
         else:
-            filters = [
-                f"--{name} {value}"
-                for name, value in (("status", status), ("type", type), ("owner", owner))
-                if value is not None
-            ]
-            if filters:
-                total = len(database.list())
-                message = f"No projects match {' '.join(filters)} ({total} in all)."
-            else:
-                message = "No projects. Create one with: projctl create NAME"
-            Console(stderr=True).print(message, markup=False, highlight=False)
-    else:
-        for project in projects:
-            typer.echo("\t".join(_tsv_fields(project)))
-
-
-def _tsv_fields(project: Project) -> tuple[str, ...]:
-    # Made visible: a tab or newline from another program must not break the columns.
-    return tuple(
-        visible(value)
-        for value in (
-            project.project_id,
-            project.name,
-            project.type,
-            project.status,
-            project.owner_id,
-            project.updated_at,
-        )
-    )
+            message = "No projects. Create one with: projctl create NAME"
+        Console(stderr=True).print(message, markup=False, highlight=False)
 
 
 @command("show")
-def show(projects: ProjectsArgument, json_output: JsonFlag = False, db: DbOption = None) -> None:
+def show(
+    projects: ProjectsArgument,
+    output: OutputOption = None,
+    json_output: JsonFlag = False,
+    db: DbOption = None,
+) -> None:
     """Show one or more projects.
 
-    With --json, one object for one project, an array for several. A project that
-    does not exist is reported (exit 3) after the others are shown.
+    With -o json (--json), one object for one project, an array for several; -o jsonl,
+    tsv, table, wide or name print them as list does. A project that does not exist
+    is reported (exit 3) after the others are shown.
 
     \b
     Example:
         projctl show "$id" --json
     """
+    chosen = output_format(output, json_output)
     database = open_database(db)
     found: list[Project] = []
     missing: ProjectNotFoundError | InvalidInputError | None = None
@@ -304,10 +320,12 @@ def show(projects: ProjectsArgument, json_output: JsonFlag = False, db: DbOption
             found.append(database.get(database.resolve(reference)))
         except (ProjectNotFoundError, InvalidInputError) as error:
             missing = missing or error
-    if json_output:
+    if chosen == "json":
         records = [project.to_dict() for project in found]
         if records:
             print_json(records[0] if len(projects) == 1 else records)
+    elif chosen is not None:
+        print_projects(found, chosen)
     else:
         for number, project in enumerate(found):
             if number:

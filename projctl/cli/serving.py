@@ -9,11 +9,14 @@ import typer
 
 from projctl.cli._lazy import ExitCode, command, report
 from projctl.cli._options import (
+    REPORT_FORMATS,
     DbOption,
     HostOption,
     JsonFlag,
     PortOption,
+    ReportOutputOption,
     local_database,
+    output_format,
     print_json,
 )
 from projctl.config import parse_count, parse_file, parse_seconds
@@ -211,18 +214,22 @@ def _has_display() -> bool:
 
 
 @command("server status")
-def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
+def server_status(
+    output: ReportOutputOption = None, json_output: JsonFlag = False, db: DbOption = None
+) -> None:
     """Show whether a server runs for the database, and its health.
 
     Exits 0 when one runs and 3 when none does, so it works in `if`.
+    -o json (--json) or jsonl: one JSON object.
 
     \b
     Example:
         if projctl server status >/dev/null; then echo up; fi
     """
+    chosen = output_format(output, json_output, formats=REPORT_FORMATS)
     database = local_database(db)
     status = database.server_status()
-    if json_output:
+    if chosen is not None:
         print_json({"running": status is not None, **(status or {})})
     elif status is None:
         typer.echo(f"no server is running for {database.path}")

@@ -15,9 +15,11 @@ from projctl.cli._options import (
     DbOption,
     complete_projects,
     open_database,
+    output_format,
+    output_option,
 )
 from projctl.config import parse_count, parse_seconds
-from projctl.errors import ProjectNotFoundError
+from projctl.errors import InvalidInputError, ProjectNotFoundError
 from projctl.events import EVENT_TYPES
 from projctl.model import STATUSES
 
@@ -30,8 +32,21 @@ EventChoice = Enum("EventChoice", {name: name for name in EVENT_TYPES}, type=str
 StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
 
 
+#: ``watch -o``: JSON Lines (json and jsonl alike: a stream prints one object a line) or
+#: the live table.
+WATCH_FORMATS = ("json", "jsonl", "table")
+
+
 @command("watch")
 def watch(
+    output: Annotated[
+        str | None,
+        output_option(
+            WATCH_FORMATS,
+            "json or jsonl (JSON Lines, the default when stdout is not a terminal) or "
+            "table (the live table, the default on a terminal)",
+        ),
+    ] = None,
     json_output: Annotated[
         bool,
         typer.Option(
@@ -77,7 +92,7 @@ def watch(
     ] = None,
     owner: Annotated[
         list[str] | None,
-        typer.Option("--owner", "-o", metavar="OWNER", help="Only projects of this owner."),
+        typer.Option("--owner", metavar="OWNER", help="Only projects of this owner."),
     ] = None,
     count: Annotated[
         str | None,
@@ -114,6 +129,9 @@ def watch(
 
     from projctl import watch as watching
 
+    chosen = output_format(output, json_output, formats=WATCH_FORMATS, owner_option=True)
+    if chosen == "table" and not sys.stdout.isatty():
+        raise InvalidInputError("watch -o table needs a terminal; use -o json in a pipe")
     since_seq = None if since is None else parse_count(since, "--since")
     wanted = None if count is None else parse_count(count, "--count", minimum=1)
     seconds = None if timeout is None else parse_seconds(timeout, "--timeout")
@@ -132,7 +150,7 @@ def watch(
         owners=frozenset(owner or ()),
     )
     job: Coroutine[Any, Any, object]
-    if json_output or not sys.stdout.isatty():
+    if chosen in ("json", "jsonl") or not sys.stdout.isatty():
         known = database.list() if (status or owner) else []
         job = watching.run_json(
             locate,
