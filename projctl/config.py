@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "DURATION_RULE",
     "HOST",
     "IDLE_TIMEOUT",
     "JOURNAL_LIMIT",
@@ -103,7 +104,7 @@ NO_BROADCAST = Variable(
 )
 IDLE_TIMEOUT = Variable(
     "PROJCTL_IDLE_TIMEOUT",
-    "seconds before an idle background server stops",
+    "how long an idle background server waits before it stops (30s, 15m, 1h)",
     f"{DEFAULT_IDLE_TIMEOUT:g}",
 )
 JOURNAL_LIMIT = Variable(
@@ -168,14 +169,29 @@ def parse_count(raw: str, source: str, *, minimum: int = 0) -> int:
     return int(text)
 
 
+#: What :func:`parse_seconds` accepts, as its error says it.
+DURATION_RULE = "a duration, 0 or more: seconds (30, 2.5) or with units (30s, 5m, 1h, 1m30s)"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
 def parse_seconds(raw: str, source: str) -> float:
-    """A duration in seconds: a finite number >= 0 (never ``nan`` or ``inf``)."""
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    """A duration in seconds, as people write it for kubectl: plain seconds (``30``, ``2.5``)
+    or numbers with units (``30s``, ``5m``, ``1h``, ``1m30s``, ``500ms``). Finite and >= 0:
+    never ``nan`` or ``inf``."""
+    text = raw.strip().lower()
+    if _DURATION.fullmatch(text):
+        value = sum(
+            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
+        )
+    else:
+        try:
+            value = float(text) if text.isascii() else math.nan
+        except ValueError:
+            value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise _refuse(source, raw, "a number of seconds, 0 or more (like 30 or 2.5)")
+        raise _refuse(source, raw, DURATION_RULE)
     return value
 
 

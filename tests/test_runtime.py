@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from projctl import runtime
+from projctl.config import DURATION_RULE
 from projctl.errors import ConfigError, ServerError
 from projctl.runtime import (
     RuntimePaths,
@@ -696,7 +697,7 @@ def test_server_launch_parse_says_which_option_is_missing_and_prints_nothing(
     assert capsys.readouterr() == ("", "")
 
 
-SECONDS = "expected a number of seconds, 0 or more (like 30 or 2.5)"
+SECONDS = f"expected {DURATION_RULE}"
 FLAG = "expected 1, true, yes, on, or 0, false, no, off"
 
 

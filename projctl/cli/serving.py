@@ -43,9 +43,9 @@ def serve(
         str,
         typer.Option(
             "--idle-timeout",
-            metavar="SECONDS",
-            help="Stop after this long with no subscribers and no events (0: never). "
-            "Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
+            metavar="DURATION",
+            help="Stop after this long (30s, 15m, 1h, or seconds) with no subscribers and no "
+            "events (0: never). Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
         ),
     ] = "0",
     require_token: Annotated[
@@ -248,7 +248,7 @@ def server_start(db: DbOption = None) -> None:
 
     Commands start it by themselves when they need it; this is for a browser page or a
     subscriber that should connect before the first change. It stops after
-    $PROJCTL_IDLE_TIMEOUT seconds with no subscribers and no events.
+    $PROJCTL_IDLE_TIMEOUT (a duration) with no subscribers and no events.
 
     \b
     Example:

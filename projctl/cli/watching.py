@@ -107,9 +107,9 @@ def watch(
         str | None,
         typer.Option(
             "--timeout",
-            metavar="SECONDS",
-            help="Stop after SECONDS: exit 0, or with --count exit 124 if N matching "
-            "events have not arrived by then.",
+            metavar="DURATION",
+            help="Stop after DURATION (30s, 5m, 1h, 1m30s, or seconds): exit 0, or with "
+            "--count exit 124 if N matching events have not arrived by then.",
         ),
     ] = None,
     db: DbOption = None,
