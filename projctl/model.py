@@ -22,8 +22,10 @@ __all__ = [
     "EDITABLE_FIELDS",
     "PROJECT_FIELDS",
     "STATUSES",
+    "WAIT_FIELDS",
     "Project",
     "Status",
+    "WaitCondition",
     "check_utf8",
     "next_project_id",
     "parse_project_id",
@@ -278,3 +280,46 @@ def visible(text: str, *, keep_lines: bool = False) -> str:
     if text.isprintable():  # none of those categories: the common case, at C speed
         return text
     return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE)
+
+
+#: The fields ``--for FIELD=VALUE`` may name (``owner`` is ``owner_id``).
+WAIT_FIELDS: tuple[str, ...] = ("status", "type", "owner_id", "name")
+_FIELD_ALIASES = {"owner": "owner_id"}
+
+
+@dataclass(frozen=True)
+class WaitCondition:
+    """What ``wait --for`` waits for: a field's value, or (``field`` ``None``) deletion."""
+
+    field: str | None
+    value: str = ""
+
+    @classmethod
+    def parse(cls, raw: str) -> WaitCondition:
+        """``delete`` or ``FIELD=VALUE`` (:data:`WAIT_FIELDS`), as kubectl's ``--for``."""
+        text = raw.strip()
+        if text.lower() in ("delete", "deleted"):
+            return cls(None)
+        field, equals, value = text.partition("=")
+        field = _FIELD_ALIASES.get(field.strip().lower(), field.strip().lower())
+        if not equals or field not in WAIT_FIELDS:
+            raise InvalidInputError(
+                f"--for {raw!r} is not a condition: expected delete or FIELD=VALUE with FIELD "
+                f"one of {', '.join(WAIT_FIELDS)} (like status=completed)"
+            )
+        value = _VALIDATORS[field](value)
+        return cls(field, value)
+
+    @property
+    def deletion(self) -> bool:
+        """Whether it waits for the project to be deleted."""
+        return self.field is None
+
+    def __str__(self) -> str:
+        return "delete" if self.field is None else f"{self.field}={self.value}"
+
+    def met_by(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether the project, as ``record`` (``None``: it does not exist), meets it."""
+        if self.field is None:
+            return record is None
+        return record is not None and record.get(self.field) == self.value

@@ -46,6 +46,7 @@ def test_commands() -> None:
         "server stop",
         "show",
         "update",
+        "wait",
         "watch",
     ]
 

@@ -66,7 +66,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3  #: no project with the given id
     STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
     SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
-    TIMEOUT = 124  #: ``watch --timeout`` ran out before ``--count`` events arrived
+    TIMEOUT = 124  #: ``watch --timeout`` or ``wait --timeout`` ran out first
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -78,7 +78,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "project not found (server status: no server running)",
     ExitCode.STORE_ERROR: "database error",
     ExitCode.SERVER_ERROR: "server error",
-    ExitCode.TIMEOUT: "watch timed out",
+    ExitCode.TIMEOUT: "timed out (watch, wait)",
     ExitCode.INTERRUPTED: "interrupted",
 }
 
@@ -90,6 +90,7 @@ COMMANDS: dict[str, str] = {
     "list": "projctl.cli.projects",
     "show": "projctl.cli.projects",
     "watch": "projctl.cli.watching",
+    "wait": "projctl.cli.waiting",
     "open": "projctl.cli.serving",
     "serve": "projctl.cli.serving",
     "server status": "projctl.cli.serving",
