@@ -240,12 +240,27 @@ class Database:
         return self.backend.commit(Delete(tuple(project_ids), missing_ok=missing_ok))
 
     def resolve(self, reference: str) -> str:
-        """The id of the project ``reference`` names: an exact id, or else an exact unique name.
+        """The id of the project ``reference`` names: an exact id, else an exact unique name,
+        else the beginning of one project's id (see :func:`projctl.model.resolve_reference`).
 
         Raises :class:`ProjectNotFoundError`, or :class:`InvalidInputError` listing the
-        ids when several projects share that name.
+        ids when several projects share that name or several ids begin with it.
         """
-        return self.backend.resolve(reference)
+        from projctl.model import resolve_reference
+
+        try:
+            return self.backend.resolve(reference)
+        except ProjectNotFoundError:
+            # The storage resolves ids and names; a prefix is only tried when neither matched.
+            return resolve_reference(reference, self.list())
+
+    def same_name(self, name: str, *, besides: str | None = None) -> builtins.list[str]:
+        """The ids of the projects named ``name`` (as it would be stored: trimmed), other
+        than ``besides``."""
+        from projctl.model import validate_name
+
+        stored = validate_name(name)
+        return [p.project_id for p in self.list() if p.name == stored and p.project_id != besides]
 
     @cached_property
     def default_owner(self) -> str:

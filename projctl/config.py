@@ -44,6 +44,7 @@ __all__ = [
     "PORT",
     "REQUIRE_TOKEN",
     "TOKEN",
+    "UNIQUE_NAMES",
     "URL",
     "VARIABLES",
     "DbSource",
@@ -99,6 +100,9 @@ PORT = Variable(
     "port of the broadcast server (0: any free)",
     f"{DEFAULT_PORT} for the default database when free, else any free port",
 )
+UNIQUE_NAMES = Variable(
+    "PROJCTL_UNIQUE_NAMES", "1: refuse a name another project has, like --unique", "unset"
+)
 NO_BROADCAST = Variable(
     "PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"
 )
@@ -129,6 +133,7 @@ VARIABLES: tuple[Variable, ...] = (
     OWNER,
     HOST,
     PORT,
+    UNIQUE_NAMES,
     NO_BROADCAST,
     IDLE_TIMEOUT,
     JOURNAL_LIMIT,
@@ -369,6 +374,8 @@ class Settings:
     token: str | None = None
     #: A CA certificate file to trust for :attr:`url` (``PROJCTL_CA_FILE``).
     ca_file: str | None = None
+    #: Refuse to create or rename a project to a name another one has (``PROJCTL_UNIQUE_NAMES``).
+    unique_names: bool = False
 
     @property
     def preferred_port(self) -> int:
@@ -449,4 +456,5 @@ def load_settings(
         url_source=url_source if raw_url is not None else "",
         token=None if raw_token is None else parse_token(raw_token, TOKEN.name),
         ca_file=None if raw_ca is None else str(parse_file(raw_ca, CA_FILE.name)),
+        unique_names=flag(UNIQUE_NAMES),
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from projctl.errors import InvalidInputError
+from projctl.errors import InvalidInputError, ProjectNotFoundError
 
 __all__ = [
     "DEFAULT_STATUS",
@@ -29,6 +29,7 @@ __all__ = [
     "check_utf8",
     "next_project_id",
     "parse_project_id",
+    "resolve_reference",
     "validate_description",
     "validate_fields",
     "validate_name",
@@ -323,3 +324,36 @@ class WaitCondition:
         if self.field is None:
             return record is None
         return record is not None and record.get(self.field) == self.value
+
+
+def resolve_reference(reference: str, projects: Iterable[Project]) -> str:
+    """The id of the project ``reference`` names among ``projects``, as docker resolves a
+    container: an exact id first, then an exact name that one project has, then the
+    beginning of one project's id.
+
+    Raises :class:`ProjectNotFoundError` when nothing matches, and
+    :class:`InvalidInputError` listing the candidates' ids when several projects share
+    that name, or when several ids begin with it.
+    """
+    candidates = list(projects)
+    if any(project.project_id == reference for project in candidates):
+        return reference
+    named = [project.project_id for project in candidates if project.name == reference]
+    if len(named) > 1:
+        raise InvalidInputError(
+            f"{len(named)} projects are named {reference!r}: {', '.join(named)}; "
+            "give one of these ids"
+        )
+    if named:
+        return named[0]
+    starting = [
+        p.project_id for p in candidates if reference and p.project_id.startswith(reference)
+    ]
+    if len(starting) > 1:
+        raise InvalidInputError(
+            f"{len(starting)} project ids begin with {reference!r}: {', '.join(starting)}; "
+            "give more of the id"
+        )
+    if starting:
+        return starting[0]
+    raise ProjectNotFoundError(reference, looked_up_by="id or name")

@@ -42,6 +42,7 @@ from projctl.errors import (
 from projctl.model import check_utf8, visible
 
 __all__ = [
+    "ALIASES",
     "COMMANDS",
     "EXIT_CODE_MEANINGS",
     "GLOBAL_OPTIONS",
@@ -99,6 +100,8 @@ COMMANDS: dict[str, str] = {
     "server logs": "projctl.cli.serving",
     "info": "projctl.cli.info",
 }
+#: Short names, as docker and kubectl users type them: each runs the command it names.
+ALIASES: dict[str, str] = {"ls": "list", "rm": "delete", "get": "show"}
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
     "server": "Start, inspect, stop the database's background server, or read its log.",
@@ -190,6 +193,8 @@ class ProjctlGroup(TyperGroup):
         return names
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if not self.prefix and cmd_name in ALIASES:
+            cmd_name = ALIASES[cmd_name]
         if cmd_name not in self.commands:
             full_name = self._full_name(cmd_name)
             if full_name in COMMANDS:
@@ -216,7 +221,8 @@ class ProjctlGroup(TyperGroup):
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
             message = f"No such command {name!r}."
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            known = self.list_commands(ctx) + ([] if self.prefix else list(ALIASES))
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             if close:
                 message += f" Did you mean {close[0]!r}?"
             raise UsageError(message, ctx)
@@ -225,9 +231,15 @@ class ProjctlGroup(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list of ``--help``, from docstrings, without building the commands."""
         names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(map(len, names))
+        shown = {
+            name: ", ".join(
+                [name] + [a for a, n in ALIASES.items() if n == name and not self.prefix]
+            )
+            for name in names
+        }
+        limit = formatter.width - 6 - max(map(len, shown.values()))
         rows = [
-            (name, make_default_short_help(_summary(self._full_name(name)), limit))
+            (shown[name], make_default_short_help(_summary(self._full_name(name)), limit))
             for name in names
         ]
         with formatter.section("Commands"):

@@ -2,11 +2,11 @@
 
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from projctl.cli._lazy import command
+from projctl.cli._lazy import command, report
 from projctl.cli._options import (
     OWNER_HELP,
     STATUS_HELP,
@@ -15,7 +15,6 @@ from projctl.cli._options import (
     JsonFlag,
     NoBroadcastFlag,
     OutputOption,
-    ProjectArgument,
     ProjectsArgument,
     QuietFlag,
     open_database,
@@ -25,11 +24,49 @@ from projctl.cli._options import (
     print_projects,
 )
 from projctl.config import parse_count
-from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.errors import InvalidInputError, ProjectNotFoundError, StoreError
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
+
+if TYPE_CHECKING:
+    import projctl
 
 #: What -o formats other than JSON print for a command whose result is a project.
 PROJECT_FORMATS = ("tsv", "table", "wide")
+
+UniqueFlag = Annotated[
+    bool,
+    typer.Option(
+        "--unique",
+        help="Refuse (exit 2) a name another project has; without it, a Warning names it. "
+        "[env: PROJCTL_UNIQUE_NAMES]",
+    ),
+]
+
+
+def check_name(
+    database: "projctl.Database", name: str, *, unique: bool, besides: str | None = None
+) -> list[str]:
+    """The ids of the other projects named ``name``; with ``unique`` (or the setting), an
+    error naming them instead."""
+    try:
+        others = database.same_name(name, besides=besides)
+    except StoreError:
+        return []  # the change itself reports what is wrong with the database, as ever
+    if others and (unique or database.settings.unique_names):
+        raise InvalidInputError(
+            f"another project is named {name.strip()!r} ({', '.join(others)}); "
+            "names are unique (--unique or PROJCTL_UNIQUE_NAMES)"
+        )
+    return others
+
+
+def warn_same_name(name: str, others: list[str]) -> None:
+    """One ``Warning:`` naming the projects that already had ``name``."""
+    if others:
+        report(
+            f"another project is named {name.strip()!r} too: {', '.join(others)}",
+            prefix="Warning",
+        )
 
 
 @command("create")
@@ -55,6 +92,7 @@ def create(
         str,
         typer.Option("--description", "-d", metavar="TEXT", help="Up to 10,000 characters."),
     ] = "",
+    unique: UniqueFlag = False,
     output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -62,6 +100,8 @@ def create(
     db: DbOption = None,
 ) -> None:
     """Create a project and print its id.
+
+    A name another project has gets one Warning naming it; --unique refuses it.
 
     With -o json (--json) or jsonl, print the stored project as one JSON object instead;
     -o tsv, table or wide print it as list does.
@@ -72,9 +112,11 @@ def create(
     """
     chosen = output_format(output, json_output, quiet, owner_option=True)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
+    others = check_name(database, name, unique=unique)
     change = database.create(
         name, type=type, status=status, owner_id=owner, description=description
     )
+    warn_same_name(name, others)
     if quiet:
         return
     if chosen in ("json", "jsonl"):
@@ -87,7 +129,7 @@ def create(
 
 @command("update")
 def update(
-    project: ProjectArgument,
+    projects: ProjectsArgument,
     name: Annotated[
         str | None, typer.Option("--name", "-n", metavar="NAME", help="New name.")
     ] = None,
@@ -103,18 +145,21 @@ def update(
         str | None,
         typer.Option("--description", "-d", metavar="TEXT", help="New description."),
     ] = None,
+    unique: UniqueFlag = False,
     output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
 ) -> None:
-    """Change the given fields of a project.
+    """Change the given fields of one or more projects.
 
     Prints which fields really changed, or that the project is unchanged (then
-    no event is recorded). With -o json (--json) or jsonl, print
-    {"project": {...}, "updated_fields": [...]}; -o name prints the id, -o tsv, table
-    or wide the project as list does.
+    no event is recorded), a line per project. Every project is found first: one
+    that does not exist changes nothing (exit 3). With -o json (--json), print
+    {"project": {...}, "updated_fields": [...]} (an array for several; -o jsonl: one a
+    line); -o name prints the ids, -o tsv, table or wide the projects as list does.
+    Renaming to a name another project has gets one Warning; --unique refuses it.
 
     \b
     Example:
@@ -135,20 +180,31 @@ def update(
             "--name, --type, --status, --owner, --description"
         )
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    change = database.update(database.resolve(project), **changes)
+    ids = list(dict.fromkeys(database.resolve(reference) for reference in projects))
+    if name is not None and len(ids) > 1:
+        raise InvalidInputError(f"--name would give {len(ids)} projects one name: update one")
+    others = [] if name is None else check_name(database, name, unique=unique, besides=ids[0])
+    changes_made = [database.update(project_id, **changes) for project_id in ids]
+    if name is not None and "name" in changes_made[0].updated_fields:
+        warn_same_name(name, others)
     if quiet:
         return
-    updated = change.project
-    if chosen in ("json", "jsonl"):
-        print_json({"project": updated.to_dict(), "updated_fields": list(change.updated_fields)})
-    elif chosen == "name":
-        typer.echo(updated.project_id)
-    elif chosen in PROJECT_FORMATS:
-        print_projects([updated], chosen)
-    elif change.updated_fields:
-        typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
-    else:
-        typer.echo(f"{updated.project_id}: unchanged")
+    results = [
+        {"project": change.project.to_dict(), "updated_fields": list(change.updated_fields)}
+        for change in changes_made
+    ]
+    if chosen == "json":
+        print_json(results[0] if len(results) == 1 else results)
+    elif chosen == "jsonl":
+        print_json_lines(results)
+    elif chosen is not None:
+        print_projects([change.project for change in changes_made], chosen)
+    for change in changes_made if chosen is None else ():
+        updated = change.project
+        if change.updated_fields:
+            typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
+        else:
+            typer.echo(f"{updated.project_id}: unchanged")
 
 
 @command("delete")
@@ -251,6 +307,9 @@ def list_projects(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON array (-o json).")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print ids only, as -o name does.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """List projects, oldest first unless --sort says otherwise.
@@ -264,7 +323,9 @@ def list_projects(
         projctl list --status in_progress --sort updated --limit 10
     """
     count = None if limit is None else parse_count(limit, "--limit", minimum=1)
-    chosen = output_format(output, json_output, owner_option=True)
+    chosen = output_format(output, json_output, quiet, owner_option=True)
+    if quiet:
+        chosen = "name"  # as docker ps -q: ids only
     database = open_database(db)
     projects = database.list(status=status, type=type, owner_id=owner)
     if sort is not None:
