@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from projctl.errors import ConfigError
+from projctl.errors import ConfigError, StoreError
 
 __all__ = [
     "CA_FILE",
@@ -50,6 +50,7 @@ __all__ = [
     "DbSource",
     "Settings",
     "Variable",
+    "check_db_folder",
     "debug_enabled",
     "default_db_path",
     "load_settings",
@@ -312,6 +313,25 @@ def default_db_path() -> Path:
     import platformdirs  # only needed when neither --db nor PROJCTL_DB is given
 
     return Path(platformdirs.user_data_dir("projctl", appauthor=False)) / "projects.json"
+
+
+def check_db_folder(settings: Settings) -> None:
+    """Raise :class:`StoreError` when the folder of a database path given by ``--db`` or
+    ``PROJCTL_DB`` is not an existing folder: a mistyped path must not become a tree of new
+    folders. Only the default data folder is created (by the first change)."""
+    if settings.url is not None or settings.db_source == "default":
+        return
+    folder = settings.db_path.parent
+    if folder.is_dir():
+        return
+    if os.path.lexists(folder):
+        raise StoreError(
+            f"{folder}, the folder of the database ({settings.db_source}), is not a folder"
+        )
+    raise StoreError(
+        f"folder {folder} does not exist (the database's, from {settings.db_source}): create "
+        "it first; projctl creates only its default data folder"
+    )
 
 
 def login_name() -> str:

@@ -181,7 +181,11 @@ def validate_type(value: str) -> str:
 def validate_status(value: str) -> str:
     """A status is one of :data:`STATUSES`."""
     if check_utf8(value, "status") not in STATUSES:
-        raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}")
+        import difflib
+
+        close = difflib.get_close_matches(value.lower(), STATUSES, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}{hint}")
     return value
 
 

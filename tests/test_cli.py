@@ -225,7 +225,7 @@ def test_bad_input_is_one_error_line_and_exit_2(
 
 
 def test_corrupt_database_exits_4_and_is_untouched(cli: Cli, db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     db_path.write_bytes(b"garbage{")
     for args in (("create", "x"), ("list",), ("show", "p"), ("update", "p", "-n", "x")):
         result = cli(*args)

@@ -237,6 +237,8 @@ def test_stale_state_file_is_cleaned_up(projctl: Run, db_path: Path) -> None:
 
 def test_each_database_has_its_own_server(projctl: Run, tmp_path: Path) -> None:
     db_a, db_b = tmp_path / "a" / "db.json", tmp_path / "b" / "db.json"
+    db_a.parent.mkdir()
+    db_b.parent.mkdir()
     assert projctl("create", "in a", "--db", str(db_a)).returncode == 0
     assert projctl("create", "in b", "--db", str(db_b)).returncode == 0
     info_a, info_b = server_info(db_a), server_info(db_b)

@@ -48,6 +48,7 @@ __all__ = [
     "GLOBAL_OPTIONS",
     "GROUPS",
     "ExitCode",
+    "QuietInterrupt",
     "app",
     "command",
     "exit_code_for",
@@ -130,6 +131,10 @@ def command(name: str) -> Callable[[_Callback], _Callback]:
     return register
 
 
+class QuietInterrupt(Exception):
+    """Ctrl-C where it is the ordinary way to stop (``watch``): exit 130 without a line."""
+
+
 def exit_code_for(error: ProjctlError) -> ExitCode:
     """The exit code that reports ``error``."""
     if isinstance(error, InvalidInputError):
@@ -205,6 +210,7 @@ class ProjctlGroup(TyperGroup):
                 )
                 _plain_argument_metavars(command)
                 _refuse_undecodable_text(command)
+                _suggest_close_choices(command)
                 self.commands[cmd_name] = command
             elif full_name in GROUPS:
                 self.commands[cmd_name] = ProjctlGroup(
@@ -275,6 +281,8 @@ class ProjctlGroup(TyperGroup):
         except ProjctlError as error:
             report(str(error))
             code = exit_code_for(error)
+        except QuietInterrupt:
+            code = ExitCode.INTERRUPTED
         except (typer.Abort, KeyboardInterrupt):
             report("interrupted")
             code = ExitCode.INTERRUPTED
@@ -327,6 +335,27 @@ def _plain_argument_metavars(command: Any) -> None:
             shown = param.metavar + ("..." if param.nargs == -1 else "")
             shown = shown if param.required else f"[{shown}]"
             param.make_metavar = functools.partial(_metavar, shown)  # type: ignore[method-assign]
+
+
+def _suggest_close_choices(command: Any) -> None:
+    """Make a mistyped choice (``--status inprogress``) say ``did you mean in_progress?``."""
+    for param in command.params:
+        kind = param.type
+        message_for = getattr(kind, "get_invalid_choice_message", None)
+        choices = getattr(kind, "choices", None)
+        if message_for is None or not choices or getattr(kind, "_suggests", False):
+            continue
+        names = [str(getattr(choice, "value", choice)) for choice in choices]
+
+        def suggesting(
+            value: Any, ctx: Any, *, message_for: Any = message_for, names: list[str] = names
+        ) -> str:
+            message = str(message_for(value=value, ctx=ctx))
+            close = difflib.get_close_matches(str(value).lower(), names, n=1, cutoff=0.6)
+            return message.rstrip(".") + f"; did you mean {close[0]}?" if close else message
+
+        kind.get_invalid_choice_message = suggesting
+        kind._suggests = True
 
 
 #: Parameters that hold a file's path: bytes that are not UTF-8 still name a file.

@@ -4,6 +4,7 @@ Option values are taken as given and parsed by ``projctl.config``, which owns
 every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 """
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import typer
 
 import projctl
 from projctl.cli._lazy import report, url_override
-from projctl.config import Settings, load_settings
+from projctl.config import Settings, check_db_folder, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import Event
 from projctl.model import STATUSES, Project, visible
@@ -139,16 +140,23 @@ def open_database(
     quiet: bool = False,
     host: str | None = None,
     port: str | None = None,
+    looks_only: bool = False,
 ) -> projctl.Database:
     """The database the options and ``PROJCTL_*`` settings name (on a team server when
     ``PROJCTL_URL`` or ``--url`` is set, else the local file: the commands need not know).
     Committed events that cannot be broadcast get one ``Warning:`` line (none with
-    ``--quiet``)."""
-    return _database(_settings(db, no_broadcast=no_broadcast, host=host, port=port), quiet=quiet)
+    ``--quiet``). Unless ``looks_only`` (a command that creates nothing: no database, no
+    server), the folder of a path given by ``--db`` or ``PROJCTL_DB`` must exist."""
+    settings = _settings(db, no_broadcast=no_broadcast, host=host, port=port)
+    return _database(settings, quiet=quiet, looks_only=looks_only)
 
 
 def local_database(
-    db: str | None, *, host: str | None = None, port: str | None = None
+    db: str | None,
+    *,
+    host: str | None = None,
+    port: str | None = None,
+    looks_only: bool = False,
 ) -> projctl.Database:
     """The local database, for commands that run or manage this machine's server."""
     settings = _settings(db, host=host, port=port)
@@ -157,7 +165,28 @@ def local_database(
             f"this command works on a local database; {settings.url_source} points at a "
             "team server (unset it, or run it on the server's machine)"
         )
-    return _database(settings, quiet=False)
+    return _database(settings, quiet=False, looks_only=looks_only)
+
+
+def database_missing(database: projctl.Database) -> bool:
+    """Whether a local database given by ``--db`` or ``PROJCTL_DB`` does not exist yet (the
+    default one is expected to be missing until the first change)."""
+    settings = database.settings
+    return (
+        settings.url is None
+        and settings.db_source != "default"
+        and not os.path.lexists(database.path)
+    )
+
+
+def say_if_missing(database: projctl.Database) -> bool:
+    """Say on stderr that a database given by ``--db`` or ``PROJCTL_DB`` does not exist yet
+    (a mistyped path must not look like an empty registry); return whether it is missing."""
+    if not database_missing(database):
+        return False
+    sys.stderr.write(f"projctl: no database at {database.path} yet\n")
+    sys.stderr.flush()
+    return True
 
 
 def _settings(
@@ -176,7 +205,7 @@ def _settings(
     )
 
 
-def _database(settings: Settings, *, quiet: bool) -> projctl.Database:
+def _database(settings: Settings, *, quiet: bool, looks_only: bool = False) -> projctl.Database:
     def warn(event: Event, error: ServerError) -> None:
         if not quiet:
             report(
@@ -193,6 +222,8 @@ def _database(settings: Settings, *, quiet: bool) -> projctl.Database:
         sys.stderr.write(f"projctl: waiting for the database lock {lock}{by}...\n")
         sys.stderr.flush()
 
+    if not looks_only:
+        check_db_folder(settings)  # before a change or a server creates a folder for it
     database = projctl.Database(settings, on_broadcast_error=warn, on_lock_wait=waiting)
     database.check_file()  # before any lock file, log or server is made for it
     return database
@@ -206,7 +237,7 @@ def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str
     Runs on every TAB: it reads the database and nothing else (no rich, no server).
     """
     try:
-        projects = open_database(context.params.get("db")).list()
+        projects = open_database(context.params.get("db"), looks_only=True).list()
     except ProjctlError:
         return []
     ids = [(p.project_id, p.name) for p in projects if p.project_id.startswith(incomplete)]

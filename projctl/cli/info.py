@@ -7,6 +7,7 @@ from projctl.cli._options import (
     REPORT_FORMATS,
     DbOption,
     JsonFlag,
+    QuietFlag,
     ReportOutputOption,
     open_database,
     output_format,
@@ -18,7 +19,10 @@ _SOURCES = {"--db": "from --db", "PROJCTL_DB": "from PROJCTL_DB", "default": "th
 
 @command("info")
 def info(
-    output: ReportOutputOption = None, json_output: JsonFlag = False, db: DbOption = None
+    output: ReportOutputOption = None,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+    db: DbOption = None,
 ) -> None:
     """Show which database commands use and where that came from, and its server.
 
@@ -31,9 +35,11 @@ def info(
     Example:
         projctl info --json
     """
-    chosen = output_format(output, json_output, formats=REPORT_FORMATS)
-    database = open_database(db)
+    chosen = output_format(output, json_output, quiet, formats=REPORT_FORMATS)
+    database = open_database(db, looks_only=True)
     report = database.info()
+    if quiet:
+        return
     if chosen is not None:
         print_json(report)
         return

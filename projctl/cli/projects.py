@@ -17,14 +17,16 @@ from projctl.cli._options import (
     OutputOption,
     ProjectsArgument,
     QuietFlag,
+    database_missing,
     open_database,
     output_format,
     print_json,
     print_json_lines,
     print_projects,
+    say_if_missing,
 )
 from projctl.config import parse_count
-from projctl.errors import InvalidInputError, ProjectNotFoundError, StoreError
+from projctl.errors import InvalidInputError, NotFoundError, ProjectNotFoundError, StoreError
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
 
 if TYPE_CHECKING:
@@ -326,7 +328,8 @@ def list_projects(
     chosen = output_format(output, json_output, quiet, owner_option=True)
     if quiet:
         chosen = "name"  # as docker ps -q: ids only
-    database = open_database(db)
+    database = open_database(db, looks_only=True)
+    missing = say_if_missing(database)
     projects = database.list(status=status, type=type, owner_id=owner)
     if sort is not None:
         field, newest_first = SORT_KEYS[sort.value]
@@ -339,7 +342,7 @@ def list_projects(
         chosen = "table" if sys.stdout.isatty() else "tsv"
     if chosen not in ("table", "wide") or projects:
         print_projects(projects, chosen)
-    else:
+    elif not missing:
         from rich.console import Console
 
         filters = [
@@ -360,35 +363,44 @@ def show(
     projects: ProjectsArgument,
     output: OutputOption = None,
     json_output: JsonFlag = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print nothing: the exit code says if all exist."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Show one or more projects.
 
     With -o json (--json), one object for one project, an array for several; -o jsonl,
     tsv, table, wide or name print them as list does. A project that does not exist
-    is reported (exit 3) after the others are shown.
+    is reported (exit 3) after the others are shown; one given twice is shown once.
 
     \b
     Example:
         projctl show "$id" --json
     """
-    chosen = output_format(output, json_output)
-    database = open_database(db)
-    found: list[Project] = []
+    chosen = output_format(output, json_output, quiet)
+    database = open_database(db, looks_only=True)
+    if database_missing(database):
+        raise NotFoundError(f"no database at {database.path} yet, so no project {projects[0]!r}")
+    found: dict[str, Project] = {}  # by id: a project given twice is shown once
     missing: ProjectNotFoundError | InvalidInputError | None = None
     for reference in projects:
         try:
-            found.append(database.get(database.resolve(reference)))
+            project_id = database.resolve(reference)
+            found.setdefault(project_id, database.get(project_id))
         except (ProjectNotFoundError, InvalidInputError) as error:
             missing = missing or error
-    if chosen == "json":
-        records = [project.to_dict() for project in found]
+    if quiet:
+        pass
+    elif chosen == "json":
+        records = [project.to_dict() for project in found.values()]
         if records:
-            print_json(records[0] if len(projects) == 1 else records)
+            print_json(records[0] if len(set(projects)) == 1 else records)
     elif chosen is not None:
-        print_projects(found, chosen)
+        print_projects(list(found.values()), chosen)
     else:
-        for number, project in enumerate(found):
+        for number, project in enumerate(found.values()):
             if number:
                 typer.echo("")
             record = project.to_dict()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from projctl.cli._lazy import ExitCode, command, report
+from projctl.cli._lazy import ExitCode, QuietInterrupt, command, report
 from projctl.cli._options import (
     STATUS_HELP,
     DbOption,
@@ -17,6 +17,7 @@ from projctl.cli._options import (
     open_database,
     output_format,
     output_option,
+    say_if_missing,
 )
 from projctl.config import parse_count, parse_seconds
 from projctl.errors import InvalidInputError, ProjectNotFoundError
@@ -112,6 +113,14 @@ def watch(
             "--count exit 124 if N matching events have not arrived by then.",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print no events, only errors: with --count, a wait for N matching events.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Watch projects change live: a table on a terminal, JSON Lines for scripts.
@@ -119,6 +128,7 @@ def watch(
     Filters: the same filter repeated means OR, different filters mean AND.
     Every option means the same on a terminal and in JSON mode.
     Reconnects by itself and resumes where it left off; Ctrl-C exits with 130.
+    "connected to URL" is said on stderr only when it is a terminal.
 
     \b
     Example:
@@ -129,7 +139,7 @@ def watch(
 
     from projctl import watch as watching
 
-    chosen = output_format(output, json_output, formats=WATCH_FORMATS, owner_option=True)
+    chosen = output_format(output, json_output, quiet, formats=WATCH_FORMATS, owner_option=True)
     if chosen == "table" and not sys.stdout.isatty():
         raise InvalidInputError("watch -o table needs a terminal; use -o json in a pipe")
     since_seq = None if since is None else parse_count(since, "--since")
@@ -139,6 +149,8 @@ def watch(
     # thread that a cancelled wait cannot interrupt) never waits past it either.
     deadline = None if seconds is None else time.monotonic() + seconds
     database = open_database(db)
+    if not quiet:
+        say_if_missing(database)
 
     def locate() -> "Endpoint":
         return database.locate_server(deadline=deadline)
@@ -150,16 +162,17 @@ def watch(
         owners=frozenset(owner or ()),
     )
     job: Coroutine[Any, Any, object]
-    if chosen in ("json", "jsonl") or not sys.stdout.isatty():
+    if quiet or chosen in ("json", "jsonl") or not sys.stdout.isatty():
         known = database.list() if (status or owner) else []
         job = watching.run_json(
             locate,
             since=since_seq,
             event_filter=event_filter,
             count=wanted,
-            out=sys.stdout,
+            out=open(os.devnull, "w") if quiet else sys.stdout,  # noqa: SIM115 (dies with us)
             err=sys.stderr,
             known_projects=[project.to_dict() for project in known],
+            say_connected=sys.stderr.isatty() and not quiet,
         )
     else:
         from rich.console import Console
@@ -188,6 +201,9 @@ def watch(
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch ends: 130, and no line saying so.
+        raise QuietInterrupt from None
 
 
 def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
