@@ -72,7 +72,7 @@ def wait(
     # The seq first: an event between the two reads is replayed, never missed.
     since = database.latest_seq()
     try:
-        current = database.get(database.resolve(project)).to_dict()
+        current = database.get(project).to_dict()
     except ProjectNotFoundError:
         gone = _deleted_in_journal(database, project) if wanted.deletion else None
         if gone is None:
