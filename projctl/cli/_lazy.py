@@ -18,6 +18,8 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -51,6 +53,7 @@ __all__ = [
     "QuietInterrupt",
     "app",
     "command",
+    "completion_shell",
     "exit_code_for",
     "main",
     "move_global_options",
@@ -262,6 +265,8 @@ class ProjctlGroup(TyperGroup):
         if args is None:
             args = sys.argv[1:]
         args = move_global_options(list(args))
+        if completion_shell() == "bash":
+            _escape_bash_candidates()
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
@@ -392,6 +397,32 @@ def _refuse_undecodable_text(command: Any) -> None:
 
 def _metavar(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
     return shown
+
+
+def completion_shell() -> str | None:
+    """The shell asking for completions at this TAB (``bash``, ``zsh``, ``fish``), or
+    ``None`` when projctl is not completing."""
+    asked = os.environ.get("_PROJCTL_COMPLETE", "")
+    return asked.removeprefix("complete_") or None
+
+
+def _escape_bash_candidates() -> None:
+    """Make bash candidates one shell word each: typer's bash script inserts a candidate
+    as it is, so a project named ``Billing API`` must come as ``Billing\\ API``. Typer
+    matches candidates against what was typed (unescaped) before they are formatted, so
+    escaping here keeps that match."""
+    from typer._click.shell_completion import add_completion_class
+    from typer._completion_classes import BashComplete
+
+    class EscapingBashComplete(BashComplete):
+        def format_completion(self, item: Any) -> str:
+            return _SHELL_SPECIAL.sub(r"\\\g<0>", str(item.value))
+
+    add_completion_class(EscapingBashComplete, "bash")
+
+
+#: What bash would split a word at or expand: escaped in a bash candidate.
+_SHELL_SPECIAL = re.compile(r"[^\w.@%+=:,/-]")
 
 
 def _debug() -> bool:

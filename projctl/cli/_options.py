@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 import projctl
-from projctl.cli._lazy import report, url_override
+from projctl.cli._lazy import completion_shell, report, url_override
 from projctl.config import Settings, check_db_folder, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import Event
@@ -231,8 +231,8 @@ def _database(settings: Settings, *, quiet: bool, looks_only: bool = False) -> p
 
 def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str, str]]:
     """Existing ids and names starting with what was typed, each with a description (the
-    name for an id, the id for a name). Names with spaces or shell characters are left
-    out: typed by hand, they need quotes.
+    name for an id, the id for a name). In bash a name with spaces or shell characters
+    comes escaped (``Billing\\ API``); other shells leave such names out.
 
     Runs on every TAB: it reads the database and nothing else (no rich, no server).
     """
@@ -241,12 +241,13 @@ def complete_projects(context: typer.Context, incomplete: str) -> list[tuple[str
     except ProjctlError:
         return []
     ids = [(p.project_id, p.name) for p in projects if p.project_id.startswith(incomplete)]
-    # Only names a shell takes as one word as they are: the completion scripts insert a
-    # candidate unquoted, and "Billing API" would become two arguments.
+    # bash gets every name: its candidates are escaped as one shell word (Billing\ API).
+    # zsh's and fish's scripts insert a name as given: "Billing API" would be two arguments.
+    bash = completion_shell() == "bash"
     names = [
         (p.name, p.project_id)
         for p in projects
-        if p.name.startswith(incomplete) and _SHELL_WORD.fullmatch(p.name)
+        if p.name.startswith(incomplete) and (bash or _SHELL_WORD.fullmatch(p.name))
     ]
     return ids + names
 
