@@ -333,7 +333,8 @@ class WaitCondition:
 def resolve_reference(reference: str, projects: Iterable[Project]) -> str:
     """The id of the project ``reference`` names among ``projects``, as docker resolves a
     container: an exact id first, then an exact name that one project has, then the
-    beginning of one project's id.
+    beginning of one project's id (a whole id, ``proj_..._HHMMSS``, is never taken as the
+    beginning of ``proj_..._HHMMSS_2``).
 
     Raises :class:`ProjectNotFoundError` when nothing matches, and
     :class:`InvalidInputError` listing the candidates' ids when several projects share
@@ -350,8 +351,13 @@ def resolve_reference(reference: str, projects: Iterable[Project]) -> str:
         )
     if named:
         return named[0]
+    # A whole id of the scheme names one project, never a prefix: proj_X, deleted, must not
+    # become proj_X_2.
+    whole_id = parse_project_id(reference) is not None
     starting = [
-        p.project_id for p in candidates if reference and p.project_id.startswith(reference)
+        p.project_id
+        for p in candidates
+        if reference and not whole_id and p.project_id.startswith(reference)
     ]
     if len(starting) > 1:
         raise InvalidInputError(

@@ -44,6 +44,12 @@ def test_resolve_reference_order() -> None:
         "4 project ids begin with 'proj_2024010': proj_20240101_000000, "
         "proj_20240101_000000_2, proj_20240102_000000, proj_20240103_000000; give more of the id"
     )
+    # A whole id names one project: deleted, it is not the beginning of its successor's.
+    with pytest.raises(ProjectNotFoundError):
+        resolve_reference("proj_20240102_000000", projects[:1] + projects[2:1])
+    assert resolve_reference("proj_20240101_00000", projects[1:]) == "proj_20240101_000000_2"
+    with pytest.raises(ProjectNotFoundError):
+        resolve_reference("proj_20240101_000000", projects[1:])
     for missing in ("", "nope", "proj_2025"):
         with pytest.raises(ProjectNotFoundError):
             resolve_reference(missing, projects)
