@@ -69,6 +69,7 @@ __all__ = [
     "ProjectNotFoundError",
     "ServerError",
     "StoreError",
+    "Subscription",
     "__version__",
     "open_database",
 ]
@@ -303,12 +304,27 @@ class Database:
         return change.event
 
     def resolve(self, reference: str) -> str:
-        """The id of the project ``reference`` names: an exact id, or else an exact unique name.
+        """The id of the project ``reference`` names: an exact id, else an exact unique name,
+        else the beginning of one project's id (see :func:`projctl.model.resolve_reference`).
 
         Raises :class:`ProjectNotFoundError`, or :class:`InvalidInputError` listing the
-        ids when several projects share that name.
+        ids when several projects share that name or several ids begin with it.
         """
-        return self.backend.resolve(reference)
+        from projctl.model import resolve_reference
+
+        try:
+            return self.backend.resolve(reference)
+        except ProjectNotFoundError:
+            # The storage resolves ids and names; a prefix is only tried when neither matched.
+            return resolve_reference(reference, self.list())
+
+    def same_name(self, name: str, *, besides: str | None = None) -> builtins.list[str]:
+        """The ids of the projects named ``name`` (as it would be stored: trimmed), other
+        than ``besides``."""
+        from projctl.model import validate_name
+
+        stored = validate_name(name)
+        return [p.project_id for p in self.list() if p.name == stored and p.project_id != besides]
 
     @cached_property
     def default_owner(self) -> str:
@@ -328,9 +344,12 @@ class Database:
 
     # -- reads -------------------------------------------------------------------
 
-    def get(self, project_id: str) -> Project:
-        """The project with this id; :class:`ProjectNotFoundError` if there is none."""
-        return self.backend.get(project_id)
+    def get(self, project: str) -> Project:
+        """The project ``project`` names, as the command line takes it: its id, its exact
+        name or the beginning of its id (:meth:`resolve`). Raises
+        :class:`ProjectNotFoundError` if there is none, :class:`InvalidInputError` when the
+        name or prefix fits several."""
+        return self.backend.get(self.resolve(project))
 
     def list(
         self, *, status: str | None = None, type: str | None = None, owner_id: str | None = None
@@ -496,9 +515,9 @@ class Database:
         waiting for nothing past ``deadline`` (a ``time.monotonic()`` instant)."""
         return self.backend.feed(start=start, deadline=deadline)
 
-    async def subscribe(
+    def subscribe(
         self, *, since: int | None = None, snapshot: bool = False, start_server: bool = True
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> Subscription:
         """Every message of the database's feed, decoded, in ``seq`` order, forever.
 
         ``since=N`` replays the retained events after ``N`` first (``0``: all), and
@@ -509,17 +528,51 @@ class Database:
         with every project comes instead (rebuild with :func:`projctl.events.apply`).
         ``start_server`` starts a background server when none runs.
         Raises :class:`ServerError` when the server cannot be started or misbehaves.
-        """
-        from projctl.subscribe import Message, follow
 
-        feed = follow(
+        Use it in ``async for``: leaving the loop (``break``, ``return``, an exception)
+        needs nothing more. ``async with db.subscribe() as feed:`` closes the connection
+        at the block's end rather than when the loop is done with it.
+        """
+        return Subscription(
             lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot
         )
-        # Closed with this generator, so its connection is closed then, not when collected.
-        async with contextlib.aclosing(feed):
-            async for item in feed:
-                if isinstance(item, Message):
-                    yield item.data
+
+
+class Subscription:
+    """The feed of one :meth:`Database.subscribe` call: an async iterator of messages.
+
+    A plain iterator over one async generator (the reconnecting subscriber's), never an
+    async generator wrapping another: when a loop is left early, the event loop finalizes
+    one generator, so no ``aclose(): asynchronous generator is already running`` race.
+    """
+
+    def __init__(
+        self, locate: Callable[[], Endpoint], *, since: int | None, snapshot: bool
+    ) -> None:
+        from projctl.subscribe import follow
+
+        self._feed = follow(locate, since=since, snapshot=snapshot)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        from projctl.subscribe import Message
+
+        while True:
+            item = await self._feed.__anext__()
+            if isinstance(item, Message):
+                return item.data
+
+    async def aclose(self) -> None:
+        """Close the connection now."""
+        await self._feed.aclose()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _key(idempotency_key: str | None) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from projctl.errors import ConfigError
+from projctl.errors import ConfigError, StoreError
 
 __all__ = [
     "CA_FILE",
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "DURATION_RULE",
     "HOST",
     "IDLE_TIMEOUT",
     "JOURNAL_LIMIT",
@@ -43,11 +44,13 @@ __all__ = [
     "PORT",
     "REQUIRE_TOKEN",
     "TOKEN",
+    "UNIQUE_NAMES",
     "URL",
     "VARIABLES",
     "DbSource",
     "Settings",
     "Variable",
+    "check_db_folder",
     "debug_enabled",
     "default_db_path",
     "load_settings",
@@ -98,12 +101,15 @@ PORT = Variable(
     "port of the broadcast server (0: any free)",
     f"{DEFAULT_PORT} for the default database when free, else any free port",
 )
+UNIQUE_NAMES = Variable(
+    "PROJCTL_UNIQUE_NAMES", "1: refuse a name another project has, like --unique", "unset"
+)
 NO_BROADCAST = Variable(
     "PROJCTL_NO_BROADCAST", "1: commit and journal only, contact no server", "unset"
 )
 IDLE_TIMEOUT = Variable(
     "PROJCTL_IDLE_TIMEOUT",
-    "seconds before an idle background server stops",
+    "how long an idle background server waits before it stops (30s, 15m, 1h)",
     f"{DEFAULT_IDLE_TIMEOUT:g}",
 )
 JOURNAL_LIMIT = Variable(
@@ -128,6 +134,7 @@ VARIABLES: tuple[Variable, ...] = (
     OWNER,
     HOST,
     PORT,
+    UNIQUE_NAMES,
     NO_BROADCAST,
     IDLE_TIMEOUT,
     JOURNAL_LIMIT,
@@ -168,14 +175,29 @@ def parse_count(raw: str, source: str, *, minimum: int = 0) -> int:
     return int(text)
 
 
+#: What :func:`parse_seconds` accepts, as its error says it.
+DURATION_RULE = "a duration, 0 or more: seconds (30, 2.5) or with units (30s, 5m, 1h, 1m30s)"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
 def parse_seconds(raw: str, source: str) -> float:
-    """A duration in seconds: a finite number >= 0 (never ``nan`` or ``inf``)."""
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    """A duration in seconds, as people write it for kubectl: plain seconds (``30``, ``2.5``)
+    or numbers with units (``30s``, ``5m``, ``1h``, ``1m30s``, ``500ms``). Finite and >= 0:
+    never ``nan`` or ``inf``."""
+    text = raw.strip().lower()
+    if _DURATION.fullmatch(text):
+        value = sum(
+            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
+        )
+    else:
+        try:
+            value = float(text) if text.isascii() else math.nan
+        except ValueError:
+            value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise _refuse(source, raw, "a number of seconds, 0 or more (like 30 or 2.5)")
+        raise _refuse(source, raw, DURATION_RULE)
     return value
 
 
@@ -296,6 +318,25 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("projctl", appauthor=False)) / "projects.json"
 
 
+def check_db_folder(settings: Settings) -> None:
+    """Raise :class:`StoreError` when the folder of a database path given by ``--db`` or
+    ``PROJCTL_DB`` is not an existing folder: a mistyped path must not become a tree of new
+    folders. Only the default data folder is created (by the first change)."""
+    if settings.url is not None or settings.db_source == "default":
+        return
+    folder = settings.db_path.parent
+    if folder.is_dir():
+        return
+    if os.path.lexists(folder):
+        raise StoreError(
+            f"{folder}, the folder of the database ({settings.db_source}), is not a folder"
+        )
+    raise StoreError(
+        f"folder {folder} does not exist (the database's, from {settings.db_source}): create "
+        "it first; projctl creates only its default data folder"
+    )
+
+
 def login_name() -> str:
     """The name of the user running projctl: the default owner when ``PROJCTL_OWNER`` is unset."""
     import getpass  # only when PROJCTL_OWNER is unset; it pulls in termios
@@ -356,6 +397,8 @@ class Settings:
     token: str | None = None
     #: A CA certificate file to trust for :attr:`url` (``PROJCTL_CA_FILE``).
     ca_file: str | None = None
+    #: Refuse to create or rename a project to a name another one has (``PROJCTL_UNIQUE_NAMES``).
+    unique_names: bool = False
 
     @property
     def preferred_port(self) -> int:
@@ -436,4 +479,5 @@ def load_settings(
         url_source=url_source if raw_url is not None else "",
         token=None if raw_token is None else parse_token(raw_token, TOKEN.name),
         ca_file=None if raw_ca is None else str(parse_file(raw_ca, CA_FILE.name)),
+        unique_names=flag(UNIQUE_NAMES),
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from projctl.errors import InvalidInputError
+from projctl.errors import InvalidInputError, ProjectNotFoundError
 
 __all__ = [
     "DEFAULT_STATUS",
@@ -22,11 +22,14 @@ __all__ = [
     "EDITABLE_FIELDS",
     "PROJECT_FIELDS",
     "STATUSES",
+    "WAIT_FIELDS",
     "Project",
     "Status",
+    "WaitCondition",
     "check_utf8",
     "next_project_id",
     "parse_project_id",
+    "resolve_reference",
     "validate_description",
     "validate_fields",
     "validate_name",
@@ -187,7 +190,11 @@ def validate_type(value: str) -> str:
 def validate_status(value: str) -> str:
     """A status is one of :data:`STATUSES`."""
     if check_utf8(value, "status") not in STATUSES:
-        raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}")
+        import difflib
+
+        close = difflib.get_close_matches(value.lower(), STATUSES, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise InvalidInputError(f"status {value!r} is not one of {', '.join(STATUSES)}{hint}")
     return value
 
 
@@ -287,3 +294,85 @@ def visible(text: str, *, keep_lines: bool = False) -> str:
     if text.isprintable():  # none of those categories: the common case, at C speed
         return text
     return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE)
+
+
+#: The fields ``--for FIELD=VALUE`` may name (``owner`` is ``owner_id``).
+WAIT_FIELDS: tuple[str, ...] = ("status", "type", "owner_id", "name")
+_FIELD_ALIASES = {"owner": "owner_id"}
+
+
+@dataclass(frozen=True)
+class WaitCondition:
+    """What ``wait --for`` waits for: a field's value, or (``field`` ``None``) deletion."""
+
+    field: str | None
+    value: str = ""
+
+    @classmethod
+    def parse(cls, raw: str) -> WaitCondition:
+        """``delete`` or ``FIELD=VALUE`` (:data:`WAIT_FIELDS`), as kubectl's ``--for``."""
+        text = raw.strip()
+        if text.lower() in ("delete", "deleted"):
+            return cls(None)
+        field, equals, value = text.partition("=")
+        field = _FIELD_ALIASES.get(field.strip().lower(), field.strip().lower())
+        if not equals or field not in WAIT_FIELDS:
+            raise InvalidInputError(
+                f"--for {raw!r} is not a condition: expected delete or FIELD=VALUE with FIELD "
+                f"one of {', '.join(WAIT_FIELDS)} (like status=completed)"
+            )
+        value = _VALIDATORS[field](value)
+        return cls(field, value)
+
+    @property
+    def deletion(self) -> bool:
+        """Whether it waits for the project to be deleted."""
+        return self.field is None
+
+    def __str__(self) -> str:
+        return "delete" if self.field is None else f"{self.field}={self.value}"
+
+    def met_by(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether the project, as ``record`` (``None``: it does not exist), meets it."""
+        if self.field is None:
+            return record is None
+        return record is not None and record.get(self.field) == self.value
+
+
+def resolve_reference(reference: str, projects: Iterable[Project]) -> str:
+    """The id of the project ``reference`` names among ``projects``, as docker resolves a
+    container: an exact id first, then an exact name that one project has, then the
+    beginning of one project's id (a whole id, ``proj_..._HHMMSS``, is never taken as the
+    beginning of ``proj_..._HHMMSS_2``).
+
+    Raises :class:`ProjectNotFoundError` when nothing matches, and
+    :class:`InvalidInputError` listing the candidates' ids when several projects share
+    that name, or when several ids begin with it.
+    """
+    candidates = list(projects)
+    if any(project.project_id == reference for project in candidates):
+        return reference
+    named = [project.project_id for project in candidates if project.name == reference]
+    if len(named) > 1:
+        raise InvalidInputError(
+            f"{len(named)} projects are named {reference!r}: {', '.join(named)}; "
+            "give one of these ids"
+        )
+    if named:
+        return named[0]
+    # A whole id of the scheme names one project, never a prefix: proj_X, deleted, must not
+    # become proj_X_2.
+    whole_id = parse_project_id(reference) is not None
+    starting = [
+        p.project_id
+        for p in candidates
+        if reference and not whole_id and p.project_id.startswith(reference)
+    ]
+    if len(starting) > 1:
+        raise InvalidInputError(
+            f"{len(starting)} project ids begin with {reference!r}: {', '.join(starting)}; "
+            "give more of the id"
+        )
+    if starting:
+        return starting[0]
+    raise ProjectNotFoundError(reference, looked_up_by="id or name")

@@ -182,6 +182,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     # The runtime folder holds Unix sockets, whose paths must stay short: not under tmp_path.
     run = Path(tempfile.mkdtemp(prefix="pjr-", dir="/tmp"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    # An explicit database path's folder must exist (projctl creates only its default one).
+    (tmp_path / "data").mkdir()
     monkeypatch.setenv("PROJCTL_DB", str(tmp_path / "data" / "projects.json"))
     monkeypatch.setenv("PROJCTL_OWNER", "tester")
     monkeypatch.setenv("PROJCTL_NO_BROADCAST", "1")

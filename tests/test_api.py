@@ -187,7 +187,7 @@ def test_example_script_runs(tmp_path: Path) -> None:
         f"created {project_id} (event seq 1)",
         "updated status, description",
         f"in progress: {project_id} Billing API (owner alice)",
-        "as expected: no project with id 'proj_19700101_000000'",
+        "as expected: no project with id or name 'proj_19700101_000000'",
         f"#1 project_created {project_id} Billing API",
         f"#2 project_updated {project_id} Billing API",
         f"#3 project_deleted {project_id} Billing API",

@@ -40,7 +40,7 @@ def test_create_json_prints_the_stored_project(cli: Cli, store: ProjectStore) ->
         "web",
         "-s",
         "on_hold",
-        "-o",
+        "--owner",
         "ann",
         "-d",
         "Line 1\nLine 2",
@@ -160,8 +160,8 @@ def test_list_piped_is_tab_separated(cli: Cli, store: ProjectStore) -> None:
 
 def test_list_json(cli: Cli, store: ProjectStore) -> None:
     assert orjson.loads(cli("list", "--json").stdout) == []
-    create(cli, "Alpha", "-o", "ann")
-    create(cli, "Beta", "-o", "bob")
+    create(cli, "Alpha", "--owner", "ann")
+    create(cli, "Beta", "--owner", "bob")
     result = cli("list", "--json", "--owner", "bob")
     assert orjson.loads(result.stdout) == [store.list_projects(owner_id="bob")[0].to_dict()]
 
@@ -225,7 +225,7 @@ def test_bad_input_is_one_error_line_and_exit_2(
 
 
 def test_corrupt_database_exits_4_and_is_untouched(cli: Cli, db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     db_path.write_bytes(b"garbage{")
     for args in (("create", "x"), ("list",), ("show", "p"), ("update", "p", "-n", "x")):
         result = cli(*args)

@@ -67,7 +67,7 @@ def test_errors_are_one_line_without_traceback(
 
 
 def test_corrupt_database_exits_4_byte_for_byte_unchanged(projctl: Run, db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     garbage = b'{"projects": {"a": 1}, "journal": [tru'
     db_path.write_bytes(garbage)
     done = projctl("create", "x")
@@ -80,7 +80,9 @@ def test_folder_that_is_a_file_exits_4(projctl: Run, tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("")
     done = projctl("create", "x", "--db", str(tmp_path / "blocker" / "db.json"))
     assert done.returncode == 4
-    assert done.stderr.startswith("Error: cannot create folder ")
+    assert done.stderr == (
+        f"Error: {tmp_path / 'blocker'}, the folder of the database (--db), is not a folder\n"
+    )
 
 
 @pytest.fixture

@@ -90,9 +90,11 @@ def test_bash_completes_commands(bash_complete: BashComplete) -> None:
 
 
 def test_bash_completes_existing_ids(bash_complete: BashComplete, projects: dict[str, str]) -> None:
-    assert sorted(bash_complete(["projctl", "update", ""])) == sorted(projects)
+    escaped = [name.replace(" ", "\\ ") for name in projects.values()]
+    assert sorted(bash_complete(["projctl", "update", ""])) == sorted([*projects, *escaped])
     assert sorted(bash_complete(["projctl", "show", "proj_"])) == sorted(projects)
-    assert sorted(bash_complete(["projctl", "watch", "--project", ""])) == sorted(projects)
+    watched = bash_complete(["projctl", "watch", "--project", ""])
+    assert sorted(watched) == sorted([*projects, *escaped])
 
 
 def test_bash_completes_statuses_and_event_types(bash_complete: BashComplete) -> None:
@@ -128,7 +130,8 @@ def test_bash_completes_event_types_seen_in_the_journal(
         "deployed",
     ]
     assert bash_complete(["projctl", "emit", project_id, "te"]) == ["tests_generated", "tests_run"]
-    assert bash_complete(["projctl", "emit", ""]) == [project_id]  # first the project
+    # first the project: its id, and its name (escaped for bash)
+    assert bash_complete(["projctl", "emit", ""]) == [project_id, "Billing\\ API"]
 
 
 def test_bash_completes_options(bash_complete: BashComplete) -> None:
@@ -273,7 +276,7 @@ def test_completing_ids_imports_nothing_heavy(projects: dict[str, str]) -> None:
         timeout=30,
         check=True,
     )
-    assert sorted(done.stdout.split()) == sorted(projects)
+    assert sorted(done.stdout.splitlines()) == sorted([*projects, "Billing\\ API", "Web\\ shop"])
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     heavy = {"rich", "rich.live", "websockets", "projctl.server", "projctl.watch", "pydantic"}
     assert imported & heavy == set()
@@ -296,12 +299,33 @@ def test_install_completion_still_works(tmp_path: Path) -> None:
     assert "projctl.sh" in (home / ".bashrc").read_text()
 
 
-def test_bash_completes_names_that_are_one_shell_word(
+def test_bash_completes_names_escaped_as_one_shell_word(
     bash_complete: BashComplete, projects: dict[str, str], store: ProjectStore
 ) -> None:
     plain = store.create("billing-api").project.project_id
     assert bash_complete(["projctl", "delete", "bill"]) == ["billing-api"]
-    # Names with spaces ("Billing API", "Web shop") are not offered: they need quotes.
+    # Names with spaces come escaped, so bash inserts them as one word.
     assert sorted(bash_complete(["projctl", "show", ""])) == sorted(
-        [*projects, plain, "billing-api"]
+        [*projects, plain, "billing-api", "Billing\\ API", "Web\\ shop"]
     )
+    # What was typed so far, as bash holds it (escaped), is matched unescaped.
+    assert bash_complete(["projctl", "show", "Billing\\ A"]) == ["Billing\\ API"]
+    assert bash_complete(["projctl", "show", "Bil"]) == ["Billing\\ API"]
+    odd = store.create("it's $HOME").project.project_id
+    assert bash_complete(["projctl", "show", "it"]) == ["it\\'s\\ \\$HOME"]
+    # Inserted as completed, the word is the name again.
+    assert shlex.split("it\\'s\\ \\$HOME") == [store.get(odd).name]
+
+
+def test_the_readme_leads_bash_users_with_what_works_on_any_bash() -> None:
+    """``source`` from ~/.bashrc needs nothing more; the completions folder needs the
+    bash-completion package, which a fresh Debian lacks: the README says so."""
+    readme = (COMPLETIONS.parent / "README.md").read_text()
+    section = readme.split("## Shell completion", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in section.splitlines() if line.startswith("| bash | ")]
+    assert row.index("source") < row.index("bash-completion/completions")
+    assert "`bash-completion` package" in row
+    script = (COMPLETIONS / "projctl.bash").read_text()
+    # Nothing from the bash-completion package: the script runs in a bare bash.
+    assert "_init_completion" not in script
+    assert "_get_comp_words_by_ref" not in script

@@ -14,6 +14,7 @@ from typer.testing import Result
 from projctl.cli._lazy import COMMANDS
 from projctl.config import (
     DEBUG,
+    DURATION_RULE,
     VARIABLES,
     Settings,
     debug_enabled,
@@ -33,7 +34,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 Cli = Callable[..., Result]
 
 PORT_RULE = "expected a whole number from 0 to 65535"
-SECONDS_RULE = "expected a number of seconds, 0 or more (like 30 or 2.5)"
+SECONDS_RULE = f"expected {DURATION_RULE}"
 FLAG_RULE = "expected 1, true, yes, on, or 0, false, no, off"
 HOST_RULE = "expected a host name or IP address, like localhost or 127.0.0.1"
 DB_RULE = "expected the path of a database file"
@@ -80,13 +81,50 @@ def test_config_error_is_invalid_input() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "seconds"),
-    [("0", 0.0), ("30", 30.0), ("2.5", 2.5), (" 2.5 ", 2.5), ("1e3", 1000.0), (".5", 0.5)],
+    [
+        ("0", 0.0),
+        ("30", 30.0),
+        ("2.5", 2.5),
+        (" 2.5 ", 2.5),
+        ("1e3", 1000.0),
+        (".5", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("1h2m3s", 3723.0),
+        ("1.5m", 90.0),
+        ("500ms", 0.5),
+        ("0s", 0.0),
+        ("5M", 300.0),
+    ],
 )
 def test_parse_seconds_accepts(raw: str, seconds: float) -> None:
     assert parse_seconds(raw, "--timeout") == seconds
 
 
-@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity", "-1", "-0.5", "", "abc"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "-1",
+        "-0.5",
+        "",
+        "abc",
+        "5 m",
+        "5min",
+        "-5m",
+        "1d",
+        "m",
+        "1m30",
+        "\uff15m",  # a full-width digit
+        "٣٠",
+    ],
+)
 def test_parse_seconds_refuses(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_seconds(raw, "--timeout")
@@ -620,3 +658,28 @@ def test_only_config_names_a_projctl_variable() -> None:
     twice = {name for name, count in named.items() if count > 1 and name not in known_source}
     assert not twice, f"named more than once in config.py: {sorted(twice)}"
     assert set(named) >= {v.name for v in VARIABLES if v.name.startswith("PROJCTL_")}
+
+
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [
+        (["watch", "--timeout", "5 minutes"], "--timeout"),
+        (["serve", "--idle-timeout", "1d"], "--idle-timeout"),
+    ],
+)
+def test_bad_durations_get_one_line_and_exit_2(cli: Cli, args: list[str], source: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {source}={args[-1]!r} is not accepted: {SECONDS_RULE}\n"
+
+
+def test_idle_timeout_setting_takes_units() -> None:
+    assert load_settings({"PROJCTL_IDLE_TIMEOUT": "15m"}).idle_timeout == 900.0
+    with pytest.raises(ConfigError, match="PROJCTL_IDLE_TIMEOUT='15 min'"):
+        load_settings({"PROJCTL_IDLE_TIMEOUT": "15 min"})
+
+
+def test_watch_timeout_takes_units(cli: Cli) -> None:
+    result = cli("watch", "--json", "--timeout", "0.1s", "--count", "1")
+    assert result.exit_code == 124
+    assert result.stderr.endswith("Error: timed out after 0.1s waiting for events\n")

@@ -59,6 +59,7 @@ def test_a_file_url_is_a_tinydb_file(
     cli: Callable[..., Result], folder: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "team dir" / "projects.json"
+    target.parent.mkdir()  # an explicit path's folder must exist
     url = "file://" + str(target).replace(" ", "%20")
     created = cli("--db", url, "create", "Billing API")
     assert created.exit_code == 0, created.output

@@ -47,6 +47,7 @@ def test_commands() -> None:
         "server stop",
         "show",
         "update",
+        "wait",
         "watch",
     ]
 

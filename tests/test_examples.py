@@ -79,6 +79,7 @@ def test_four_ci_jobs_in_parallel_beside_a_served_database(
     monkeypatch.delenv("PROJCTL_PORT")  # the real default: each database finds its own port
     path = f"{Path(PROJCTL).parent}{os.pathsep}{os.environ['PATH']}"
     served_db = tmp_path / "served" / "projects.json"
+    served_db.parent.mkdir()  # an explicit path's folder must exist
     with subprocess.Popen(
         [PROJCTL, "serve", "--db", str(served_db)],
         stdout=subprocess.DEVNULL,

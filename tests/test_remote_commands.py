@@ -66,6 +66,7 @@ def test_commands_from_another_machine_print_what_local_ones_print(
     team: TeamServer, tmp_path: Path
 ) -> None:
     local_db = tmp_path / "local" / "projects.json"
+    local_db.parent.mkdir()
     local_ids: dict[str, str] = {}
     remote_ids: dict[str, str] = {}
     for args in SESSION:
@@ -197,7 +198,7 @@ def test_every_change_lands_in_the_servers_file(team: TeamServer) -> None:
         "watch", "--json", "--since", "0", "--count", str(len(journal)), "--timeout", "20"
     )
     assert watched.returncode == 0, watched.stderr
-    assert watched.stderr == f"projctl watch: connected to {team.url}/ws\n"
+    assert watched.stderr == ""  # "connected to" is said only on a terminal
     assert [orjson.loads(line) for line in watched.stdout.splitlines()] == journal
 
 

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from projctl import _files, runtime
+from projctl.config import DURATION_RULE
 from projctl.errors import ConfigError, ServerError
 from projctl.runtime import (
     RuntimePaths,
@@ -303,6 +304,8 @@ def test_stale_state_file_is_cleaned_up(projctl: Run, db_path: Path) -> None:
 
 def test_each_database_has_its_own_server(projctl: Run, tmp_path: Path) -> None:
     db_a, db_b = tmp_path / "a" / "db.json", tmp_path / "b" / "db.json"
+    db_a.parent.mkdir()
+    db_b.parent.mkdir()
     assert projctl("create", "in a", "--db", str(db_a)).returncode == 0
     assert projctl("create", "in b", "--db", str(db_b)).returncode == 0
     info_a, info_b = server_info(db_a), server_info(db_b)
@@ -764,7 +767,7 @@ def test_server_launch_parse_says_which_option_is_missing_and_prints_nothing(
     assert capsys.readouterr() == ("", "")
 
 
-SECONDS = "expected a number of seconds, 0 or more (like 30 or 2.5)"
+SECONDS = f"expected {DURATION_RULE}"
 FLAG = "expected 1, true, yes, on, or 0, false, no, off"
 
 

@@ -196,7 +196,7 @@ def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
 def test_corrupt_database_is_never_overwritten(
     store: ProjectStore, content: bytes, message: str
 ) -> None:
-    store.path.parent.mkdir(parents=True)
+    store.path.parent.mkdir(parents=True, exist_ok=True)
     store.path.write_bytes(content)
     for attempt in (
         lambda: store.create("x"),

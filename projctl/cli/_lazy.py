@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -41,14 +43,17 @@ from projctl.errors import (
 )
 
 __all__ = [
+    "ALIASES",
     "COMMANDS",
     "EXIT_CODE_MEANINGS",
     "GLOBAL_OPTIONS",
     "GROUPS",
     "SUMMARIES",
     "ExitCode",
+    "QuietInterrupt",
     "app",
     "command",
+    "completion_shell",
     "exit_code_for",
     "main",
     "move_global_options",
@@ -66,7 +71,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3  #: no project with the given id
     STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
     SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
-    TIMEOUT = 124  #: ``watch --timeout`` ran out before ``--count`` events arrived
+    TIMEOUT = 124  #: ``watch --timeout`` or ``wait --timeout`` ran out first
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -78,7 +83,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "project not found (server status: no server running)",
     ExitCode.STORE_ERROR: "database error",
     ExitCode.SERVER_ERROR: "server error",
-    ExitCode.TIMEOUT: "watch timed out",
+    ExitCode.TIMEOUT: "timed out (watch, wait)",
     ExitCode.INTERRUPTED: "interrupted",
 }
 
@@ -91,6 +96,7 @@ COMMANDS: dict[str, str] = {
     "show": "projctl.cli.projects",
     "emit": "projctl.cli.emitting",
     "watch": "projctl.cli.watching",
+    "wait": "projctl.cli.waiting",
     "open": "projctl.cli.serving",
     "serve": "projctl.cli.serving",
     "server status": "projctl.cli.serving",
@@ -103,12 +109,13 @@ COMMANDS: dict[str, str] = {
 #: test keeps equal. Written out here so that listing the commands imports none of them.
 SUMMARIES: dict[str, str] = {
     "create": "Create a project and print its id.",
-    "update": "Change the given fields of a project.",
+    "update": "Change the given fields of one or more projects.",
     "delete": "Delete one or more projects: all of them, or none when one is missing.",
     "list": "List projects, oldest first unless --sort says otherwise.",
     "show": "Show one or more projects.",
     "emit": "Record an event about a project and print its seq.",
     "watch": "Watch projects change live: a table on a terminal, JSON Lines for scripts.",
+    "wait": "Wait until a project meets a condition, then print it.",
     "open": "Open the live dashboard of the database in a browser (starting its server if needed).",
     "serve": "Run the broadcast server for a database in the foreground until Ctrl-C.",
     "server status": "Show whether a server runs for the database, and its health.",
@@ -117,6 +124,8 @@ SUMMARIES: dict[str, str] = {
     "server logs": "Show the log of the database's background server.",
     "info": "Show which database commands use and where that came from, and its server.",
 }
+#: Short names, as docker and kubectl users type them: each runs the command it names.
+ALIASES: dict[str, str] = {"ls": "list", "rm": "delete", "get": "show"}
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
     "server": "Start, inspect, stop the database's background server, or read its log.",
@@ -143,6 +152,10 @@ def command(name: str) -> Callable[[_Callback], _Callback]:
         return callback
 
     return register
+
+
+class QuietInterrupt(Exception):
+    """Ctrl-C where it is the ordinary way to stop (``watch``): exit 130 without a line."""
 
 
 def exit_code_for(error: ProjctlError) -> ExitCode:
@@ -207,6 +220,8 @@ class ProjctlGroup(TyperGroup):
         return names
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if not self.prefix and cmd_name in ALIASES:
+            cmd_name = ALIASES[cmd_name]
         if cmd_name not in self.commands:
             full_name = self._full_name(cmd_name)
             if full_name in COMMANDS:
@@ -217,6 +232,7 @@ class ProjctlGroup(TyperGroup):
                 )
                 _plain_argument_metavars(command)
                 _refuse_undecodable_text(command)
+                _suggest_close_choices(command)
                 self.commands[cmd_name] = command
             elif full_name in GROUPS:
                 self.commands[cmd_name] = ProjctlGroup(
@@ -235,7 +251,8 @@ class ProjctlGroup(TyperGroup):
             import difflib  # only for a mistyped command
 
             message = f"No such command {name!r}."
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            known = self.list_commands(ctx) + ([] if self.prefix else list(ALIASES))
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             if close:
                 message += f" Did you mean {close[0]!r}?"
             raise UsageError(message, ctx)
@@ -244,9 +261,15 @@ class ProjctlGroup(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list of ``--help``, from docstrings, without building the commands."""
         names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(map(len, names))
+        shown = {
+            name: ", ".join(
+                [name] + [a for a, n in ALIASES.items() if n == name and not self.prefix]
+            )
+            for name in names
+        }
+        limit = formatter.width - 6 - max(map(len, shown.values()))
         rows = [
-            (name, make_default_short_help(_summary(self._full_name(name)), limit))
+            (shown[name], make_default_short_help(_summary(self._full_name(name)), limit))
             for name in names
         ]
         with formatter.section("Commands"):
@@ -263,6 +286,8 @@ class ProjctlGroup(TyperGroup):
         if args is None:
             args = sys.argv[1:]
         args = move_global_options(list(args))
+        if completion_shell() == "bash":
+            _escape_bash_candidates()
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
@@ -282,6 +307,8 @@ class ProjctlGroup(TyperGroup):
         except ProjctlError as error:
             report(str(error))
             code = exit_code_for(error)
+        except QuietInterrupt:
+            code = ExitCode.INTERRUPTED
         except (typer.Abort, KeyboardInterrupt):
             report("interrupted")
             code = ExitCode.INTERRUPTED
@@ -297,7 +324,7 @@ class ProjctlGroup(TyperGroup):
 
 #: Options every command takes that may also come before the command, as in
 #: ``projctl --db X list``: they are moved behind the command before parsing.
-GLOBAL_OPTIONS: dict[str, bool] = {"--db": True, "--quiet": False, "-q": False}
+GLOBAL_OPTIONS: dict[str, bool] = {"--db": True, "--quiet": False, "-q": False, "--json": False}
 
 
 def move_global_options(args: list[str]) -> list[str]:
@@ -334,6 +361,29 @@ def _plain_argument_metavars(command: Any) -> None:
             shown = param.metavar + ("..." if param.nargs == -1 else "")
             shown = shown if param.required else f"[{shown}]"
             param.make_metavar = functools.partial(_metavar, shown)  # type: ignore[method-assign]
+
+
+def _suggest_close_choices(command: Any) -> None:
+    """Make a mistyped choice (``--status inprogress``) say ``did you mean in_progress?``."""
+    for param in command.params:
+        kind = param.type
+        message_for = getattr(kind, "get_invalid_choice_message", None)
+        choices = getattr(kind, "choices", None)
+        if message_for is None or not choices or getattr(kind, "_suggests", False):
+            continue
+        names = [str(getattr(choice, "value", choice)) for choice in choices]
+
+        def suggesting(
+            value: Any, ctx: Any, *, message_for: Any = message_for, names: list[str] = names
+        ) -> str:
+            import difflib  # only for a value that is not one of the choices
+
+            message = str(message_for(value=value, ctx=ctx))
+            close = difflib.get_close_matches(str(value).lower(), names, n=1, cutoff=0.6)
+            return message.rstrip(".") + f"; did you mean {close[0]}?" if close else message
+
+        kind.get_invalid_choice_message = suggesting
+        kind._suggests = True
 
 
 #: Parameters that hold a file's path: bytes that are not UTF-8 still name a file.
@@ -374,6 +424,32 @@ def _metavar(shown: str, ctx: Any = None, *, usage: bool = False) -> str:
     return shown
 
 
+def completion_shell() -> str | None:
+    """The shell asking for completions at this TAB (``bash``, ``zsh``, ``fish``), or
+    ``None`` when projctl is not completing."""
+    asked = os.environ.get("_PROJCTL_COMPLETE", "")
+    return asked.removeprefix("complete_") or None
+
+
+def _escape_bash_candidates() -> None:
+    """Make bash candidates one shell word each: typer's bash script inserts a candidate
+    as it is, so a project named ``Billing API`` must come as ``Billing\\ API``. Typer
+    matches candidates against what was typed (unescaped) before they are formatted, so
+    escaping here keeps that match."""
+    from typer._click.shell_completion import add_completion_class
+    from typer._completion_classes import BashComplete
+
+    class EscapingBashComplete(BashComplete):
+        def format_completion(self, item: Any) -> str:
+            return _SHELL_SPECIAL.sub(r"\\\g<0>", str(item.value))
+
+    add_completion_class(EscapingBashComplete, "bash")
+
+
+#: What bash would split a word at or expand: escaped in a bash candidate.
+_SHELL_SPECIAL = re.compile(r"[^\w.@%+=:,/-]")
+
+
 def _debug() -> bool:
     return config.debug_enabled()
 
@@ -398,7 +474,8 @@ def _root_help() -> str:
     return (
         "Manage projects from the terminal and CI; every change is journaled as an event.\n\n"
         "Results go to stdout, messages to stderr; every command that prints data takes "
-        "--json.\n\n\b\nEnvironment:\n" + environment + "\n\nExit codes: " + codes + "."
+        "-o/--output FORMAT (json, jsonl, tsv, table, wide, name) and --json (-o json)."
+        "\n\n\b\nEnvironment:\n" + environment + "\n\nExit codes: " + codes + "."
     )
 
 

@@ -3,27 +3,44 @@
 import typer
 
 from projctl.cli._lazy import command
-from projctl.cli._options import DbOption, JsonFlag, open_database, print_json
+from projctl.cli._options import (
+    REPORT_FORMATS,
+    DbOption,
+    JsonFlag,
+    QuietFlag,
+    ReportOutputOption,
+    open_database,
+    output_format,
+    print_json,
+)
 
 _SOURCES = {"--db": "from --db", "PROJCTL_DB": "from PROJCTL_DB", "default": "the default"}
 
 
 @command("info")
-def info(json_output: JsonFlag = False, db: DbOption = None) -> None:
+def info(
+    output: ReportOutputOption = None,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+    db: DbOption = None,
+) -> None:
     """Show which database commands use and where that came from, and its server.
 
     The database's path and its source (--db, PROJCTL_DB or the default), whether it
     exists, how many projects it holds, its last seq, how many events its journal keeps,
     and whether its server runs and at which URL. A mistyped path shows here as a
-    database that does not exist.
+    database that does not exist. -o json (--json) or jsonl: one JSON object.
 
     \b
     Example:
         projctl info --json
     """
-    database = open_database(db)
+    chosen = output_format(output, json_output, quiet, formats=REPORT_FORMATS)
+    database = open_database(db, looks_only=True)
     report = database.info()
-    if json_output:
+    if quiet:
+        return
+    if chosen is not None:
         print_json(report)
         return
     where = report["database"]

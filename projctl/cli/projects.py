@@ -2,11 +2,11 @@
 
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from projctl.cli._lazy import command
+from projctl.cli._lazy import command, report
 from projctl.cli._options import (
     OWNER_HELP,
     STATUS_HELP,
@@ -15,15 +15,94 @@ from projctl.cli._options import (
     IdempotencyKeyOption,
     JsonFlag,
     NoBroadcastFlag,
-    ProjectArgument,
+    OutputOption,
     ProjectsArgument,
     QuietFlag,
+    database_missing,
     open_database,
+    output_format,
     print_json,
+    print_json_lines,
+    print_projects,
+    say_if_missing,
 )
 from projctl.config import parse_count
-from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.errors import InvalidInputError, NotFoundError, ProjectNotFoundError, StoreError
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
+
+if TYPE_CHECKING:
+    import projctl
+
+#: What -o formats other than JSON print for a command whose result is a project.
+PROJECT_FORMATS = ("tsv", "table", "wide")
+
+UniqueFlag = Annotated[
+    bool,
+    typer.Option(
+        "--unique",
+        help="Refuse (exit 2) a name another project has; without it, a Warning names it. "
+        "[env: PROJCTL_UNIQUE_NAMES]",
+    ),
+]
+
+
+def check_name(
+    database: "projctl.Database", name: str, *, unique: bool, besides: str | None = None
+) -> list[str]:
+    """The ids of the other projects named ``name``; with ``unique`` (or the setting), an
+    error naming them instead."""
+    try:
+        others = database.same_name(name, besides=besides)
+    except StoreError:
+        return []  # the change itself reports what is wrong with the database, as ever
+    if others and (unique or database.settings.unique_names):
+        raise InvalidInputError(
+            f"another project is named {name.strip()!r} ({', '.join(others)}); "
+            "names are unique (--unique or PROJCTL_UNIQUE_NAMES)"
+        )
+    return others
+
+
+def warn_same_name(name: str, others: list[str]) -> None:
+    """One ``Warning:`` naming the projects that already had ``name``."""
+    if others:
+        report(
+            f"another project is named {name.strip()!r} too: {', '.join(others)}",
+            prefix="Warning",
+        )
+
+
+def _references(
+    database: "projctl.Database",
+    references: list[str],
+    *,
+    exact: bool,
+    missing_ok: bool = False,
+) -> list[str]:
+    """What each reference names, for a change (one each, in order): an id, or the
+    reference as given.
+
+    ``exact`` (a change under an idempotency key): as given, ids and exact names, which
+    the commit resolves in its own transaction, so that a run again is the very same
+    request. Else an id prefix is resolved here too; with ``missing_ok`` a reference that
+    names nothing is kept as given (the commit skips it).
+    """
+    if exact:
+        return list(references)
+    found = []
+    for reference in references:
+        try:
+            found.append(database.resolve(reference))
+        except ProjectNotFoundError:
+            if not missing_ok:
+                raise
+            found.append(reference)
+    return found
+
+
+def _nth_key(key: str | None, n: int, ids: list[str]) -> str | None:
+    """The idempotency key of the ``n``-th of several updates made under ``key``."""
+    return key if key is None or len(ids) == 1 else f"{key}/{n + 1}"
 
 
 @command("create")
@@ -40,7 +119,6 @@ def create(
         str | None,
         typer.Option(
             "--owner",
-            "-o",
             metavar="OWNER",
             help=OWNER_HELP + " [default: $PROJCTL_OWNER, else your user name]",
             show_default=False,
@@ -50,6 +128,8 @@ def create(
         str,
         typer.Option("--description", "-d", metavar="TEXT", help="Up to 10,000 characters."),
     ] = "",
+    unique: UniqueFlag = False,
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
@@ -58,13 +138,18 @@ def create(
 ) -> None:
     """Create a project and print its id.
 
-    With --json, print the stored project as one JSON object instead.
+    A name another project has gets one Warning naming it; --unique refuses it.
+
+    With -o json (--json) or jsonl, print the stored project as one JSON object instead;
+    -o tsv, table or wide print it as list does.
 
     \b
     Example:
         id=$(projctl create "Billing API" --type api --owner alice)
     """
+    chosen = output_format(output, json_output, quiet, owner_option=True)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
+    others = check_name(database, name, unique=unique)
     change = database.create(
         name,
         type=type,
@@ -73,17 +158,20 @@ def create(
         description=description,
         idempotency_key=idempotency_key,
     )
+    warn_same_name(name, others)
     if quiet:
         return
-    if json_output:
+    if chosen in ("json", "jsonl"):
         print_json(change.project.to_dict())
-    else:
+    elif chosen in PROJECT_FORMATS:
+        print_projects([change.project], chosen)
+    else:  # the id alone, as -o name prints it
         typer.echo(change.project.project_id)
 
 
 @command("update")
 def update(
-    project: ProjectArgument,
+    projects: ProjectsArgument,
     name: Annotated[
         str | None, typer.Option("--name", "-n", metavar="NAME", help="New name.")
     ] = None,
@@ -94,23 +182,27 @@ def update(
         Status | None,
         typer.Option("--status", "-s", metavar="STATUS", help="New status: " + STATUS_HELP),
     ] = None,
-    owner: Annotated[
-        str | None, typer.Option("--owner", "-o", metavar="OWNER", help=OWNER_HELP)
-    ] = None,
+    owner: Annotated[str | None, typer.Option("--owner", metavar="OWNER", help=OWNER_HELP)] = None,
     description: Annotated[
         str | None,
         typer.Option("--description", "-d", metavar="TEXT", help="New description."),
     ] = None,
+    unique: UniqueFlag = False,
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
     db: DbOption = None,
     idempotency_key: IdempotencyKeyOption = None,
 ) -> None:
-    """Change the given fields of a project.
+    """Change the given fields of one or more projects.
 
     Prints which fields really changed, or that the project is unchanged (then
-    no event is recorded). With --json, print {"project": {...}, "updated_fields": [...]}.
+    no event is recorded), a line per project. Every project is found first: one
+    that does not exist changes nothing (exit 3). With -o json (--json), print
+    {"project": {...}, "updated_fields": [...]} (an array for several; -o jsonl: one a
+    line); -o name prints the ids, -o tsv, table or wide the projects as list does.
+    Renaming to a name another project has gets one Warning; --unique refuses it.
 
     \b
     Example:
@@ -124,22 +216,41 @@ def update(
         "description": description,
     }
     changes = {field: value for field, value in given.items() if value is not None}
+    chosen = output_format(output, json_output, quiet, owner_option=True)
     if not changes:
         raise InvalidInputError(
             "nothing to update: give at least one of "
             "--name, --type, --status, --owner, --description"
         )
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    change = database.update(project, idempotency_key=idempotency_key, **changes)
+    ids = list(dict.fromkeys(_references(database, projects, exact=idempotency_key is not None)))
+    if name is not None and len(ids) > 1:
+        raise InvalidInputError(f"--name would give {len(ids)} projects one name: update one")
+    others = [] if name is None else check_name(database, name, unique=unique, besides=ids[0])
+    changes_made = [
+        database.update(project_id, idempotency_key=_nth_key(idempotency_key, n, ids), **changes)
+        for n, project_id in enumerate(ids)
+    ]
+    if name is not None and "name" in changes_made[0].updated_fields:
+        warn_same_name(name, others)
     if quiet:
         return
-    updated = change.project
-    if json_output:
-        print_json({"project": updated.to_dict(), "updated_fields": list(change.updated_fields)})
-    elif change.updated_fields:
-        typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
-    else:
-        typer.echo(f"{updated.project_id}: unchanged")
+    results = [
+        {"project": change.project.to_dict(), "updated_fields": list(change.updated_fields)}
+        for change in changes_made
+    ]
+    if chosen == "json":
+        print_json(results[0] if len(results) == 1 else results)
+    elif chosen == "jsonl":
+        print_json_lines(results)
+    elif chosen is not None:
+        print_projects([change.project for change in changes_made], chosen)
+    for change in changes_made if chosen is None else ():
+        updated = change.project
+        if change.updated_fields:
+            typer.echo(f"{updated.project_id}: updated {', '.join(change.updated_fields)}")
+        else:
+            typer.echo(f"{updated.project_id}: unchanged")
 
 
 @command("delete")
@@ -149,6 +260,7 @@ def delete(
         bool,
         typer.Option("--missing-ok", help="Exit 0 when a project does not exist (skip it)."),
     ] = False,
+    output: OutputOption = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
     no_broadcast: NoBroadcastFlag = False,
@@ -158,26 +270,35 @@ def delete(
     """Delete one or more projects: all of them, or none when one is missing.
 
     Unless --missing-ok, a project that does not exist deletes nothing and exits 3.
-    With --json, print {"project_id": ..., "name": ..., "deleted": true} for each (one
-    object for one project, an array for several); a missing one has "deleted": false.
+    With -o json (--json), print {"project_id": ..., "name": ..., "deleted": true} for
+    each (one object for one project, an array for several; -o jsonl: one a line); a
+    missing one has "deleted": false. -o name prints the deleted ids, -o tsv, table or
+    wide the deleted projects as they were.
 
     \b
     Example:
         projctl delete "$id" --missing-ok
     """
+    chosen = output_format(output, json_output, quiet)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    # The references go to the commit as given: it resolves them in its own transaction, and
-    # a run again under the same --idempotency-key repeats the very same request.
-    changes = database.delete_many(projects, missing_ok=missing_ok, idempotency_key=idempotency_key)
-    by_reference = {
+    references = (
+        list(projects)  # a run again under the key repeats the very same request
+        if idempotency_key is not None
+        else _references(database, projects, exact=False, missing_ok=True)
+    )
+    changes = database.delete_many(
+        references, missing_ok=missing_ok, idempotency_key=idempotency_key
+    )
+    gone_by = {
         reference: change.project
         for change in changes
         for reference in (change.project.project_id, change.project.name)
     }
-    resolved = [
-        (reference, gone.project_id if (gone := by_reference.get(reference)) else None)
-        for reference in projects
-    ]
+    # Each reference as given, with the id of what it deleted (None: it named nothing).
+    resolved = []
+    for given, reference in zip(projects, references, strict=True):
+        gone = gone_by.get(reference)
+        resolved.append((given, gone.project_id if gone is not None else None))
     deleted = {change.project.project_id: change.project for change in changes}
     if quiet:
         return
@@ -186,14 +307,18 @@ def delete(
         gone = deleted.get(project_id) if project_id is not None else None
         if gone is None:
             results.append({"project_id": reference, "deleted": False})
-            if not json_output:
+            if chosen not in ("json", "jsonl"):
                 typer.echo(f"{reference}: not found, nothing deleted", err=True)
         else:
             results.append({"project_id": gone.project_id, "name": gone.name, "deleted": True})
-            if not json_output:
+            if chosen is None:
                 typer.echo(f"{gone.project_id}: deleted")
-    if json_output:
+    if chosen == "json":
         print_json(results[0] if len(results) == 1 else results)
+    elif chosen == "jsonl":
+        print_json_lines(results)
+    elif chosen is not None:
+        print_projects(list(deleted.values()), chosen)
 
 
 #: ``list --sort`` keys: the record field, and whether the newest (largest) comes first.
@@ -216,7 +341,7 @@ def list_projects(
         str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type.")
     ] = None,
     owner: Annotated[
-        str | None, typer.Option("--owner", "-o", metavar="OWNER", help="Only this owner.")
+        str | None, typer.Option("--owner", metavar="OWNER", help="Only this owner.")
     ] = None,
     sort: Annotated[
         SortChoice | None,
@@ -233,20 +358,31 @@ def list_projects(
         str | None,
         typer.Option("--limit", "-n", metavar="N", help="Show at most N projects."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    output: OutputOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON array (-o json).")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print ids only, as -o name does.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """List projects, oldest first unless --sort says otherwise.
 
     A table on a terminal; one tab-separated line per project (id, name, type,
-    status, owner, updated) when piped; a JSON array with --json.
+    status, owner, updated) when piped. -o picks: json (one array), jsonl, tsv,
+    table, wide (also created and description) or name (ids only).
 
     \b
     Example:
         projctl list --status in_progress --sort updated --limit 10
     """
     count = None if limit is None else parse_count(limit, "--limit", minimum=1)
-    database = open_database(db)
+    chosen = output_format(output, json_output, quiet, owner_option=True)
+    if quiet:
+        chosen = "name"  # as docker ps -q: ids only
+    database = open_database(db, looks_only=True)
+    missing = say_if_missing(database)
     projects = database.list(status=status, type=type, owner_id=owner)
     if sort is not None:
         field, newest_first = SORT_KEYS[sort.value]
@@ -255,72 +391,69 @@ def list_projects(
         projects.reverse()
     if count is not None:
         projects = projects[:count]
-    if json_output:
-        print_json([project.to_dict() for project in projects])
-    elif sys.stdout.isatty():
+    if chosen is None:
+        chosen = "table" if sys.stdout.isatty() else "tsv"
+    if chosen not in ("table", "wide") or projects:
+        print_projects(projects, chosen)
+    elif not missing:
         from rich.console import Console
 
-        from projctl.watch import render_projects_table
-
-        if projects:
-            Console().print(render_projects_table([project.to_dict() for project in projects]))
+        filters = [
+            f"--{name} {value}"
+            for name, value in (("status", status), ("type", type), ("owner", owner))
+            if value is not None
+        ]
+        if filters:
+            total = len(database.list())
+            message = f"No projects match {' '.join(filters)} ({total} in all)."
         else:
-            filters = [
-                f"--{name} {value}"
-                for name, value in (("status", status), ("type", type), ("owner", owner))
-                if value is not None
-            ]
-            if filters:
-                total = len(database.list())
-                message = f"No projects match {' '.join(filters)} ({total} in all)."
-            else:
-                message = "No projects. Create one with: projctl create NAME"
-            Console(stderr=True).print(message, markup=False, highlight=False)
-    else:
-        for project in projects:
-            typer.echo("\t".join(_tsv_fields(project)))
-
-
-def _tsv_fields(project: Project) -> tuple[str, ...]:
-    # Made visible: a tab or newline from another program must not break the columns.
-    return tuple(
-        visible(value)
-        for value in (
-            project.project_id,
-            project.name,
-            project.type,
-            project.status,
-            project.owner_id,
-            project.updated_at,
-        )
-    )
+            message = "No projects. Create one with: projctl create NAME"
+        Console(stderr=True).print(message, markup=False, highlight=False)
 
 
 @command("show")
-def show(projects: ProjectsArgument, json_output: JsonFlag = False, db: DbOption = None) -> None:
+def show(
+    projects: ProjectsArgument,
+    output: OutputOption = None,
+    json_output: JsonFlag = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print nothing: the exit code says if all exist."),
+    ] = False,
+    db: DbOption = None,
+) -> None:
     """Show one or more projects.
 
-    With --json, one object for one project, an array for several. A project that
-    does not exist is reported (exit 3) after the others are shown.
+    With -o json (--json), one object for one project, an array for several; -o jsonl,
+    tsv, table, wide or name print them as list does. A project that does not exist
+    is reported (exit 3) after the others are shown; one given twice is shown once.
 
     \b
     Example:
         projctl show "$id" --json
     """
-    database = open_database(db)
-    found: list[Project] = []
+    chosen = output_format(output, json_output, quiet)
+    database = open_database(db, looks_only=True)
+    if database_missing(database):
+        raise NotFoundError(f"no database at {database.path} yet, so no project {projects[0]!r}")
+    found: dict[str, Project] = {}  # by id: a project given twice is shown once
     missing: ProjectNotFoundError | InvalidInputError | None = None
     for reference in projects:
         try:
-            found.append(database.get(database.resolve(reference)))
+            project_id = database.resolve(reference)
+            found.setdefault(project_id, database.get(project_id))
         except (ProjectNotFoundError, InvalidInputError) as error:
             missing = missing or error
-    if json_output:
-        records = [project.to_dict() for project in found]
+    if quiet:
+        pass
+    elif chosen == "json":
+        records = [project.to_dict() for project in found.values()]
         if records:
-            print_json(records[0] if len(projects) == 1 else records)
+            print_json(records[0] if len(set(projects)) == 1 else records)
+    elif chosen is not None:
+        print_projects(list(found.values()), chosen)
     else:
-        for number, project in enumerate(found):
+        for number, project in enumerate(found.values()):
             if number:
                 typer.echo("")
             record = project.to_dict()

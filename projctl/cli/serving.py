@@ -9,11 +9,15 @@ import typer
 
 from projctl.cli._lazy import ExitCode, command, report
 from projctl.cli._options import (
+    REPORT_FORMATS,
     DbOption,
     HostOption,
     JsonFlag,
     PortOption,
+    QuietFlag,
+    ReportOutputOption,
     local_database,
+    output_format,
     print_json,
 )
 from projctl.config import parse_count, parse_file, parse_seconds
@@ -40,9 +44,9 @@ def serve(
         str,
         typer.Option(
             "--idle-timeout",
-            metavar="SECONDS",
-            help="Stop after this long with no subscribers and no events (0: never). "
-            "Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
+            metavar="DURATION",
+            help="Stop after this long (30s, 15m, 1h, or seconds) with no subscribers and no "
+            "events (0: never). Background servers use $PROJCTL_IDLE_TIMEOUT, default 900.",
         ),
     ] = "0",
     require_token: Annotated[
@@ -172,6 +176,7 @@ def open_dashboard(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Only print the dashboard's URL.")
     ] = False,
+    quiet: QuietFlag = False,
     db: DbOption = None,
 ) -> None:
     """Open the live dashboard of the database in a browser (starting its server if needed).
@@ -186,7 +191,8 @@ def open_dashboard(
     """
     state = local_database(db).ensure_server()
     url = dashboard_url(state.url, state.subscriber_token)
-    typer.echo(url)
+    if not quiet:
+        typer.echo(url)
     if not no_browser and _has_display():
         import webbrowser
 
@@ -211,18 +217,27 @@ def _has_display() -> bool:
 
 
 @command("server status")
-def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
+def server_status(
+    output: ReportOutputOption = None,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+    db: DbOption = None,
+) -> None:
     """Show whether a server runs for the database, and its health.
 
     Exits 0 when one runs and 3 when none does, so it works in `if`.
+    -o json (--json) or jsonl: one JSON object.
 
     \b
     Example:
         if projctl server status >/dev/null; then echo up; fi
     """
-    database = local_database(db)
+    chosen = output_format(output, json_output, quiet, formats=REPORT_FORMATS)
+    database = local_database(db, looks_only=True)
     status = database.server_status()
-    if json_output:
+    if quiet:
+        pass
+    elif chosen is not None:
         print_json({"running": status is not None, **(status or {})})
     elif status is None:
         typer.echo(f"no server is running for {database.path}")
@@ -236,31 +251,35 @@ def server_status(json_output: JsonFlag = False, db: DbOption = None) -> None:
 
 
 @command("server start")
-def server_start(db: DbOption = None) -> None:
+def server_start(quiet: QuietFlag = False, db: DbOption = None) -> None:
     """Start the database's background server now (if none runs) and print its URL.
 
     Commands start it by themselves when they need it; this is for a browser page or a
     subscriber that should connect before the first change. It stops after
-    $PROJCTL_IDLE_TIMEOUT seconds with no subscribers and no events.
+    $PROJCTL_IDLE_TIMEOUT (a duration) with no subscribers and no events.
 
     \b
     Example:
         url=$(projctl server start)
     """
-    typer.echo(local_database(db).ensure_server().url)
+    url = local_database(db).ensure_server().url
+    if not quiet:
+        typer.echo(url)
 
 
 @command("server stop")
-def server_stop(db: DbOption = None) -> None:
+def server_stop(quiet: QuietFlag = False, db: DbOption = None) -> None:
     """Stop the database's server and wait until it has exited.
 
     \b
     Example:
         projctl server stop
     """
-    database = local_database(db)
+    database = local_database(db, looks_only=True)
     stale: list[ServerState] = []
     stopped = database.stop_server(on_stale=stale.append)
+    if quiet:
+        return
     if stale:
         typer.echo(
             f"no server is running for {database.path}: its state entry named pid "
@@ -292,7 +311,7 @@ def server_logs(
         projctl server logs --tail 20 --follow
     """
     lines = None if tail is None else parse_count(tail, "--tail")
-    log_file = local_database(db).log_file()
+    log_file = local_database(db, looks_only=True).log_file()
     try:
         with open(log_file, "rb") as log:
             text = log.read()

@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from projctl.cli._lazy import ExitCode, command, report
+from projctl.cli._lazy import ExitCode, QuietInterrupt, command, report
 from projctl.cli._options import (
     STATUS_HELP,
     DbOption,
     complete_event_types,
     complete_projects,
     open_database,
+    output_format,
+    output_option,
+    say_if_missing,
 )
 from projctl.config import parse_count, parse_seconds
 from projctl.errors import InvalidInputError, ProjectNotFoundError
@@ -30,8 +33,21 @@ if TYPE_CHECKING:
 StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
 
 
+#: ``watch -o``: JSON Lines (json and jsonl alike: a stream prints one object a line) or
+#: the live table.
+WATCH_FORMATS = ("json", "jsonl", "table")
+
+
 @command("watch")
 def watch(
+    output: Annotated[
+        str | None,
+        output_option(
+            WATCH_FORMATS,
+            "json or jsonl (JSON Lines, the default when stdout is not a terminal) or "
+            "table (the live table, the default on a terminal)",
+        ),
+    ] = None,
     json_output: Annotated[
         bool,
         typer.Option(
@@ -80,7 +96,7 @@ def watch(
     ] = None,
     owner: Annotated[
         list[str] | None,
-        typer.Option("--owner", "-o", metavar="OWNER", help="Only projects of this owner."),
+        typer.Option("--owner", metavar="OWNER", help="Only projects of this owner."),
     ] = None,
     count: Annotated[
         str | None,
@@ -95,11 +111,19 @@ def watch(
         str | None,
         typer.Option(
             "--timeout",
-            metavar="SECONDS",
-            help="Stop after SECONDS: exit 0, or with --count exit 124 if N matching "
-            "events have not arrived by then.",
+            metavar="DURATION",
+            help="Stop after DURATION (30s, 5m, 1h, 1m30s, or seconds): exit 0, or with "
+            "--count exit 124 if N matching events have not arrived by then.",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print no events, only errors: with --count, a wait for N matching events.",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Watch projects change live: a table on a terminal, JSON Lines for scripts.
@@ -107,6 +131,7 @@ def watch(
     Filters: the same filter repeated means OR, different filters mean AND.
     Every option means the same on a terminal and in JSON mode.
     Reconnects by itself and resumes where it left off; Ctrl-C exits with 130.
+    "connected to URL" is said on stderr only when it is a terminal.
 
     \b
     Example:
@@ -118,6 +143,9 @@ def watch(
     from projctl import watch as watching
 
     event_types = frozenset(_event_type(name) for name in event or ())
+    chosen = output_format(output, json_output, quiet, formats=WATCH_FORMATS, owner_option=True)
+    if chosen == "table" and not sys.stdout.isatty():
+        raise InvalidInputError("watch -o table needs a terminal; use -o json in a pipe")
     since_seq = None if since is None else parse_count(since, "--since")
     wanted = None if count is None else parse_count(count, "--count", minimum=1)
     seconds = None if timeout is None else parse_seconds(timeout, "--timeout")
@@ -125,6 +153,8 @@ def watch(
     # thread that a cancelled wait cannot interrupt) never waits past it either.
     deadline = None if seconds is None else time.monotonic() + seconds
     database = open_database(db)
+    if not quiet:
+        say_if_missing(database)
 
     def locate() -> "Endpoint":
         return database.locate_server(deadline=deadline)
@@ -136,16 +166,17 @@ def watch(
         owners=frozenset(owner or ()),
     )
     job: Coroutine[Any, Any, object]
-    if json_output or not sys.stdout.isatty():
+    if quiet or chosen in ("json", "jsonl") or not sys.stdout.isatty():
         known = database.list() if (status or owner) else []
         job = watching.run_json(
             locate,
             since=since_seq,
             event_filter=event_filter,
             count=wanted,
-            out=sys.stdout,
+            out=open(os.devnull, "w") if quiet else sys.stdout,  # noqa: SIM115 (dies with us)
             err=sys.stderr,
             known_projects=[project.to_dict() for project in known],
+            say_connected=sys.stderr.isatty() and not quiet,
         )
     else:
         from rich.console import Console
@@ -174,6 +205,9 @@ def watch(
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch ends: 130, and no line saying so.
+        raise QuietInterrupt from None
 
 
 def _event_type(name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ class ServerState:
     host: str
     port: int
     url: str
-    #: Publishers at ``/publish`` send this as ``Authorization: Bearer``.
-    token: str
+    #: Publishers at ``/publish`` send this as ``Authorization: Bearer``. Tokens are kept
+    #: out of ``repr()``: a state printed or logged must not hand them out.
+    token: str = field(repr=False)
     socket: Path
     db: str
     database_id: str
@@ -35,10 +36,10 @@ class ServerState:
     #: Started in the background by a command (it stops when idle).
     auto: bool
     #: Subscribers must send this as ``?token=`` (a server listening beyond loopback).
-    subscriber_token: str | None
+    subscriber_token: str | None = field(repr=False)
     started_at: float
     #: The team protocol's write token, for the server's own user (``None``: none made).
-    write_token: str | None = None
+    write_token: str | None = field(default=None, repr=False)
     #: The kernel's start time of ``pid`` (:func:`process_start_time`): with the pid, it
     #: names this one process, never a later one that was given the same pid.
     #: ``None`` where the platform cannot tell.

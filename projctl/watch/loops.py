@@ -140,21 +140,24 @@ async def run_json(
     out: IO[str],
     err: IO[str],
     known_projects: Iterable[Mapping[str, Any]] = (),
+    say_connected: bool = True,
 ) -> int:
     """Print matching events as JSON Lines, exactly as received; return how many matched.
 
     Returns after ``count`` matches (never, when ``count`` is ``None``).
     ``snapshot`` and ``resync`` messages are printed too unless ``--event`` filters.
-    Connection changes go to ``err``. ``known_projects`` are the projects before the
-    first event, so a filter on status or owner can judge a deletion.
+    Connection changes go to ``err`` (``connected to ...`` only with ``say_connected``:
+    a person at a terminal wants it, a script's log does not). ``known_projects`` are the
+    projects before the first event, so a filter on status or owner can judge a deletion.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
     last_seq = since
     async for item in follow(locate, since=since, give_up_after=GIVE_UP_AFTER):
         if isinstance(item, Connection):
-            err.write(_connection_line(item) + "\n")
-            err.flush()
+            if say_connected or item.state != "connected":
+                err.write(_connection_line(item) + "\n")
+                err.flush()
             continue
         if item.event_type == "resync":
             err.write(resync_line(last_seq, item.seq, count=count, matched=matched) + "\n")
