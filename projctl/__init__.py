@@ -399,16 +399,34 @@ class Database:
 
     def log_file(self) -> Path:
         """Where this database's background server writes its log (in the private runtime
-        folder, checked first: :class:`ServerError` when it is not private)."""
+        folder, checked first: :class:`ServerError` when it is not private). A team
+        server's log is on its machine (:class:`NotThisMachinesError`)."""
+        self._only_here("log")
         return self._local().log_file()
 
     def server_status(self) -> dict[str, Any] | None:
-        """The running server's health report, or ``None`` when none runs.
+        """The running server's health report, or ``None`` when none runs. For a team
+        server: its ``/healthz`` (``team_server`` set), or :class:`ServerError`.
 
         Raises :class:`ServerError` when the server found cannot be shown to serve this
         database, or does not answer (``ServerNotAnsweringError``, naming its pid and URL).
         """
+        from projctl.remote import RemoteBackend
+
+        backend = self.backend
+        if isinstance(backend, RemoteBackend):
+            return backend.server_status()
         return self._local().server_status()
+
+    def _only_here(self, what: str) -> None:
+        """Refuse ``what`` (stop, logs) for a team server: it is managed where it runs."""
+        if self.settings.url is not None:
+            from projctl.errors import NotThisMachinesError
+
+            raise NotThisMachinesError(
+                f"{self.settings.url_source} points at a team server ({self.settings.url}): "
+                f"its {what} is for the machine it runs on, not this one"
+            )
 
     def stop_server(
         self, *, on_stale: Callable[[ServerState], None] | None = None
@@ -417,7 +435,9 @@ class Database:
 
         A state entry that names a process which is not this database's server (its pid
         was reused) is removed without signalling anything, and handed to ``on_stale``.
+        A team server is not stopped from here (:class:`NotThisMachinesError`).
         """
+        self._only_here("stop")
         return self._local().stop_server(on_stale=on_stale)
 
     def serve(

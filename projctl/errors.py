@@ -92,6 +92,11 @@ class LockTimeoutError(StoreError):
     """Another process held a lock for longer than we were willing to wait."""
 
 
+class NotThisMachinesError(ProjctlError):
+    """A command that manages this machine's server (stop, logs) asked of a team server,
+    which runs elsewhere and is stopped and read where it runs."""
+
+
 class ServerError(ProjctlError):
     """The broadcast server cannot be started, reached or stopped."""
 

@@ -357,6 +357,24 @@ class RemoteBackend:
             "server": {"running": True, "url": self.url},
         }
 
+    def server_status(self) -> dict[str, Any]:
+        """The team server's health (``/healthz``, its detail for a token holder), with
+        its feed's URL: what ``projctl server status`` shows of it."""
+        health = self.request("GET", "/healthz")
+        if not isinstance(health, dict):
+            raise ServerError(f"the server at {self.url} sent a malformed health report")
+        return {
+            **health,
+            "url": self.url.rstrip("/") + "/ws",
+            "http_url": self.http_url,
+            "team_server": True,
+        }
+
+    @property
+    def http_url(self) -> str:
+        """The server's HTTP address (the dashboard's): ``https://`` for ``wss://``."""
+        return ("https" if self._tls else "http") + self.url.partition(":")[2]
+
     def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
         """The server's feed: ``/ws`` over the same TLS, with the token (nothing is asked
         here, so there is nothing to bound by ``deadline``)."""

@@ -683,3 +683,13 @@ def test_watch_timeout_takes_units(cli: Cli) -> None:
     result = cli("watch", "--json", "--timeout", "0.1s", "--count", "1")
     assert result.exit_code == 124
     assert result.stderr.endswith("Error: timed out after 0.1s waiting for events\n")
+
+
+def test_the_dashboards_https_address_names_the_same_team_server() -> None:
+    from projctl.config import parse_url
+
+    assert parse_url("https://team.example:8443", "PROJCTL_URL") == "wss://team.example:8443"
+    assert parse_url("https://team.example:8443/", "PROJCTL_URL") == "wss://team.example:8443"
+    assert parse_url("http://127.0.0.1:8000", "PROJCTL_URL") == "ws://127.0.0.1:8000"
+    with pytest.raises(ConfigError):
+        parse_url("ftp://team.example", "PROJCTL_URL")

@@ -131,3 +131,34 @@ def test_example_ci_script_leaves_a_server_it_did_not_start(
     state = runtime.read_server_state(runtime.runtime_paths(store.path))
     assert state is not None
     assert state.url == running.stdout.strip()
+
+
+def test_example_ci_script_against_a_team_server(bash: str, tmp_path: Path, team: Any) -> None:
+    """With PROJCTL_URL, PROJCTL_TOKEN and PROJCTL_CA_FILE set, the same script passes: the
+    team server answers `server status`, so the job never tries to stop it."""
+    env = team.client_env()
+    env["PATH"] = f"{Path(PROJCTL).parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        [bash, str(EXAMPLE)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tests_run event received" in done.stdout
+    assert "completion event received" in done.stdout
+    assert done.stderr == ""
+    store = team.store()
+    assert store.list_projects() == []  # cleaned up on the server
+    assert [event["event_type"] for event in store.journal()][-1] == "project_deleted"
+    assert team.server.process.poll() is None  # and the server still runs
+    # Asked to stop it anyway, projctl refuses with its own exit code.
+    stop = team.run("server", "stop")
+    assert stop.returncode == 6
+    assert stop.stderr.startswith("Error: PROJCTL_URL points at a team server")
+    status = team.run("server", "status", "--json")
+    assert status.returncode == 0
+    assert orjson.loads(status.stdout)["team_server"] is True

@@ -37,6 +37,7 @@ from projctl._version import __version__
 from projctl.errors import (
     InvalidInputError,
     NotFoundError,
+    NotThisMachinesError,
     ProjctlError,
     ServerError,
     StoreError,
@@ -71,6 +72,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3  #: no project with the given id
     STORE_ERROR = 4  #: database unreadable, corrupt, locked too long, or folder unwritable
     SERVER_ERROR = 5  #: the broadcast server cannot start, be reached or be stopped
+    NOT_THIS_MACHINES = 6  #: ``server stop``/``logs`` asked of a team server, which runs elsewhere
     TIMEOUT = 124  #: ``watch --timeout`` or ``wait --timeout`` ran out first
     INTERRUPTED = 130  #: Ctrl-C
 
@@ -83,6 +85,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "project not found (server status: no server running)",
     ExitCode.STORE_ERROR: "database error",
     ExitCode.SERVER_ERROR: "server error",
+    ExitCode.NOT_THIS_MACHINES: "the server is a team server, managed where it runs",
     ExitCode.TIMEOUT: "timed out (watch, wait)",
     ExitCode.INTERRUPTED: "interrupted",
 }
@@ -168,6 +171,8 @@ def exit_code_for(error: ProjctlError) -> ExitCode:
         return ExitCode.STORE_ERROR
     if isinstance(error, ServerError):
         return ExitCode.SERVER_ERROR
+    if isinstance(error, NotThisMachinesError):
+        return ExitCode.NOT_THIS_MACHINES
     return ExitCode.FAILURE
 
 

@@ -178,6 +178,12 @@ def local_database(
     return _database(settings, quiet=False, looks_only=looks_only)
 
 
+def any_database(db: str | None, *, looks_only: bool = False) -> projctl.Database:
+    """The database, local or a team server's, for commands that answer for both."""
+    settings = _settings(db)
+    return _database(settings, quiet=False, looks_only=looks_only)
+
+
 def database_missing(database: projctl.Database) -> bool:
     """Whether a local database given by ``--db`` or ``PROJCTL_DB`` does not exist yet (the
     default one is expected to be missing until the first change)."""

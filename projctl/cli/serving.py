@@ -16,6 +16,7 @@ from projctl.cli._options import (
     PortOption,
     QuietFlag,
     ReportOutputOption,
+    any_database,
     local_database,
     output_format,
     print_json,
@@ -189,8 +190,14 @@ def open_dashboard(
     Example:
         projctl open --no-browser
     """
-    state = local_database(db).ensure_server()
-    url = dashboard_url(state.url, state.subscriber_token)
+    database = any_database(db)
+    if database.settings.url is not None:
+        # A team server's page; the token given (a read token is enough) in the fragment.
+        database.server_status()  # there, and answering: or one line and exit 5
+        url = dashboard_url(database.settings.url + "/ws", database.settings.token)
+    else:
+        state = database.ensure_server()
+        url = dashboard_url(state.url, state.subscriber_token)
     if not quiet:
         typer.echo(url)
     if not no_browser and _has_display():
@@ -225,15 +232,16 @@ def server_status(
 ) -> None:
     """Show whether a server runs for the database, and its health.
 
-    Exits 0 when one runs and 3 when none does, so it works in `if`.
-    -o json (--json) or jsonl: one JSON object.
+    Exits 0 when one runs and 3 when none does, so it works in `if`; for a team server
+    ($PROJCTL_URL), 0 when it answers and 5 when it cannot be reached, with
+    "team_server": true. -o json (--json) or jsonl: one JSON object.
 
     \b
     Example:
         if projctl server status >/dev/null; then echo up; fi
     """
     chosen = output_format(output, json_output, quiet, formats=REPORT_FORMATS)
-    database = local_database(db, looks_only=True)
+    database = any_database(db, looks_only=True)
     status = database.server_status()
     if quiet:
         pass
@@ -241,6 +249,11 @@ def server_status(
         print_json({"running": status is not None, **(status or {})})
     elif status is None:
         typer.echo(f"no server is running for {database.path}")
+    elif status.get("team_server"):
+        detail = f", {status['subscribers']} subscriber(s)" if "subscribers" in status else ""
+        typer.echo(
+            f"running: team server {status['url']}, latest seq {status['latest_seq']}{detail}"
+        )
     else:
         typer.echo(
             f"running: pid {status['pid']}, {status['url']}, latest seq {status['latest_seq']}, "
@@ -262,7 +275,11 @@ def server_start(quiet: QuietFlag = False, db: DbOption = None) -> None:
     Example:
         url=$(projctl server start)
     """
-    url = local_database(db).ensure_server().url
+    database = any_database(db)
+    if database.settings.url is not None:
+        url = str((database.server_status() or {})["url"])  # it runs elsewhere: is it up?
+    else:
+        url = database.ensure_server().url
     if not quiet:
         typer.echo(url)
 
@@ -275,7 +292,7 @@ def server_stop(quiet: QuietFlag = False, db: DbOption = None) -> None:
     Example:
         projctl server stop
     """
-    database = local_database(db, looks_only=True)
+    database = any_database(db, looks_only=True)
     stale: list[ServerState] = []
     stopped = database.stop_server(on_stale=stale.append)
     if quiet:
@@ -311,7 +328,7 @@ def server_logs(
         projctl server logs --tail 20 --follow
     """
     lines = None if tail is None else parse_count(tail, "--tail")
-    log_file = local_database(db, looks_only=True).log_file()
+    log_file = any_database(db, looks_only=True).log_file()
     try:
         with open(log_file, "rb") as log:
             text = log.read()
