@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,25 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
+#: Each benchmark, as `bench/run.py` names it, and figures its output must show.
+FIGURES = {
+    "startup": ("projctl --help", "projctl create"),
+    "write_scaling": ("projctl create",),
+    "fanout": ("deliv/s",),
+    "e2e": ("arrival",),
+    "watch_burst": ("on screen",),
+    "memory": ("RSS",),
+    "dashboard": ("on screen",),
+    "remote": ("projctl create", "remote - local", "creates/s", "idle subscribers", "RSS"),
+}
+
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # every benchmark, one after another: minutes on a busy machine
-def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+@pytest.mark.timeout(900)  # one benchmark: up to minutes on a busy machine
+@pytest.mark.parametrize("name", FIGURES)
+def test_benchmark_runs_in_quick_mode(name: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--quick"],
+        [sys.executable, str(BENCH / "run.py"), "--quick", name],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -23,8 +37,15 @@ def test_every_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    names = ("startup", "write_scaling", "fanout", "e2e", "watch_burst", "memory", "dashboard")
-    for name in (*names, "remote"):
-        assert f"## {name}\n" in done.stdout
-    for figure in ("projctl --help", "projctl create", "deliv/s", "arrival", "on screen", "RSS"):
+    assert f"## {name}\n" in done.stdout
+    for figure in FIGURES[name]:
         assert figure in done.stdout, figure
+
+
+def test_every_benchmark_is_tested() -> None:
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert list(FIGURES) == run.BENCHMARKS
