@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -47,14 +47,18 @@ __all__ = [
     "UNIQUE_NAMES",
     "URL",
     "VARIABLES",
+    "Context",
+    "Contexts",
     "DbSource",
     "Settings",
     "Variable",
     "check_db_folder",
+    "contexts_path",
     "debug_enabled",
     "default_db_path",
     "load_settings",
     "login_name",
+    "parse_context_name",
     "parse_count",
     "parse_db_path",
     "parse_file",
@@ -64,6 +68,9 @@ __all__ = [
     "parse_seconds",
     "parse_token",
     "parse_url",
+    "read_contexts",
+    "read_private_text",
+    "read_token_file",
 ]
 
 DEFAULT_HOST = "localhost"
@@ -74,7 +81,7 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 4096
 
 #: Where the database path came from, as ``projctl info`` will say it.
-DbSource = Literal["--db", "PROJCTL_DB", "default"]
+DbSource = Literal["--db", "PROJCTL_DB", "context", "default"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,15 @@ MAX_CONNECTIONS = Variable(
 )
 URL = Variable("PROJCTL_URL", "a team server (wss://host:port) to run commands against", "unset")
 TOKEN = Variable("PROJCTL_TOKEN", f"the token for {URL.name} (read or write)", "unset")
+TOKEN_FILE = Variable(
+    "PROJCTL_TOKEN_FILE",
+    f"a file (mode 0600) holding the token for {URL.name}, like --token-file",
+    "unset",
+    path=True,
+)
+CONTEXT = Variable(
+    "PROJCTL_CONTEXT", "the context to use, like --context (see projctl context)", "the current one"
+)
 CA_FILE = Variable(
     "PROJCTL_CA_FILE", f"a CA certificate file to trust for {URL.name}", "system CAs", path=True
 )
@@ -142,7 +158,9 @@ VARIABLES: tuple[Variable, ...] = (
     MAX_CONNECTIONS,
     URL,
     TOKEN,
+    TOKEN_FILE,
     CA_FILE,
+    CONTEXT,
     DEBUG,
     NO_COLOR,
 )
@@ -399,6 +417,10 @@ class Settings:
     ca_file: str | None = None
     #: Refuse to create or rename a project to a name another one has (``PROJCTL_UNIQUE_NAMES``).
     unique_names: bool = False
+    #: The context in force (``projctl context``), and what chose it (``--context``,
+    #: ``PROJCTL_CONTEXT`` or ``current``); ``None``: none.
+    context: str | None = None
+    context_source: str = ""
 
     @property
     def preferred_port(self) -> int:
@@ -417,18 +439,27 @@ def load_settings(
     no_broadcast: bool | None = None,
     require_token: bool | None = None,
     url: str | None = None,
+    context: str | None = None,
+    token_file: str | None = None,
 ) -> Settings:
     """Read the settings from ``environ`` (default: ``os.environ``); options given here win.
+
+    Where the database is: ``--db`` or ``--url``; else a context (``--context``,
+    ``PROJCTL_CONTEXT``); else ``PROJCTL_DB`` or ``PROJCTL_URL``; else the current context
+    (``projctl context use``); else the default database.
 
     Raises :class:`~projctl.errors.ConfigError` for the first value that breaks its rule.
     An empty variable counts as unset, except ``PROJCTL_DB``: an empty database path
     is a mistake (a script's unset variable), not a request for the default.
     """
     env = os.environ if environ is None else environ
+    chosen, context_source = _chosen_context(env, context, db=db, url=url)
     db_source: DbSource
     if db is not None:
         db_path, db_source = parse_db_path(db, "--db"), "--db"
-    elif "PROJCTL_DB" in env:
+    elif chosen is not None and chosen.db is not None:
+        db_path, db_source = parse_db_path(chosen.db, f"context {chosen.name}"), "context"
+    elif "PROJCTL_DB" in env and (chosen is None or chosen.url is None):
         db_path, db_source = parse_db_path(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
     else:
         db_path, db_source = default_db_path(), "default"
@@ -447,10 +478,24 @@ def load_settings(
     raw_limit = variable(JOURNAL_LIMIT)
     raw_idle = variable(IDLE_TIMEOUT)
     raw_connections = variable(MAX_CONNECTIONS)
-    raw_url = url if url is not None else variable(URL)
-    url_source = "--url" if url is not None else URL.name
-    raw_ca = variable(CA_FILE)
+    raw_url, url_source = (url, "--url") if url is not None else (variable(URL), URL.name)
+    raw_ca, ca_source = variable(CA_FILE), CA_FILE.name
+    raw_token_file, token_file_source = (
+        (token_file, "--token-file")
+        if token_file is not None
+        else (variable(TOKEN_FILE), TOKEN_FILE.name)
+    )
+    if chosen is not None and url is None and db is None:
+        where = f"context {chosen.name}"
+        if chosen.url is not None:
+            raw_url, url_source = chosen.url, where
+            raw_ca, ca_source = chosen.ca_file or raw_ca, where
+            raw_token_file, token_file_source = chosen.token_file or raw_token_file, where
+        else:
+            raw_url = None  # a context naming a file is a local database
     raw_token = variable(TOKEN)
+    if raw_token_file is not None:
+        raw_token = read_token_file(raw_token_file, token_file_source)
     raw_host = host if host is not None else variable(HOST)
     return Settings(
         db_path=db_path,
@@ -478,6 +523,161 @@ def load_settings(
         url=None if raw_url is None else parse_url(raw_url, url_source),
         url_source=url_source if raw_url is not None else "",
         token=None if raw_token is None else parse_token(raw_token, TOKEN.name),
-        ca_file=None if raw_ca is None else str(parse_file(raw_ca, CA_FILE.name)),
+        ca_file=None if raw_ca is None else str(parse_file(raw_ca, ca_source)),
         unique_names=flag(UNIQUE_NAMES),
+        context=None if chosen is None else chosen.name,
+        context_source=context_source,
     )
+
+
+# -- contexts ------------------------------------------------------------------------------
+
+#: A context's name: what ``context use NAME`` and ``--context NAME`` take.
+_CONTEXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: The contexts file, at most (it holds a few paths and URLs).
+_CONTEXTS_MAX = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Context:
+    """A named place to run commands against: a database file (``db``), or a team server
+    (``url``, with the file holding its token and a CA file to trust)."""
+
+    name: str
+    db: str | None = None
+    url: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """As stored (and as ``context list -o json`` prints it), without unset keys."""
+        fields = {"db": self.db, "url": self.url, "token_file": self.token_file}
+        fields["ca_file"] = self.ca_file
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """The contexts file: every context by name, and the current one."""
+
+    current: str | None = None
+    contexts: Mapping[str, Context] = field(default_factory=dict)
+
+
+def contexts_path() -> Path:
+    """``<user config dir>/projctl/contexts.json``."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("projctl", appauthor=False)) / "contexts.json"
+
+
+def parse_context_name(raw: str, source: str) -> str:
+    """A context's name: 1-64 of letters, digits, ``.``, ``_``, ``-``, not starting with one
+    of the last three."""
+    if not _CONTEXT_NAME.fullmatch(raw):
+        raise _refuse(source, raw, "a context name: 1-64 of A-Z, a-z, 0-9, '.', '_', '-'")
+    return raw
+
+
+def read_contexts(path: Path | None = None) -> Contexts:
+    """The contexts file (none yet: no contexts). It is refused
+    (:class:`~projctl.errors.ConfigError`) unless it is a regular file only its owner may
+    read, holding the shape ``context add`` writes: another program may have written it."""
+    import json
+
+    path = contexts_path() if path is None else path
+    text = read_private_text(path, "contexts file", limit=_CONTEXTS_MAX, missing_ok=True)
+    if text is None:
+        return Contexts()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"the contexts file {path} is not valid JSON") from None
+    contexts: dict[str, Context] = {}
+    entries = data.get("contexts", {}) if isinstance(data, dict) else None
+    current = data.get("current") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not (current is None or isinstance(current, str)):
+        raise ConfigError(f"the contexts file {path} is not one projctl wrote")
+    for name, entry in entries.items():
+        keys = {"db", "url", "token_file", "ca_file"}
+        if (
+            not isinstance(name, str)
+            or not _CONTEXT_NAME.fullmatch(name)
+            or not isinstance(entry, dict)
+            or not set(entry) <= keys
+            or not all(isinstance(value, str) for value in entry.values())
+            or ("db" in entry) == ("url" in entry)
+        ):
+            raise ConfigError(f"the contexts file {path} holds a malformed context {name!r}")
+        contexts[name] = Context(name, **entry)
+    if current is not None and current not in contexts:
+        current = None  # a removed context is simply no longer current
+    return Contexts(current, contexts)
+
+
+def _chosen_context(
+    env: Mapping[str, str], given: str | None, *, db: str | None, url: str | None
+) -> tuple[Context | None, str]:
+    """The context in force and what chose it: ``--context``, ``PROJCTL_CONTEXT``, or (when
+    nothing else says where the database is) the current one."""
+    if given is not None:
+        name, source = parse_context_name(given, "--context"), "--context"
+    elif env.get(CONTEXT.name):
+        name, source = parse_context_name(env[CONTEXT.name], CONTEXT.name), CONTEXT.name
+    elif db is None and url is None and DB.name not in env and not env.get(URL.name):
+        current = read_contexts().current
+        if current is None:
+            return None, ""
+        name, source = current, "current"
+    else:
+        return None, ""
+    found = read_contexts().contexts.get(name)
+    if found is None:
+        raise ConfigError(f"{source}: no context named {name!r} (projctl context list shows them)")
+    return found, source
+
+
+def read_private_text(path: Path, what: str, *, limit: int, missing_ok: bool = False) -> str | None:
+    """The text of a file that holds secrets or says where they are: a regular file, owned
+    by this user, that nobody else may read or write (mode 0600 or stricter); else
+    :class:`~projctl.errors.ConfigError` saying what to do. ``None`` when it does not
+    exist and ``missing_ok``."""
+    import stat
+
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError(f"there is no {what} {path}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the {what} {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        mode = stat.S_IMODE(status.st_mode)
+        if not stat.S_ISREG(status.st_mode):
+            raise ConfigError(f"the {what} {path} is not a regular file")
+        if status.st_uid != os.getuid():
+            raise ConfigError(f"the {what} {path} belongs to another user; it is not used")
+        if mode & 0o077:
+            raise ConfigError(
+                f"the {what} {path} may be read by others (mode {mode:04o}); chmod 600 it"
+            )
+        raw = file.read(limit + 1)
+    if len(raw) > limit:
+        raise ConfigError(f"the {what} {path} is larger than {limit} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} {path} is not UTF-8 text") from None
+
+
+def read_token_file(raw: str, source: str) -> str:
+    """The token held in the file ``raw`` names (its first non-blank line), for a team
+    server: a file only its owner may read, so the token is in no command line."""
+    path = Path(os.path.expanduser(raw))
+    text = read_private_text(path, f"token file ({source})", limit=_TOKEN_MAX + 2) or ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(f"{source}: the token file {path} is empty")
+    return parse_token(lines[0], f"{source} ({path})")

@@ -55,10 +55,12 @@ __all__ = [
     "app",
     "command",
     "completion_shell",
+    "context_override",
     "exit_code_for",
     "main",
     "move_global_options",
     "report",
+    "token_file_override",
     "url_override",
 ]
 
@@ -107,6 +109,11 @@ COMMANDS: dict[str, str] = {
     "server stop": "projctl.cli.serving",
     "server logs": "projctl.cli.serving",
     "info": "projctl.cli.info",
+    "context add": "projctl.cli.contexts",
+    "context use": "projctl.cli.contexts",
+    "context list": "projctl.cli.contexts",
+    "context show": "projctl.cli.contexts",
+    "context remove": "projctl.cli.contexts",
 }
 #: Each command's summary, as ``--help`` lists it: the first line of its docstring, which a
 #: test keeps equal. Written out here so that listing the commands imports none of them.
@@ -126,12 +133,18 @@ SUMMARIES: dict[str, str] = {
     "server stop": "Stop the database's server and wait until it has exited.",
     "server logs": "Show the log of the database's background server.",
     "info": "Show which database commands use and where that came from, and its server.",
+    "context add": "Add (or replace) a context: a database file, or a team server.",
+    "context use": "Make a context the current one: commands use it unless told otherwise.",
+    "context list": "List the contexts, marking the current one.",
+    "context show": "Show the context in force, and what chose it.",
+    "context remove": "Remove a context.",
 }
 #: Short names, as docker and kubectl users type them: each runs the command it names.
 ALIASES: dict[str, str] = {"ls": "list", "rm": "delete", "get": "show"}
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
     "server": "Start, inspect, stop the database's background server, or read its log.",
+    "context": "Name the databases and team servers you work with, and switch between them.",
 }
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -498,11 +511,24 @@ app = typer.Typer(
 #: ``--url`` as given before the command (the app's callback runs first), for
 #: :func:`url_override`.
 _url_given: list[str | None] = [None]
+#: ``--context`` and ``--token-file``, given before the command.
+_context_given: list[str | None] = [None]
+_token_file_given: list[str | None] = [None]
 
 
 def url_override() -> str | None:
     """The ``--url`` given before the command, if any (it wins over ``PROJCTL_URL``)."""
     return _url_given[0]
+
+
+def context_override() -> str | None:
+    """The ``--context`` given before the command, if any (it wins over ``PROJCTL_CONTEXT``)."""
+    return _context_given[0]
+
+
+def token_file_override() -> str | None:
+    """The ``--token-file`` given before the command (it wins over ``PROJCTL_TOKEN_FILE``)."""
+    return _token_file_given[0]
 
 
 @app.callback()
@@ -522,12 +548,28 @@ def _root(
         "local database, with $PROJCTL_TOKEN. [env: PROJCTL_URL]",
         show_default=False,
     ),
+    context: str | None = typer.Option(
+        None,
+        "--context",
+        metavar="NAME",
+        help="Run the command against the context NAME (see projctl context). "
+        "[env: PROJCTL_CONTEXT]",
+        show_default=False,
+    ),
+    token_file: str | None = typer.Option(
+        None,
+        "--token-file",
+        metavar="FILE",
+        help="Read the team server's token from FILE (mode 0600): never put a token on a "
+        "command line, where others can read it. [env: PROJCTL_TOKEN_FILE]",
+        show_default=False,
+    ),
 ) -> None:
-    if url is not None:
-        from projctl.model import check_utf8
+    from projctl.model import check_utf8
 
-        url = check_utf8(url, "--url")
-    _url_given[0] = url
+    _url_given[0] = None if url is None else check_utf8(url, "--url")
+    _context_given[0] = None if context is None else check_utf8(context, "--context")
+    _token_file_given[0] = token_file
 
 
 def main() -> None:

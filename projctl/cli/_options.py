@@ -14,7 +14,13 @@ from typing import Annotated, Any
 import typer
 
 import projctl
-from projctl.cli._lazy import completion_shell, report, url_override
+from projctl.cli._lazy import (
+    completion_shell,
+    context_override,
+    report,
+    token_file_override,
+    url_override,
+)
 from projctl.config import Settings, check_db_folder, load_settings
 from projctl.errors import InvalidInputError, ProjctlError, ServerError
 from projctl.events import CONVENTIONAL_EVENT_TYPES, EVENT_TYPES, Event
@@ -218,6 +224,8 @@ def _settings(
         port=port,
         no_broadcast=True if no_broadcast else None,
         url=url_override(),
+        context=context_override(),
+        token_file=token_file_override(),
     )
 
 

@@ -14,7 +14,12 @@ from projctl.cli._options import (
     print_json,
 )
 
-_SOURCES = {"--db": "from --db", "PROJCTL_DB": "from PROJCTL_DB", "default": "the default"}
+_SOURCES = {
+    "--db": "from --db",
+    "PROJCTL_DB": "from PROJCTL_DB",
+    "context": "from the context",
+    "default": "the default",
+}
 
 
 @command("info")
@@ -26,7 +31,8 @@ def info(
 ) -> None:
     """Show which database commands use and where that came from, and its server.
 
-    The database's path and its source (--db, PROJCTL_DB or the default), whether it
+    The context in force (if any) and what chose it; the database's path and its source
+    (--db, PROJCTL_DB, the context or the default), whether it
     exists, how many projects it holds, its last seq, how many events its journal keeps,
     and whether its server runs and at which URL. A mistyped path shows here as a
     database that does not exist. -o json (--json) or jsonl: one JSON object.
@@ -38,6 +44,12 @@ def info(
     chosen = output_format(output, json_output, quiet, formats=REPORT_FORMATS)
     database = open_database(db, looks_only=True)
     report = database.info()
+    settings = database.settings
+    report["context"] = (
+        None
+        if settings.context is None
+        else {"name": settings.context, "source": settings.context_source}
+    )
     if quiet:
         return
     if chosen is not None:
@@ -53,6 +65,11 @@ def info(
         )
     journal = report["journal"]
     rows = {
+        **(
+            {"context": f"{settings.context} (from {settings.context_source})"}
+            if settings.context is not None
+            else {}
+        ),
         "database": located,
         "projects": str(report["projects"]),
         "last seq": str(report["latest_seq"]),
