@@ -115,3 +115,31 @@ def test_a_failure_in_answering_a_local_request_is_answered_and_logged(
     failed = [record for record in caplog.records if record.message == "a local request failed"]
     assert len(failed) == 1
     assert failed[0].exc_info is not None
+
+
+def test_a_stop_with_a_local_client_still_connected_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client connected to the Unix socket and waiting (its readline() pending) when the
+    server stops: the connection is closed, and nothing is logged as an error (it used to
+    be an ``ERROR asyncio ... CancelledError`` traceback in the server log)."""
+    store = ProjectStore(tmp_path / "db.json")
+
+    async def scenario() -> None:
+        server = BroadcastServer(
+            store,
+            runtime_paths(store.path, for_a_server=True),
+            ServerConfig(host="127.0.0.1", port=0),
+        )
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(server.paths.socket))
+        writer.write(rpc.encode_request(rpc.OP_STATUS))
+        await asyncio.wait_for(reader.readline(), 5)  # served; now it waits for more
+        await server.close()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]

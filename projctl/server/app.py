@@ -304,6 +304,7 @@ class BroadcastServer:
             task.cancel()
         if self._unix_server is not None:
             self._unix_server.close()
+            self.local.close_connections()
         for connection in list(self._accepted):
             connection.close_if_http()
         if self._ws_server is not None:

@@ -33,6 +33,15 @@ class LocalAnswers:
         self._health = health
         self._stop = stop
         self._stopping = stopping
+        #: The connections being served, closed by :meth:`close_connections`.
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def close_connections(self) -> None:
+        """Close every connection of the socket: a waiting ``readline()`` ends with the
+        connection, not with a cancellation (which asyncio would log as an error) when the
+        stopping server's loop ends."""
+        for writer in list(self._writers):
+            writer.close()
 
     def forward(self, args: Any) -> dict[str, Any]:
         """Accept one forward, ``{"event": {...}, "version": [...]}``, already parsed."""
@@ -74,6 +83,7 @@ class LocalAnswers:
         Every request gets a reply, a failure of our own included (logged with its
         traceback): a client that gets none cannot tell a bug from a server going away.
         """
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -94,6 +104,7 @@ class LocalAnswers:
         except (ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def _answer(self, line: bytes) -> bytes:
