@@ -46,12 +46,24 @@ def untrusted(error: ssl.SSLCertVerificationError, url: str) -> ServerError:
     )
 
 
-def refused(status: int, url: str) -> ServerError:
-    """One line for a server that turned a client away for good (a refused token, or any
-    other refused handshake)."""
-    if status in (401, 403):
+def refused(status: int, url: str, *, token_from: str | None = None) -> ServerError:
+    """One line for a server that turned a client away for good, saying which token was
+    sent (``token_from``: where it came from; ``None``: none) and what to do."""
+    if status == 401 and token_from is None:
         return ServerError(
-            f"the server at {url} refused the token (HTTP {status}); set PROJCTL_TOKEN"
+            f"the server at {url} needs a token and none was sent (HTTP 401): set "
+            "PROJCTL_TOKEN, PROJCTL_TOKEN_FILE or a context with --token-file"
+        )
+    if status == 401:
+        return ServerError(
+            f"the server at {url} does not know the token from {token_from} (HTTP 401): "
+            "check it against the server's token file, or set PROJCTL_TOKEN to one it holds"
+        )
+    if status == 403:
+        sent = f"the token from {token_from}" if token_from else "the request"
+        return ServerError(
+            f"the server at {url} refused {sent} (HTTP 403): a read token may only read; "
+            "a change needs a write token"
         )
     return ServerError(f"the server at {url} refused the connection (HTTP {status})")
 

@@ -421,6 +421,8 @@ class Settings:
     #: ``PROJCTL_CONTEXT`` or ``current``); ``None``: none.
     context: str | None = None
     context_source: str = ""
+    #: Where :attr:`token` came from (``PROJCTL_TOKEN``, ``--token-file``, a context ...).
+    token_source: str = ""
 
     @property
     def preferred_port(self) -> int:
@@ -493,9 +495,10 @@ def load_settings(
             raw_token_file, token_file_source = chosen.token_file or raw_token_file, where
         else:
             raw_url = None  # a context naming a file is a local database
-    raw_token = variable(TOKEN)
+    raw_token, token_source = variable(TOKEN), TOKEN.name
     if raw_token_file is not None:
         raw_token = read_token_file(raw_token_file, token_file_source)
+        token_source = token_file_source
     raw_host = host if host is not None else variable(HOST)
     return Settings(
         db_path=db_path,
@@ -527,6 +530,7 @@ def load_settings(
         unique_names=flag(UNIQUE_NAMES),
         context=None if chosen is None else chosen.name,
         context_source=context_source,
+        token_source=token_source if raw_token is not None else "",
     )
 
 

@@ -227,8 +227,10 @@ class RemoteBackend:
     def _error(self, answer: _Answer) -> ProjctlError:
         """The domain error an error answer stands for."""
         body, status = answer.body, answer.status
-        if status == 401:
-            return _client.refused(status, self.url)
+        code = body.get("error") if isinstance(body, dict) else None
+        if status in (401, 403) and code in ("unauthorized", "forbidden"):
+            source = self.settings.token_source if self.token else None
+            return _client.refused(status, self.url, token_from=source)
         if not isinstance(body, dict) or not isinstance(body.get("error"), str):
             return ServerError(f"the server at {self.url} answered HTTP {status}")
         code, message = body["error"], str(body.get("message", "no message"))

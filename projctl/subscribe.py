@@ -139,12 +139,17 @@ def _retryable(error: BaseException) -> bool:
     )
 
 
-def refusal(error: InvalidStatus | ssl.SSLCertVerificationError, url: str) -> ServerError:
+def refusal(
+    error: InvalidStatus | ssl.SSLCertVerificationError, url: str, *, token_given: bool = False
+) -> ServerError:
     """One line for a server that turned a subscriber away for good: a refused token (or
     any other refused handshake) or a certificate that cannot be trusted."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return untrusted(error, url)
-    return refused(error.response.status_code, url)
+    token_from = (
+        "the settings (PROJCTL_TOKEN, a token file or the context)" if token_given else None
+    )
+    return refused(error.response.status_code, url, token_from=token_from)
 
 
 async def follow(
@@ -176,6 +181,7 @@ async def follow(
     pauses = backoff()
     while True:
         server_url = None
+        endpoint: Endpoint | None = None
         try:
             endpoint = await asyncio.to_thread(locate)
             server_url = endpoint.url
@@ -216,7 +222,8 @@ async def follow(
         except Exception as failure:
             if not _retryable(failure):
                 if isinstance(failure, InvalidStatus | ssl.SSLCertVerificationError):
-                    raise refusal(failure, server_url or "") from None
+                    token_given = endpoint is not None and endpoint.token is not None
+                    raise refusal(failure, server_url or "", token_given=token_given) from None
                 raise
             error = str(failure) or type(failure).__name__
             failures += 1

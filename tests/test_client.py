@@ -49,10 +49,17 @@ def test_client_tls_only_for_wss(tmp_path: Path) -> None:
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_token_is_one_line_naming_the_server(status: int) -> None:
     error = subscribe.refusal(refused(status), "wss://team.example:8443")
-    assert str(error) == (
-        f"the server at wss://team.example:8443 refused the token (HTTP {status}); "
-        "set PROJCTL_TOKEN"
+    assert (
+        str(error)
+        == {
+            401: "the server at wss://team.example:8443 needs a token and none was sent "
+            "(HTTP 401): set PROJCTL_TOKEN, PROJCTL_TOKEN_FILE or a context with --token-file",
+            403: "the server at wss://team.example:8443 refused the request (HTTP 403): a read "
+            "token may only read; a change needs a write token",
+        }[status]
     )
+    given = _client.refused(status, "wss://t:1", token_from="PROJCTL_TOKEN")
+    assert "from PROJCTL_TOKEN" in str(given)
 
 
 def test_another_refused_handshake_is_one_line() -> None:

@@ -41,8 +41,14 @@ def test_a_refused_token_is_exit_5(team: TeamServer, token: str) -> None:
     given = "x" * 32 if token == "wrong" else None
     for args in (("list",), ("create", "x")):
         done = team.run(*args, token=given, **env)
+        # Which token was sent (none, or the one from PROJCTL_TOKEN) and what to do.
         assert one_error(done, 5) == (
-            f"Error: the server at {team.url} refused the token (HTTP 401); set PROJCTL_TOKEN"
+            f"Error: the server at {team.url} needs a token and none was sent (HTTP 401): set "
+            "PROJCTL_TOKEN, PROJCTL_TOKEN_FILE or a context with --token-file"
+            if given is None
+            else f"Error: the server at {team.url} does not know the token from PROJCTL_TOKEN "
+            "(HTTP 401): check it against the server's token file, or set PROJCTL_TOKEN to "
+            "one it holds"
         )
     assert not team.server_db.exists()
 
@@ -62,8 +68,9 @@ def test_a_read_token_may_read_but_not_write(team: TeamServer) -> None:
         ("delete", project_id),
     ):
         done = team.run(*args, token=read)
-        assert (
-            one_error(done, 5) == "Error: the server refused: this token may only read (forbidden)"
+        assert one_error(done, 5) == (
+            f"Error: the server at {team.url} refused the token from PROJCTL_TOKEN (HTTP 403): "
+            "a read token may only read; a change needs a write token"
         )
     assert team.server_db.read_bytes() == before
 
@@ -75,7 +82,7 @@ def test_a_remote_watch_with_a_refused_token_is_exit_5(team: TeamServer) -> None
     assert "Traceback" not in done.stderr
     assert done.returncode == 5, done.stderr
     assert done.stderr.count("Error: ") == 1
-    assert "refused the token" in done.stderr
+    assert "does not know the token" in done.stderr
 
 
 def test_a_remote_watch_that_cannot_trust_the_server_is_exit_5(team: TeamServer) -> None:

@@ -120,8 +120,8 @@ def test_serve_writes_fresh_tokens_to_a_private_file_and_never_prints_them(
         created = team.run("create", "With a fresh token")
         assert created.returncode == 0, created.stderr
         assert team.run("list", token=read).stdout.startswith(created.stdout.strip())
-        assert one_error(team.run("create", "x", token=read), 5).endswith("(forbidden)")
-        assert one_error(team.run("list", token="y" * 32), 5).endswith("set PROJCTL_TOKEN")
+        assert one_error(team.run("create", "x", token=read), 5).endswith("a write token")
+        assert one_error(team.run("list", token="y" * 32), 5).endswith("to one it holds")
         watched = team.run(
             "watch", "--json", "--since", "0", "--count", "1", "--timeout", "20", token=read
         )
@@ -148,4 +148,4 @@ def test_serve_on_loopback_makes_only_a_write_token(tmp_path: Path, tls: Tls) ->
         # Without a read token reading is open (on loopback); a write still needs the token.
         assert team.run("list", PROJCTL_TOKEN=None).returncode == 0
         refused = one_error(team.run("create", "y", PROJCTL_TOKEN=None), 5)
-        assert refused.endswith("set PROJCTL_TOKEN")
+        assert refused.endswith("a context with --token-file")
