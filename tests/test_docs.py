@@ -45,6 +45,7 @@ def test_commands() -> None:
         "server start",
         "server status",
         "server stop",
+        "server token",
         "show",
         "update",
         "watch",

@@ -97,6 +97,7 @@ COMMANDS: dict[str, str] = {
     "server start": "projctl.cli.serving",
     "server stop": "projctl.cli.serving",
     "server logs": "projctl.cli.serving",
+    "server token": "projctl.cli.serving",
     "info": "projctl.cli.info",
 }
 #: Each command's summary, as ``--help`` lists it: the first line of its docstring, which a
@@ -115,11 +116,12 @@ SUMMARIES: dict[str, str] = {
     "server start": "Start the database's background server now (if none runs) and print its URL.",
     "server stop": "Stop the database's server and wait until it has exited.",
     "server logs": "Show the log of the database's background server.",
+    "server token": "Print the write token of the database's running server (it starts none).",
     "info": "Show which database commands use and where that came from, and its server.",
 }
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
-    "server": "Start, inspect, stop the database's background server, or read its log.",
+    "server": "Start, inspect, stop the database's server, or read its log or write token.",
 }
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
