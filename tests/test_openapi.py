@@ -186,7 +186,21 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
     assert {"project_created", "project_updated", "project_deleted"} <= kinds
 
 
+def _headers_refuse_undecodable_bytes() -> bool:
+    """Whether websockets' ``Headers`` refuses a value holding a surrogate escape (the
+    versions that validate header values do; websockets 14.0 does not)."""
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidHeaderValue
+
+    try:
+        Headers([("If-Match", "\udcff")])
+    except InvalidHeaderValue:
+        return True
+    return False
+
+
 @pytest.mark.xfail(
+    _headers_refuse_undecodable_bytes(),
     reason="projctl/server/connection.py decodes header values with surrogateescape, which "
     "websockets' Headers refuses: the connection is dropped unanswered. Decoding them as "
     "latin-1 (as HTTP does) fixes it; that module is being changed on another branch.",
