@@ -263,3 +263,12 @@ def test_a_page_opened_from_a_file_is_allowed_with_allow_origin_null(
             assert created["name"] == "From a file"
 
     run(scenario())
+
+
+def test_the_protocol_document_links_it_and_lists_every_error_code() -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    assert "](openapi.json)" in protocol
+    assert "GET /api/openapi.json" in protocol
+    section = protocol.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z_]+)` \| [0-9]", section, flags=re.MULTILINE)
+    assert listed == list(openapi.ERROR_CODES)
