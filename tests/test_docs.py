@@ -50,6 +50,7 @@ def test_commands() -> None:
         "server start",
         "server status",
         "server stop",
+        "server token",
         "show",
         "update",
         "wait",

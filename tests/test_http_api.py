@@ -17,8 +17,6 @@ from projctl.store import ProjectStore
 from .conftest import OwnedStore
 from .test_server import commit, receive, run, serving, until, ws_url
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-
 
 def http_get(
     port: int, path: str, headers: dict[str, str] | None = None
@@ -219,35 +217,6 @@ def test_the_seed_snippet_needs_no_subprotocol(store: ProjectStore) -> None:
             await until(lambda: len(server.feed.subscribers) == 1)
 
     run(scenario())
-
-
-@pytest.mark.usefixtures("broadcasting")
-def test_the_readme_curl_examples_run(projctl: Any, store: ProjectStore) -> None:
-    """Every `curl` line of the README's HTTP API section runs against a real server."""
-    import re
-    import subprocess
-
-    from .conftest import require_tool
-
-    curl = require_tool("curl")
-    section = README.split("### HTTP API", 1)[1].split("\n## ", 1)[0]
-    commands = re.findall(r"^curl (.+)$", section, flags=re.MULTILINE)
-    assert len(commands) >= 3
-    project_id = projctl("create", "Billing API").stdout.strip()
-    url = projctl("server", "start").stdout.strip()
-    base = url.removeprefix("ws://").removesuffix("/ws")
-    for args in commands:
-        line = args.replace("localhost:8000", base).replace("$id", project_id)
-        done = subprocess.run(
-            f"{curl} --silent --show-error --fail {line}",
-            shell=True,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        assert done.returncode == 0, (line, done.stderr)
-        assert orjson.loads(done.stdout)
 
 
 @pytest.mark.usefixtures("broadcasting")

@@ -108,6 +108,7 @@ COMMANDS: dict[str, str] = {
     "server start": "projctl.cli.serving",
     "server stop": "projctl.cli.serving",
     "server logs": "projctl.cli.serving",
+    "server token": "projctl.cli.serving",
     "info": "projctl.cli.info",
     "context add": "projctl.cli.contexts",
     "context use": "projctl.cli.contexts",
@@ -132,6 +133,7 @@ SUMMARIES: dict[str, str] = {
     "server start": "Start the database's background server now (if none runs) and print its URL.",
     "server stop": "Stop the database's server and wait until it has exited.",
     "server logs": "Show the log of the database's background server.",
+    "server token": "Print the write token of the database's running server (it starts none).",
     "info": "Show which database commands use and where that came from, and its server.",
     "context add": "Add (or replace) a context: a database file, or a team server.",
     "context use": "Make a context the current one: commands use it unless told otherwise.",
@@ -143,7 +145,7 @@ SUMMARIES: dict[str, str] = {
 ALIASES: dict[str, str] = {"ls": "list", "rm": "delete", "get": "show"}
 #: Command groups and their one-line help.
 GROUPS: dict[str, str] = {
-    "server": "Start, inspect, stop the database's background server, or read its log.",
+    "server": "Start, inspect, stop the database's server, or read its log or write token.",
     "context": "Name the databases and team servers you work with, and switch between them.",
 }
 

@@ -310,6 +310,32 @@ def server_stop(quiet: QuietFlag = False, db: DbOption = None) -> None:
         typer.echo(f"stopped server pid {stopped.pid}")
 
 
+@command("server token")
+def server_token(db: DbOption = None) -> None:
+    """Print the write token of the database's running server (it starts none).
+
+    The token is read from the server's state file in your private runtime folder, so
+    only you (and root) can read it; it ends with the server. HTTP writes
+    (POST, PUT, PATCH, DELETE /api/projects) send it as Authorization: Bearer.
+    Exits 3 when no server runs.
+
+    \b
+    Example:
+        token=$(projctl server token)
+    """
+    from projctl import runtime
+
+    database = local_database(db)
+    state = runtime.read_server_state(runtime.runtime_paths(database.path))
+    if state is None:
+        raise NotFoundError(
+            f"no server is running for {database.path}; start one with projctl server start"
+        )
+    if state.write_token is None:
+        raise NotFoundError(f"the server of {database.path} (pid {state.pid}) has no write token")
+    typer.echo(state.write_token)
+
+
 @command("server logs")
 def server_logs(
     follow: Annotated[

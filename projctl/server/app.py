@@ -285,6 +285,11 @@ class BroadcastServer:
         scheme = "wss" if self.config.ssl_context is not None else "ws"
         return f"{scheme}://{host}:{self.port}/ws"
 
+    @property
+    def http_url(self) -> str:
+        """Where the dashboard and the HTTP API are: ``http(s)://host:port``."""
+        return self.url.replace("ws", "http", 1).removesuffix("/ws")
+
     def stop(self) -> None:
         """Ask :meth:`serve_until_stopped` to shut down."""
         self._stopping.set()
@@ -378,6 +383,7 @@ class BroadcastServer:
             "version": __version__,
             "pid": os.getpid(),
             "url": self.url,
+            "http_url": self.http_url,
             "database": {"path": str(self.paths.db_path), "id": self.sequencer.database_id},
             "latest_seq": self.last_seq,
             "subscribers": len(self.feed.subscribers),

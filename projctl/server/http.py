@@ -228,7 +228,7 @@ class Route:
 #: What a browser's preflight may ask to send.
 _CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match"
 #: What a page may read of an answer, besides the simple headers.
-_CORS_EXPOSED = "ETag, Location, Retry-After, WWW-Authenticate"
+_CORS_EXPOSED = "ETag, Location, Retry-After, WWW-Authenticate, Projctl-Seq, Idempotent-Replayed"
 #: How long a browser may keep a preflight's answer, in seconds.
 _CORS_MAX_AGE = "600"
 #: Every way a reader can present a token, named by a 401.
@@ -276,6 +276,7 @@ class Routes:
             **dict.fromkeys(_PAGES, page),
             "/healthz": Route({"GET": self._get_health}),
             "/ws": Route({"GET": self._get_ws}, api=False),
+            "/api/openapi.json": Route({"GET": self._get_openapi}),
             "/api/events": Route({"GET": self._get_events}),
             "/api/info": Route({"GET": self._get_info}),
             "/api/projects": Route({"GET": self._get_projects, **writes.get("/api/projects", {})}),
@@ -420,6 +421,27 @@ class Routes:
         return json_response(
             http.HTTPStatus.OK, self._health() if trusted else self._public_health()
         )
+
+    async def _get_openapi(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        """The OpenAPI document: public, like ``/healthz``'s short answer (it describes the
+        API, and holds nothing of the database); revalidated with its ``ETag``."""
+        from projctl.server import openapi
+
+        tag = openapi.document_tag()
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-cache"),
+                ("ETag", tag),
+                ("X-Content-Type-Options", "nosniff"),
+            ]
+        )
+        given = request.headers.get("If-None-Match")
+        if given is not None and tag in (t.strip() for t in given.split(",")):
+            return Response(304, "Not Modified", headers, b"")
+        body = openapi.document_bytes()
+        headers["Content-Length"] = str(len(body))
+        return Response(200, "OK", headers, body)
 
     async def _get_ws(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
         """``GET /ws`` without an upgrade: what a WebSocket handshake would have been told,
