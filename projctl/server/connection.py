@@ -277,7 +277,9 @@ class _CountedConnection(ServerConnection):
             method=head.method.decode("ascii", "replace"),
             target=head.target.decode("ascii", "surrogateescape"),
             headers=Headers(
-                (name.decode("ascii", "replace"), value.decode("ascii", "surrogateescape"))
+                # A value's bytes above 0x7f are latin-1, as HTTP has it (obs-text): never
+                # a surrogate, which websockets' Headers (rightly) refuses.
+                (name.decode("ascii", "replace"), value.decode("latin-1"))
                 for name, value in head.headers.raw_items()
             ),
             body=body,
