@@ -156,6 +156,8 @@ class Database:
     @cached_property
     def backend(self) -> Backend:
         """The storage behind this database: the one place that chooses it."""
+        if self.settings.nats is not None:
+            return _jetstream_backend(self.settings)
         if self.settings.url is not None:
             from projctl.remote import RemoteBackend
 
@@ -510,6 +512,16 @@ class Database:
         ``start_server`` starts a background server when none runs.
         Raises :class:`ServerError` when the server cannot be started or misbehaves.
         """
+        from projctl.backend import Follower
+
+        backend = self.backend
+        if isinstance(backend, Follower):
+            # A storage that is its own feed (JetStream): followed directly, no server.
+            own = backend.follow(since=since, snapshot=snapshot)
+            async with contextlib.aclosing(own):
+                async for message in own:
+                    yield message
+            return
         from projctl.subscribe import Message, follow
 
         feed = follow(
@@ -520,6 +532,35 @@ class Database:
             async for item in feed:
                 if isinstance(item, Message):
                     yield item.data
+
+
+def _jetstream_backend(settings: Settings) -> Backend:
+    """The JetStream backend for ``settings.nats``; :class:`ConfigError` naming what to
+    install when nats-py is missing."""
+    from projctl.jetstream import INSTALL_HINT, JetStreamBackend, nats_available
+
+    location = settings.nats
+    assert location is not None
+    if not nats_available():
+        raise ConfigError(
+            f"{settings.db_source}={location.display!r}: a NATS JetStream database needs "
+            f"nats-py: {INSTALL_HINT}"
+        )
+    return JetStreamBackend(
+        servers=location.servers,
+        name=location.name,
+        display=location.display,
+        source=settings.db_source,
+        user=location.user,
+        password=location.password,
+        token=location.token,
+        creds_file=settings.nats_creds,
+        ca_file=settings.ca_file,
+        tls=location.scheme == "tls",
+        replicas=location.replicas,
+        timeout=location.timeout,
+        journal_limit=settings.journal_limit,
+    )
 
 
 def _key(idempotency_key: str | None) -> str | None:
