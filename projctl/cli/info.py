@@ -28,13 +28,23 @@ def info(json_output: JsonFlag = False, db: DbOption = None) -> None:
         return
     where = report["database"]
     server = report["server"]
-    if "url" in where:
+    if where.get("backend") == "jetstream":
+        located = (
+            f"{where['url']} (a NATS JetStream stream, {where['stream']}, "
+            f"{_SOURCES[where['source']]})" + ("" if where["exists"] else ", no stream yet")
+        )
+    elif "url" in where:
         located = f"{where['url']} (a team server, from {where['source']})"
     else:
         located = f"{where['path']} ({_SOURCES[where['source']]})" + (
             "" if where["exists"] else ", does not exist yet"
         )
     journal = report["journal"]
+    no_server = (
+        "none: commands and watch talk to the NATS cluster"
+        if where.get("backend") == "jetstream"
+        else "not running (commands start one when they need it)"
+    )
     rows = {
         "database": located,
         "projects": str(report["projects"]),
@@ -50,7 +60,7 @@ def info(json_output: JsonFlag = False, db: DbOption = None) -> None:
             else ""
         )
         if server["running"]
-        else "not running (commands start one when they need it)",
+        else no_server,
     }
     width = max(map(len, rows))
     for name, value in rows.items():
