@@ -107,6 +107,8 @@ _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _EXPECT_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 #: JetStream's error codes this backend acts on.
 _WRONG_LAST_SEQUENCE = 10071
+#: The same, said by a new leader that cannot yet tell which sequence was expected.
+_WRONG_LAST_SEQUENCE_CONSTANT = 10164
 _BATCH_DUPLICATE = 10201
 _STREAM_NOT_FOUND = 10059
 _NO_MESSAGE = 10037
@@ -114,6 +116,9 @@ _STREAM_IN_USE = 10058
 _INSUFFICIENT_RESOURCES = 10023
 _NOT_CLUSTERED = 10074
 _UNAVAILABLE = 10008
+#: How long one request waits for its answer before it is asked again (a leader that died
+#: never answers; the next request reaches the one elected after it).
+_REQUEST_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
 
@@ -264,7 +269,7 @@ class JetStreamBackend:
     async def _connected(self, work: Callable[[_Session], Awaitable[_T]], deadline: float) -> _T:
         nc = await self._connect()
         try:
-            session = _Session(nc, nc.jetstream(timeout=self.timeout), deadline)
+            session = _Session(nc, nc.jetstream(timeout=_REQUEST_TIMEOUT), deadline)
             return await work(session)
         finally:
             with contextlib.suppress(Exception):
@@ -388,6 +393,8 @@ class JetStreamBackend:
                 NoStreamResponseError,
                 ServiceUnavailableError,
                 nats.errors.TimeoutError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.StaleConnectionError,
             ) as error:
                 if time.monotonic() + pause >= s.deadline:
                     raise ServerUnavailableError(
@@ -962,9 +969,14 @@ class JetStreamBackend:
                         "Nats-Batch-Commit": "1",
                     }
                 reply = await s.nc.request(
-                    subject, data, headers=headers, timeout=min(s.left(), 5.0)
+                    subject, data, headers=headers, timeout=s.left(_REQUEST_TIMEOUT)
                 )
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.StaleConnectionError,
+            ):
                 pass  # a lost reply or a leader election: the same ids again are applied once
             else:
                 answer = _json(reply.data)
@@ -972,7 +984,7 @@ class JetStreamBackend:
                 if not isinstance(error, dict):
                     return _Ack(int(answer.get("seq", 0)), bool(answer.get("duplicate")))
                 code = error.get("err_code")
-                if code == _WRONG_LAST_SEQUENCE:
+                if code in (_WRONG_LAST_SEQUENCE, _WRONG_LAST_SEQUENCE_CONSTANT):
                     raise _Conflict
                 if code == _BATCH_DUPLICATE:
                     raise _BatchDuplicate
@@ -1025,7 +1037,7 @@ class JetStreamBackend:
         nc = await self._connect()
         subscription = None
         try:
-            s = _Session(nc, nc.jetstream(timeout=self.timeout), float("inf"))
+            s = _Session(nc, nc.jetstream(timeout=_REQUEST_TIMEOUT), float("inf"))
             while await self._stream_info(s) is None:
                 await asyncio.sleep(0.25)  # a database nobody has written to yet
             latest, first = await self._window(s)
