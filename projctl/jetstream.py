@@ -483,6 +483,7 @@ class JetStreamBackend:
     async def _consume(self, s: _Session, subject: str, *, start: int | None = None) -> list[Msg]:
         """Every message an ephemeral consumer delivers: the last per subject of ``subject``
         (``start`` ``None``), or all from seq ``start`` on, as counted when it was made."""
+        import nats.errors
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
@@ -510,9 +511,13 @@ class JetStreamBackend:
                 subscription = await s.js.pull_subscribe_bind(consumer=name, stream=self.stream)
                 try:
                     while len(messages) < pending:
-                        messages += await subscription.fetch(
-                            min(pending - len(messages), 1024), timeout=s.left()
-                        )
+                        try:
+                            messages += await subscription.fetch(
+                                min(pending - len(messages), 1024),
+                                timeout=s.left(_REQUEST_TIMEOUT),
+                            )
+                        except nats.errors.TimeoutError:
+                            break  # what arrived; the caller checks it is complete
                 finally:
                     await subscription.unsubscribe()
         finally:
