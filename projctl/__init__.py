@@ -29,7 +29,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +157,8 @@ class Database:
     @cached_property
     def backend(self) -> Backend:
         """The storage behind this database: the one place that chooses it."""
+        if self.settings.nats is not None:
+            return _jetstream_backend(self.settings)
         if self.settings.url is not None:
             from projctl.remote import RemoteBackend
 
@@ -548,13 +550,21 @@ class Database:
         with every project comes instead (rebuild with :func:`projctl.events.apply`).
         ``start_server`` starts a background server when none runs.
         Raises :class:`ServerError` when the server cannot be started or misbehaves.
+        A JetStream database is its own feed: it is followed directly, with no server.
 
         Use it in ``async for``: leaving the loop (``break``, ``return``, an exception)
         needs nothing more. ``async with db.subscribe() as feed:`` closes the connection
         at the block's end rather than when the loop is done with it.
         """
+        from projctl.backend import Follower
+
+        backend = self.backend
+        if isinstance(backend, Follower):
+            return Subscription(backend.follow(since=since, snapshot=snapshot))
+        from projctl.subscribe import follow
+
         return Subscription(
-            lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot
+            follow(lambda: self.locate_server(start=start_server), since=since, snapshot=snapshot)
         )
 
 
@@ -566,12 +576,10 @@ class Subscription:
     one generator, so no ``aclose(): asynchronous generator is already running`` race.
     """
 
-    def __init__(
-        self, locate: Callable[[], Endpoint], *, since: int | None, snapshot: bool
-    ) -> None:
-        from projctl.subscribe import follow
-
-        self._feed = follow(locate, since=since, snapshot=snapshot)
+    def __init__(self, feed: AsyncGenerator[Any, None]) -> None:
+        #: The reconnecting subscriber's messages (with its connection changes), or a
+        #: storage's own feed of decoded messages.
+        self._feed = feed
 
     def __aiter__(self) -> Subscription:
         return self
@@ -581,6 +589,8 @@ class Subscription:
 
         while True:
             item = await self._feed.__anext__()
+            if isinstance(item, dict):
+                return item
             if isinstance(item, Message):
                 return item.data
 
@@ -593,6 +603,35 @@ class Subscription:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _jetstream_backend(settings: Settings) -> Backend:
+    """The JetStream backend for ``settings.nats``; :class:`ConfigError` naming what to
+    install when nats-py is missing."""
+    from projctl.jetstream import INSTALL_HINT, JetStreamBackend, nats_available
+
+    location = settings.nats
+    assert location is not None
+    if not nats_available():
+        raise ConfigError(
+            f"{settings.db_source}={location.display!r}: a NATS JetStream database needs "
+            f"nats-py: {INSTALL_HINT}"
+        )
+    return JetStreamBackend(
+        servers=location.servers,
+        name=location.name,
+        display=location.display,
+        source=settings.db_source,
+        user=location.user,
+        password=location.password,
+        token=location.token,
+        creds_file=settings.nats_creds,
+        ca_file=settings.ca_file,
+        tls=location.scheme == "tls",
+        replicas=location.replicas,
+        timeout=location.timeout,
+        journal_limit=settings.journal_limit,
+    )
 
 
 def _key(idempotency_key: str | None) -> str | None:

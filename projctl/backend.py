@@ -13,7 +13,7 @@ This module holds types only: it reads nothing and starts nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -32,6 +32,7 @@ __all__ = [
     "Delete",
     "Emit",
     "FileVersion",
+    "Follower",
     "ServedStorage",
     "StateRead",
     "Update",
@@ -247,4 +248,18 @@ class Backend(Protocol):
     def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
         """Where to follow new events (the ``/ws`` URL, its token and CA): ``start`` may start
         a server when none runs; nothing waits past ``deadline`` (``time.monotonic()``)."""
+        ...
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """A :class:`Backend` that is its own feed (the JetStream stream): subscribers follow
+    it directly instead of a broadcast server's ``/ws`` (:meth:`Backend.feed`)."""
+
+    def follow(
+        self, *, since: int | None = None, snapshot: bool = False
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Every message the feed would send, in ``seq`` order, forever: the events after
+        ``since`` (a ``resync`` with every project when they have left the journal), a
+        ``snapshot`` first when asked, else only what happens from now on."""
         ...

@@ -13,6 +13,7 @@ always 0-65535, whatever the source.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "IDLE_TIMEOUT",
     "JOURNAL_LIMIT",
     "MAX_CONNECTIONS",
+    "NATS_CREDS",
     "NO_BROADCAST",
     "NO_COLOR",
     "OWNER",
@@ -50,6 +52,7 @@ __all__ = [
     "Context",
     "Contexts",
     "DbSource",
+    "NatsLocation",
     "Settings",
     "Variable",
     "check_db_folder",
@@ -60,6 +63,7 @@ __all__ = [
     "login_name",
     "parse_context_name",
     "parse_count",
+    "parse_db_location",
     "parse_db_path",
     "parse_file",
     "parse_flag",
@@ -142,6 +146,12 @@ CONTEXT = Variable(
 CA_FILE = Variable(
     "PROJCTL_CA_FILE", f"a CA certificate file to trust for {URL.name}", "system CAs", path=True
 )
+NATS_CREDS = Variable(
+    "PROJCTL_NATS_CREDS",
+    "a NATS credentials file for a nats:// or tls:// database",
+    "unset",
+    path=True,
+)
 DEBUG = Variable("PROJCTL_DEBUG", "1: show a traceback for unexpected failures", "unset")
 NO_COLOR = Variable("NO_COLOR", "no colour in tables", "unset")
 
@@ -161,6 +171,7 @@ VARIABLES: tuple[Variable, ...] = (
     TOKEN_FILE,
     CA_FILE,
     CONTEXT,
+    NATS_CREDS,
     DEBUG,
     NO_COLOR,
 )
@@ -296,16 +307,120 @@ def parse_file(raw: str, source: str) -> Path:
     return path
 
 
-#: Database locations of the NATS JetStream backend, which this version does not have.
+#: Database locations of the NATS JetStream backend (``tls://``: the same over TLS).
 JETSTREAM_SCHEMES = ("nats", "tls")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: A JetStream database's name: one subject token, and a stream name once prefixed.
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NATS_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?")
+NATS_DEFAULT_PORT = 4222
+NATS_DEFAULT_TIMEOUT = 10.0
+NATS_LOCATION = "nats://HOST:PORT[,HOST:PORT...]/NAME[?replicas=N&timeout=SECONDS]"
+
+
+@dataclass(frozen=True)
+class NatsLocation:
+    """A NATS JetStream database: its servers, name and options, parsed once.
+
+    Credentials from the URL's user info are kept out of :func:`repr` and of
+    :attr:`display`, the only form of the location any message shows.
+    """
+
+    scheme: str
+    servers: tuple[str, ...]
+    name: str
+    replicas: int | None = None
+    timeout: float = NATS_DEFAULT_TIMEOUT
+    user: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+    token: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def display(self) -> str:
+        """``nats://HOST:PORT,.../NAME``: the location without credentials or options."""
+        hosts = ",".join(server.split("://", 1)[1] for server in self.servers)
+        return f"{self.scheme}://{hosts}/{self.name}"
+
+
+def _shown(raw: str) -> str:
+    """A location as a message may show it: user info (credentials) replaced by ``***``."""
+    match = _SCHEME.match(raw)
+    if match is not None:
+        rest = raw[match.end() :]
+        authority, slash, tail = rest.partition("/")
+        if "@" in authority:
+            raw = f"{match.group(0)}***@{authority.rpartition('@')[2]}{slash}{tail}"
+    return raw if len(raw) <= 60 else raw[:57] + "..."
+
+
+def parse_nats_location(raw: str, source: str) -> NatsLocation:
+    """``nats://[USER:PASSWORD@|TOKEN@]HOST:PORT[,HOST:PORT...]/NAME[?replicas=N&timeout=S]``
+    (or ``tls://``). The port defaults to 4222; ``NAME`` is 1-64 of ``A-Z a-z 0-9 _ -``."""
+    from urllib.parse import parse_qsl, unquote
+
+    def refuse(accepted: str) -> ConfigError:
+        return ConfigError(f"{source}={_shown(raw)!r} is not accepted: expected {accepted}")
+
+    match = _SCHEME.match(raw)
+    assert match is not None
+    scheme = match.group(1).lower()
+    rest = raw[match.end() :]
+    rest, _, query = rest.partition("?")
+    if "#" in query or "#" in rest:
+        raise refuse(f"{NATS_LOCATION}, without a fragment")
+    authority, slash, name = rest.partition("/")
+    credentials, at, hosts = authority.rpartition("@")
+    if not at:
+        hosts, credentials = authority, ""
+    if not slash or _NATS_NAME.fullmatch(name) is None:
+        raise refuse(f"{NATS_LOCATION} with NAME 1-64 of A-Z, a-z, 0-9, '_' or '-'")
+    servers = []
+    for host in hosts.split(","):
+        found = _NATS_HOST.fullmatch(host.strip())
+        if found is None or (found.group(2) is not None and int(found.group(2)) > 65535):
+            raise refuse(NATS_LOCATION)
+        port = int(found.group(2)) if found.group(2) else NATS_DEFAULT_PORT
+        servers.append(f"{scheme}://{found.group(1)}:{port}")
+    user = password = token = None
+    if credentials:
+        name_part, colon, secret = credentials.partition(":")
+        if colon:
+            user, password = unquote(name_part), unquote(secret)
+        else:
+            token = unquote(name_part)
+    replicas = None
+    timeout = NATS_DEFAULT_TIMEOUT
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "replicas":
+            replicas = parse_count(value, f"{source} replicas", minimum=1)
+            if replicas > 5:
+                raise refuse("replicas from 1 to 5")
+        elif key == "timeout":
+            timeout = parse_seconds(value, f"{source} timeout")
+            if timeout <= 0:
+                raise refuse("a timeout of more than 0 seconds")
+        else:
+            raise refuse(f"{NATS_LOCATION}; {key!r} is not an option")
+    return NatsLocation(scheme, tuple(servers), name, replicas, timeout, user, password, token)
+
+
+def parse_db_location(raw: str, source: str) -> Path | NatsLocation:
+    """A database location, which chooses the storage: a path or a ``file:`` URL is a
+    TinyDB file (:func:`parse_db_path`); ``nats://`` and ``tls://`` name a NATS JetStream
+    stream (:func:`parse_nats_location`); any other ``scheme://`` is refused."""
+    scheme = _SCHEME.match(raw)
+    if scheme is not None and scheme.group(1).lower() in JETSTREAM_SCHEMES:
+        if "\0" in raw or not raw.isprintable():
+            raise ConfigError(f"{source}={_shown(raw)!r} is not accepted: expected {NATS_LOCATION}")
+        return parse_nats_location(raw, source)
+    return parse_db_path(raw, source)
 
 
 def parse_db_path(raw: str, source: str) -> Path:
-    """A database location, which chooses the storage: a path or a ``file:`` URL is a
-    TinyDB file (not empty, ``~`` expanded, made absolute). ``nats://`` and ``tls://`` name
-    a NATS JetStream stream, which this version cannot open, and any other ``scheme://``
-    is refused: neither is ever taken for a folder to create."""
+    """A database file's location: a path or a ``file:`` URL (not empty, ``~`` expanded,
+    made absolute). A ``nats://`` or ``tls://`` location names no file (a ConfigError here:
+    :func:`parse_db_location` takes it), and any other ``scheme://`` is refused: neither is
+    ever taken for a folder to create."""
     if not raw.strip():
         raise _refuse(source, raw, "the path of a database file")
     if "\0" in raw:
@@ -321,10 +436,7 @@ def parse_db_path(raw: str, source: str) -> Path:
     elif scheme := _SCHEME.match(raw):
         name = scheme.group(1).lower()
         if name in JETSTREAM_SCHEMES:
-            shown = raw if len(raw) <= 60 else raw[:57] + "..."
-            raise ConfigError(
-                f"{source}={shown!r}: the NATS JetStream backend is not available in this version"
-            )
+            raise ConfigError(f"{source}={_shown(raw)!r}: a NATS JetStream database is not a file")
         raise _refuse(source, raw, "a database file's path or a file: URL")
     return Path(os.path.abspath(os.path.expanduser(raw)))
 
@@ -413,7 +525,8 @@ class Settings:
     url_source: str = ""
     #: The token for :attr:`url`.
     token: str | None = None
-    #: A CA certificate file to trust for :attr:`url` (``PROJCTL_CA_FILE``).
+    #: A CA certificate file to trust for :attr:`url` (``PROJCTL_CA_FILE``), and for a
+    #: ``tls://`` JetStream database.
     ca_file: str | None = None
     #: Refuse to create or rename a project to a name another one has (``PROJCTL_UNIQUE_NAMES``).
     unique_names: bool = False
@@ -423,6 +536,10 @@ class Settings:
     context_source: str = ""
     #: Where :attr:`token` came from (``PROJCTL_TOKEN``, ``--token-file``, a context ...).
     token_source: str = ""
+    #: A JetStream database (``nats://`` or ``tls://``); :attr:`db_path` is then unused.
+    nats: NatsLocation | None = None
+    #: A NATS credentials file (``PROJCTL_NATS_CREDS``).
+    nats_creds: str | None = None
 
     @property
     def preferred_port(self) -> int:
@@ -457,14 +574,19 @@ def load_settings(
     env = os.environ if environ is None else environ
     chosen, context_source = _chosen_context(env, context, db=db, url=url)
     db_source: DbSource
+    location: Path | NatsLocation
     if db is not None:
-        db_path, db_source = parse_db_path(db, "--db"), "--db"
+        location, db_source = parse_db_location(db, "--db"), "--db"
     elif chosen is not None and chosen.db is not None:
-        db_path, db_source = parse_db_path(chosen.db, f"context {chosen.name}"), "context"
+        location = parse_db_location(chosen.db, f"context {chosen.name}")
+        db_source = "context"
     elif "PROJCTL_DB" in env and (chosen is None or chosen.url is None):
-        db_path, db_source = parse_db_path(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
+        location, db_source = parse_db_location(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
     else:
-        db_path, db_source = default_db_path(), "default"
+        location, db_source = default_db_path(), "default"
+    nats = location if isinstance(location, NatsLocation) else None
+    # A JetStream database has no file: the path is never opened (nothing local is used).
+    db_path = Path(os.devnull) if isinstance(location, NatsLocation) else location
 
     def variable(setting: Variable) -> str | None:
         value = env.get(setting.name)
@@ -499,6 +621,7 @@ def load_settings(
     if raw_token_file is not None:
         raw_token = read_token_file(raw_token_file, token_file_source)
         token_source = token_file_source
+    raw_creds = variable(NATS_CREDS)
     raw_host = host if host is not None else variable(HOST)
     return Settings(
         db_path=db_path,
@@ -531,6 +654,8 @@ def load_settings(
         context=None if chosen is None else chosen.name,
         context_source=context_source,
         token_source=token_source if raw_token is not None else "",
+        nats=nats,
+        nats_creds=None if raw_creds is None else str(parse_file(raw_creds, NATS_CREDS.name)),
     )
 
 

@@ -26,6 +26,7 @@ from projctl.runtime import ServerState, pid_alive
 from projctl.store import ProjectStore
 
 if TYPE_CHECKING:
+    from ._nats import Cluster
     from ._remote import TeamServer, Tls
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
@@ -435,3 +436,34 @@ def team(tmp_path: Path, tls: Tls) -> Iterator[TeamServer]:
 
     with team_server(tmp_path, tls) as team:
         yield team
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A three-node NATS JetStream cluster on loopback for the session (each test uses a
+    database of its own name); every node is stopped and waited for at the end. Skips
+    (fails under CI) without ``nats-server`` or nats-py."""
+    from projctl.jetstream import INSTALL_HINT, nats_available
+
+    from ._nats import MISSING, server_binary, start_cluster
+
+    missing = (
+        MISSING
+        if server_binary() is None
+        else None
+        if nats_available()
+        else f"nats-py is not installed (the JetStream backend needs it): {INSTALL_HINT}"
+    )
+    if missing is not None:
+        if running_in_ci():
+            pytest.fail(f"{missing} (under CI a missing tool fails the run)", pytrace=False)
+        pytest.skip(missing)
+    with start_cluster(tmp_path_factory.mktemp("nats")) as cluster:
+        yield cluster
+
+
+def nats_database(cluster: Cluster) -> str:
+    """A fresh JetStream database location on ``cluster``: a name no other test uses."""
+    import secrets
+
+    return f"{cluster.location}/t{secrets.token_hex(6)}"

@@ -63,6 +63,7 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": {
         "backend",
+        "jetstream",
         "local",
         "remote",
         "config",

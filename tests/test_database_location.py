@@ -1,10 +1,11 @@
 """The database location chooses the storage: a path or a ``file:`` URL is a TinyDB file;
-``nats://`` and ``tls://`` name the JetStream backend this version does not have; any other
-``scheme://`` is refused. Each through the command line, with nothing created."""
+``nats://`` and ``tls://`` name a NATS JetStream stream (nats-py, an optional extra, needed);
+any other ``scheme://`` is refused. Each through the command line, with nothing created."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from typer.testing import Result
 
 from projctl.store import ProjectStore
 
-JETSTREAM = "the NATS JetStream backend is not available in this version"
+from ._nats import free_ports
+
+NEEDS_NATS = "a NATS JetStream database needs nats-py: pip install 'projctl[nats]'"
 
 
 @pytest.fixture
@@ -28,17 +31,65 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize("location", ["nats://host:4222/x", "tls://nats.example:4222/projects"])
 @pytest.mark.parametrize("given", ["--db", "PROJCTL_DB"])
 @pytest.mark.parametrize("command", [("create", "X"), ("list",), ("info",)])
-def test_a_jetstream_location_exits_2_and_creates_nothing(
-    cli: Callable[..., Result], folder: Path, location: str, given: str, command: tuple[str, ...]
+def test_a_jetstream_location_without_nats_py_exits_2_and_creates_nothing(
+    cli: Callable[..., Result],
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    location: str,
+    given: str,
+    command: tuple[str, ...],
 ) -> None:
+    monkeypatch.setattr("projctl.jetstream.nats_available", lambda: False)
     if given == "--db":
         result = cli("--db", location, *command)
     else:
         result = cli(*command, env={"PROJCTL_DB": location})
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    assert result.stderr == f"Error: {given}={location!r}: {JETSTREAM}\n"
+    assert result.stderr == f"Error: {given}={location!r}: {NEEDS_NATS}\n"
     assert list(folder.iterdir()) == []  # no "nats:/host:4222/" folders
+
+
+@pytest.mark.parametrize("command", [("create", "X"), ("list",), ("info",), ("show", "x")])
+def test_an_unreachable_cluster_exits_5_with_one_line_within_its_timeout(
+    cli: Callable[..., Result], folder: Path, command: tuple[str, ...]
+) -> None:
+    first, second = free_ports(2)  # nothing listens there once they are handed out
+    location = f"nats://alice:s3cret@127.0.0.1:{first},127.0.0.1:{second}/x?timeout=2"
+    began = time.monotonic()
+    result = cli("--db", location, *command)
+    assert time.monotonic() - began < 4
+    assert result.exit_code == 5, result.output
+    assert result.stdout == ""
+    shown = f"nats://127.0.0.1:{first},127.0.0.1:{second}/x"
+    assert result.stderr.startswith(f"Error: cannot reach the NATS cluster at {shown}")
+    assert result.stderr.count("\n") == 1
+    assert "s3cret" not in result.stderr
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("location", "accepted"),
+    [
+        ("nats://127.0.0.1:4222", "NAME 1-64"),
+        ("nats://127.0.0.1:4222/a.b", "NAME 1-64"),
+        ("nats://127.0.0.1:4222/", "NAME 1-64"),
+        ("nats://127.0.0.1:99999/x", "nats://HOST:PORT"),
+        ("nats://127.0.0.1:4222/x?replicas=9", "replicas from 1 to 5"),
+        ("nats://127.0.0.1:4222/x?colour=red", "'colour' is not an option"),
+        ("nats://bob:hunter2@127.0.0.1:4222/a b", "NAME 1-64"),
+    ],
+)
+def test_a_malformed_jetstream_location_exits_2_without_its_credentials(
+    cli: Callable[..., Result], folder: Path, location: str, accepted: str
+) -> None:
+    result = cli("--db", location, "list")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: --db=")
+    assert accepted in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "hunter2" not in result.stderr
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.parametrize("location", ["redis://host/x", "https://example.com/db.json", "s3://b/k"])

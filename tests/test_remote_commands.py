@@ -172,6 +172,7 @@ def test_every_change_lands_in_the_servers_file(team: TeamServer) -> None:
         "latest_seq": 3,
         "journal": {"events": 3, "limit": 1000},
         "server": {"running": True, "url": team.url},
+        "context": None,  # none in force: PROJCTL_URL says where
     }
     # --url before the command, instead of PROJCTL_URL.
     with_option = team.run("--url", team.url, "info", PROJCTL_URL=None)

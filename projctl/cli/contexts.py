@@ -26,7 +26,7 @@ from projctl.config import (
     contexts_path,
     load_settings,
     parse_context_name,
-    parse_db_path,
+    parse_db_location,
     parse_file,
     parse_url,
     read_contexts,
@@ -101,8 +101,9 @@ def context_add(
     if db is not None and (token_file is not None or ca_file is not None):
         raise InvalidInputError("--token-file and --ca-file go with --url, not --db")
     if db is not None:
-        parse_db_path(db, "--db")
-        context = Context(name, db=_absolute(db))
+        location = parse_db_location(db, "--db")
+        # A file is kept absolute; a nats:// location as given (it is no path).
+        context = Context(name, db=_absolute(db) if isinstance(location, Path) else db)
     else:
         assert url is not None
         checked_token = None

@@ -57,13 +57,23 @@ def info(
         return
     where = report["database"]
     server = report["server"]
-    if "url" in where:
+    if where.get("backend") == "jetstream":
+        located = (
+            f"{where['url']} (a NATS JetStream stream, {where['stream']}, "
+            f"{_SOURCES[where['source']]})" + ("" if where["exists"] else ", no stream yet")
+        )
+    elif "url" in where:
         located = f"{where['url']} (a team server, from {where['source']})"
     else:
         located = f"{where['path']} ({_SOURCES[where['source']]})" + (
             "" if where["exists"] else ", does not exist yet"
         )
     journal = report["journal"]
+    no_server = (
+        "none: commands and watch talk to the NATS cluster"
+        if where.get("backend") == "jetstream"
+        else "not running (commands start one when they need it)"
+    )
     rows = {
         **(
             {"context": f"{settings.context} (from {settings.context_source})"}
@@ -84,7 +94,7 @@ def info(
             else ""
         )
         if server["running"]
-        else "not running (commands start one when they need it)",
+        else no_server,
     }
     width = max(map(len, rows))
     for name, value in rows.items():

@@ -26,8 +26,12 @@ from projctl.events import EVENT_TYPES, is_event_type
 from projctl.model import STATUSES
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     import projctl
     from projctl.runtime import Endpoint
+    from projctl.subscribe import Connection, Message
+    from projctl.watch.loops import Source
 
 # Typer takes a list of choices only as an Enum (a list of Literal is not supported).
 StatusChoice = Enum("StatusChoice", {name: name for name in STATUSES}, type=str)  # type: ignore[misc]
@@ -159,6 +163,8 @@ def watch(
     def locate() -> "Endpoint":
         return database.locate_server(deadline=deadline)
 
+    source = _own_feed(database)
+
     event_filter = watching.EventFilter(
         event_types=event_types,
         project_ids=frozenset(_project_ids(database, project or ())),
@@ -177,6 +183,7 @@ def watch(
             err=sys.stderr,
             known_projects=[project.to_dict() for project in known],
             say_connected=sys.stderr.isatty() and not quiet,
+            source=source,
         )
     else:
         from rich.console import Console
@@ -192,6 +199,7 @@ def watch(
             count=wanted,
             projects=[project.to_dict() for project in current],
             err=sys.stderr,
+            source=source,
         )
     try:
         asyncio.run(
@@ -208,6 +216,31 @@ def watch(
     except KeyboardInterrupt:
         # Ctrl-C is how a watch ends: 130, and no line saying so.
         raise QuietInterrupt from None
+
+
+def _own_feed(database: "projctl.Database") -> "Source | None":
+    """The storage itself as the feed when it is one (a JetStream stream), else ``None``:
+    the database's server is followed."""
+    from projctl.backend import Follower
+
+    backend = database.backend
+    if not isinstance(backend, Follower):
+        return None
+    follower = backend
+
+    async def messages(since: int | None, snapshot: bool) -> "AsyncIterator[Message | Connection]":
+        import contextlib
+
+        import orjson
+
+        from projctl.subscribe import Message
+
+        feed = follower.follow(since=since, snapshot=snapshot)
+        async with contextlib.aclosing(feed):
+            async for data in feed:
+                yield Message(orjson.dumps(data).decode(), data)
+
+    return messages
 
 
 def _event_type(name: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import IO, Any
 
 from rich.console import Console
@@ -25,6 +25,10 @@ from projctl.subscribe import Connection, Locate, Message, follow
 
 from .render import render_screen
 from .state import EventFilter, WatchState
+
+#: Where the messages come from instead of a server's feed (a storage that is its own feed,
+#: such as a JetStream stream): called with ``since`` and ``snapshot`` as ``follow`` is.
+Source = Callable[[int | None, bool], AsyncIterator[Message | Connection]]
 
 REFRESH_INTERVAL = 0.125
 #: Failed connection attempts in a row (about 30 s of backoff) before watch gives up.
@@ -43,6 +47,7 @@ async def run_live(
     count: int | None = None,
     projects: Iterable[Mapping[str, Any]] = (),
     err: IO[str] | None = None,
+    source: Source | None = None,
 ) -> int:
     """Show the live screen until ``count`` matching events have arrived; return how many did.
 
@@ -60,7 +65,11 @@ async def run_live(
     state = WatchState(event_filter=event_filter, count=count)
     if since is not None:
         state.load(projects, time.time())
-    messages = follow(locate, since=since, snapshot=since is None, give_up_after=GIVE_UP_AFTER)
+    messages = (
+        follow(locate, since=since, snapshot=since is None, give_up_after=GIVE_UP_AFTER)
+        if source is None
+        else source(since, since is None)
+    )
     # Said on ``err`` once the screen is gone: the full-screen view would hide it.
     resyncs: list[str] = []
 
@@ -141,6 +150,7 @@ async def run_json(
     err: IO[str],
     known_projects: Iterable[Mapping[str, Any]] = (),
     say_connected: bool = True,
+    source: Source | None = None,
 ) -> int:
     """Print matching events as JSON Lines, exactly as received; return how many matched.
 
@@ -149,11 +159,17 @@ async def run_json(
     Connection changes go to ``err`` (``connected to ...`` only with ``say_connected``:
     a person at a terminal wants it, a script's log does not). ``known_projects`` are the
     projects before the first event, so a filter on status or owner can judge a deletion.
+    ``source``, when given, is followed instead of the server ``locate`` finds.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
     last_seq = since
-    async for item in follow(locate, since=since, give_up_after=GIVE_UP_AFTER):
+    messages = (
+        follow(locate, since=since, give_up_after=GIVE_UP_AFTER)
+        if source is None
+        else source(since, False)
+    )
+    async for item in messages:
         if isinstance(item, Connection):
             if say_connected or item.state != "connected":
                 err.write(_connection_line(item) + "\n")
