@@ -35,6 +35,10 @@ log = logging.getLogger("projctl.server")
 _SPARE_SLOTS = 2
 #: After a burst of at least this many TLS handshakes, freed memory is handed back.
 _TRIM_AFTER_HANDSHAKES = 32
+#: Connections the kernel queues until the server accepts them (asyncio's default is 100):
+#: a burst of clients larger than the queue while the loop is busy would see SYNs dropped.
+#: asyncio also accepts up to this many in one step, each costing a connection object.
+LISTEN_BACKLOG = 256
 #: A request's line and headers together, at most (a browser's are about 1 KiB).
 MAX_REQUEST_HEAD = 16 * 1024
 #: A request body, at most: a write is a few hundred bytes, an emitted event's data at
