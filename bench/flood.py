@@ -11,7 +11,9 @@ so a slow answer never delays the next probe, each waiting at most S seconds.
 
 Reported: every probe's time from ``connect`` to the whole answer (max, p99, median,
 how many over 100 ms, how many failed or were refused), and the server's peak RSS.
-Target: every probe answers within 100 ms. The flood is opened twice, one after the
+Target: every probe answers within 100 ms. A target missed is printed MISSED; the exit
+status is non-zero only when the run could not measure (a client could not send its
+request, no probe was answered, the server died). The flood is opened twice, one after the
 other on the same server, with the probes running throughout: the first flood pays for
 the read of the database, the second finds it shared.
 
@@ -137,7 +139,8 @@ def report(probes: Probes, seconds: float) -> bool:
 
 
 def measure(projects: int, clients: int, seconds: float) -> bool:
-    """Both floods against one server; whether the part measured what it claims."""
+    """Both floods against one server; whether they measured what they claim (targets
+    missed are only printed)."""
     with bench_server(projects) as (target, db_bytes):
         port = port_of(target)
         time.sleep(0.5)  # let start-up's allocations settle
@@ -172,8 +175,9 @@ def measure(projects: int, clients: int, seconds: float) -> bool:
                 + (f" (first failure: {failures[0]})" if failures else "")
                 + f"; server peak RSS (VmHWM) {mib(peak)}"
             )
-            complete = report(probes, seconds) and complete
-            complete = complete and not failures
+            report(probes, seconds)
+            # Measured what it claims: every client sent its request, some probe answered.
+            complete = complete and not failures and bool(probes.answers)
             time.sleep(1.0)  # let the server notice the closes before the next round
         return complete
 
@@ -187,7 +191,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.projects, args.clients, args.seconds = 500, 10, 3.0
-    measure(args.projects, args.clients, args.seconds)
+    if not measure(args.projects, args.clients, args.seconds):
+        raise SystemExit("the flood did not complete (see above)")
 
 
 if __name__ == "__main__":
