@@ -958,9 +958,10 @@ def wss_client(port: int, ca_file: Path, token: str) -> str:
 
     async def attempt() -> str:
         context = ssl.create_default_context(cafile=str(ca_file))
-        url = f"wss://127.0.0.1:{port}/ws?token={token}"
+        url = f"wss://127.0.0.1:{port}/ws"
+        headers = {"Authorization": f"Bearer {token}"}  # the server refuses a token in a URL
         try:
-            async with connect(url, ssl=context, open_timeout=10):
+            async with connect(url, ssl=context, additional_headers=headers, open_timeout=10):
                 return "served"
         except InvalidStatus as refused:
             return f"refused with HTTP {refused.response.status_code}"
