@@ -1,7 +1,7 @@
 """Benchmark: the server's memory idle, with many idle, stalled or snapshot-taking subscribers.
 
-Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [tlsflood] [--quick]
-(no part named: all five; ``--help`` lists the sizes that can be changed)
+Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [tlsflood]
+[tlsidle] [--quick] (no part named: all six; ``--help`` lists the sizes that can be changed)
 
 (a) A fresh server's resident memory (VmRSS) and peak (VmHWM, from
     /proc/PID/status) when idle, then with 1,000 idle subscribers held by a
@@ -38,10 +38,17 @@ Run by hand:  python bench/memory.py [idle] [stalled] [snapshots] [fanout2000] [
     Targets: held at most idle + 50 + 2 spare + 4; RSS peak growth <= 32 MiB; RSS after
     within 16 MiB of idle; every stalled one closed within 15 s.
 
+(f) ``tlsidle``: ``projctl serve`` with TLS (a trustme CA) and a token file, and
+    1,000 idle ``wss://`` subscribers held by this process. Measured: the server's RSS
+    idle and with them (after a second's rest), the growth and its cost per subscriber;
+    then one REST create, timed until every subscriber has its event. Targets: <= 64 KiB
+    each, <= +128 MiB in all.
+
 --quick uses 20 idle subscribers and 500 events of 16 KiB (not 400 bytes):
 8 MB per subscriber, enough to outgrow the socket buffers and the 1 MiB limit,
 so the stalled subscriber is still cut off; in (c) 500 projects and 10 clients,
-in (d) 50 subscribers and 20 events, in (e) 200 connections and a cap of 20 (figures
+in (d) 50 subscribers and 20 events, in (e) 200 connections and a cap of 20, in (f) 20
+TLS subscribers (figures
 that only show the parts still run).
 A target missed is printed MISSED and the run goes on; the exit status is non-zero
 only when a part could not measure what it claims (the server died, a subscriber
@@ -95,7 +102,7 @@ from remote import make_credentials, team_server
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from projctl import runtime
+from projctl import rpc, runtime
 from projctl.errors import ProjctlError
 from projctl.events import format_timestamp
 from projctl.model import STATUSES, Project, next_project_id
@@ -951,9 +958,10 @@ def wss_client(port: int, ca_file: Path, token: str) -> str:
 
     async def attempt() -> str:
         context = ssl.create_default_context(cafile=str(ca_file))
-        url = f"wss://127.0.0.1:{port}/ws?token={token}"
+        url = f"wss://127.0.0.1:{port}/ws"
+        headers = {"Authorization": f"Bearer {token}"}  # the server refuses a token in a URL
         try:
-            async with connect(url, ssl=context, open_timeout=10):
+            async with connect(url, ssl=context, additional_headers=headers, open_timeout=10):
                 return "served"
         except InvalidStatus as refused:
             return f"refused with HTTP {refused.response.status_code}"
@@ -1063,7 +1071,132 @@ def measure_flood(pid: int, port: int, credentials: Any, count: int, cap: int) -
     return all_closed and not samples.gone
 
 
-PARTS = ("idle", "stalled", "snapshots", "fanout2000", "tlsflood")
+TLS_EACH_TARGET_KIB = 64
+TLS_TOTAL_TARGET_MIB = 128
+#: How many TLS handshakes this process runs at once while opening (f)'s subscribers.
+TLS_CONNECT_BATCH = 50
+
+
+def tls_idle_subscribers(count: int) -> bool:
+    """Part (f): ``count`` idle ``wss://`` subscribers of ``projctl serve`` with TLS.
+
+    Returns whether the part measured what it claims (every subscriber connected and got
+    the one event); targets missed are only printed.
+    """
+    raise_fd_limit()  # the subscribers' sockets are this process's
+    print(f"(f) {count} idle wss:// subscribers (TLS; read token in Authorization)")
+    pid = None
+    try:
+        with bench_database(serve=False, idle_timeout=IDLE_TIMEOUT) as bench:
+            credentials = make_credentials(bench.folder)
+            with team_server(bench, credentials) as server:
+                pid = server.pid
+                return asyncio.run(
+                    asyncio.wait_for(measure_tls_idle(server, credentials, count), 600)
+                )
+    except ServerGone as error:
+        print(f"    the server DIED during (f): {error}")
+    except (ProjctlError, TimeoutError, OSError, WebSocketException) as error:
+        print(f"    (f) failed: {type(error).__name__}: {error}")
+    finally:
+        if pid is not None:
+            kill_if_running(pid)
+    return False
+
+
+async def measure_tls_idle(server: Any, credentials: Any, count: int) -> bool:
+    """Part (f) against a running server: see :func:`tls_idle_subscribers`."""
+    await asyncio.sleep(0.5)  # let start-up's allocations settle
+    idle = memory_of(server.pid)
+    context = ssl.create_default_context(cafile=str(credentials.ca_file))
+    headers = {"Authorization": f"Bearer {credentials.read_token}"}
+    subscribers: list[ClientConnection] = []
+    started = time.monotonic()
+    try:
+        for first in range(0, count, TLS_CONNECT_BATCH):
+            subscribers += await asyncio.gather(
+                *(
+                    connect(
+                        server.url + "/ws",
+                        ssl=context,
+                        additional_headers=headers,
+                        compression=None,
+                        ping_interval=None,
+                        open_timeout=60,
+                    )
+                    for _ in range(first, min(count, first + TLS_CONNECT_BATCH))
+                )
+            )
+        opened = time.monotonic() - started
+        port = urlsplit(server.url).port
+        assert port is not None
+        counted = await asyncio.to_thread(wait_subscriber_count_tls, server, credentials, count, 60)
+        await asyncio.sleep(1.0)  # idle: the handshakes' memory settled, nothing in flight
+        held = memory_of(server.pid)
+        arrivals = [asyncio.ensure_future(subscriber.recv()) for subscriber in subscribers]
+        sent = time.monotonic()
+        await asyncio.to_thread(create_over_https, port, credentials)
+        await asyncio.wait_for(asyncio.gather(*arrivals), 60)
+        fan_out = time.monotonic() - sent
+    finally:
+        await asyncio.wait_for(
+            asyncio.gather(*(s.close() for s in subscribers), return_exceptions=True), 120
+        )
+    growth = held.rss - idle.rss
+    each = growth / count
+    total_target = TLS_TOTAL_TARGET_MIB * MIB
+    print(
+        f"    {count} opened in {opened:.1f}s ({TLS_CONNECT_BATCH} handshakes at a time); "
+        f"the server counted {counted}"
+    )
+    print(
+        f"    server RSS: idle {mib(idle.rss)}, with {count} idle TLS subscribers "
+        f"{mib(held.rss)}: +{mib(growth)} (target <= +{TLS_TOTAL_TARGET_MIB} MiB: "
+        f"{growth / total_target:.2f}x, {verdict(growth <= total_target)}), "
+        f"{each / KIB:.1f} KiB each (target <= {TLS_EACH_TARGET_KIB} KiB: "
+        f"{each / (TLS_EACH_TARGET_KIB * KIB):.2f}x, "
+        f"{verdict(each <= TLS_EACH_TARGET_KIB * KIB)})"
+    )
+    print(
+        f"    one REST create to all {count}: {fan_out * 1000:.1f} ms from request to last arrival"
+    )
+    return counted == count
+
+
+def wait_subscriber_count_tls(server: Any, credentials: Any, want: int, timeout: float) -> int:
+    """Ask the server (over its local socket) until it counts ``want`` subscribers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = runtime.request(server.state, rpc.OP_STATUS)
+        seen = int(status["subscribers"])
+        if seen >= want or time.monotonic() >= deadline:
+            return seen
+        time.sleep(SAMPLE_INTERVAL)
+
+
+def create_over_https(port: int, credentials: Any) -> None:
+    """One ``POST /api/projects`` with the write token: an event for every subscriber."""
+    context = ssl.create_default_context(cafile=str(credentials.ca_file))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/api/projects",
+            body=orjson.dumps({"name": "fan-out", "owner_id": "bench"}),
+            headers={
+                "Authorization": f"Bearer {credentials.write_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 201:
+        raise SystemExit(f"the create was refused: {response.status} {body[:200]!r}")
+
+
+PARTS = ("idle", "stalled", "snapshots", "fanout2000", "tlsflood", "tlsidle")
 
 
 def main() -> None:
@@ -1081,11 +1214,12 @@ def main() -> None:
     parser.add_argument("--many-events", type=int, default=150, help="events in (d)")
     parser.add_argument("--flood", type=int, default=1000, help="half-open handshakes in (e)")
     parser.add_argument("--flood-cap", type=int, default=FLOOD_CAP, help="the cap in (e)")
+    parser.add_argument("--tls-idle", type=int, default=1000, help="TLS subscribers in (f)")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="(a) 20 idle; (b) 500 events of 16 KiB; (c) 500 projects, 10 clients; "
-        "(d) 50 subscribers, 20 events; (e) 200 connections, a cap of 20",
+        "(d) 50 subscribers, 20 events; (e) 200 connections, a cap of 20; (f) 20 subscribers",
     )
     hidden = argparse.SUPPRESS
     parser.add_argument("--subscribers-child", type=int, help=hidden)
@@ -1106,7 +1240,7 @@ def main() -> None:
     if args.quick:
         args.idle, args.events, args.event_bytes = 20, 500, 16 * KIB
         args.projects, args.clients, args.many, args.many_events = 500, 10, 50, 20
-        args.flood, args.flood_cap = 200, 20
+        args.flood, args.flood_cap, args.tls_idle = 200, 20, 20
     hold, settle = (0.2, 0.5) if args.quick else (1.0, 2.0)
     parts = args.parts or PARTS
     failed = []
@@ -1122,6 +1256,8 @@ def main() -> None:
         failed.append("(d) did not complete (see above)")
     if "tlsflood" in parts and not tls_flood(args.flood, args.flood_cap):
         failed.append("(e) did not complete (see above)")
+    if "tlsidle" in parts and not tls_idle_subscribers(args.tls_idle):
+        failed.append("(f) did not complete (see above)")
     if failed:
         raise SystemExit("; ".join(failed))
 

@@ -4,10 +4,10 @@
     python bench/run.py --quick    # tiny sizes: checks that every benchmark still runs
 
 Each benchmark is its own script (start-up, write scaling, fan-out, end to end,
-watch burst, memory, the dashboard in Chromium, the team server), each run as a
-separate process so that one cannot warm up or slow down the next. Targets are
-checked by reading the figures, never by timed unit tests; `tests/test_bench.py`
-only runs `--quick` so the scripts cannot rot.
+watch burst, memory, a flood of snapshot clients, the dashboard in Chromium, the team
+server), each run as a separate process so that one cannot warm up or slow down the
+next. Targets are checked by reading the figures, never by timed unit tests;
+`tests/test_bench.py` only runs `--quick` so the scripts cannot rot.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ BENCHMARKS = [
     "e2e",
     "watch_burst",
     "memory",
+    "flood",
     "dashboard",
     "remote",
 ]

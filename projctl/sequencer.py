@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from projctl import events
 from projctl.events import Event
 
 __all__ = [
     "JournalRead",
+    "ProjectsMessage",
     "Sequencer",
     "SequencerStats",
 ]
@@ -58,6 +59,27 @@ class SequencerStats:
     resyncs: int = 0
 
 
+#: The size of a snapshot's or resync's fragments: small, so that a server streaming it to
+#: many subscribers does little work for each before it lets others run.
+FRAGMENT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ProjectsMessage:
+    """A ``snapshot`` or ``resync`` for a new subscriber, encoded lazily: iterating it
+    yields the fragments of the one message (:func:`events.projects_message_chunks`).
+
+    ``key`` names what it holds: two with the same key carry the same projects at the same
+    ``seq`` of the same database, so a server may encode one and send it to both.
+    """
+
+    key: tuple[Literal["snapshot", "resync"], str, int, int]
+    fragments: Iterator[bytes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.fragments
+
+
 def _now() -> str:
     return events.format_timestamp(events.utc_now())
 
@@ -86,6 +108,9 @@ class Sequencer:
         #: Seqs an older copy of the database put back skipped: ``kept -> lost`` means the
         #: event after ``kept`` is ``lost + 1``, and ``kept < seq <= lost`` were never kept.
         self._holes: dict[int, int] = {}
+        #: How many times the events started over from a read (:meth:`load`): the projects
+        #: at one seq may differ across a start-over (an older copy put back keeps the seq).
+        self._loads = 0
 
     # -- inputs ------------------------------------------------------------------
 
@@ -95,6 +120,7 @@ class Sequencer:
         ``last_seq`` keeps counting from a seq the read is behind (a restored older copy:
         the seqs between were issued and must never be sent again).
         """
+        self._loads += 1
         self.database_id = state.database_id
         self._holes = dict(state.restores)
         self.last_seq = state.latest_seq
@@ -246,30 +272,49 @@ class Sequencer:
 
     def opening_parts(
         self, *, since: int | None, snapshot: bool, state: JournalRead | None
-    ) -> list[bytes | Iterator[bytes]]:
+    ) -> list[bytes | ProjectsMessage]:
         """What a new subscriber gets before the live feed, which follows seamlessly.
 
         ``since``: the retained events after it, or a ``resync`` with the projects
         when they are gone (``state`` must then be given, see :meth:`needs_projects`).
         ``snapshot``: a ``snapshot`` message with the projects as of :attr:`last_seq`.
-        Each item is one message: encoded whole (an event), or as an iterator of the
-        fragments of one message (a snapshot or resync, encoded lazily so that a large
-        database is never held encoded per subscriber). The caller must register the
+        Each item is one message: encoded whole (an event), or a :class:`ProjectsMessage`
+        (a snapshot or resync, encoded lazily in fragments, and shareable: subscribers
+        joining at the same seq may be sent one encoding). The caller must register the
         subscriber for the live feed with no other input in between; live events
         that come while these are sent must wait behind them.
         """
         if since is not None and self.can_replay(since):
             return [message for _seq, message in self.recent_after(since)]
-        if state is None or not (snapshot or since is not None):
+        key = self.projects_message_key(since=since, snapshot=snapshot)
+        if state is None or key is None:
             return []
+        event_type = key[0]
         return [
-            events.projects_message_chunks(
-                "snapshot" if since is None else "resync",
-                self.projects_at_last_seq(state),
-                seq=self.last_seq,
-                timestamp=self.clock(),
+            ProjectsMessage(
+                key=key,
+                fragments=events.projects_message_chunks(
+                    event_type,
+                    self.projects_at_last_seq(state),
+                    seq=self.last_seq,
+                    timestamp=self.clock(),
+                    chunk_bytes=FRAGMENT_BYTES,
+                ),
             )
         ]
+
+    def projects_message_key(
+        self, *, since: int | None, snapshot: bool
+    ) -> tuple[Literal["snapshot", "resync"], str, int, int] | None:
+        """The :attr:`ProjectsMessage.key` of what :meth:`opening_parts` would send now
+        (``None`` when it sends no projects): a caller holding a message with this key
+        may send that instead."""
+        if since is not None and self.can_replay(since):
+            return None
+        if since is None and not snapshot:
+            return None
+        event_type: Literal["snapshot", "resync"] = "snapshot" if since is None else "resync"
+        return (event_type, self.database_id, self._loads, self.last_seq)
 
     def projects_at_last_seq(self, state: JournalRead) -> list[dict[str, Any]]:
         """The projects as of :attr:`last_seq`, from a read of the file at or before it.

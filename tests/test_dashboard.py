@@ -28,7 +28,7 @@ from projctl.model import STATUSES
 from projctl.runtime import ServerState, pid_alive, runtime_paths
 from projctl.store import ProjectStore
 
-from .conftest import require_tool, wait_until
+from .conftest import require_tool, server_up, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("broadcasting")]
 
@@ -279,7 +279,7 @@ def test_every_event_exactly_once_across_a_kill_9(
     expect(page.locator(CONNECTION)).to_have_text(re.compile(r"^reconnecting"))
 
     gamma = ok(projctl, "create", "gamma")  # starts a new server, on the same port
-    second = server_state(db_path)
+    second = server_up(db_path)  # the create does not wait for the server it starts
     assert second.pid != first.pid
     assert second.url == first.url
     ok(projctl, "update", alpha, "--status", "completed", "--name", "alpha 2")

@@ -138,6 +138,7 @@ function buildCells(tr, row, now, calm) {
   }
   function cell(field, className, value) {
     var td = el("td", className + (changed[field] ? (calm ? " cell-changed flash" : " cell-changed") : ""));
+    td.setAttribute("role", "cell");  // the grid rows' CSS drops the implicit one
     td.setAttribute("data-field", field);
     if (value !== undefined) td.textContent = visible(value);
     return td;
@@ -200,6 +201,7 @@ function renderTable(now) {
     var entry = rendered.get(r.id);
     if (!entry) {
       var tr = document.createElement("tr");
+      tr.setAttribute("role", "row");
       tr.setAttribute("data-project-id", r.id);
       entry = { row: null, tr: tr, time: null, ageText: "" };
     }

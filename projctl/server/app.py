@@ -56,6 +56,7 @@ from projctl.server.config import ServerConfig
 from projctl.server.connection import (
     _SPARE_SLOTS,
     _TRIM_AFTER_HANDSHAKES,
+    LISTEN_BACKLOG,
     HttpRequest,
     _CountedConnection,
     _return_memory,
@@ -227,6 +228,9 @@ class BroadcastServer:
                     ping_timeout=self.config.ping_interval,
                     close_timeout=self.config.close_timeout,
                     server_header=f"projctl/{__version__}",
+                    # Room for a burst of connections arriving while the loop is busy: past a
+                    # full queue the kernel drops SYNs, and a client retries only after 1 s.
+                    backlog=LISTEN_BACKLOG,
                 )
             except OSError as error:
                 # Another process took the free port between the probe and the bind.

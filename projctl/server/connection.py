@@ -16,6 +16,7 @@ import gc
 import logging
 import ssl
 import time
+from asyncio import sslproto
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -35,6 +36,10 @@ log = logging.getLogger("projctl.server")
 _SPARE_SLOTS = 2
 #: After a burst of at least this many TLS handshakes, freed memory is handed back.
 _TRIM_AFTER_HANDSHAKES = 32
+#: Connections the kernel queues until the server accepts them (asyncio's default is 100):
+#: a burst of clients larger than the queue while the loop is busy would see SYNs dropped.
+#: asyncio also accepts up to this many in one step, each costing a connection object.
+LISTEN_BACKLOG = 256
 #: A request's line and headers together, at most (a browser's are about 1 KiB).
 MAX_REQUEST_HEAD = 16 * 1024
 #: A request body, at most: a write is a few hundred bytes, an emitted event's data at
@@ -163,12 +168,8 @@ class _CountedConnection(ServerConnection):
         async with owner._tls_turns:
             owner._tls_started()
             try:
-                secured = await asyncio.get_running_loop().start_tls(
-                    accepted,
-                    self,
-                    context,
-                    server_side=True,
-                    ssl_handshake_timeout=owner.config.handshake_timeout,
+                secured = await _start_tls(
+                    accepted, self, context, handshake_timeout=owner.config.handshake_timeout
                 )
             finally:
                 owner._tls_ended()
@@ -383,6 +384,65 @@ class _CountedConnection(ServerConnection):
         self._idle = None
         if self.wire is not None and self._http is not None and not self._answering:
             self.wire.close()
+
+
+#: The most a TLS record takes on the wire: a 5-byte header and at most 2^14 bytes of
+#: data plus 2,048 of expansion (RFC 5246 6.2.3; TLS 1.3 allows only 256, RFC 8446 5.2).
+TLS_RECORD_MAX = 5 + 2**14 + 2048
+
+
+class _RecordSizedTLS(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a read buffer the size of one TLS record.
+
+    asyncio gives every TLS connection a 256 KiB buffer to receive ciphertext into (and
+    fills it with zeros, so it is resident at once), whatever the connection carries: an
+    idle subscriber paid for it for as long as it stayed. The buffer only stages what one
+    ``recv`` returns before OpenSSL's memory BIO takes it, so any size is correct; a
+    record's worth means a whole record still arrives in one ``recv``, and only a client
+    streaming more than that at once (none of ours: requests are small, subscribers
+    send nothing) needs more of them. Plaintext is read out with the same bound, which a
+    record's data (at most 16 KiB) never exceeds.
+    """
+
+    max_size = TLS_RECORD_MAX
+
+
+async def _start_tls(
+    accepted: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    *,
+    handshake_timeout: float,
+) -> asyncio.Transport | None:
+    """``loop.start_tls(accepted, protocol, context, server_side=True)``, with
+    :class:`_RecordSizedTLS` as the TLS layer: the same steps as asyncio's own (which
+    offers no way to choose the buffer's size). Returns the secured transport."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    tls = _RecordSizedTLS(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=True,
+        call_connection_made=False,
+        # typeshed says int; asyncio takes any positive number of seconds.
+        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+    )
+    # Paused until the TLS layer has the transport, so no data reaches it before.
+    accepted.pause_reading()
+    accepted.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, accepted)
+    resumed = loop.call_soon(accepted.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        accepted.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    secured: asyncio.Transport | None = tls._app_transport
+    return secured
 
 
 def _asks_for_websocket(head: h11.Request) -> bool:

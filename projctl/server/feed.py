@@ -4,7 +4,11 @@ A subscriber gets its opening with backpressure, then every live event in ``seq`
 order. Live events go to every subscriber through one ``broadcast``; the bytes they
 hold unsent are bounded per subscriber and all together, and the slowest are closed
 (1013, they may resume). Many subscribers asking for the projects at once share one
-read of the database.
+read of the database, and those joining at the same ``seq`` one encoding of it.
+
+No step holds the event loop long: a snapshot goes out in small fragments, encoded as
+the subscriber furthest along needs them, and each subscriber lets the others (and every
+other connection) run between two of its fragments.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from projctl.backend import ServedStorage, StateRead
 from projctl.errors import CorruptDatabaseError
-from projctl.sequencer import Sequencer
+from projctl.sequencer import ProjectsMessage, Sequencer
 from projctl.server.config import ServerConfig
 from projctl.server.connection import _counted, _malloc_trim
 
@@ -40,6 +44,44 @@ class _Backlog:
 
     messages: deque[bytes] = field(default_factory=deque)
     size: int = 0
+
+
+class _SharedMessage:
+    """One snapshot or resync, encoded once for every subscriber that joins at its seq.
+
+    Its fragments are encoded as the subscriber furthest along first needs them (one per
+    step) and kept for the others; it lives while some subscriber still streams it.
+    """
+
+    def __init__(self, message: ProjectsMessage) -> None:
+        self._source: Iterator[bytes] | None = iter(message)
+        self._encoded: list[bytes] = []
+
+    def fragment(self, index: int) -> bytes | None:
+        """Fragment ``index`` of the message; ``None`` past its last."""
+        if index < len(self._encoded):
+            return self._encoded[index]
+        if self._source is None:
+            return None
+        fragment = next(self._source, None)
+        if fragment is None:
+            self._source = None  # and with it the projects it was encoding
+            return None
+        self._encoded.append(fragment)
+        return fragment
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The fragments for one subscriber, letting the event loop run between two.
+
+        Without the pause, a subscriber whose socket takes all it is given (the
+        kernel's buffer holds megabytes) would be sent most of a large snapshot in one
+        step, and many joining at once would hold the loop for seconds.
+        """
+        index = 0
+        while (fragment := self.fragment(index)) is not None:
+            yield fragment
+            index += 1
+            await asyncio.sleep(0)
 
 
 class Feed:
@@ -74,6 +116,10 @@ class Feed:
         self.slow_closed = 0
         self._shared_state: weakref.ref[StateRead] | None = None
         self._reading: asyncio.Future[StateRead] | None = None
+        #: Snapshots and resyncs being streamed, by :attr:`ProjectsMessage.key`.
+        self._messages: weakref.WeakValueDictionary[tuple[str, str, int, int], _SharedMessage] = (
+            weakref.WeakValueDictionary()
+        )
 
     def backlog_bytes(self) -> int:
         """Bytes waiting in the backlogs of subscribers still receiving their opening."""
@@ -155,7 +201,7 @@ class Feed:
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
         if state is not None and state.latest_seq > sequencer.last_seq:
             self.send_to_all(sequencer.catch_up(state))
-        parts = sequencer.opening_parts(since=since, snapshot=snapshot, state=state)
+        parts = self._opening(since=since, snapshot=snapshot, state=state)
         self._touch()
         try:
             if parts:
@@ -178,8 +224,26 @@ class Feed:
                 state, parts = None, []
                 self._return_memory_when_idle()
 
+    def _opening(
+        self, *, since: int | None, snapshot: bool, state: StateRead | None
+    ) -> list[bytes | _SharedMessage]:
+        """The sequencer's opening for a new subscriber, with a snapshot or resync that
+        another subscriber is being sent at this seq shared rather than encoded again."""
+        key = self.sequencer.projects_message_key(since=since, snapshot=snapshot)
+        shared = self._messages.get(key) if key is not None else None
+        if shared is not None:
+            return [shared]
+        parts: list[bytes | _SharedMessage] = []
+        for part in self.sequencer.opening_parts(since=since, snapshot=snapshot, state=state):
+            if isinstance(part, ProjectsMessage):
+                shared = self._messages[part.key] = _SharedMessage(part)
+                parts.append(shared)
+            else:
+                parts.append(part)
+        return parts
+
     async def _send_opening(
-        self, connection: ServerConnection, parts: list[bytes | Iterator[bytes]]
+        self, connection: ServerConnection, parts: list[bytes | _SharedMessage]
     ) -> None:
         """Stream a new subscriber's opening with backpressure, then switch it to the live feed.
 
@@ -190,7 +254,16 @@ class Feed:
         """
         backlog = self.joining[connection] = _Backlog()
         for part in parts:
-            await connection.send(part, text=True)
+            if isinstance(part, bytes):
+                await connection.send(part, text=True)
+                continue
+            fragments = part.stream()
+            try:
+                await connection.send(fragments, text=True)
+            finally:
+                # At once, not when the loop finalizes it: a stream cut short must not keep
+                # the message (and the projects it encodes) past its subscriber.
+                await fragments.aclose()
         while backlog.messages:
             message = backlog.messages.popleft()
             backlog.size -= len(message)
