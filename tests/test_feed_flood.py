@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 
 from projctl.model import Project
@@ -122,6 +123,8 @@ async def loop_lag_during(work: asyncio.Future[object], tick: float = 0.005) -> 
     return worst
 
 
+# ~20 s of flooding clients: in the slow run, which CI runs every time too.
+@pytest.mark.slow
 def test_a_flood_of_snapshot_clients_does_not_hold_the_loop(store: ProjectStore) -> None:
     many_projects(store, PROJECTS)
 

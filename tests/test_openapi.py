@@ -120,6 +120,8 @@ def served_in_a_thread(store: ProjectStore, **overrides: Any) -> Iterator[int]:
         loop.close()
 
 
+# ~25 s of generated requests: in the slow run, which CI runs every time too.
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
     store: ProjectStore,
 ) -> None:
