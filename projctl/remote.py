@@ -375,7 +375,7 @@ class RemoteBackend:
     @property
     def http_url(self) -> str:
         """The server's HTTP address (the dashboard's): ``https://`` for ``wss://``."""
-        return ("https" if self._tls else "http") + self.url.partition(":")[2]
+        return ("https:" if self._tls else "http:") + self.url.partition(":")[2]
 
     def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
         """The server's feed: ``/ws`` over the same TLS, with the token (nothing is asked

@@ -51,6 +51,7 @@ def test_commands() -> None:
         "server status",
         "server stop",
         "server token",
+        "server url",
         "show",
         "update",
         "wait",

@@ -310,6 +310,32 @@ def server_stop(quiet: QuietFlag = False, db: DbOption = None) -> None:
         typer.echo(f"stopped server pid {stopped.pid}")
 
 
+@command("server url")
+def server_url(
+    http: Annotated[
+        bool, typer.Option("--http", help="The HTTP address (the API's and the page's).")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Print the address of the database's server, starting one if none runs.
+
+    The feed's ws:// (wss://) URL, or with --http the http:// (https://) address of the
+    API and the dashboard: the port is the server's own (8000 may be taken), so scripts
+    ask for it rather than assume it. For a team server ($PROJCTL_URL), its address.
+
+    \b
+    Example:
+        curl "$(projctl server url --http)/api/projects"
+    """
+    database = any_database(db)
+    if database.settings.url is not None:
+        status = database.server_status() or {}
+        typer.echo(str(status["http_url"] if http else status["url"]))
+        return
+    state = database.ensure_server()
+    typer.echo(dashboard_url(state.url, None).rstrip("/") if http else state.url)
+
+
 @command("server token")
 def server_token(db: DbOption = None) -> None:
     """Print the write token of the database's running server (it starts none).
