@@ -170,8 +170,8 @@ export function createConnection(view) {
       if (number !== probeNumber || state === "connected") return;
       if (response.status === 401) {
         view.showTokenForm(token
-          ? "The server refused this token. Enter the subscriber token:"
-          : "This server needs a subscriber token.");
+          ? "The server refused this token. Enter a read token:"
+          : "This server needs a read token.");
       }
     }, function () { /* unreachable server: keep retrying */ });
   }
