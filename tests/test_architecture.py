@@ -26,7 +26,9 @@ PACKAGE = ROOT / "projctl"
 ALLOWED_OURS: dict[str, set[str]] = {
     "errors": set(),
     "_version": set(),
-    "config": {"errors"},
+    "config": {"errors", "_contexts"},
+    # The contexts file and private files: config's own, stdlib only.
+    "_contexts": {"errors"},
     "model": {"errors"},
     "events": {"errors"},
     "_files": set(),

@@ -26,6 +26,7 @@ HELP = {
     "projctl.cli",
     "projctl.cli._lazy",
     "projctl.config",
+    "projctl._contexts",
     "projctl.errors",
     "projctl.model",
 }
