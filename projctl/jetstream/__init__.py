@@ -62,8 +62,15 @@ from __future__ import annotations
 
 from projctl.jetstream._backend import JetStreamBackend
 from projctl.jetstream._connection import DUPLICATE_WINDOW
+from projctl.jetstream.gateway import StreamGateway
 
-__all__ = ["DUPLICATE_WINDOW", "INSTALL_HINT", "JetStreamBackend", "nats_available"]
+__all__ = [
+    "DUPLICATE_WINDOW",
+    "INSTALL_HINT",
+    "JetStreamBackend",
+    "StreamGateway",
+    "nats_available",
+]
 
 #: What to install for a ``nats://`` database.
 INSTALL_HINT = "pip install 'projctl[nats]'"
