@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from projctl.errors import (
     PreconditionFailedError,
     ProjectNotFoundError,
     ServerError,
+    ServerUnavailableError,
     StoreError,
 )
 from projctl.events import Event, format_timestamp, utc_now
@@ -44,6 +45,12 @@ from projctl.jetstream._reads import StreamReads, _by_reference, _msg_number, _R
 from projctl.model import Project, next_project_id, parse_project_id, validate_fields
 
 __all__ = ["StreamWrites"]
+
+#: JetStream's answer to a message id whose earlier copy is still being replicated.
+_DUPLICATE_IN_PROCESS = 10158
+
+#: How many projects one connection imports before the next (each call has a deadline).
+_IMPORT_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,100 @@ class StreamWrites(StreamReads):
         elif not isinstance(write, Delete):
             raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
 
+        sessions: list[_Session] = []
+
         async def work(s: _Session) -> list[Change]:
+            sessions.append(s)
             return await self._commit(s, write, idempotency_key)
 
-        return self._run(work)
+        try:
+            return self._run(work)
+        except ServerUnavailableError as error:
+            raise self._unconfirmed(error, sessions, idempotency_key) from None
+
+    def _unconfirmed(
+        self, error: ServerUnavailableError, sessions: list[_Session], key: str | None
+    ) -> ServerUnavailableError:
+        """What a write that got no answer says: nothing was written, or (a message was sent
+        and never answered: the leader may have stored it and a returning node may still
+        commit it, as in any Raft system) that the outcome is unknown, and how to retry."""
+        extra = sessions[0].extra if sessions else {}
+        if not (extra.get("in_doubt") or extra.get("sending")):
+            return ServerUnavailableError(f"{error}: nothing was written")
+        said = (
+            f"the NATS cluster at {self._display} did not confirm the write within "
+            f"{self.timeout:g}s: its outcome is unknown (it may still be committed when the "
+            "cluster recovers); "
+        )
+        if key is not None:
+            return ServerUnavailableError(
+                said + "running it again with the same --idempotency-key is safe: it is "
+                "applied once"
+            )
+        return ServerUnavailableError(
+            said + "check before running it again (with --idempotency-key KEY, running it "
+            "again with the same key is safe)"
+        )
+
+    def import_projects(self, projects: Sequence[Project], *, source_id: str) -> int:
+        """Write ``projects`` (ids, timestamps and all) into the stream as they are, each as a
+        ``project_created`` event, in the order given; return how many were written.
+
+        For moving a database into a stream (``projctl migrate``): the stream must be empty
+        or hold only an earlier import of the same source (``source_id``, its database id),
+        so running it again writes only what is missing. Each message carries the id
+        ``migrate:<source_id>:<project_id>`` and expects its subject empty; anything else in
+        the stream is a :class:`~projctl.errors.StoreError` and nothing is written.
+        """
+        prefix = f"migrate:{source_id}:"
+
+        async def check(s: _Session) -> set[str]:
+            info = await self._ensure_stream(s)
+            records = await self._records(s)
+            foreign = [r for r in records if not r.msg_id.startswith(prefix)]
+            if foreign or len(records) != int(info.state.last_seq):
+                raise StoreError(
+                    f"the stream {self.stream} at {self._display} already holds projects or "
+                    "events of its own: migrate into an empty stream (a new database name)"
+                )
+            return {record.project_id for record in records}
+
+        done = self._run(check)
+        wanted = [project for project in projects if project.project_id not in done]
+        written = 0
+        for start in range(0, len(wanted), _IMPORT_BATCH):
+            chunk = wanted[start : start + _IMPORT_BATCH]
+
+            async def work(s: _Session, chunk: Sequence[Project] = chunk) -> int:
+                count = 0
+                for project in chunk:
+                    count += await self._import_one(s, project, prefix)
+                return count
+
+            written += self._run(work)
+        return written
+
+    async def _import_one(self, s: _Session, project: Project, prefix: str) -> int:
+        subject = self._subject("project", project.project_id)
+        if subject is None:
+            raise StoreError(f"cannot import project {project.project_id!r}: not a project id")
+        event = events.project_created(
+            project.to_dict(), seq=0, timestamp=format_timestamp(utc_now())
+        )
+        msg_id = f"{prefix}{project.project_id}"
+        try:
+            ack = await self._publish(
+                s, [(subject, _payload(event), {_EXPECT: "0", _MSG_ID: msg_id})]
+            )
+        except _Conflict:
+            last = await self._last(s, subject)
+            if last is not None and last.msg_id == msg_id:
+                return 0  # written by an earlier run whose answer was lost
+            raise StoreError(
+                f"the stream {self.stream} already holds project {project.project_id}, "
+                "not from this migration: nothing more was written"
+            ) from None
+        return 0 if ack.duplicate else 1
 
     async def _commit(self, s: _Session, write: Write, key: str | None) -> list[Change]:
         token = key if key is not None else secrets.token_hex(16)
@@ -326,6 +423,8 @@ class StreamWrites(StreamReads):
         pause = 0.05
         while True:
             batch = {"Nats-Batch-Id": secrets.token_hex(12)} if len(messages) > 1 else {}
+            # Until an answer comes, the leader may have stored what was sent (see _unconfirmed).
+            s.extra["sending"] = True
             try:
                 for number, (subject, data, headers) in enumerate(messages[:-1], start=1):
                     await s.nc.publish(
@@ -344,14 +443,19 @@ class StreamWrites(StreamReads):
                 reply = await s.nc.request(
                     subject, data, headers=headers, timeout=s.left(_REQUEST_TIMEOUT)
                 )
+            except nats.errors.NoRespondersError:
+                s.extra["sending"] = False  # nobody took it: a leader is being elected
             except (
                 nats.errors.TimeoutError,
-                nats.errors.NoRespondersError,
                 nats.errors.ConnectionReconnectingError,
                 nats.errors.StaleConnectionError,
             ):
-                pass  # a lost reply or a leader election: the same ids again are applied once
+                # A lost reply: the same ids again are applied once. Until an answer says
+                # otherwise, this write may be stored.
+                s.extra["sending"] = False
+                s.extra["in_doubt"] = True
             else:
+                s.extra["sending"] = False
                 answer = _json(reply.data)
                 error = answer.get("error")
                 if not isinstance(error, dict):
@@ -361,7 +465,10 @@ class StreamWrites(StreamReads):
                     raise _Conflict
                 if code == _BATCH_DUPLICATE:
                     raise _BatchDuplicate
-                if error.get("code") != 503 and code != _UNAVAILABLE:
+                if code == _DUPLICATE_IN_PROCESS:
+                    # An earlier try is proposed and not yet committed (or lost): ask again.
+                    s.extra["in_doubt"] = True
+                elif error.get("code") != 503 and code != _UNAVAILABLE:
                     raise ServerError(
                         f"JetStream refused the write at {self._display}: "
                         f"{error.get('description', 'no reason given')}"
