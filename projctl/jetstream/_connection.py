@@ -167,7 +167,8 @@ class StreamConnection:
 
     def _no_answer(self) -> ServerError:
         return ServerUnavailableError(
-            f"the NATS cluster at {self._display} did not answer within {self.timeout:g}s"
+            f"the NATS cluster at {self._display} did not answer within {self.timeout:g}s "
+            "(are most of its servers up?)"
         )
 
     async def _connect(self) -> Client:
@@ -289,7 +290,7 @@ class StreamConnection:
                 if time.monotonic() + pause >= s.deadline:
                     raise ServerUnavailableError(
                         f"JetStream does not answer at {self._display} "
-                        f"({type(error).__name__}; is it enabled?)"
+                        f"({type(error).__name__}; is it enabled, and are most of the servers up?)"
                     ) from None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)

@@ -128,7 +128,7 @@ class StreamReads(StreamConnection):
         (``start`` ``None``), or all from seq ``start`` on, as counted when it was made."""
         import nats.errors
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-        from nats.js.errors import NotFoundError
+        from nats.js.errors import NotFoundError, ServiceUnavailableError
 
         name = f"projctl_{secrets.token_hex(8)}"
         config = ConsumerConfig(
@@ -159,8 +159,14 @@ class StreamReads(StreamConnection):
                                 min(pending - len(messages), 1024),
                                 timeout=s.left(_REQUEST_TIMEOUT),
                             )
-                        except nats.errors.TimeoutError:
-                            break  # what arrived; the caller checks it is complete
+                        except (
+                            nats.errors.TimeoutError,
+                            nats.errors.NoRespondersError,
+                            ServiceUnavailableError,
+                        ):
+                            # What arrived (a replica may be catching up after a node
+                            # returned: 503); the caller checks it is complete.
+                            break
                 finally:
                     await subscription.unsubscribe()
         finally:
