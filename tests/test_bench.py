@@ -21,6 +21,7 @@ FIGURES = {
     "memory": ("RSS",),
     "dashboard": ("on screen",),
     "remote": ("projctl create", "remote - local", "creates/s", "idle subscribers", "RSS"),
+    "cluster": ("cluster / local (median)", "gateway, R3 cluster", "events delivered/s"),
 }
 
 
