@@ -19,6 +19,7 @@ FIGURES = {
     "e2e": ("arrival",),
     "watch_burst": ("on screen",),
     "memory": ("RSS",),
+    "flood": ("/healthz, a new connection every",),
     "dashboard": ("on screen",),
     "remote": ("projctl create", "remote - local", "creates/s", "idle subscribers", "RSS"),
     "cluster": ("cluster / local (median)", "gateway, R3 cluster", "events delivered/s"),
