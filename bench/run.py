@@ -5,9 +5,9 @@
 
 Each benchmark is its own script (start-up, write scaling, fan-out, end to end,
 watch burst, memory, a flood of snapshot clients, the dashboard in Chromium, the team
-server), each run as a separate process so that one cannot warm up or slow down the
-next. Targets are checked by reading the figures, never by timed unit tests;
-`tests/test_bench.py` only runs `--quick` so the scripts cannot rot.
+server, a three-node NATS cluster), each run as a separate process so that one cannot
+warm up or slow down the next. Targets are checked by reading the figures, never by
+timed unit tests; `tests/test_bench.py` only runs `--quick` so the scripts cannot rot.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ BENCHMARKS = [
     "flood",
     "dashboard",
     "remote",
+    "cluster",
 ]
 
 

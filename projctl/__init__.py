@@ -48,7 +48,7 @@ from projctl.errors import (
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
 
 if TYPE_CHECKING:
-    from projctl.backend import Backend, Change
+    from projctl.backend import Backend, Change, ServedStorage
     from projctl.config import Settings
     from projctl.events import Event
     from projctl.local import TinyDBBackend
@@ -456,6 +456,9 @@ class Database:
     ) -> None:
         """Run this database's broadcast server in the foreground until SIGINT or SIGTERM.
 
+        For a JetStream database the server is a stateless gateway to the stream: any
+        number may run, each showing the same events with the same seqs.
+
         ``tls`` is ``(certfile, keyfile)``: the server then speaks ``wss://`` and ``https://``.
         ``token_file`` holds the read and write tokens (see ``server.read_token_file``);
         without it, fresh ones are made and kept in the private runtime folder.
@@ -476,7 +479,18 @@ class Database:
             tls=tls,
             token_file=token_file,
         )
-        run_server(self.store, config, on_ready=on_ready)
+        run_server(self._served(), config, on_ready=on_ready)
+
+    def _served(self) -> ServedStorage:
+        """What a server of this database serves: the TinyDB store, or for a JetStream
+        database the stream itself (the server is then a stateless gateway)."""
+        if self.settings.nats is None:
+            return self.store
+        from projctl.jetstream import JetStreamBackend, StreamGateway
+
+        backend = self.backend
+        assert isinstance(backend, JetStreamBackend)
+        return StreamGateway(backend)
 
     @contextlib.asynccontextmanager
     async def serving(
@@ -492,10 +506,13 @@ class Database:
         Yields the started server (``server.url`` is where subscribers connect);
         stops it, closing every connection, when the block ends.
         """
+        from projctl.backend import Follower
         from projctl.server import BroadcastServer
 
         config = self._server_config(host, port, allow_origins, None, require_token)
-        server = BroadcastServer(self.store, self._server_paths(), config)
+        served = self._served()
+        paths = None if isinstance(served, Follower) else self._server_paths()
+        server = BroadcastServer(served, paths, config)
         await server.start()
         try:
             yield server

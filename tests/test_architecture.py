@@ -85,6 +85,7 @@ OPEN_TO_ALL = {"_version"}
 # Third-party packages and the only modules allowed to import them.
 THIRD_PARTY_HOMES: dict[str, set[str]] = {
     "tinydb": {"store", "_storetables"},
+    # The jetstream package: every one of its modules is the house "jetstream".
     "nats": {"jetstream"},
     "websockets": {"server", "subscribe"},
     "h11": {"server"},

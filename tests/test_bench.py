@@ -22,6 +22,7 @@ FIGURES = {
     "flood": ("/healthz, a new connection every",),
     "dashboard": ("on screen",),
     "remote": ("projctl create", "remote - local", "creates/s", "idle subscribers", "RSS"),
+    "cluster": ("cluster / local (median)", "gateway, R3 cluster", "events delivered/s"),
 }
 
 

@@ -11,6 +11,9 @@ before a block changes how it runs:
 - ``<!-- doc-test: team-server-start -->``: the block starts a team server in the
   foreground, with ``cert.pem`` and ``key.pem`` at hand; it runs on 127.0.0.1 and a free port
   instead of ``--host 0.0.0.0 --port 8443``, is checked to serve, then stopped.
+- ``<!-- doc-test: nats-cluster -->``: against the tests' three-node NATS cluster: the
+  block's ``nats://127.0.0.1:4222,127.0.0.1:4223,127.0.0.1:4224/`` and
+  ``nats://127.0.0.1:4222/`` name it, with a database name of the test's own.
 - ``<!-- doc-test: skip: REASON -->``: not run, for the reason given.
 
 Blocks in other languages are not programs to run here (:data:`NOT_RUN` says why).
@@ -45,6 +48,7 @@ NOT_RUN = {
     "text": "what a terminal shows, not a program",
     "ini": "a systemd unit file, for a service manager",
     "nginx": "a reverse proxy's configuration",
+    "conf": "a nats-server configuration file, for its own process",
     "javascript": "browser code for ws://localhost:8000; the dashboard tests run the same "
     "contract in Chromium",
 }
@@ -99,7 +103,13 @@ def test_every_block_has_a_known_language_and_mode() -> None:
     assert len(ALL_BLOCKS) >= 15
     for block in ALL_BLOCKS:
         assert block.language in {*RUN, *NOT_RUN, "json"}, block.name
-        assert block.mode in (None, "team-server", "team-server-start", "skip"), block.name
+        assert block.mode in (
+            None,
+            "team-server",
+            "team-server-start",
+            "nats-cluster",
+            "skip",
+        ), block.name
         if block.mode == "skip":
             assert block.reason, f"{block.name}: a skipped block says why"
 
@@ -148,6 +158,24 @@ LOCAL = [b for b in ALL_BLOCKS if b.language in RUN and b.mode is None]
 TEAM = [b for b in ALL_BLOCKS if b.language in RUN and b.mode == "team-server"]
 STARTS = [b for b in ALL_BLOCKS if b.language in RUN and b.mode == "team-server-start"]
 SKIPPED = [b for b in ALL_BLOCKS if b.mode == "skip"]
+CLUSTER = [b for b in ALL_BLOCKS if b.language in RUN and b.mode == "nats-cluster"]
+
+
+@pytest.mark.parametrize("block", CLUSTER, ids=lambda b: b.name)
+def test_cluster_blocks_run_against_the_test_cluster(
+    block: Block, tmp_path: Path, nats_cluster: Any
+) -> None:
+    import secrets
+
+    prefix = f"{nats_cluster.location}/d{secrets.token_hex(4)}"
+    code = block.code.replace("nats://127.0.0.1:4222,127.0.0.1:4223,127.0.0.1:4224/", prefix)
+    code = code.replace("nats://127.0.0.1:4222/", prefix)
+    assert code != block.code, f"{block.name} names no nats://127.0.0.1:4222 location"
+    done = run_block(
+        dataclasses.replace(block, code=code), tmp_path / "work", _environment(tmp_path / "work")
+    )
+    assert done.returncode == 0, f"{block.name} exited {done.returncode}:\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("block", LOCAL, ids=lambda b: b.name)

@@ -90,6 +90,7 @@ def serve(
     Commands start a server in the background by themselves; run this one to choose
     its address, or to serve a team: beyond loopback it needs TLS (or --insecure),
     and other machines run commands against it with PROJCTL_URL and a token.
+    With --db nats://... it is a stateless gateway to the stream: run any number.
 
     \b
     Example:
@@ -133,7 +134,7 @@ def serve(
         # a file only this user may read, in the private runtime folder, and only its path
         # is printed. The file is in the --token-file format, so it can be reused.
         if tokens is None:
-            path = write_fresh_tokens(server.paths, server.config)
+            path = write_fresh_tokens(server.paths, server.config, port=server.port)
             written.append(path)
             sys.stderr.write(f"projctl: fresh tokens are in {path} (mode 0600)\n")
         sys.stderr.flush()
@@ -152,14 +153,21 @@ def serve(
             path.unlink(missing_ok=True)
 
 
-def fresh_tokens_path(paths: Any) -> Path:
+def fresh_tokens_path(paths: Any, *, port: int = 0) -> Path:
     """Where ``serve`` without ``--token-file`` keeps the tokens it made: beside the
-    server's state file in the private runtime folder."""
-    folder: Path = paths.folder
-    return folder / f"{paths.key}.tokens"
+    server's state file in the private runtime folder (a gateway, which has no state
+    file, names the file after its port)."""
+    if paths is None:
+        from projctl import runtime
+
+        folder = runtime.private_folder()
+        runtime.check_private_folder(folder, create=True)
+        return folder / f"gateway-{port}.tokens"
+    found: Path = paths.folder
+    return found / f"{paths.key}.tokens"
 
 
-def write_fresh_tokens(paths: Any, config: Any) -> Path:
+def write_fresh_tokens(paths: Any, config: Any, *, port: int = 0) -> Path:
     """Write a server's tokens, ``read: TOKEN`` / ``write: TOKEN`` lines, to a new 0600 file
     (replaced atomically, never followed through a symlink); return its path."""
     from projctl._files import atomic_write
@@ -167,7 +175,7 @@ def write_fresh_tokens(paths: Any, config: Any) -> Path:
     lines = ["# tokens of this projctl server; they end when it stops"]
     for kind, known in (("read", config.read_tokens), ("write", config.write_tokens)):
         lines += [f"{kind}: {token}" for token in sorted(known)]
-    path = fresh_tokens_path(paths)
+    path = fresh_tokens_path(paths, port=port)
     atomic_write(path, ("\n".join(lines) + "\n").encode(), mode=0o600, keep_mode=False)
     return path
 

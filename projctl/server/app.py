@@ -1,6 +1,7 @@
 """The broadcast server: its lifecycle, and which job (feed, routes, writes) serves what.
 
-One server serves one database file. It listens on
+One server serves one database: a file, or (as a *gateway*) a stream that is its own feed
+(a :class:`~projctl.backend.Follower`). It listens on
 
 - a TCP port (default ``localhost:8000``) for HTTP and WebSocket:
 
@@ -17,7 +18,9 @@ One server serves one database file. It listens on
       a small JSON status.
 
 - a Unix socket in the database's private runtime folder, for local commands
-  (the ``rpc`` protocol: forward, status, stop).
+  (the ``rpc`` protocol: forward, status, stop). A gateway has none: it takes no lock and
+  writes no state file, so any number may serve one stream, on one host or many; it
+  follows the stream from its last seq and hands each event to :meth:`BroadcastServer.accept`.
 
 Every decision (order, gaps, replay, snapshots) is the :class:`~projctl.sequencer.Sequencer`'s;
 this module only moves bytes between it, the sockets and the database file.
@@ -37,7 +40,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -46,7 +49,7 @@ from websockets.typing import Subprotocol
 
 from projctl import rpc, runtime
 from projctl._version import __version__
-from projctl.backend import FileVersion, ServedStorage
+from projctl.backend import FileVersion, Follower, ServedStorage
 from projctl.errors import ServerError
 from projctl.events import Event
 from projctl.runtime import RuntimePaths, ServerState
@@ -69,6 +72,11 @@ from projctl.server.writes import RestWrites
 
 log = logging.getLogger("projctl.server")
 
+#: How long a gateway waits before following the stream again after a failure, at first
+#: and at most (doubling in between).
+_FOLLOW_PAUSE = 0.2
+_FOLLOW_PAUSE_MAX = 5.0
+
 
 @dataclass
 class _Stats:
@@ -85,7 +93,11 @@ class BroadcastServer:
     counting connections, and handing each request to its job.
     """
 
-    def __init__(self, store: ServedStorage, paths: RuntimePaths, config: ServerConfig) -> None:
+    def __init__(
+        self, store: ServedStorage, paths: RuntimePaths | None, config: ServerConfig
+    ) -> None:
+        """``paths`` is ``None`` for a gateway (``store`` a :class:`Follower`): nothing on
+        this machine is kept for it."""
         self.store = store
         self.paths = paths
         self.config = config
@@ -138,6 +150,9 @@ class BroadcastServer:
         Raises :class:`~projctl.errors.ServerError` when a server already runs for the
         database (naming it) or the address cannot be had (naming who holds the port).
         """
+        if isinstance(self.store, Follower) or self.paths is None:
+            await self._start_gateway()
+            return
         # The entry a server keeps needs the database's folder to exist: take it afresh.
         self.paths = runtime.runtime_paths(self.paths.db_path, for_a_server=True)
         self._lock_fd = runtime.claim_server(self.paths)
@@ -178,6 +193,46 @@ class BroadcastServer:
             self._spawn(self._stop_when_idle(self.config.idle_timeout))
         log.info("serving %s for %s (pid %d)", self.url, self.paths.db_path, os.getpid())
 
+    async def _start_gateway(self) -> None:
+        """Start as a gateway: load the stream, listen, follow it. No lock, no socket, no
+        state file: nothing a restart would lose, nothing another gateway would clash with."""
+        self.sequencer.load(await asyncio.to_thread(self.store.read_state))
+        await self._listen()
+        assert isinstance(self.store, Follower)
+        self._spawn(self._follow(self.store))
+        if self.config.idle_timeout is not None:
+            self._spawn(self._stop_when_idle(self.config.idle_timeout))
+        log.info("serving %s for %s (pid %d)", self.url, self.store.path, os.getpid())
+
+    async def _follow(self, stream: Follower) -> None:
+        """Hand every event of the stream to :meth:`accept`, from the last seq sent, for the
+        server's whole life; after a failure (the cluster unreachable), follow again.
+
+        A write made through this server was accepted already: the sequencer drops its seq
+        when the stream brings it back. A ``resync`` (events left the stream unread) makes
+        the server read the stream again (:meth:`reconcile`).
+        """
+        pause = _FOLLOW_PAUSE
+        failing: str | None = None
+        while True:
+            try:
+                async for message in stream.follow(since=self.sequencer.last_seq):
+                    if failing is not None:
+                        failing = None
+                        log.info("following the stream again from seq %d", self.last_seq)
+                    pause = _FOLLOW_PAUSE
+                    if message.get("event_type") in ("resync", "snapshot"):
+                        await self.reconcile()
+                    else:
+                        self.accept(cast(Event, message))
+            except Exception as error:
+                failure = f"{type(error).__name__}: {error}"
+                if failure != failing:
+                    failing = failure
+                    log.warning("cannot follow the stream (%s); trying again", failure)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _FOLLOW_PAUSE_MAX)
+
     async def _listen(self) -> None:
         """Listen on the configured address; a taken port is an error unless it may fall back.
 
@@ -186,7 +241,7 @@ class BroadcastServer:
         else following that address, finds the restarted server where it was.
         """
         host, port = self.config.host, self.config.port
-        if self.config.port_fallback:
+        if self.config.port_fallback and self.paths is not None:
             last = runtime.remembered_port(self.paths)
             if last is not None and last != port:
                 with contextlib.suppress(OSError):
@@ -203,7 +258,7 @@ class BroadcastServer:
         sockets = list(self._ws_server.sockets)  # an Iterable before websockets 15
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        if self.config.port_fallback:
+        if self.config.port_fallback and self.paths is not None:
             await asyncio.to_thread(runtime.remember_port, self.paths, self.port)
 
     async def _serve_on(self, host: str, port: int) -> Server:
@@ -309,8 +364,12 @@ class BroadcastServer:
         """Close every connection, stop the background tasks, remove the state file."""
         log.info("stopping (pid %d)", os.getpid())
         await self.writes.finish()
-        for task in list(self._background):
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        if background:
+            # Let them finish their own cleanup (a gateway's follower closes its connection).
+            await asyncio.wait(background, timeout=5)
         if self._unix_server is not None:
             self._unix_server.close()
             self.local.close_connections()
@@ -320,7 +379,7 @@ class BroadcastServer:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        if self._state is not None:
+        if self._state is not None and self.paths is not None:
             self._state.remove(self.paths)
         self._release_lock()
 
@@ -388,7 +447,11 @@ class BroadcastServer:
             "pid": os.getpid(),
             "url": self.url,
             "http_url": self.http_url,
-            "database": {"path": str(self.paths.db_path), "id": self.sequencer.database_id},
+            "database": {
+                "path": str(self.store.path if self.paths is None else self.paths.db_path),
+                "id": self.sequencer.database_id,
+                "gateway": self.paths is None,
+            },
             "latest_seq": self.last_seq,
             "subscribers": len(self.feed.subscribers),
             "connections": len(self._accepted),
@@ -539,7 +602,11 @@ def run_server(
     Raises :class:`~projctl.errors.ServerError` when a server already runs for the
     database or this one cannot listen.
     """
-    paths = runtime.runtime_paths(store.path, for_a_server=True)
+    paths = (
+        None
+        if isinstance(store, Follower)
+        else runtime.runtime_paths(store.path, for_a_server=True)
+    )
     _raise_open_file_limit()
 
     async def main() -> None:
