@@ -2,76 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import PROJCTL, require_tool, wait_until
+from ._terminal import Terminal, projctl_command, terminals
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-class Terminal:
-    """One tmux session on a private server, 110 x 30."""
-
-    def __init__(self, tmux: str, command: str) -> None:
-        self.tmux = tmux
-        self.socket = f"projctl-test-{os.getpid()}-{time.monotonic_ns()}"
-        self._tmux("new-session", "-d", "-s", "watch", "-x", "110", "-y", "30", command)
-
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            [self.tmux, "-L", self.socket, *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return done.stdout
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "watch")
-
-    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 15) -> str:
-        """The screen, once ``condition`` holds for it; the last screen in the failure."""
-
-        def shown() -> str:
-            text = self.screen()
-            return text if condition(text) else ""
-
-        try:
-            return wait_until(shown, timeout=timeout, what=f"screen showing {what}")
-        except AssertionError as error:
-            raise AssertionError(f"{error}:\n{self.screen()}") from None
-
-    def resize(self, width: int, height: int) -> None:
-        self._tmux("resize-window", "-t", "watch", "-x", str(width), "-y", str(height))
-
-    def press(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", "watch", *keys)
-
-    def close(self) -> None:
-        subprocess.run(
-            [self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=10
-        )
-
-
 @pytest.fixture
 def terminal() -> Iterator[Callable[[str], Terminal]]:
-    tmux = require_tool("tmux")  # skip (or fail under CI) before the test does any work
-    opened: list[Terminal] = []
-
-    def open_terminal(command: str) -> Terminal:
-        opened.append(Terminal(tmux, command))
-        return opened[-1]
-
-    yield open_terminal
-    for term in opened:
-        term.close()
+    with terminals() as open_terminal:
+        yield open_terminal
 
 
 def row_of(screen: str, project_id: str) -> str:
@@ -81,14 +25,7 @@ def row_of(screen: str, project_id: str) -> str:
 
 def watch_command(*args: str) -> str:
     """``projctl watch ARGS`` for a terminal: then its exit status, and the pane stays."""
-    keep = {
-        name: os.environ[name]
-        for name in ("PROJCTL_DB", "PROJCTL_HOST", "PROJCTL_PORT", "PROJCTL_OWNER", "HOME")
-    }
-    keep.update(COLUMNS="80", LINES="24")  # exported once by a shell, stale after a resize
-    environment = " ".join(f"{name}={shlex.quote(value)}" for name, value in keep.items())
-    watch = shlex.join([PROJCTL, "watch", *args])
-    return f"env {environment} {watch}; echo EXIT=$?; sleep 60"
+    return projctl_command("watch", *args)
 
 
 def exited(term: Terminal, timeout: float = 15) -> str:
