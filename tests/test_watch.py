@@ -587,6 +587,17 @@ def test_burst_of_5000_events_ends_in_the_database_state(projctl: Run, db_path: 
 
 
 @pytest.mark.usefixtures("broadcasting")
+def test_a_project_filter_that_matches_nothing_yet_says_so_and_waits(projctl: Run) -> None:
+    assert projctl("create", "billing-api").returncode == 0
+    done = projctl("watch", "--json", "--project", "nope", "--project", "billing-api",
+                   "--timeout", "1", timeout=15)  # fmt: skip
+    assert done.returncode == 0, done.stderr  # it waited, as a time-boxed watch does
+    assert done.stderr.splitlines() == ["projctl watch: no project matches 'nope' yet; waiting"]
+    quiet = projctl("watch", "--quiet", "--project", "nope", "--timeout", "1", timeout=15)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
+@pytest.mark.usefixtures("broadcasting")
 def test_project_filter_takes_a_name_too(projctl: Run) -> None:
     named = projctl("create", "billing-api").stdout.strip()
     assert projctl("create", "other").returncode == 0

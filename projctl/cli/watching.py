@@ -161,7 +161,7 @@ def watch(
 
     event_filter = watching.EventFilter(
         event_types=event_types,
-        project_ids=frozenset(_project_ids(database, project or ())),
+        project_ids=frozenset(_project_ids(database, project or (), say=not quiet)),
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
     )
@@ -220,13 +220,23 @@ def _event_type(name: str) -> str:
     return name
 
 
-def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
+def _project_ids(
+    database: "projctl.Database", references: "list[str] | tuple[()]", *, say: bool = True
+) -> list[str]:
     """``--project`` values as ids: an existing project's exact name becomes its id; anything
-    else is kept as given (an id not created yet can be watched for)."""
+    else is kept as given (an id not created yet can be watched for), and with ``say`` one
+    line on stderr says so: a typo would otherwise wait in silence."""
+    from projctl.model import visible
+
     ids = []
     for reference in references:
         try:
             ids.append(database.resolve(reference))
         except ProjectNotFoundError:
             ids.append(reference)
+            if say:
+                sys.stderr.write(
+                    f"projctl watch: no project matches {visible(repr(reference))} yet; waiting\n"
+                )
+                sys.stderr.flush()
     return ids
