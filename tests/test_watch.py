@@ -449,7 +449,7 @@ def test_timeout_exits_124(projctl: Run) -> None:
     done = projctl("watch", "--json", "--count", "1", "--timeout", "1", timeout=15)
     assert done.returncode == 124
     assert done.stdout == ""
-    assert done.stderr.splitlines()[-1] == "Error: timed out after 1s waiting for events"
+    assert done.stderr.splitlines()[-1] == "Error: timed out after 1s: 0 of 1 event"
 
 
 @pytest.mark.usefixtures("broadcasting")
@@ -463,7 +463,7 @@ def test_timeout_without_count_ends_a_time_boxed_watch_with_zero(projctl: Run) -
     short = projctl("watch", "--json", "--since", "0", "--count", "3", "--timeout", "1.5")
     assert short.returncode == 124  # with --count, 124 says the count was not reached
     assert len(short.stdout.splitlines()) == 2
-    assert short.stderr.splitlines()[-1] == "Error: timed out after 1.5s waiting for events"
+    assert short.stderr.splitlines()[-1] == "Error: timed out after 1.5s: 2 of 3 events"
 
 
 @pytest.mark.usefixtures("broadcasting")

@@ -129,4 +129,4 @@ def test_timeout_with_count_and_no_event_exits_124_on_a_terminal(
     term = terminal(watch_command("--count", "1", "--timeout", "2"))
     screen = exited(term)  # seeing it connect first would race the 2 s
     assert "EXIT=124" in screen
-    assert "Error: timed out after 2s waiting for events" in screen
+    assert "Error: timed out after 2s: 0 of 1 event" in screen

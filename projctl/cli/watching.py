@@ -165,6 +165,8 @@ def watch(
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
     )
+    # What matched so far, for the timeout's message: the cancelled job returns nothing.
+    tally = watching.Tally()
     job: Coroutine[Any, Any, object]
     if quiet or chosen in ("json", "jsonl") or not sys.stdout.isatty():
         known = database.list() if (status or owner) else []
@@ -177,6 +179,7 @@ def watch(
             err=sys.stderr,
             known_projects=[project.to_dict() for project in known],
             say_connected=sys.stderr.isatty() and not quiet,
+            tally=tally,
         )
     else:
         from rich.console import Console
@@ -192,6 +195,7 @@ def watch(
             count=wanted,
             projects=[project.to_dict() for project in current],
             err=sys.stderr,
+            tally=tally,
         )
     try:
         asyncio.run(
@@ -200,7 +204,9 @@ def watch(
     except (asyncio.TimeoutError, TimeoutError):
         if wanted is None:
             return  # a time-boxed watch: its time is up, nothing failed
-        report(f"timed out after {seconds:g}s waiting for events")
+        report(
+            f"timed out after {seconds:g}s: {tally.matched} of {watching.plural(wanted, 'event')}"
+        )
         raise typer.Exit(ExitCode.TIMEOUT) from None
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.

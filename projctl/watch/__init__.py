@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         EventFilter,
         FeedEntry,
         Row,
+        Tally,
         WatchState,
         timestamp_to_epoch,
     )
@@ -51,6 +52,7 @@ __all__ = [
     "EventFilter",
     "FeedEntry",
     "Row",
+    "Tally",
     "WatchState",
     "plural",
     "relative_time",
@@ -73,6 +75,7 @@ _LAZY = {
     "EventFilter": "state",
     "FeedEntry": "state",
     "Row": "state",
+    "Tally": "state",
     "WatchState": "state",
     "timestamp_to_epoch": "state",
     "render_feed": "render",

@@ -24,7 +24,7 @@ from projctl.model import visible
 from projctl.subscribe import Connection, Locate, Message, follow
 
 from .render import render_screen
-from .state import EventFilter, WatchState
+from .state import EventFilter, Tally, WatchState
 
 REFRESH_INTERVAL = 0.125
 #: Failed connection attempts in a row (about 30 s of backoff) before watch gives up.
@@ -43,6 +43,7 @@ async def run_live(
     count: int | None = None,
     projects: Iterable[Mapping[str, Any]] = (),
     err: IO[str] | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Show the live screen until ``count`` matching events have arrived; return how many did.
 
@@ -56,6 +57,7 @@ async def run_live(
     changes: marked in the table, listed in the feed, and counted against ``count``
     and the filters exactly as :func:`run_json` counts them. When a ``resync`` replaced
     events that were never received, one line says so on ``err`` as the screen closes.
+    ``tally`` (if given) counts the matching events as they arrive.
     """
     state = WatchState(event_filter=event_filter, count=count)
     if since is not None:
@@ -73,6 +75,8 @@ async def run_live(
                     resync_line(after, item.seq, count=count, matched=state.events_matched)
                 )
             state.apply(item, time.time())
+            if tally is not None:
+                tally.matched = state.events_matched
             if state.done:
                 break
             applied += 1
@@ -141,6 +145,7 @@ async def run_json(
     err: IO[str],
     known_projects: Iterable[Mapping[str, Any]] = (),
     say_connected: bool = True,
+    tally: Tally | None = None,
 ) -> int:
     """Print matching events as JSON Lines, exactly as received; return how many matched.
 
@@ -149,6 +154,7 @@ async def run_json(
     Connection changes go to ``err`` (``connected to ...`` only with ``say_connected``:
     a person at a terminal wants it, a script's log does not). ``known_projects`` are the
     projects before the first event, so a filter on status or owner can judge a deletion.
+    ``tally`` (if given) counts the matching events as they are printed.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
@@ -173,6 +179,8 @@ async def run_json(
             out.write(item.text + "\n")
             out.flush()
             matched += 1
+            if tally is not None:
+                tally.matched = matched
         if count is not None and matched >= count:
             return matched
     return matched

@@ -76,6 +76,14 @@ class EventFilter:
 
 
 @dataclass
+class Tally:
+    """How many events a watch has matched so far, kept where its caller can read it
+    after a timeout cancelled the watch (and with it the count it would have returned)."""
+
+    matched: int = 0
+
+
+@dataclass
 class Row:
     """One project on screen and what last happened to it."""
 
