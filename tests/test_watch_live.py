@@ -13,7 +13,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def terminal() -> Iterator[Callable[[str], Terminal]]:
+def terminal() -> Iterator[Callable[..., Terminal]]:
     with terminals() as open_terminal:
         yield open_terminal
 
@@ -21,6 +21,11 @@ def terminal() -> Iterator[Callable[[str], Terminal]]:
 def row_of(screen: str, project_id: str) -> str:
     """The table row of ``project_id`` (not of ``<project_id>_2``), or ``""``."""
     return next((line for line in screen.splitlines() if line.startswith(project_id + " ")), "")
+
+
+def row_after(screen: str, project_id: str) -> str:
+    """The line that names ``project_id`` (not ``<project_id>_2``) anywhere, or ``""``."""
+    return next((line for line in screen.splitlines() if f" {project_id} " in line), "")
 
 
 def watch_command(*args: str) -> str:
@@ -84,8 +89,32 @@ def test_count_exits_zero_after_matching_events_on_a_terminal(
     assert projctl("create", "Not a match", "--owner", "bob").returncode == 0
     screen = term.wait_for(lambda s: "0 of 1 event matched" in s, "the other event")
     assert "EXIT=" not in screen
-    assert projctl("create", "The match", "--owner", "ann").returncode == 0
-    assert "EXIT=0" in exited(term)
+    match = projctl("create", "The match", "--owner", "ann").stdout.strip()
+    screen = exited(term)
+    assert "EXIT=0" in screen
+    # The screen is gone, the event it ended on stays (the other one never matched).
+    assert "project_created" in row_after(screen, match)
+    assert "The match" in row_after(screen, match)
+    assert "Not a match" not in screen
+
+
+@pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_count_timing_out_on_a_terminal_leaves_the_matches_and_says_how_many(
+    projctl: Run, terminal: Callable[..., Terminal], width: int, height: int
+) -> None:
+    assert projctl("create", "server please").returncode == 0
+    term = terminal(watch_command("--count", "2", "--timeout", "8"), width=width, height=height)
+    term.wait_for(lambda s: "● connected" in s, "the connection")
+    match = projctl("create", "First match").stdout.strip()
+    term.wait_for(lambda s: "(1 so far)" in s, "the first match counted")
+    screen = exited(term)
+    assert "EXIT=124" in screen
+    assert "Error: timed out after 8s: 1 of 2 events" in screen
+    line = row_after(screen, match)
+    assert "created" in line  # `project_created`, or `created` at 80 columns
+    assert "First match" in line
+    assert all(len(row) <= width for row in screen.splitlines())
 
 
 @pytest.mark.usefixtures("broadcasting")

@@ -23,7 +23,7 @@ from projctl.events import PROJECTS_MESSAGE_TYPES
 from projctl.model import visible
 from projctl.subscribe import Connection, Locate, Message, follow
 
-from .render import render_screen
+from .render import render_feed, render_screen
 from .state import EventFilter, Tally, WatchState
 
 REFRESH_INTERVAL = 0.125
@@ -57,6 +57,8 @@ async def run_live(
     changes: marked in the table, listed in the feed, and counted against ``count``
     and the filters exactly as :func:`run_json` counts them. When a ``resync`` replaced
     events that were never received, one line says so on ``err`` as the screen closes.
+    With ``count``, the latest matching events (the feed) are printed once the screen is
+    gone, however the watch ended, so what it waited for stays on the terminal.
     ``tally`` (if given) counts the matching events as they arrive.
     """
     state = WatchState(event_filter=event_filter, count=count)
@@ -87,6 +89,10 @@ async def run_live(
     try:
         return await _show_live(console, state, consume)
     finally:
+        if count is not None and state.feed:
+            # The full screen is gone, and with it what the watch waited for: leave the
+            # events it ended on where the user can see them, as the feed showed them.
+            console.print(render_feed(state.feed, time.time(), width=console.width))
         if err is not None and resyncs:
             err.write("".join(line + "\n" for line in resyncs))
             err.flush()
