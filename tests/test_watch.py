@@ -307,6 +307,12 @@ def test_filters_apply_to_the_table() -> None:
     text = screen(state)
     assert "proj_b" in text
     assert "proj_a" not in text
+    state.event_filter = EventFilter(types=frozenset({"web"}))
+    state.load([record("proj_a"), record("proj_w", type="web")], NOW)
+    text = screen(state)
+    assert "filter type=web" in text
+    assert "proj_w" in text
+    assert "proj_a" not in text
 
 
 def test_the_header_shows_the_filters_and_how_many_are_shown() -> None:
@@ -416,6 +422,16 @@ def test_filter_semantics() -> None:
     assert not by_owner.matches(deleted, None)
     anded = EventFilter(owners=frozenset({"bob"}), statuses=frozenset({"archived"}))
     assert not anded.matches(created, None)
+    by_type = EventFilter(types=frozenset({"web", "cli"}))
+    assert by_type.matches(
+        project_created(record("proj_a", type="cli"), seq=1, timestamp=STAMP), None
+    )
+    assert not by_type.matches(created, None)  # an api
+    # As for the owner, a deletion is judged by the project's last known type.
+    assert by_type.matches(deleted, record("proj_a", type="web"))
+    assert not by_type.matches(deleted, record("proj_a", type="api"))
+    assert not by_type.matches(deleted, None)
+    assert by_type.describe() == "type=cli,web"
 
 
 # -- JSON Lines mode, against real servers -----------------------------------------------
@@ -480,7 +496,7 @@ def test_since_replays_exactly_as_journaled(projctl: Run, store: ProjectStore) -
 @pytest.mark.usefixtures("broadcasting")
 def test_every_filter(projctl: Run, store: ProjectStore) -> None:
     a = projctl("create", "a", "--owner", "ann").stdout.strip()
-    b = projctl("create", "b", "--owner", "bob").stdout.strip()
+    b = projctl("create", "b", "--owner", "bob", "--type", "web").stdout.strip()
     assert projctl("update", a, "--status", "on_hold").returncode == 0
     assert projctl("update", b, "--status", "on_hold").returncode == 0
     assert projctl("delete", a).returncode == 0
@@ -503,8 +519,12 @@ def test_every_filter(projctl: Run, store: ProjectStore) -> None:
         ("--status", "on_hold"): [3, 4, 5],  # the deleted one was on hold
         ("--status", "on_hold", "--owner", "ann"): [3, 5],
         ("--status", "on_hold", "--event", "project_updated"): [3, 4],
+        ("--type", "web"): [2, 4],
+        ("--type", "api"): [1, 3, 5],  # the deleted one was an api
+        ("--type", "api", "--type", "web", "--owner", "bob"): [2, 4],
     }
-    with ThreadPoolExecutor(len(expected)) as pool:
+    # A few at a time: each must find the server and replay within its 5 s on a busy machine.
+    with ThreadPoolExecutor(4) as pool:
         assert dict(zip(expected, pool.map(seqs, expected), strict=True)) == expected
     assert len(journal) == 5
 

@@ -98,6 +98,10 @@ def watch(
         list[str] | None,
         typer.Option("--owner", metavar="OWNER", help="Only projects of this owner."),
     ] = None,
+    type: Annotated[
+        list[str] | None,
+        typer.Option("--type", "-t", metavar="TYPE", help="Only projects of this type."),
+    ] = None,
     count: Annotated[
         str | None,
         typer.Option(
@@ -164,12 +168,13 @@ def watch(
         project_ids=frozenset(_project_ids(database, project or (), say=not quiet)),
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
+        types=frozenset(type or ()),
     )
     # What matched so far, for the timeout's message: the cancelled job returns nothing.
     tally = watching.Tally()
     job: Coroutine[Any, Any, object]
     if quiet or chosen in ("json", "jsonl") or not sys.stdout.isatty():
-        known = database.list() if (status or owner) else []
+        known = database.list() if (status or owner or type) else []
         job = watching.run_json(
             locate,
             since=since_seq,

@@ -159,7 +159,7 @@ async def run_json(
     ``snapshot`` and ``resync`` messages are printed too unless ``--event`` filters.
     Connection changes go to ``err`` (``connected to ...`` only with ``say_connected``:
     a person at a terminal wants it, a script's log does not). ``known_projects`` are the
-    projects before the first event, so a filter on status or owner can judge a deletion.
+    projects before the first event, so a filter on type, status or owner can judge a deletion.
     ``tally`` (if given) counts the matching events as they are printed.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}

@@ -35,34 +35,45 @@ class EventFilter:
     project_ids: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
     owners: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:
         """Whether any filter is set."""
-        return bool(self.event_types or self.project_ids or self.statuses or self.owners)
+        return bool(
+            self.event_types or self.project_ids or self.statuses or self.owners or self.types
+        )
 
     def describe(self) -> str:
-        """The filters set, as ``event=... project=... status=... owner=...``; empty if none."""
+        """The filters set, as ``event=... project=... type=... status=... owner=...``;
+        empty if none."""
         named = (
             ("event", self.event_types),
             ("project", self.project_ids),
+            ("type", self.types),
             ("status", self.statuses),
             ("owner", self.owners),
         )
         return " ".join(f"{name}={','.join(sorted(values))}" for name, values in named if values)
 
     def matches_project(self, project: Mapping[str, Any] | None, project_id: str) -> bool:
-        """Whether a project (its last known record) passes the project, status, owner filters."""
+        """Whether a project (its last known record) passes the project, type, status and
+        owner filters."""
         if self.project_ids and project_id not in self.project_ids:
             return False
-        if self.statuses and (project is None or project.get("status") not in self.statuses):
-            return False
-        return not (self.owners and (project is None or project.get("owner_id") not in self.owners))
+        for wanted, field_name in (
+            (self.types, "type"),
+            (self.statuses, "status"),
+            (self.owners, "owner_id"),
+        ):
+            if wanted and (project is None or project.get(field_name) not in wanted):
+                return False
+        return True
 
     def matches(self, event: Mapping[str, Any], last_known: Mapping[str, Any] | None) -> bool:
         """Whether a lifecycle or emitted event passes every filter.
 
-        A ``project_deleted`` event carries no status or owner, nor does an emitted
+        A ``project_deleted`` event carries no type, status or owner, nor does an emitted
         one, so those filters look at ``last_known``, the project as it was before the
         event (as :func:`projctl.events.apply` returns it).
         """
