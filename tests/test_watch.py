@@ -27,6 +27,7 @@ from projctl.watch import (
     DELETED_LINGER_SECONDS,
     HIGHLIGHT_SECONDS,
     EventFilter,
+    FieldChange,
     WatchState,
     relative_time,
     render_screen,
@@ -142,18 +143,76 @@ def test_new_updated_and_deleted_rows_are_marked() -> None:
         for name in ("proj_new", "proj_a", "proj_b")
     }
     assert "new · 3s" in row["proj_new"]
-    assert "upd name,status · 2s" in row["proj_a"]
+    # What changed, old and new, named as the columns are.
+    assert 'status created → completed, name "name of proj_a" → Renamed · 2s' in row["proj_a"]
     assert "Renamed" in row["proj_a"]
     assert "del · 1s" in row["proj_b"]
     # Newest change first.
     assert text.index("proj_b") < text.index("proj_a") < text.index("proj_new")
     assert "3 events seen · last seq 10" in text
-    assert "project_updated  proj_a    Renamed (name, status)" in text
+    assert (
+        'project_updated  proj_a    status created → completed, name "name of proj_a" → Renamed'
+        " · Renamed"
+    ) in text
     assert style_of(state, "name of proj_b", NOW + 3).strike  # deleted: struck through
-    assert style_of(state, "upd name,status", NOW + 3).bold
+    assert style_of(state, "status created → completed", NOW + 3).bold
     assert style_of(state, "Renamed", NOW + 3).reverse  # changed cells stand out
     assert style_of(state, "completed", NOW + 3).reverse
     assert not style_of(state, "api", NOW + 3).reverse  # unchanged cells do not
+
+
+def owner_and_status_changed() -> WatchState:
+    """A long name: owner ann → bob and status created → in_progress in one update."""
+    name = "Quarterly revenue dashboard for the northern region"
+    state = WatchState()
+    state.load([record("proj_20261204_034733", name=name)], NOW)
+    after = record("proj_20261204_034733", name=name, owner_id="bob", status="in_progress")
+    update = project_updated(after, ["owner_id", "status"], seq=2, timestamp=stamp(NOW))
+    state.apply(message(update), NOW)
+    return state
+
+
+def test_an_update_keeps_each_fields_old_and_new_value() -> None:
+    state = owner_and_status_changed()
+    expected = (
+        FieldChange("owner_id", "ann", "bob"),
+        FieldChange("status", "created", "in_progress"),
+    )
+    assert state.rows["proj_20261204_034733"].changes == expected
+    assert state.feed[0].changes == expected
+
+
+@pytest.mark.parametrize(
+    ("width", "label", "feed"),
+    [
+        (
+            160,
+            "owner ann → bob, status created → in_progress · 1s",
+            "project_updated  proj_20261204_034733  "
+            "owner ann → bob, status created → in_progress · Quarterly revenue",
+        ),
+        # Owner is not on screen at 80 columns: Last change says how it changed.
+        (80, "owner ann → bob, +1 · 1s", "updated  proj_20261204_034733  owner ann → bob, status"),
+    ],
+)
+def test_what_changed_is_shown_old_to_new(width: int, label: str, feed: str) -> None:
+    text = screen(owner_and_status_changed(), NOW + 1, width=width, height=24)
+    events = text.split("Recent events")[1]
+    head, _, row = table_of(text)[:3]
+    assert ("Owner" in head) is (width == 160)
+    assert row.startswith("proj_20261204_034733 ")
+    assert label in row
+    assert "owner_id" not in text  # the column's name, not the wire's
+    assert feed in events
+    assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_a_changed_description_is_named_and_quoted() -> None:
+    state = WatchState()
+    state.load([record("proj_a")], NOW)
+    after = record("proj_a", description="Now with words")
+    state.apply(message(project_updated(after, ["description"], seq=2, timestamp=STAMP)), NOW)
+    assert 'description "" → "Now with words" · ' in screen(state, NOW)
 
 
 def test_highlights_fade_and_deleted_rows_disappear() -> None:
@@ -285,7 +344,12 @@ def test_columns_are_as_wide_as_their_content() -> None:
 
 @pytest.mark.parametrize(
     ("width", "label"),
-    [(120, "upd name,type,status · 3s"), (80, "upd name,type,+1 · 3s"), (60, "upd · 3s")],
+    [
+        # Changes are told in the order their columns go on a narrow screen: type first.
+        (120, "type api → web, +2 · 3s"),
+        (80, "type api → web, +2 · 3s"),  # and Type is not on screen
+        (60, "upd · 3s"),
+    ],
 )
 def test_the_last_change_is_abbreviated_to_fit(width: int, label: str) -> None:
     text = screen(issue_state(), NOW + 3, width=width, height=24)
@@ -385,7 +449,7 @@ def test_since_replays_events_as_changes_onto_the_current_projects() -> None:
     text = screen(state, NOW + 1)
     rows = table_of(text)[2:]
     assert rows[0].startswith("proj_b ")
-    assert "upd status · 10m" in rows[0]
+    assert "status → completed · 10m" in rows[0]  # the old status was never seen
     assert rows[1].startswith("proj_a ")
     assert "2h ago" in rows[1]
     assert "2 projects · 1 event seen · last seq 4" in text

@@ -56,7 +56,7 @@ def test_live_table_follows_create_update_delete(
 
     assert projctl("update", project_id, "--status", "in_progress").returncode == 0
     screen = term.wait_for(lambda s: "in_progress" in row_of(s, project_id), "the new status")
-    assert "upd status" in row_of(screen, project_id)
+    assert "status created → in_progress" in row_of(screen, project_id)
     assert "project_updated" in screen
 
     assert projctl("delete", project_id).returncode == 0
@@ -73,6 +73,27 @@ def test_live_table_follows_create_update_delete(
     term.resize(110, 30)
     term.wait_for(lambda s: "Type" in s, "the wide layout again")
 
+    term.press("C-c")
+    assert "EXIT=130" in exited(term)
+
+
+@pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_an_update_says_what_changed_old_to_new_on_a_terminal(
+    projctl: Run, terminal: Callable[..., Terminal], width: int, height: int
+) -> None:
+    name = "Quarterly revenue dashboard for the northern region"
+    project_id = projctl("create", name, "--owner", "ann").stdout.strip()
+    term = terminal(watch_command(), width=width, height=height)
+    term.wait_for(lambda s: "● connected" in s and row_of(s, project_id), "the connection")
+    assert projctl("update", project_id, "--owner", "bob", "-s", "in_progress").returncode == 0
+    screen = term.wait_for(lambda s: "→" in row_of(s, project_id), "the change")
+    # At 80 columns Owner is not on screen: Last change says how it changed.
+    assert ("Owner" in screen) is (width == 160)
+    assert "owner ann → bob" in row_of(screen, project_id)
+    assert "owner ann → bob" in row_after(screen, project_id)  # and the feed
+    assert "owner_id" not in screen
+    assert all(len(line) <= width for line in screen.splitlines())
     term.press("C-c")
     assert "EXIT=130" in exited(term)
 

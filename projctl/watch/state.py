@@ -94,6 +94,16 @@ class Tally:
     matched: int = 0
 
 
+@dataclass(frozen=True)
+class FieldChange:
+    """One field an update changed: its name as on the wire, its value before (``None``
+    when this screen never saw it) and after."""
+
+    field: str
+    old: Any
+    new: Any
+
+
 @dataclass
 class Row:
     """One project on screen and what last happened to it."""
@@ -109,6 +119,8 @@ class Row:
     #: For ``emitted``: the event's type and a short summary of its data.
     event_type: str = ""
     summary: str = ""
+    #: For ``updated``: each field it changed, old and new, in ``updated_fields`` order.
+    changes: tuple[FieldChange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,8 @@ class FeedEntry:
     fields: tuple[str, ...] = ()
     #: An emitted event's data, summarised (:func:`projctl.events.data_summary`).
     summary: str = ""
+    #: For ``project_updated``: each field it changed, old and new.
+    changes: tuple[FieldChange, ...] = ()
 
 
 @dataclass
@@ -198,11 +212,14 @@ class WatchState:
             return
         payload = item.data.get("data", {})
         project_id = str(payload.get("project_id", ""))
+        # The row as it was: where an update's old values come from.
+        previous = self.rows.get(project_id)
         occurred = timestamp_to_epoch(item.data.get("timestamp"))
         # A writer's clock may run ahead of ours: never show a change as in the future.
         occurred = now if occurred is None else min(occurred, now)
         self.events_seen += 1
         fields: tuple[str, ...] = ()
+        changes: tuple[FieldChange, ...] = ()
         summary = ""
         row: Row | None = None
         if event_type not in events.EVENT_TYPES:
@@ -214,7 +231,13 @@ class WatchState:
             row = Row(self.projects[project_id], now, "new", occurred_at=occurred)
         elif event_type == "project_updated":
             fields = tuple(str(name) for name in payload.get("updated_fields", ()))
-            row = Row(self.projects[project_id], now, "updated", fields, occurred)
+            after = self.projects[project_id]
+            old = previous.project if previous is not None else before
+            changes = tuple(
+                FieldChange(name, None if old is None else old.get(name), after.get(name))
+                for name in fields
+            )
+            row = Row(after, now, "updated", fields, occurred, changes=changes)
         else:
             row = Row(before or dict(payload), now, "deleted", occurred_at=occurred)
         if row is not None:
@@ -232,6 +255,7 @@ class WatchState:
                     str(payload.get("name", "")),
                     fields,
                     summary,
+                    changes,
                 )
             )
 
