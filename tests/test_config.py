@@ -682,7 +682,7 @@ def test_idle_timeout_setting_takes_units() -> None:
 def test_watch_timeout_takes_units(cli: Cli) -> None:
     result = cli("watch", "--json", "--timeout", "0.1s", "--count", "1")
     assert result.exit_code == 124
-    assert result.stderr.endswith("Error: timed out after 0.1s waiting for events\n")
+    assert result.stderr.endswith("Error: timed out after 0.1s: 0 of 1 event\n")
 
 
 def test_the_dashboards_https_address_names_the_same_team_server() -> None:

@@ -53,7 +53,7 @@ def test_watch_timeout_holds_against_a_hung_server(projctl: Run, hung_server: Se
     assert result.returncode == 124, result.stderr
     assert elapsed < 6.0  # --timeout 2 holds: the blocking lookup once took 10 s
     assert result.stdout == ""
-    assert result.stderr.endswith("Error: timed out after 2s waiting for events\n")
+    assert result.stderr.endswith("Error: timed out after 2s: 0 of 1 event\n")
     assert f"the server (pid {hung_server.pid}) is not answering" in result.stderr
 
 

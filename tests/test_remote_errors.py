@@ -152,7 +152,7 @@ def test_a_remote_watch_with_nothing_to_see_times_out_with_124(team: TeamServer)
     assert (done.returncode, done.stdout, done.stderr) == (
         124,
         "",
-        "Error: timed out after 2s waiting for events\n",
+        "Error: timed out after 2s: 0 of 1 event\n",
     )
 
 

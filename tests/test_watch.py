@@ -27,6 +27,7 @@ from projctl.watch import (
     DELETED_LINGER_SECONDS,
     HIGHLIGHT_SECONDS,
     EventFilter,
+    FieldChange,
     WatchState,
     relative_time,
     render_screen,
@@ -142,18 +143,76 @@ def test_new_updated_and_deleted_rows_are_marked() -> None:
         for name in ("proj_new", "proj_a", "proj_b")
     }
     assert "new · 3s" in row["proj_new"]
-    assert "upd name,status · 2s" in row["proj_a"]
+    # What changed, old and new, named as the columns are.
+    assert 'status created → completed, name "name of proj_a" → Renamed · 2s' in row["proj_a"]
     assert "Renamed" in row["proj_a"]
     assert "del · 1s" in row["proj_b"]
     # Newest change first.
     assert text.index("proj_b") < text.index("proj_a") < text.index("proj_new")
     assert "3 events seen · last seq 10" in text
-    assert "project_updated  proj_a    Renamed (name, status)" in text
+    assert (
+        'project_updated  proj_a    status created → completed, name "name of proj_a" → Renamed'
+        " · Renamed"
+    ) in text
     assert style_of(state, "name of proj_b", NOW + 3).strike  # deleted: struck through
-    assert style_of(state, "upd name,status", NOW + 3).bold
+    assert style_of(state, "status created → completed", NOW + 3).bold
     assert style_of(state, "Renamed", NOW + 3).reverse  # changed cells stand out
     assert style_of(state, "completed", NOW + 3).reverse
     assert not style_of(state, "api", NOW + 3).reverse  # unchanged cells do not
+
+
+def owner_and_status_changed() -> WatchState:
+    """A long name: owner ann → bob and status created → in_progress in one update."""
+    name = "Quarterly revenue dashboard for the northern region"
+    state = WatchState()
+    state.load([record("proj_20261204_034733", name=name)], NOW)
+    after = record("proj_20261204_034733", name=name, owner_id="bob", status="in_progress")
+    update = project_updated(after, ["owner_id", "status"], seq=2, timestamp=stamp(NOW))
+    state.apply(message(update), NOW)
+    return state
+
+
+def test_an_update_keeps_each_fields_old_and_new_value() -> None:
+    state = owner_and_status_changed()
+    expected = (
+        FieldChange("owner_id", "ann", "bob"),
+        FieldChange("status", "created", "in_progress"),
+    )
+    assert state.rows["proj_20261204_034733"].changes == expected
+    assert state.feed[0].changes == expected
+
+
+@pytest.mark.parametrize(
+    ("width", "label", "feed"),
+    [
+        (
+            160,
+            "owner ann → bob, status created → in_progress · 1s",
+            "project_updated  proj_20261204_034733  "
+            "owner ann → bob, status created → in_progress · Quarterly revenue",
+        ),
+        # Owner is not on screen at 80 columns: Last change says how it changed.
+        (80, "owner ann → bob, +1 · 1s", "updated  proj_20261204_034733  owner ann → bob, status"),
+    ],
+)
+def test_what_changed_is_shown_old_to_new(width: int, label: str, feed: str) -> None:
+    text = screen(owner_and_status_changed(), NOW + 1, width=width, height=24)
+    events = text.split("Recent events")[1]
+    head, _, row = table_of(text)[:3]
+    assert ("Owner" in head) is (width == 160)
+    assert row.startswith("proj_20261204_034733 ")
+    assert label in row
+    assert "owner_id" not in text  # the column's name, not the wire's
+    assert feed in events
+    assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_a_changed_description_is_named_and_quoted() -> None:
+    state = WatchState()
+    state.load([record("proj_a")], NOW)
+    after = record("proj_a", description="Now with words")
+    state.apply(message(project_updated(after, ["description"], seq=2, timestamp=STAMP)), NOW)
+    assert 'description "" → "Now with words" · ' in screen(state, NOW)
 
 
 def test_highlights_fade_and_deleted_rows_disappear() -> None:
@@ -285,7 +344,12 @@ def test_columns_are_as_wide_as_their_content() -> None:
 
 @pytest.mark.parametrize(
     ("width", "label"),
-    [(120, "upd name,type,status · 3s"), (80, "upd name,type,+1 · 3s"), (60, "upd · 3s")],
+    [
+        # Changes are told in the order their columns go on a narrow screen: type first.
+        (120, "type api → web, +2 · 3s"),
+        (80, "type api → web, +2 · 3s"),  # and Type is not on screen
+        (60, "upd · 3s"),
+    ],
 )
 def test_the_last_change_is_abbreviated_to_fit(width: int, label: str) -> None:
     text = screen(issue_state(), NOW + 3, width=width, height=24)
@@ -306,6 +370,12 @@ def test_filters_apply_to_the_table() -> None:
     state.event_filter = EventFilter(statuses=frozenset({"on_hold"}))
     text = screen(state)
     assert "proj_b" in text
+    assert "proj_a" not in text
+    state.event_filter = EventFilter(types=frozenset({"web"}))
+    state.load([record("proj_a"), record("proj_w", type="web")], NOW)
+    text = screen(state)
+    assert "filter type=web" in text
+    assert "proj_w" in text
     assert "proj_a" not in text
 
 
@@ -379,7 +449,7 @@ def test_since_replays_events_as_changes_onto_the_current_projects() -> None:
     text = screen(state, NOW + 1)
     rows = table_of(text)[2:]
     assert rows[0].startswith("proj_b ")
-    assert "upd status · 10m" in rows[0]
+    assert "status → completed · 10m" in rows[0]  # the old status was never seen
     assert rows[1].startswith("proj_a ")
     assert "2h ago" in rows[1]
     assert "2 projects · 1 event seen · last seq 4" in text
@@ -416,6 +486,16 @@ def test_filter_semantics() -> None:
     assert not by_owner.matches(deleted, None)
     anded = EventFilter(owners=frozenset({"bob"}), statuses=frozenset({"archived"}))
     assert not anded.matches(created, None)
+    by_type = EventFilter(types=frozenset({"web", "cli"}))
+    assert by_type.matches(
+        project_created(record("proj_a", type="cli"), seq=1, timestamp=STAMP), None
+    )
+    assert not by_type.matches(created, None)  # an api
+    # As for the owner, a deletion is judged by the project's last known type.
+    assert by_type.matches(deleted, record("proj_a", type="web"))
+    assert not by_type.matches(deleted, record("proj_a", type="api"))
+    assert not by_type.matches(deleted, None)
+    assert by_type.describe() == "type=cli,web"
 
 
 # -- JSON Lines mode, against real servers -----------------------------------------------
@@ -449,7 +529,7 @@ def test_timeout_exits_124(projctl: Run) -> None:
     done = projctl("watch", "--json", "--count", "1", "--timeout", "1", timeout=15)
     assert done.returncode == 124
     assert done.stdout == ""
-    assert done.stderr.splitlines()[-1] == "Error: timed out after 1s waiting for events"
+    assert done.stderr.splitlines()[-1] == "Error: timed out after 1s: 0 of 1 event"
 
 
 @pytest.mark.usefixtures("broadcasting")
@@ -463,7 +543,7 @@ def test_timeout_without_count_ends_a_time_boxed_watch_with_zero(projctl: Run) -
     short = projctl("watch", "--json", "--since", "0", "--count", "3", "--timeout", "1.5")
     assert short.returncode == 124  # with --count, 124 says the count was not reached
     assert len(short.stdout.splitlines()) == 2
-    assert short.stderr.splitlines()[-1] == "Error: timed out after 1.5s waiting for events"
+    assert short.stderr.splitlines()[-1] == "Error: timed out after 1.5s: 2 of 3 events"
 
 
 @pytest.mark.usefixtures("broadcasting")
@@ -480,7 +560,7 @@ def test_since_replays_exactly_as_journaled(projctl: Run, store: ProjectStore) -
 @pytest.mark.usefixtures("broadcasting")
 def test_every_filter(projctl: Run, store: ProjectStore) -> None:
     a = projctl("create", "a", "--owner", "ann").stdout.strip()
-    b = projctl("create", "b", "--owner", "bob").stdout.strip()
+    b = projctl("create", "b", "--owner", "bob", "--type", "web").stdout.strip()
     assert projctl("update", a, "--status", "on_hold").returncode == 0
     assert projctl("update", b, "--status", "on_hold").returncode == 0
     assert projctl("delete", a).returncode == 0
@@ -503,8 +583,12 @@ def test_every_filter(projctl: Run, store: ProjectStore) -> None:
         ("--status", "on_hold"): [3, 4, 5],  # the deleted one was on hold
         ("--status", "on_hold", "--owner", "ann"): [3, 5],
         ("--status", "on_hold", "--event", "project_updated"): [3, 4],
+        ("--type", "web"): [2, 4],
+        ("--type", "api"): [1, 3, 5],  # the deleted one was an api
+        ("--type", "api", "--type", "web", "--owner", "bob"): [2, 4],
     }
-    with ThreadPoolExecutor(len(expected)) as pool:
+    # A few at a time: each must find the server and replay within its 5 s on a busy machine.
+    with ThreadPoolExecutor(4) as pool:
         assert dict(zip(expected, pool.map(seqs, expected), strict=True)) == expected
     assert len(journal) == 5
 
@@ -584,6 +668,17 @@ def test_burst_of_5000_events_ends_in_the_database_state(projctl: Run, db_path: 
     shown = {pid: row.project for pid, row in state.rows.items() if row.change != "deleted"}
     assert shown == {p.project_id: p.to_dict() for p in store.list_projects()}
     assert state.events_seen == burst
+
+
+@pytest.mark.usefixtures("broadcasting")
+def test_a_project_filter_that_matches_nothing_yet_says_so_and_waits(projctl: Run) -> None:
+    assert projctl("create", "billing-api").returncode == 0
+    done = projctl("watch", "--json", "--project", "nope", "--project", "billing-api",
+                   "--timeout", "1", timeout=15)  # fmt: skip
+    assert done.returncode == 0, done.stderr  # it waited, as a time-boxed watch does
+    assert done.stderr.splitlines() == ["projctl watch: no project matches 'nope' yet; waiting"]
+    quiet = projctl("watch", "--quiet", "--project", "nope", "--timeout", "1", timeout=15)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
 
 
 @pytest.mark.usefixtures("broadcasting")

@@ -2,76 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import PROJCTL, require_tool, wait_until
+from ._terminal import Terminal, projctl_command, terminals
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-class Terminal:
-    """One tmux session on a private server, 110 x 30."""
-
-    def __init__(self, tmux: str, command: str) -> None:
-        self.tmux = tmux
-        self.socket = f"projctl-test-{os.getpid()}-{time.monotonic_ns()}"
-        self._tmux("new-session", "-d", "-s", "watch", "-x", "110", "-y", "30", command)
-
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            [self.tmux, "-L", self.socket, *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return done.stdout
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "watch")
-
-    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 15) -> str:
-        """The screen, once ``condition`` holds for it; the last screen in the failure."""
-
-        def shown() -> str:
-            text = self.screen()
-            return text if condition(text) else ""
-
-        try:
-            return wait_until(shown, timeout=timeout, what=f"screen showing {what}")
-        except AssertionError as error:
-            raise AssertionError(f"{error}:\n{self.screen()}") from None
-
-    def resize(self, width: int, height: int) -> None:
-        self._tmux("resize-window", "-t", "watch", "-x", str(width), "-y", str(height))
-
-    def press(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", "watch", *keys)
-
-    def close(self) -> None:
-        subprocess.run(
-            [self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=10
-        )
-
-
 @pytest.fixture
-def terminal() -> Iterator[Callable[[str], Terminal]]:
-    tmux = require_tool("tmux")  # skip (or fail under CI) before the test does any work
-    opened: list[Terminal] = []
-
-    def open_terminal(command: str) -> Terminal:
-        opened.append(Terminal(tmux, command))
-        return opened[-1]
-
-    yield open_terminal
-    for term in opened:
-        term.close()
+def terminal() -> Iterator[Callable[..., Terminal]]:
+    with terminals() as open_terminal:
+        yield open_terminal
 
 
 def row_of(screen: str, project_id: str) -> str:
@@ -79,16 +23,14 @@ def row_of(screen: str, project_id: str) -> str:
     return next((line for line in screen.splitlines() if line.startswith(project_id + " ")), "")
 
 
+def row_after(screen: str, project_id: str) -> str:
+    """The line that names ``project_id`` (not ``<project_id>_2``) anywhere, or ``""``."""
+    return next((line for line in screen.splitlines() if f" {project_id} " in line), "")
+
+
 def watch_command(*args: str) -> str:
     """``projctl watch ARGS`` for a terminal: then its exit status, and the pane stays."""
-    keep = {
-        name: os.environ[name]
-        for name in ("PROJCTL_DB", "PROJCTL_HOST", "PROJCTL_PORT", "PROJCTL_OWNER", "HOME")
-    }
-    keep.update(COLUMNS="80", LINES="24")  # exported once by a shell, stale after a resize
-    environment = " ".join(f"{name}={shlex.quote(value)}" for name, value in keep.items())
-    watch = shlex.join([PROJCTL, "watch", *args])
-    return f"env {environment} {watch}; echo EXIT=$?; sleep 60"
+    return projctl_command("watch", *args)
 
 
 def exited(term: Terminal, timeout: float = 15) -> str:
@@ -114,7 +56,7 @@ def test_live_table_follows_create_update_delete(
 
     assert projctl("update", project_id, "--status", "in_progress").returncode == 0
     screen = term.wait_for(lambda s: "in_progress" in row_of(s, project_id), "the new status")
-    assert "upd status" in row_of(screen, project_id)
+    assert "status created → in_progress" in row_of(screen, project_id)
     assert "project_updated" in screen
 
     assert projctl("delete", project_id).returncode == 0
@@ -136,6 +78,27 @@ def test_live_table_follows_create_update_delete(
 
 
 @pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_an_update_says_what_changed_old_to_new_on_a_terminal(
+    projctl: Run, terminal: Callable[..., Terminal], width: int, height: int
+) -> None:
+    name = "Quarterly revenue dashboard for the northern region"
+    project_id = projctl("create", name, "--owner", "ann").stdout.strip()
+    term = terminal(watch_command(), width=width, height=height)
+    term.wait_for(lambda s: "● connected" in s and row_of(s, project_id), "the connection")
+    assert projctl("update", project_id, "--owner", "bob", "-s", "in_progress").returncode == 0
+    screen = term.wait_for(lambda s: "→" in row_of(s, project_id), "the change")
+    # At 80 columns Owner is not on screen: Last change says how it changed.
+    assert ("Owner" in screen) is (width == 160)
+    assert "owner ann → bob" in row_of(screen, project_id)
+    assert "owner ann → bob" in row_after(screen, project_id)  # and the feed
+    assert "owner_id" not in screen
+    assert all(len(line) <= width for line in screen.splitlines())
+    term.press("C-c")
+    assert "EXIT=130" in exited(term)
+
+
+@pytest.mark.usefixtures("broadcasting")
 def test_count_exits_zero_after_matching_events_on_a_terminal(
     projctl: Run, terminal: Callable[[str], Terminal]
 ) -> None:
@@ -147,8 +110,32 @@ def test_count_exits_zero_after_matching_events_on_a_terminal(
     assert projctl("create", "Not a match", "--owner", "bob").returncode == 0
     screen = term.wait_for(lambda s: "0 of 1 event matched" in s, "the other event")
     assert "EXIT=" not in screen
-    assert projctl("create", "The match", "--owner", "ann").returncode == 0
-    assert "EXIT=0" in exited(term)
+    match = projctl("create", "The match", "--owner", "ann").stdout.strip()
+    screen = exited(term)
+    assert "EXIT=0" in screen
+    # The screen is gone, the event it ended on stays (the other one never matched).
+    assert "project_created" in row_after(screen, match)
+    assert "The match" in row_after(screen, match)
+    assert "Not a match" not in screen
+
+
+@pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_count_timing_out_on_a_terminal_leaves_the_matches_and_says_how_many(
+    projctl: Run, terminal: Callable[..., Terminal], width: int, height: int
+) -> None:
+    assert projctl("create", "server please").returncode == 0
+    term = terminal(watch_command("--count", "2", "--timeout", "8"), width=width, height=height)
+    term.wait_for(lambda s: "● connected" in s, "the connection")
+    match = projctl("create", "First match").stdout.strip()
+    term.wait_for(lambda s: "(1 so far)" in s, "the first match counted")
+    screen = exited(term)
+    assert "EXIT=124" in screen
+    assert "Error: timed out after 8s: 1 of 2 events" in screen
+    line = row_after(screen, match)
+    assert "created" in line  # `project_created`, or `created` at 80 columns
+    assert "First match" in line
+    assert all(len(row) <= width for row in screen.splitlines())
 
 
 @pytest.mark.usefixtures("broadcasting")
@@ -192,4 +179,4 @@ def test_timeout_with_count_and_no_event_exits_124_on_a_terminal(
     term = terminal(watch_command("--count", "1", "--timeout", "2"))
     screen = exited(term)  # seeing it connect first would race the 2 s
     assert "EXIT=124" in screen
-    assert "Error: timed out after 2s waiting for events" in screen
+    assert "Error: timed out after 2s: 0 of 1 event" in screen

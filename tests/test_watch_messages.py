@@ -145,7 +145,7 @@ def test_a_count_that_a_trimmed_journal_cannot_reach_says_why_before_timing_out(
         "every project as of seq 5 instead (resync), so they were not seen and do not count "
         "toward --count (0 of 3 matched so far)"
     ]
-    assert lines[-1] == "Error: timed out after 3s waiting for events"
+    assert lines[-1] == "Error: timed out after 3s: 0 of 3 events"
 
 
 # -- a message watch cannot fold ------------------------------------------------------------

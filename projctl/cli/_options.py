@@ -4,6 +4,7 @@ Option values are taken as given and parsed by ``projctl.config``, which owns
 every rule: ``--port abc`` and ``PROJCTL_PORT=abc`` get the same one-line error.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -356,12 +357,18 @@ def print_projects(projects: Sequence[Project], output: str) -> None:
 
         from projctl.watch import render_projects_table
 
-        table = render_projects_table(
-            [project.to_dict() for project in projects], wide=output == "wide"
-        )
         # In a pipe no terminal sets the width: the table takes what its cells need
-        # (a table never grows past that) rather than folding them at 80 columns.
-        Console(width=None if sys.stdout.isatty() else 10_000).print(table)
+        # rather than cutting them at 80 columns. On a terminal, its size now: COLUMNS
+        # may have been exported once and gone stale (a terminal of size 0 has none).
+        width = None
+        if sys.stdout.isatty():
+            with contextlib.suppress(OSError, ValueError):
+                width = os.get_terminal_size(sys.stdout.fileno()).columns
+            width = width or Console().width
+        table = render_projects_table(
+            [project.to_dict() for project in projects], wide=output == "wide", width=width
+        )
+        Console(width=width or 10_000).print(table)
 
 
 def print_json_lines(values: Sequence[Any]) -> None:

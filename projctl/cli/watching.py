@@ -102,6 +102,10 @@ def watch(
         list[str] | None,
         typer.Option("--owner", metavar="OWNER", help="Only projects of this owner."),
     ] = None,
+    type: Annotated[
+        list[str] | None,
+        typer.Option("--type", "-t", metavar="TYPE", help="Only projects of this type."),
+    ] = None,
     count: Annotated[
         str | None,
         typer.Option(
@@ -167,13 +171,16 @@ def watch(
 
     event_filter = watching.EventFilter(
         event_types=event_types,
-        project_ids=frozenset(_project_ids(database, project or ())),
+        project_ids=frozenset(_project_ids(database, project or (), say=not quiet)),
         statuses=frozenset(choice.value for choice in status or ()),
         owners=frozenset(owner or ()),
+        types=frozenset(type or ()),
     )
+    # What matched so far, for the timeout's message: the cancelled job returns nothing.
+    tally = watching.Tally()
     job: Coroutine[Any, Any, object]
     if quiet or chosen in ("json", "jsonl") or not sys.stdout.isatty():
-        known = database.list() if (status or owner) else []
+        known = database.list() if (status or owner or type) else []
         job = watching.run_json(
             locate,
             since=since_seq,
@@ -184,6 +191,7 @@ def watch(
             known_projects=[project.to_dict() for project in known],
             say_connected=sys.stderr.isatty() and not quiet,
             source=source,
+            tally=tally,
         )
     else:
         from rich.console import Console
@@ -200,6 +208,7 @@ def watch(
             projects=[project.to_dict() for project in current],
             err=sys.stderr,
             source=source,
+            tally=tally,
         )
     try:
         asyncio.run(
@@ -208,7 +217,9 @@ def watch(
     except (asyncio.TimeoutError, TimeoutError):
         if wanted is None:
             return  # a time-boxed watch: its time is up, nothing failed
-        report(f"timed out after {seconds:g}s waiting for events")
+        report(
+            f"timed out after {seconds:g}s: {tally.matched} of {watching.plural(wanted, 'event')}"
+        )
         raise typer.Exit(ExitCode.TIMEOUT) from None
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to do.
@@ -253,13 +264,23 @@ def _event_type(name: str) -> str:
     return name
 
 
-def _project_ids(database: "projctl.Database", references: "list[str] | tuple[()]") -> list[str]:
+def _project_ids(
+    database: "projctl.Database", references: "list[str] | tuple[()]", *, say: bool = True
+) -> list[str]:
     """``--project`` values as ids: an existing project's exact name becomes its id; anything
-    else is kept as given (an id not created yet can be watched for)."""
+    else is kept as given (an id not created yet can be watched for), and with ``say`` one
+    line on stderr says so: a typo would otherwise wait in silence."""
+    from projctl.model import visible
+
     ids = []
     for reference in references:
         try:
             ids.append(database.resolve(reference))
         except ProjectNotFoundError:
             ids.append(reference)
+            if say:
+                sys.stderr.write(
+                    f"projctl watch: no project matches {visible(repr(reference))} yet; waiting\n"
+                )
+                sys.stderr.flush()
     return ids

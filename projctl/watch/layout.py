@@ -9,7 +9,7 @@ from rich.cells import cell_len
 
 from projctl.model import visible
 
-from .state import HIGHLIGHT_SECONDS, Row, timestamp_to_epoch
+from .state import HIGHLIGHT_SECONDS, FieldChange, Row, timestamp_to_epoch
 from .words import relative_time, short_age
 
 #: The table's columns, left to right.
@@ -25,7 +25,48 @@ NAME_ROOMY_WIDTH = 30
 #: Caps on the columns sized to their content; longer values end in an ellipsis.
 TYPE_MAX_WIDTH = 12
 OWNER_MAX_WIDTH = 16
-LAST_CHANGE_MAX_WIDTH = 24
+LAST_CHANGE_MAX_WIDTH = 28
+#: The fields that have a column, and its header: a change is worded with the header's
+#: name (``owner``, not ``owner_id``); other fields (``description``) by their own.
+FIELD_COLUMNS: dict[str, str] = {
+    "name": "Name",
+    "type": "Type",
+    "status": "Status",
+    "owner_id": "Owner",
+}
+
+
+#: The order changes are told in Last change: fields with no column, then the columns in
+#: the order :func:`_layout` drops them (Name is never dropped).
+CHANGE_ORDER: tuple[str, ...] = ("Type", "Owner", "Status", "Name")
+
+
+def _change_order(change: FieldChange) -> int:
+    column = FIELD_COLUMNS.get(change.field)
+    return 0 if column is None else 1 + CHANGE_ORDER.index(column)
+
+
+def field_word(name: str) -> str:
+    """How a field is named on screen: its column's header in lower case, else itself."""
+    column = FIELD_COLUMNS.get(name)
+    return column.lower() if column else visible(name)
+
+
+def change_words(change: FieldChange, *, with_old: bool = True) -> str:
+    """``status created → in_progress`` (``name "Old name" → "New name"``);
+    ``status → in_progress`` without ``with_old``,
+    or when the old value is unknown (or the same: a replay onto the projects as they
+    are now has only the new one)."""
+
+    def shown(value: object) -> str:
+        # Quoted when it has spaces (or is empty), so one value never reads as two.
+        text = visible(str(value))
+        return text if text and " " not in text else f'"{text}"'
+
+    new = shown(change.new)
+    if with_old and change.old is not None and change.old != change.new:
+        return f"{field_word(change.field)} {shown(change.old)} → {new}"
+    return f"{field_word(change.field)} → {new}"
 
 
 def _is_fresh(row: Row, now: float) -> bool:
@@ -47,8 +88,12 @@ def _plain_cells(row: Row) -> dict[str, str]:
 def _change_labels(row: Row, now: float) -> list[str]:
     """What last happened to the row, from the longest wording to the shortest.
 
-    ``upd name,status,owner_id · 3s``, then fewer fields and a ``+N`` for the rest
-    (``upd name,status,+1 · 3s``), down to ``upd · 3s``; for an emitted event its type
+    For an update, each field's old and new value (``status created → in_progress,
+    owner ann → bob · 3s``), then the new values only, then fewer fields and a ``+N``
+    for the rest, then the fields' names (``upd status,owner · 3s``), down to
+    ``upd · 3s``. Fields are told in the order their columns go on a narrow screen
+    (:data:`CHANGE_ORDER`), so what changed in a column that is not shown comes first
+    and is the last to be cut. For an emitted event its type
     and data (``tests_run passed=41 failed=0 · 3s``), down to ``evt · 3s``.
     """
     if row.change == "loaded":
@@ -64,8 +109,18 @@ def _change_labels(row: Row, now: float) -> list[str]:
         kind = visible(row.event_type)
         labels = [f"{kind} {visible(row.summary)} · {age}"] if row.summary else []
         return [*labels, f"{kind} · {age}", f"evt · {age}"]
-    names = [visible(name) for name in row.updated_fields]
-    labels = [f"upd {','.join(names)} · {age}"] if names else []
+    changes = row.changes or tuple(
+        FieldChange(name, None, row.project.get(name)) for name in row.updated_fields
+    )
+    changes = tuple(sorted(changes, key=_change_order))
+    labels = []
+    for keep in range(len(changes), 0, -1):
+        more = f", +{len(changes) - keep}" if keep < len(changes) else ""
+        for with_old in (True, False):
+            words = ", ".join(change_words(c, with_old=with_old) for c in changes[:keep])
+            labels.append(f"{words}{more} · {age}")
+    names = [field_word(change.field) for change in changes]
+    labels += [f"upd {','.join(names)} · {age}"] if names else []
     for keep in range(len(names) - 1, 0, -1):
         labels.append(f"upd {','.join(names[:keep])},+{len(names) - keep} · {age}")
     labels.append(f"upd · {age}")

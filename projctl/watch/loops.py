@@ -23,8 +23,8 @@ from projctl.events import PROJECTS_MESSAGE_TYPES
 from projctl.model import visible
 from projctl.subscribe import Connection, Locate, Message, follow
 
-from .render import render_screen
-from .state import EventFilter, WatchState
+from .render import render_feed, render_screen
+from .state import EventFilter, Tally, WatchState
 
 #: Where the messages come from instead of a server's feed (a storage that is its own feed,
 #: such as a JetStream stream): called with ``since`` and ``snapshot`` as ``follow`` is.
@@ -48,6 +48,7 @@ async def run_live(
     projects: Iterable[Mapping[str, Any]] = (),
     err: IO[str] | None = None,
     source: Source | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Show the live screen until ``count`` matching events have arrived; return how many did.
 
@@ -61,6 +62,9 @@ async def run_live(
     changes: marked in the table, listed in the feed, and counted against ``count``
     and the filters exactly as :func:`run_json` counts them. When a ``resync`` replaced
     events that were never received, one line says so on ``err`` as the screen closes.
+    With ``count``, the latest matching events (the feed) are printed once the screen is
+    gone, however the watch ended, so what it waited for stays on the terminal.
+    ``tally`` (if given) counts the matching events as they arrive.
     """
     state = WatchState(event_filter=event_filter, count=count)
     if since is not None:
@@ -82,6 +86,8 @@ async def run_live(
                     resync_line(after, item.seq, count=count, matched=state.events_matched)
                 )
             state.apply(item, time.time())
+            if tally is not None:
+                tally.matched = state.events_matched
             if state.done:
                 break
             applied += 1
@@ -92,6 +98,10 @@ async def run_live(
     try:
         return await _show_live(console, state, consume)
     finally:
+        if count is not None and state.feed:
+            # The full screen is gone, and with it what the watch waited for: leave the
+            # events it ended on where the user can see them, as the feed showed them.
+            console.print(render_feed(state.feed, time.time(), width=console.width))
         if err is not None and resyncs:
             err.write("".join(line + "\n" for line in resyncs))
             err.flush()
@@ -151,6 +161,7 @@ async def run_json(
     known_projects: Iterable[Mapping[str, Any]] = (),
     say_connected: bool = True,
     source: Source | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Print matching events as JSON Lines, exactly as received; return how many matched.
 
@@ -158,8 +169,9 @@ async def run_json(
     ``snapshot`` and ``resync`` messages are printed too unless ``--event`` filters.
     Connection changes go to ``err`` (``connected to ...`` only with ``say_connected``:
     a person at a terminal wants it, a script's log does not). ``known_projects`` are the
-    projects before the first event, so a filter on status or owner can judge a deletion.
-    ``source``, when given, is followed instead of the server ``locate`` finds.
+    projects before the first event, so a filter on type, status or owner can judge a deletion.
+    ``source``, when given, is followed instead of the server ``locate`` finds. ``tally``
+    (if given) counts the matching events as they are printed.
     """
     known: dict[str, dict[str, Any]] = {str(p["project_id"]): dict(p) for p in known_projects}
     matched = 0
@@ -189,6 +201,8 @@ async def run_json(
             out.write(item.text + "\n")
             out.flush()
             matched += 1
+            if tally is not None:
+                tally.matched = matched
         if count is not None and matched >= count:
             return matched
     return matched

@@ -15,12 +15,15 @@ from projctl.model import visible
 
 from .layout import (
     COLUMN_GAP,
+    FIELD_COLUMNS,
     NAME_MIN_WIDTH,
     _change_labels,
+    _change_order,
     _fit,
     _is_fresh,
     _layout,
     _plain_cells,
+    change_words,
 )
 from .state import FEED_LENGTH, FeedEntry, Row, WatchState
 from .table import STATUS_STYLES
@@ -72,12 +75,7 @@ def render_watch_table(rows: Sequence[Row], now: float, *, width: int = 120) -> 
         fresh = _is_fresh(row, now)
         changed = set(row.updated_fields) if fresh and row.change == "updated" else set()
         styled: dict[str, RenderableType] = {}
-        for column, field_name in (
-            ("Name", "name"),
-            ("Type", "type"),
-            ("Status", "status"),
-            ("Owner", "owner_id"),
-        ):
+        for field_name, column in FIELD_COLUMNS.items():
             style = STATUS_STYLES.get(plain["Status"], "") if column == "Status" else ""
             if field_name in changed:
                 style = f"{style} reverse".strip()
@@ -100,8 +98,9 @@ def render_watch_table(rows: Sequence[Row], now: float, *, width: int = 120) -> 
 def render_feed(feed: Iterable[FeedEntry], now: float, *, width: int = 120) -> Table:
     """The events in ``feed``, in the order given (the state keeps them newest first).
 
-    Ids are never truncated: on a narrow terminal the event names get shorter, then
-    the ``seq`` goes, then the name and fields.
+    An update says what it changed, old and new, before the name (``status created →
+    in_progress · Alpha``). Ids are never truncated: when the details do not fit whole,
+    the event names get shorter (``updated``), then the ``seq`` goes, then the details.
     """
     entries = list(feed)
     ids = [visible(entry.project_id) for entry in entries]
@@ -109,7 +108,13 @@ def render_feed(feed: Iterable[FeedEntry], now: float, *, width: int = 120) -> T
     details = []
     for entry in entries:
         detail = visible(entry.name)
-        if entry.fields:
+        if entry.changes:
+            # What changed first: a narrow terminal cuts the end of the line.
+            # In the table's order: what a narrow screen has no column for comes first.
+            changes = sorted(entry.changes, key=_change_order)
+            changed = ", ".join(change_words(change) for change in changes)
+            detail = f"{changed} · {detail}"
+        elif entry.fields:
             detail += f" ({visible(', '.join(entry.fields))})"
         if entry.summary:
             detail += f" {visible(entry.summary)}"
@@ -127,12 +132,14 @@ def render_feed(feed: Iterable[FeedEntry], now: float, *, width: int = 120) -> T
         (False, short_names, True),
         (False, short_names, False),
     ]
-    for show_seq, names, show_detail in layouts:
+    for number, (show_seq, names, show_detail) in enumerate(layouts):
         fixed = [when, widest(names), widest(ids)] + ([widest(seqs)] if show_seq else [])
         room = width - sum(fixed) - COLUMN_GAP * (len(fixed) - (0 if show_detail else 1))
         if not show_detail and room >= 0:
             break
-        if show_detail and room >= min(NAME_MIN_WIDTH, max(1, widest(details))):
+        # The wire's event names only while every detail fits whole.
+        least = widest(details) if number == 0 else min(NAME_MIN_WIDTH, widest(details))
+        if show_detail and room >= max(1, least):
             break
     table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
     table.add_column("when", no_wrap=True, style="dim", width=when)

@@ -35,34 +35,45 @@ class EventFilter:
     project_ids: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
     owners: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
 
     @property
     def active(self) -> bool:
         """Whether any filter is set."""
-        return bool(self.event_types or self.project_ids or self.statuses or self.owners)
+        return bool(
+            self.event_types or self.project_ids or self.statuses or self.owners or self.types
+        )
 
     def describe(self) -> str:
-        """The filters set, as ``event=... project=... status=... owner=...``; empty if none."""
+        """The filters set, as ``event=... project=... type=... status=... owner=...``;
+        empty if none."""
         named = (
             ("event", self.event_types),
             ("project", self.project_ids),
+            ("type", self.types),
             ("status", self.statuses),
             ("owner", self.owners),
         )
         return " ".join(f"{name}={','.join(sorted(values))}" for name, values in named if values)
 
     def matches_project(self, project: Mapping[str, Any] | None, project_id: str) -> bool:
-        """Whether a project (its last known record) passes the project, status, owner filters."""
+        """Whether a project (its last known record) passes the project, type, status and
+        owner filters."""
         if self.project_ids and project_id not in self.project_ids:
             return False
-        if self.statuses and (project is None or project.get("status") not in self.statuses):
-            return False
-        return not (self.owners and (project is None or project.get("owner_id") not in self.owners))
+        for wanted, field_name in (
+            (self.types, "type"),
+            (self.statuses, "status"),
+            (self.owners, "owner_id"),
+        ):
+            if wanted and (project is None or project.get(field_name) not in wanted):
+                return False
+        return True
 
     def matches(self, event: Mapping[str, Any], last_known: Mapping[str, Any] | None) -> bool:
         """Whether a lifecycle or emitted event passes every filter.
 
-        A ``project_deleted`` event carries no status or owner, nor does an emitted
+        A ``project_deleted`` event carries no type, status or owner, nor does an emitted
         one, so those filters look at ``last_known``, the project as it was before the
         event (as :func:`projctl.events.apply` returns it).
         """
@@ -73,6 +84,24 @@ class EventFilter:
         project_id = str(data.get("project_id", ""))
         carries_project = event_type in ("project_created", "project_updated")
         return self.matches_project(data if carries_project else last_known, project_id)
+
+
+@dataclass
+class Tally:
+    """How many events a watch has matched so far, kept where its caller can read it
+    after a timeout cancelled the watch (and with it the count it would have returned)."""
+
+    matched: int = 0
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field an update changed: its name as on the wire, its value before (``None``
+    when this screen never saw it) and after."""
+
+    field: str
+    old: Any
+    new: Any
 
 
 @dataclass
@@ -90,6 +119,8 @@ class Row:
     #: For ``emitted``: the event's type and a short summary of its data.
     event_type: str = ""
     summary: str = ""
+    #: For ``updated``: each field it changed, old and new, in ``updated_fields`` order.
+    changes: tuple[FieldChange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,8 @@ class FeedEntry:
     fields: tuple[str, ...] = ()
     #: An emitted event's data, summarised (:func:`projctl.events.data_summary`).
     summary: str = ""
+    #: For ``project_updated``: each field it changed, old and new.
+    changes: tuple[FieldChange, ...] = ()
 
 
 @dataclass
@@ -179,11 +212,14 @@ class WatchState:
             return
         payload = item.data.get("data", {})
         project_id = str(payload.get("project_id", ""))
+        # The row as it was: where an update's old values come from.
+        previous = self.rows.get(project_id)
         occurred = timestamp_to_epoch(item.data.get("timestamp"))
         # A writer's clock may run ahead of ours: never show a change as in the future.
         occurred = now if occurred is None else min(occurred, now)
         self.events_seen += 1
         fields: tuple[str, ...] = ()
+        changes: tuple[FieldChange, ...] = ()
         summary = ""
         row: Row | None = None
         if event_type not in events.EVENT_TYPES:
@@ -195,7 +231,13 @@ class WatchState:
             row = Row(self.projects[project_id], now, "new", occurred_at=occurred)
         elif event_type == "project_updated":
             fields = tuple(str(name) for name in payload.get("updated_fields", ()))
-            row = Row(self.projects[project_id], now, "updated", fields, occurred)
+            after = self.projects[project_id]
+            old = previous.project if previous is not None else before
+            changes = tuple(
+                FieldChange(name, None if old is None else old.get(name), after.get(name))
+                for name in fields
+            )
+            row = Row(after, now, "updated", fields, occurred, changes=changes)
         else:
             row = Row(before or dict(payload), now, "deleted", occurred_at=occurred)
         if row is not None:
@@ -213,6 +255,7 @@ class WatchState:
                     str(payload.get("name", "")),
                     fields,
                     summary,
+                    changes,
                 )
             )
 
