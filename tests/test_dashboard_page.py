@@ -18,7 +18,15 @@ from projctl.events import dashboard_contract
 from projctl.model import PROJECT_FIELDS, STATUSES
 
 from .conftest import require_tool, wait_until
-from .test_dashboard import CHROMIUM_ARGS, READ_FEED, TIMEOUT_MS, rows, wait_for_seq
+from .test_dashboard import (
+    CHROMIUM_ARGS,
+    READ_FEED,
+    READ_STATUS_FILTER,
+    STATUS_CHIPS,
+    TIMEOUT_MS,
+    rows,
+    wait_for_seq,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -228,8 +236,7 @@ def test_the_page_takes_statuses_and_event_names_from_its_contract(
         "blocked",
     ]
     assert counts.all_text_contents() == ["created 1", "blocked 1"]
-    options = page.locator("[data-testid=filter-status] option")
-    assert options.evaluate_all("(os) => os.map((o) => o.value)") == ["created", "blocked"]
+    assert page.locator(STATUS_CHIPS).evaluate_all(READ_STATUS_FILTER) == ["created", "blocked"]
     # A status of the contract is a known one (not "status-other"): none of it is retyped.
     assert page.locator('[data-project-id="proj_a"] .pill').get_attribute("class") == (
         "pill status-blocked"
