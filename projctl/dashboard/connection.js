@@ -30,6 +30,8 @@ export function createConnection(view) {
   var gapResumedAt = null;
   /** Since when no connection has been open (null: one is). */
   var lostSince = Date.now();
+  /** Whether the server answered that it wants a (different) token: it is there, not lost. */
+  var tokenRefused = false;
 
   function handleMessage(raw) {
     var message;
@@ -94,7 +96,7 @@ export function createConnection(view) {
   }
 
   function show() {
-    var lost = lostSince !== null && Date.now() - lostSince >= LOST_HINT_MS;
+    var lost = lostSince !== null && !tokenRefused && Date.now() - lostSince >= LOST_HINT_MS;
     view.showConnection(state, retryAt, lost);
   }
 
@@ -124,6 +126,7 @@ export function createConnection(view) {
       opened = true;
       attempt = 0;
       lostSince = null;
+      tokenRefused = false;
       view.hideTokenForm();
       setState("connected");
     };
@@ -179,6 +182,7 @@ export function createConnection(view) {
       if (response.body && response.body.cancel) response.body.cancel().catch(function () {});
       if (number !== probeNumber || state === "connected") return;
       if (response.status === 401) {
+        tokenRefused = true;
         view.showTokenForm(token
           ? "The server refused this token. Enter the subscriber token:"
           : "This server needs a subscriber token.");

@@ -36,6 +36,8 @@ const SLOW_TICKS = 4;
 takeTokenFromUrl();
 
 let connectedBefore = false;
+/** Whether this connection asked the server its database's name and the token's rights. */
+let asked = false;
 
 const connection = createConnection({
   changed: function () {
@@ -43,17 +45,28 @@ const connection = createConnection({
     detailChanged();
   },
   loaded: function (type) {
-    if (type === "snapshot") loadRecentEvents();
+    // After the frame that draws the table: the first paint waits for nothing else.
+    afterPaint(function () {
+      if (type === "snapshot") loadRecentEvents();
+      if (!asked) askServer();
+    });
   },
   showConnection: function (state, retryAt, lost) {
     showConnection(state, retryAt, lost);
     var connected = state === "connected";
-    if (connected && !connectedBefore) askServer();
+    // Asked once per connection, never before the first snapshot is in: the page's first
+    // paint waits for nothing else.
+    if (connected && !connectedBefore) asked = false;
+    if (connected && !asked && model.loaded) askServer();
     connectedBefore = connected;
   },
   showTokenForm: showTokenForm,
   hideTokenForm: hideTokenForm,
 });
+
+function afterPaint(work) {
+  requestAnimationFrame(function () { setTimeout(work, 0); });
+}
 
 /** The journal's last events before the snapshot: the feed and "last change" start full. */
 function loadRecentEvents() {
@@ -66,6 +79,7 @@ function loadRecentEvents() {
 
 /** On each connection: the database's name, the journal's size, what the token may do. */
 function askServer() {
+  asked = true;
   getJson("/api/info").then(function (info) {
     var database = info && info.database;
     var name = database && typeof database.name === "string" ? database.name : "";

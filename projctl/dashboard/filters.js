@@ -92,6 +92,7 @@ function showStatuses() {
     chip.setAttribute("aria-pressed", pressed ? "true" : "false");
   });
   var chosen = sortedStatuses();
+  nodes["status-counts"].classList.toggle("counts-filtered", chosen.length > 0);
   setText(nodes["status-label"], chosen.length
     ? "Status: " + chosen.join(", ") + " (click a count to change)"
     : "Status: all (click a count to show only that status)");
