@@ -8,7 +8,7 @@
 //   render.js      the state on screen, once per animation frame; the connection's status
 //   filters.js     the filters: the count chips, the form, the URL that keeps them
 //   detail.js      a project's detail panel: every field, its events; writes with a write token
-//   api.js         the REST routes: who the token is, the database, the journal, PATCH
+//   rest.js        the REST routes: who the token is, the database, the journal, PATCH
 //   token.js       the token: in the tab's memory, never in the URL; its form
 //   dom.js         DOM helpers: every value from the server is shown as text
 //
@@ -17,7 +17,6 @@
 // the snapshot is in, the journal's last events fill the feed (history, applied to
 // nothing: the snapshot holds their effect); the feed stays the only source of changes.
 
-import { getJson, journalEvents } from "./api.js";
 import { createConnection } from "./connection.js";
 import { $ } from "./dom.js";
 import { detailChanged, initDetail, setJournalWindow, setMayWrite } from "./detail.js";
@@ -25,6 +24,7 @@ import { initFilters, readFiltersFromUrl, refreshOptions } from "./filters.js";
 import {
   formatTime, initRender, markAges, markDirty, showConnection, showDatabaseName, stats,
 } from "./render.js";
+import { getJson, journalEvents } from "./rest.js";
 import { FEED_LENGTH, expireRows, loadHistory, model } from "./state.js";
 import { bindTokenForm, hideTokenForm, showTokenForm, takeTokenFromUrl } from "./token.js";
 

@@ -5,7 +5,7 @@
 // ETag of the very version the panel shows; a 412 says the project changed meanwhile and
 // shows it as it is now. Without one, no control is shown and nothing is written.
 
-import { journalEvents, projectPath, request } from "./api.js";
+import { journalEvents, projectPath, request } from "./rest.js";
 import { PROJECT_FIELDS, STATUSES } from "./contract.js";
 import { $, el, setText, visible } from "./dom.js";
 import { loadWatchedHistory, model, text, watchedEntries, watchProject } from "./state.js";
