@@ -82,6 +82,9 @@ DELETED_LINGER_SECONDS = 5.0
 #: The dashboard's reconnect backoff: the first wait, doubled on each failure up to the last.
 _PAGE_BACKOFF_FIRST_SECONDS = 0.5
 _PAGE_BACKOFF_MAX_SECONDS = 10.0
+#: How long the dashboard tries to reconnect before it says where to look for the server
+#: (one that restarted on another port, its old one taken, is no longer at the page's).
+_PAGE_LOST_HINT_SECONDS = 20.0
 
 
 class Event(TypedDict):
@@ -401,6 +404,7 @@ def dashboard_contract(*, project_fields: Sequence[str], statuses: Sequence[str]
         "deleted_linger_ms": round(DELETED_LINGER_SECONDS * 1000),
         "backoff_first_ms": round(_PAGE_BACKOFF_FIRST_SECONDS * 1000),
         "backoff_max_ms": round(_PAGE_BACKOFF_MAX_SECONDS * 1000),
+        "lost_hint_ms": round(_PAGE_LOST_HINT_SECONDS * 1000),
     }
 
 

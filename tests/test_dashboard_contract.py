@@ -67,6 +67,8 @@ def test_the_contract_is_the_models_and_the_events_own() -> None:
     assert contract["highlight_ms"] == events.HIGHLIGHT_SECONDS * 1000 == 10_000
     assert contract["deleted_linger_ms"] == events.DELETED_LINGER_SECONDS * 1000 == 5_000
     assert (contract["backoff_first_ms"], contract["backoff_max_ms"]) == (500, 10_000)
+    # Two of the longest waits without a server: then the page says where to look.
+    assert contract["lost_hint_ms"] == 20_000
     # JSON as it is: what the page reads is what Python typed.
     assert orjson.loads(orjson.dumps(contract)) == contract
 

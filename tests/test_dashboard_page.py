@@ -5,20 +5,29 @@ and Playwright plays the server's WebSocket, so each test sends exactly the fram
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, Route, WebSocketRoute, sync_playwright
+from playwright.sync_api import Browser, Page, Route, WebSocketRoute, expect, sync_playwright
 
 import projctl
 from projctl.events import dashboard_contract
 from projctl.model import PROJECT_FIELDS, STATUSES
 
 from .conftest import require_tool, wait_until
-from .test_dashboard import CHROMIUM_ARGS, READ_FEED, TIMEOUT_MS, rows, wait_for_seq
+from .test_dashboard import (
+    CHROMIUM_ARGS,
+    READ_FEED,
+    READ_STATUS_FILTER,
+    STATUS_CHIPS,
+    TIMEOUT_MS,
+    rows,
+    wait_for_seq,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +72,13 @@ class Feed:
 
     def __init__(self) -> None:
         self.sockets: list[WebSocketRoute] = []
+        #: Whether to pass the page's connections on to the origin, where nothing listens.
+        self.refuse = False
 
     def accept(self, socket: WebSocketRoute) -> None:
         self.sockets.append(socket)
+        if self.refuse:
+            socket.connect_to_server()
 
     def queries(self) -> list[str]:
         return [socket.url.partition("?")[2] for socket in self.sockets]
@@ -228,8 +241,7 @@ def test_the_page_takes_statuses_and_event_names_from_its_contract(
         "blocked",
     ]
     assert counts.all_text_contents() == ["created 1", "blocked 1"]
-    options = page.locator("[data-testid=filter-status] option")
-    assert options.evaluate_all("(os) => os.map((o) => o.value)") == ["created", "blocked"]
+    assert page.locator(STATUS_CHIPS).evaluate_all(READ_STATUS_FILTER) == ["created", "blocked"]
     # A status of the contract is a known one (not "status-other"): none of it is retyped.
     assert page.locator('[data-project-id="proj_a"] .pill').get_attribute("class") == (
         "pill status-blocked"
@@ -281,3 +293,108 @@ def test_emitted_events_are_shown_and_keep_the_seq_order(
     page.wait_for_selector(
         '[data-project-id="proj_a"]:not(.row-emitted)', timeout=CONTRACT["highlight_ms"] + 5_000
     )
+
+
+class Api:
+    """Plays the server's REST routes the page asks besides ``/ws``: records each request
+    as ``(method, path, If-Match)``; ``answers`` maps ``"METHOD path"`` to a list of
+    ``(status, body, etag)`` given in turn (the last one again once they run out)."""
+
+    def __init__(self, answers: dict[str, list[tuple[int, Any, str | None]]]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, str, str | None]] = []
+
+    def handle(self, route: Route) -> None:
+        request = route.request
+        path = request.url[len(ORIGIN) :]
+        self.requests.append((request.method, path, request.headers.get("if-match")))
+        queue = self.answers.get(f"{request.method} {path.partition('?')[0]}")
+        if not queue:
+            route.fulfill(status=404, json={"error": "not_found", "message": path})
+            return
+        status, body, etag = queue.pop(0) if len(queue) > 1 else queue[0]
+        headers = {"ETag": etag} if etag else {}
+        route.fulfill(status=status, json=body, headers=headers)
+
+
+def test_a_write_refused_with_412_says_the_project_changed_and_refreshes(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    """The PATCH carries the ETag of the version the panel shows; a 412 (another change came
+    first) says so, shows the project as it is, and the next save asks for the new tag."""
+    page, feed = page_and_feed
+    alpha = record("proj_a", status="created", owner_id="ann")
+    changed = {**alpha, "status": "on_hold", "updated_at": "2023-11-19T12:00:05.000000"}
+    api = Api(
+        {
+            "GET /api/whoami": [(200, {"may_read": True, "may_write": True}, None)],
+            "GET /api/info": [(200, {"database": {"id": "x", "name": "team.json"}}, None)],
+            "GET /api/events": [(200, {"events": [], "latest_seq": 1, "resync": False}, None)],
+            "GET /api/projects/proj_a": [(200, alpha, '"v1"'), (200, changed, '"v2"')],
+            "PATCH /api/projects/proj_a": [(412, {"error": "precondition_failed"}, None)],
+        }
+    )
+    page.route(f"{ORIGIN}/api/**", api.handle)
+    wait_for_connections(page, feed, 1)
+    feed.sockets[0].send(snapshot(1, alpha))
+    wait_for_seq(page, 1)
+    expect(page.locator("[data-testid=database-name]")).to_have_text("team.json")
+    page.click('tr[data-project-id="proj_a"]')
+    expect(page.locator("[data-testid=detail-edit]")).to_be_visible()
+    page.select_option("[data-testid=edit-status]", "completed")
+    page.click("[data-testid=edit-save]")
+    expect(page.locator("[data-testid=edit-message]")).to_have_text(
+        re.compile("^Not saved: this project changed meanwhile")
+    )
+    assert ("PATCH", "/api/projects/proj_a", '"v1"') in api.requests
+    # The change that came first reaches the page: the panel and its form show it.
+    updated = {
+        "event_type": "project_updated",
+        "timestamp": STAMP,
+        "seq": 2,
+        "data": {**changed, "updated_fields": ["status"]},
+    }
+    feed.sockets[0].send(orjson.dumps(updated).decode())
+    wait_for_seq(page, 2)
+    status_field = page.locator("[data-testid=detail-fields] [data-field=status] dd")
+    expect(status_field).to_have_text("on_hold")
+    expect(page.locator("[data-testid=edit-status]")).to_have_value("on_hold")
+    # The next save asks for the tag of what is shown now, and sends it.
+    page.select_option("[data-testid=edit-status]", "completed")
+    page.click("[data-testid=edit-save]")
+    wait_until(
+        lambda: (
+            page.evaluate("() => 0") == 0
+            and ("PATCH", "/api/projects/proj_a", '"v2"') in api.requests
+        ),
+        what=f"a PATCH with the new tag (so far: {api.requests})",
+    )
+
+
+#: A contract whose page says where to look after one second without a server.
+QUICK_LOST = {**CONTRACT, "lost_hint_ms": 1000, "backoff_first_ms": 100, "backoff_max_ms": 200}
+
+
+@pytest.mark.parametrize("contract", [QUICK_LOST])
+def test_a_page_without_its_server_for_a_while_says_run_projctl_open(
+    page_and_feed: tuple[Page, Feed],
+) -> None:
+    page, feed = page_and_feed
+    hint = page.locator("[data-testid=lost-hint]")
+    wait_for_connections(page, feed, 1)
+    feed.sockets[0].send(snapshot(1, record("proj_a")))
+    wait_for_seq(page, 1)
+    expect(hint).to_be_hidden()
+    # The server goes; nothing answers where the page looks (the port of the page's
+    # origin, 9, where nothing listens), connection after connection.
+    feed.refuse = True
+    feed.sockets[0].close()
+    expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("^reconnecting"))
+    expect(hint).to_be_visible(timeout=QUICK_LOST["lost_hint_ms"] + 5_000)
+    expect(hint).to_have_text(re.compile(r"run projctl open to find the server"))
+    assert hint.locator("code").text_content() == "projctl open"
+    # Back: the hint goes.
+    feed.refuse = False
+    page.click("[data-testid=reconnect-now]")
+    expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("^connected"))
+    expect(hint).to_be_hidden()

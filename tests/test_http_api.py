@@ -237,3 +237,37 @@ def test_open_prints_the_dashboard_url_and_starts_the_server(
     assert projctl("server", "stop").returncode == 0
     locked = projctl("open", "--no-browser", env={"PROJCTL_REQUIRE_TOKEN": "1"})
     assert "/#token=" in locked.stdout
+
+
+def test_whoami_says_what_a_token_may_do_and_info_names_the_file(store: ProjectStore) -> None:
+    """What the dashboard asks: whether its token may write (it shows write controls only
+    then), and the database's name for its header (the file's name, never its folder)."""
+    write, read = "w-" + "x" * 22, "r-" + "y" * 22
+
+    async def scenario() -> None:
+        async with serving(
+            store, write_tokens=frozenset({write}), read_tokens=frozenset({read})
+        ) as server:
+            port = server.port
+            answers = {
+                name: await get(port, "/api/whoami", **headers)
+                for name, headers in (
+                    ("none", {}),
+                    ("read", {"Authorization": f"Bearer {read}"}),
+                    ("write", {"Authorization": f"Bearer {write}"}),
+                    ("unknown", {"Authorization": "Bearer " + "z" * 24}),
+                )
+            }
+            assert {name: (status, body) for name, (status, _, body) in answers.items()} == {
+                "none": (200, {"may_read": False, "may_write": False}),
+                "read": (200, {"may_read": True, "may_write": False}),
+                "write": (200, {"may_read": True, "may_write": True}),
+                "unknown": (200, {"may_read": False, "may_write": False}),
+            }
+            assert answers["none"][1]["cache-control"] == "no-store"
+            status, _, info = await get(port, "/api/info", Authorization=f"Bearer {read}")
+            assert status == 200
+            assert info["database"]["name"] == store.path.name
+            assert "/" not in info["database"]["name"]
+
+    run(scenario())

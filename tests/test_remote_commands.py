@@ -167,7 +167,12 @@ def test_every_change_lands_in_the_servers_file(team: TeamServer) -> None:
         f"server    running at {team.url}\n"
     )
     assert orjson.loads(team.run("info", "--json").stdout) == {
-        "database": {"url": team.url, "source": "PROJCTL_URL", "id": store.database_id()},
+        "database": {
+            "url": team.url,
+            "source": "PROJCTL_URL",
+            "id": store.database_id(),
+            "name": store.path.name,  # the file's name, never its folder
+        },
         "projects": 1,
         "latest_seq": 3,
         "journal": {"events": 3, "limit": 1000},

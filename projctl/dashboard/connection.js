@@ -6,14 +6,16 @@
 // the server whether it wants a (different) token.
 
 import {
-  BACKOFF_FIRST_MS, BACKOFF_MAX_MS, EVENT_TYPES, PROJECTS_MESSAGES, isEmittedType,
+  BACKOFF_FIRST_MS, BACKOFF_MAX_MS, EVENT_TYPES, LOST_HINT_MS, PROJECTS_MESSAGES, isEmittedType,
 } from "./contract.js";
 import { applyEmitted, applyEvent, loadProjects, model } from "./state.js";
 import { heldToken } from "./token.js";
 
 /**
  * The page's connection. `view` is told what to show: `changed()` after the state
- * changed, `showConnection(state, retryAt)`, `showTokenForm(message)`, `hideTokenForm()`.
+ * changed, `loaded(type)` after a snapshot or resync was loaded, `showConnection(state,
+ * retryAt, lost)` (`lost`: no connection for LOST_HINT_MS), `showTokenForm(message)`,
+ * `hideTokenForm()`.
  */
 export function createConnection(view) {
   var socket = null;
@@ -26,6 +28,10 @@ export function createConnection(view) {
   var probeNumber = 0;
   /** The lastSeq at which a gap last made us resume (a gap there again waits to resume). */
   var gapResumedAt = null;
+  /** Since when no connection has been open (null: one is). */
+  var lostSince = Date.now();
+  /** Whether the server answered that it wants a (different) token: it is there, not lost. */
+  var tokenRefused = false;
 
   function handleMessage(raw) {
     var message;
@@ -42,6 +48,7 @@ export function createConnection(view) {
       loadProjects(message, seq);
       gapResumedAt = null;
       view.changed();
+      view.loaded(type);
       return;
     }
     // An emitted event (projctl emit) takes its place in the seq order like any other:
@@ -79,15 +86,18 @@ export function createConnection(view) {
 
   function setState(next) {
     state = next;
-    view.showConnection(state, retryAt);
+    show();
     if (state === "reconnecting") {
-      if (countdownTimer === null) {
-        countdownTimer = setInterval(function () { view.showConnection(state, retryAt); }, 100);
-      }
+      if (countdownTimer === null) countdownTimer = setInterval(show, 100);
     } else if (countdownTimer !== null) {
       clearInterval(countdownTimer);
       countdownTimer = null;
     }
+  }
+
+  function show() {
+    var lost = lostSince !== null && !tokenRefused && Date.now() - lostSince >= LOST_HINT_MS;
+    view.showConnection(state, retryAt, lost);
   }
 
   function open() {
@@ -115,6 +125,8 @@ export function createConnection(view) {
       if (socket !== ws) return;
       opened = true;
       attempt = 0;
+      lostSince = null;
+      tokenRefused = false;
       view.hideTokenForm();
       setState("connected");
     };
@@ -144,6 +156,7 @@ export function createConnection(view) {
   }
 
   function retry() {
+    if (lostSince === null) lostSince = Date.now();
     var delay = Math.min(BACKOFF_FIRST_MS * Math.pow(2, attempt), BACKOFF_MAX_MS);
     attempt++;
     retryAt = Date.now() + delay;
@@ -169,6 +182,7 @@ export function createConnection(view) {
       if (response.body && response.body.cancel) response.body.cancel().catch(function () {});
       if (number !== probeNumber || state === "connected") return;
       if (response.status === 401) {
+        tokenRefused = true;
         view.showTokenForm(token
           ? "The server refused this token. Enter a read token:"
           : "This server needs a read token.");

@@ -66,3 +66,5 @@ export const DELETED_LINGER_MS = millis(contract.deleted_linger_ms, "deleted lin
 /** The reconnect backoff: the first wait, doubled on each failure up to the last. */
 export const BACKOFF_FIRST_MS = millis(contract.backoff_first_ms, "first backoff");
 export const BACKOFF_MAX_MS = millis(contract.backoff_max_ms, "longest backoff");
+/** How long the page fails to reconnect before it says where to look for the server. */
+export const LOST_HINT_MS = millis(contract.lost_hint_ms, "lost server hint time");

@@ -1,18 +1,23 @@
 // Filters and the URL: which rows the table shows (statuses, owner, type, a search),
-// kept in the query string so a view can be bookmarked and shared, and the form that
-// edits them, with suggestions for owner and type taken from the data.
+// kept in the query string so a view can be bookmarked and shared (written as you type,
+// debounced), and the controls that edit them: the count chips are the status filter
+// (click to toggle; "total" shows every status), the form holds the rest and folds
+// behind one button on a narrow screen; suggestions for owner and type come from the data.
 
 import { STATUSES } from "./contract.js";
-import { $, el } from "./dom.js";
+import { $, setText } from "./dom.js";
 import { model } from "./state.js";
 
 export const filters = { statuses: new Set(), owner: "", type: "", q: "" };
 
+/** The URL follows the filters this long after the last keystroke. */
+const URL_DEBOUNCE_MS = 250;
+
 const nodes = {};
-const seenStatuses = new Set();
 let optionsVersion = -1;
 const optionKeys = { owner: "", type: "" };
 let onChange = function () {};
+let urlTimer = null;
 
 export function readFiltersFromUrl() {
   var params = new URLSearchParams(location.search);
@@ -28,14 +33,17 @@ export function readFiltersFromUrl() {
   filters.q = params.get("q") || "";
 }
 
+/** Write the filters to the URL soon (once typing pauses). */
+function scheduleUrl() {
+  clearTimeout(urlTimer);
+  urlTimer = setTimeout(writeFiltersToUrl, URL_DEBOUNCE_MS);
+}
+
 function writeFiltersToUrl() {
+  clearTimeout(urlTimer);
+  urlTimer = null;
   var params = new URLSearchParams();
-  var statuses = Array.from(filters.statuses);
-  statuses.sort(function (a, b) {
-    var ia = STATUSES.indexOf(a), ib = STATUSES.indexOf(b);
-    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : a > b ? 1 : 0);
-  });
-  statuses.forEach(function (status) { params.append("status", status); });
+  sortedStatuses().forEach(function (status) { params.append("status", status); });
   if (filters.owner) params.set("owner", filters.owner);
   if (filters.type) params.set("type", filters.type);
   if (filters.q) params.set("q", filters.q);
@@ -56,63 +64,85 @@ export function rowMatches(row) {
   return true;
 }
 
-/** The form, shown as the filters are, and bound; `changed()` runs after every edit. */
+/** The controls, shown as the filters are, and bound; `changed()` runs after every edit. */
 export function initFilters(changed) {
   onChange = changed;
   [
-    "filters", "filter-status", "filter-owner", "filter-type", "filter-search",
-    "clear-filters", "owner-options", "type-options",
+    "filters", "filters-toggle", "filter-owner", "filter-type", "filter-search",
+    "clear-filters", "owner-options", "type-options", "status-counts", "status-label",
   ].forEach(function (id) { nodes[id] = $(id); });
-  nodes["filter-status"].size = STATUSES.length;
-  STATUSES.forEach(ensureStatusOption);
   showFilters();
   bindFilters();
 }
 
-function ensureStatusOption(status) {
-  if (seenStatuses.has(status)) return;
-  seenStatuses.add(status);
-  var option = el("option", "", status);
-  option.value = status;
-  nodes["filter-status"].appendChild(option);
-}
-
-/** Filters -> form controls (on load). */
+/** Filters -> controls (on load, and after "clear"). */
 function showFilters() {
-  filters.statuses.forEach(ensureStatusOption);
-  Array.prototype.forEach.call(nodes["filter-status"].options, function (option) {
-    option.selected = filters.statuses.has(option.value);
-  });
   nodes["filter-owner"].value = filters.owner;
   nodes["filter-type"].value = filters.type;
   nodes["filter-search"].value = filters.q;
+  showStatuses();
 }
 
-/** Form controls -> filters, URL and screen. */
-function takeFilters() {
-  var statuses = new Set();
-  Array.prototype.forEach.call(nodes["filter-status"].selectedOptions, function (option) {
-    statuses.add(option.value);
+/** The chips' pressed state, the status label and the fold button's count. */
+function showStatuses() {
+  var chips = nodes["status-counts"].querySelectorAll("button[data-status-filter]");
+  Array.prototype.forEach.call(chips, function (chip) {
+    var status = chip.getAttribute("data-status-filter");
+    var pressed = status === "" ? filters.statuses.size === 0 : filters.statuses.has(status);
+    chip.setAttribute("aria-pressed", pressed ? "true" : "false");
   });
-  filters.statuses = statuses;
+  var chosen = sortedStatuses();
+  nodes["status-counts"].classList.toggle("counts-filtered", chosen.length > 0);
+  setText(nodes["status-label"], chosen.length
+    ? "Status: " + chosen.join(", ") + " (click a count to change)"
+    : "Status: all (click a count to show only that status)");
+  var active = [filters.owner, filters.type, filters.q].filter(Boolean).length;
+  setText(nodes["filters-toggle"], "Filters" + (active ? " (" + active + " on)" : ""));
+}
+
+function sortedStatuses() {
+  var statuses = Array.from(filters.statuses);
+  statuses.sort(function (a, b) {
+    var ia = STATUSES.indexOf(a), ib = STATUSES.indexOf(b);
+    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : a > b ? 1 : 0);
+  });
+  return statuses;
+}
+
+/** The filters changed: the controls, the URL (soon) and the screen follow. */
+function filtersChanged() {
+  showStatuses();
+  scheduleUrl();
+  onChange();
+}
+
+/** Form controls -> filters. */
+function takeFields() {
   filters.owner = nodes["filter-owner"].value.trim();
   filters.type = nodes["filter-type"].value.trim();
   filters.q = nodes["filter-search"].value;
-  writeFiltersToUrl();
-  onChange();
+  filtersChanged();
 }
 
 function bindFilters() {
   nodes.filters.addEventListener("submit", function (event) { event.preventDefault(); });
-  nodes["filter-status"].addEventListener("change", takeFilters);
+  nodes["status-counts"].addEventListener("click", function (event) {
+    var chip = event.target.closest("button[data-status-filter]");
+    if (!chip) return;
+    var status = chip.getAttribute("data-status-filter");
+    if (status === "") filters.statuses = new Set();
+    else if (filters.statuses.has(status)) filters.statuses.delete(status);
+    else filters.statuses.add(status);
+    filtersChanged();
+  });
   ["filter-owner", "filter-type", "filter-search"].forEach(function (id) {
     var input = nodes[id];
-    input.addEventListener("input", takeFilters);
+    input.addEventListener("input", takeFields);
     input.addEventListener("keydown", function (event) {
       if (event.key === "Escape" && input.value !== "") {
         event.preventDefault();
         input.value = "";
-        takeFilters();
+        takeFields();
       }
     });
   });
@@ -120,7 +150,17 @@ function bindFilters() {
     filters.statuses = new Set();
     filters.owner = filters.type = filters.q = "";
     showFilters();
-    takeFilters();
+    filtersChanged();
+  });
+  nodes["filters-toggle"].addEventListener("click", function () {
+    var open = !nodes.filters.classList.contains("filters-open");
+    nodes.filters.classList.toggle("filters-open", open);
+    nodes["filters-toggle"].setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) nodes["filter-search"].focus();
+  });
+  // A reload or a closed tab right after a keystroke keeps it in the URL.
+  window.addEventListener("pagehide", function () {
+    if (urlTimer !== null) writeFiltersToUrl();
   });
 }
 
@@ -132,7 +172,6 @@ export function refreshOptions() {
   model.projects.forEach(function (project) {
     if (owners.size < 1000 && project.owner_id) owners.add(project.owner_id);
     if (types.size < 1000 && project.type) types.add(project.type);
-    if (!seenStatuses.has(project.status) && project.status) ensureStatusOption(project.status);
   });
   fillDatalist("owner", nodes["owner-options"], owners);
   fillDatalist("type", nodes["type-options"], types);

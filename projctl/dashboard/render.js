@@ -31,23 +31,34 @@ export const stats = {
 export function initRender() {
   [
     "connection", "connection-region", "connection-word", "connection-detail",
-    "reconnect-now", "last-seq", "database-url",
+    "reconnect-now", "last-seq", "database-name", "lost-hint",
     "status-counts", "projects-body", "shown-count", "more-not-shown", "empty-state",
     "feed", "feed-empty",
   ].forEach(function (id) { nodes[id] = $(id); });
-  nodes["database-url"].textContent = location.host || "(no host)";
-  // One count per status, in the model's order, before the total.
+  // One count per status, in the model's order, before the total; each a button that
+  // toggles its status in the filter (filters.js listens).
   nodes.counts = { total: nodes["status-counts"].querySelector("[data-count]") };
   var total = nodes["status-counts"].firstElementChild;
   STATUSES.forEach(function (status) {
     var li = el("li", "count " + statusClass(status));
     li.setAttribute("data-status", status);
+    var chip = el("button", "count-chip");
+    chip.type = "button";
+    chip.setAttribute("data-status-filter", status);
+    chip.setAttribute("aria-pressed", "false");
     var value = el("span", "count-value", "0");
     value.setAttribute("data-count", "");
-    li.append(el("span", "count-label", status), " ", value);
+    chip.append(el("span", "count-label", status), " ", value);
+    li.appendChild(chip);
     nodes["status-counts"].insertBefore(li, total);
     nodes.counts[status] = value;
   });
+}
+
+/** The database's name in the header (its file's name), the server's address beside it. */
+export function showDatabaseName(name) {
+  setText(nodes["database-name"], name);
+  nodes["database-name"].title = "served at " + (location.host || "this page's server");
 }
 
 function relativeTime(ms) {
@@ -69,7 +80,12 @@ function pad(number) {
 
 // ---- the connection
 
-export function showConnection(state, retryAt) {
+/**
+ * The connection's state; `lost`: no server has answered here for a while (one that
+ * restarted elsewhere is found with `projctl open`, which the hint says).
+ */
+export function showConnection(state, retryAt, lost) {
+  if (nodes["lost-hint"].hidden === !!lost) nodes["lost-hint"].hidden = !lost;
   var word = state === "connecting" ? "connecting\u2026" : state;
   var detail = "";
   if (state === "reconnecting") {
@@ -158,7 +174,7 @@ function buildCells(tr, row, now, calm) {
   ageCell.appendChild(time);
   var changeCell = cell("last_change", "col-change");
   var label = "";
-  if (row.change === "new") label = "new";
+  if (row.change === "new") label = row.fresh ? "new" : "created";
   else if (row.change === "updated") label = "updated " + row.fields.join(", ");
   else if (row.change === "deleted") label = "deleted";
   else if (row.change === "emitted") label = row.eventType + (row.summary ? " " + row.summary : "");
@@ -203,6 +219,7 @@ function renderTable(now) {
       var tr = document.createElement("tr");
       tr.setAttribute("role", "row");
       tr.setAttribute("data-project-id", r.id);
+      tr.tabIndex = 0; // a row opens its detail panel (detail.js), by keyboard too
       entry = { row: null, tr: tr, time: null, ageText: "" };
     }
     if (entry.row !== r) {
@@ -283,7 +300,7 @@ function renderCounts() {
   setText(nodes.counts.total, String(model.projects.size));
 }
 
-function formatTime(timestamp) {
+export function formatTime(timestamp) {
   var ms = parseTimestamp(timestamp);
   if (isNaN(ms)) return "";
   var date = new Date(ms);

@@ -2,10 +2,14 @@
 // shows (with their highlights), the counts by status and the recent events. No DOM,
 // no I/O: the connection feeds it, the render reads it.
 
-import { DELETED_LINGER_MS, EVENTS, HIGHLIGHT_MS, PROJECT_FIELDS } from "./contract.js";
+import {
+  DELETED_LINGER_MS, EVENTS, EVENT_TYPES, HIGHLIGHT_MS, PROJECT_FIELDS, isEmittedType,
+} from "./contract.js";
 
 /** The feed entries the page shows at most. */
 export const FEED_LENGTH = 20;
+/** The events kept for the project the detail panel shows. */
+const WATCHED_LENGTH = 50;
 /** The longest summary of an emitted event's data, in characters. */
 const SUMMARY_LENGTH = 80;
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$/;
@@ -26,6 +30,8 @@ export const model = {
   loaded: false,
   events: 0,
   projectsVersion: 0,
+  /** The project the detail panel shows: {id, entries (its events, newest last)}, or null. */
+  watched: null,
 };
 /** Ids of rows still highlighted or lingering deleted: the only rows a tick looks at. */
 const active = new Set();
@@ -91,6 +97,85 @@ function pushFeed(entry) {
   model.feed.push(entry);
   if (model.feed.length > FEED_LENGTH * 2) model.feed.splice(0, model.feed.length - FEED_LENGTH);
   model.feedVersion++;
+  var watched = model.watched;
+  if (watched && entry.id === watched.id) {
+    watched.entries.push(entry);
+    if (watched.entries.length > WATCHED_LENGTH) watched.entries.shift();
+    watched.version++;
+  }
+}
+
+/** From now on keep the events of this project (null: of none), for the detail panel. */
+export function watchProject(id) {
+  model.watched = id === null ? null : { id: id, entries: [], version: 0 };
+}
+
+/**
+ * A feed entry of a lifecycle or emitted event (null: neither, or no project): what the
+ * feed, the detail panel and a row's "last change" show of it.
+ */
+export function feedEntry(message) {
+  if (!message || typeof message !== "object") return null;
+  var type = message.event_type;
+  var emitted = isEmittedType(type);
+  if (!EVENT_TYPES.has(type) && !emitted) return null;
+  var data = message.data;
+  if (!data || typeof data !== "object" || Array.isArray(data)) return null;
+  var id = text(data.project_id);
+  if (!id) return null;
+  var fields = type === EVENTS.updated && Array.isArray(data.updated_fields)
+    ? data.updated_fields.map(text) : [];
+  var entry = {
+    seq: Number.isSafeInteger(message.seq) ? message.seq : null,
+    type: type, id: id, name: text(data.name),
+    fields: fields, timestamp: text(message.timestamp),
+    detail: emitted ? dataSummary(data) : "",
+  };
+  if (emitted) entry.emitted = true;
+  return entry;
+}
+
+/** The row change a feed entry stands for: "new", "updated", "deleted" or "emitted". */
+function changeOf(entry) {
+  if (entry.emitted) return "emitted";
+  return entry.type === EVENTS.created ? "new" : entry.type === EVENTS.updated ? "updated" : "deleted";
+}
+
+/**
+ * The journal's last events up to the snapshot the page loaded (oldest first): they go in
+ * the feed, before what came live, and each row unchanged since the snapshot shows its
+ * last one as its last change (not highlighted: it is history). Nothing is applied to the
+ * projects, the seq or the event count: the snapshot holds them already.
+ */
+export function loadHistory(messages) {
+  var seen = new Set();
+  model.feed.forEach(function (entry) { if (entry.seq !== null) seen.add(entry.seq); });
+  var older = [];
+  var last = new Map();
+  for (var i = 0; i < messages.length; i++) {
+    var entry = feedEntry(messages[i]);
+    if (!entry || entry.seq === null || entry.seq > model.lastSeq || seen.has(entry.seq)) continue;
+    seen.add(entry.seq);
+    older.push(entry);
+    last.set(entry.id, entry);
+  }
+  if (!older.length) return false;
+  older.sort(function (a, b) { return a.seq - b.seq; });
+  var first = model.feed.length ? model.feed[0].seq : null;
+  var before = older.filter(function (entry) { return first === null || entry.seq < first; });
+  model.feed = before.concat(model.feed).slice(-FEED_LENGTH * 2);
+  model.feedVersion++;
+  last.forEach(function (entry, id) {
+    var row = model.rows.get(id);
+    var change = changeOf(entry);
+    if (!row || row.change !== "loaded" || change === "deleted") return;
+    var labelled = makeRow(row.project, change, row.at, entry.fields, false);
+    labelled.eventType = entry.type;
+    labelled.summary = entry.detail;
+    model.rows.set(id, labelled); // its place stays: this is no new change
+  });
+  model.projectsVersion++;
+  return true;
 }
 
 function compareByUpdated(a, b) {
@@ -172,6 +257,35 @@ export function applyEvent(type, message, seq) {
     seq: seq, type: type, id: id, name: text(data.name),
     fields: fields, timestamp: text(message.timestamp), detail: "",
   });
+}
+
+/**
+ * The journal's events (any order) for the project the detail panel shows: those of it
+ * join what came live since it was opened, each once, in seq order.
+ */
+export function loadWatchedHistory(id, messages) {
+  var watched = model.watched;
+  if (!watched || watched.id !== id) return;
+  var seen = new Set(watched.entries.map(function (entry) { return entry.seq; }));
+  var added = false;
+  messages.forEach(function (message) {
+    var entry = feedEntry(message);
+    if (!entry || entry.id !== id || entry.seq === null || seen.has(entry.seq)) return;
+    seen.add(entry.seq);
+    watched.entries.push(entry);
+    added = true;
+  });
+  if (!added) return;
+  watched.entries.sort(function (a, b) { return (a.seq || 0) - (b.seq || 0); });
+  if (watched.entries.length > WATCHED_LENGTH) watched.entries.splice(0, watched.entries.length - WATCHED_LENGTH);
+  watched.version++;
+}
+
+/** The events of the project the detail panel shows, newest first (at most `limit`). */
+export function watchedEntries(limit) {
+  var watched = model.watched;
+  if (!watched) return [];
+  return watched.entries.slice(-limit).reverse();
 }
 
 /** The data an emitted event adds to the project's id and name, in one short line. */

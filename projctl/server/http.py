@@ -279,6 +279,7 @@ class Routes:
             "/api/openapi.json": Route({"GET": self._get_openapi}),
             "/api/events": Route({"GET": self._get_events}),
             "/api/info": Route({"GET": self._get_info}),
+            "/api/whoami": Route({"GET": self._get_whoami}),
             "/api/projects": Route({"GET": self._get_projects, **writes.get("/api/projects", {})}),
             "/api/projects/{id}": Route(
                 {"GET": self._get_project, **writes.get("/api/projects/{id}", {})}
@@ -557,6 +558,16 @@ class Routes:
         if refused is not None:
             return refused
         return json_response(http.HTTPStatus.OK, await self._database_info())
+
+    async def _get_whoami(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
+        """What the token presented (or none) may do: public, like ``/healthz``'s short
+        answer (a read route's ``401`` would tell as much); the dashboard shows its write
+        controls only to a token that may write."""
+        token = self.presented_token(request)
+        return json_response(
+            http.HTTPStatus.OK,
+            {"may_read": self.access.may_read(token), "may_write": self.access.may_write(token)},
+        )
 
     async def _get_projects(self, request: HttpRequest, params: Mapping[str, str]) -> Response:
         refused = self._read_refused(request)

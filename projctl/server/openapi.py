@@ -223,8 +223,15 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "database": {
                     "type": "object",
-                    "required": ["id"],
-                    "properties": {"id": {"type": "string"}},
+                    "required": ["id", "name"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {
+                            "type": "string",
+                            "description": "what the dashboard calls it: the file's name, "
+                            "no folder",
+                        },
+                    },
                 },
                 "projects": {"type": "integer", "minimum": 0},
                 "latest_seq": {"type": "integer", "minimum": 0},
@@ -236,6 +243,15 @@ def _schemas() -> dict[str, Any]:
                         "limit": {"type": "integer", "minimum": 1},
                     },
                 },
+            },
+        },
+        "Access": {
+            "type": "object",
+            "required": ["may_read", "may_write"],
+            "description": "What the token this request carries (or none) lets it do.",
+            "properties": {
+                "may_read": {"type": "boolean"},
+                "may_write": {"type": "boolean"},
             },
         },
         "Health": {
@@ -505,6 +521,16 @@ def _paths() -> dict[str, Any]:
                 "summary": "The database: its id, projects, latest seq and journal",
                 "security": _READ,
                 "responses": {"200": _ok("the database", "Info"), **_errors(*_READ_ERRORS)},
+            }
+        },
+        "/api/whoami": {
+            "get": {
+                "summary": "What the token presented may do: read, write (public)",
+                "security": _READ,
+                "responses": {
+                    "200": _ok("what it may do", "Access"),
+                    **_errors("400", "403", "421", "503"),
+                },
             }
         },
         "/api/events": {
