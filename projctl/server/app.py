@@ -497,8 +497,11 @@ class BroadcastServer:
         """What ``GET /api/info`` (and a remote ``projctl info``) reports of the database."""
         state = await self.feed.read_state_shared()
         return {
-            # The file's name only: the folder is /healthz detail's.
-            "database": {"id": state.database_id, "name": self.paths.db_path.name},
+            # The file's name only (the folder is /healthz detail's); a gateway's stream name.
+            "database": {
+                "id": state.database_id,
+                "name": (self.store.path if self.paths is None else self.paths.db_path).name,
+            },
             "projects": len(state.project_records),
             "latest_seq": state.latest_seq,
             "journal": {"events": len(state.journal), "limit": state.journal_limit},
