@@ -176,9 +176,15 @@ def remote_environment(
     return env
 
 
+_runs = iter(range(1 << 30))
+
+
 def run_command(command: list[str], env: Mapping[str, str]) -> float:
     """Wall seconds of one whole run; exits on a failure or on anything written to stderr
-    (a `Warning:` would mean the run did not take the path it claims)."""
+    (a `Warning:` would mean the run did not take the path it claims). ``{n}`` in an
+    argument becomes a number of its own each run (a name used twice gets a warning)."""
+    number = next(_runs)
+    command = [part.replace("{n}", str(number)) for part in command]
     finished = run_bounded(command, env, timeout=COMMAND_TIMEOUT, stderr=subprocess.PIPE)
     errors = (finished.stderr or b"").decode(errors="replace").strip()
     if finished.returncode != 0 or errors:
@@ -405,8 +411,8 @@ def part_a(credentials: Credentials, runs: int) -> None:
     with bench_database(PROJECTS, serve=False) as bench, team_server(bench, credentials) as server:
         remote_env = remote_environment(bench, server, credentials)
         local_env = bench.env
-        remote_run: Run = ([PROJCTL, "create", "remote"], remote_env)
-        local_run: Run = ([PROJCTL, "create", "local"], local_env)
+        remote_run: Run = ([PROJCTL, "create", "remote-{n}"], remote_env)
+        local_run: Run = ([PROJCTL, "create", "local-{n}"], local_env)
         remote, local = paired(remote_run, local_run, runs)
         extra = median_difference(remote, local)
         verdict = "met" if extra <= REMOTE_EXTRA_TARGET else "MISSED"
