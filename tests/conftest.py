@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
     from ._remote import TeamServer, Tls
 
 PROJCTL = str(Path(sys.executable).with_name("projctl"))
+
+# A job started in the background by a non-interactive shell (``cmd &``, as some CI runners
+# start their steps) inherits SIGINT ignored, and so would every process the tests start:
+# the tests that press Ctrl-C would wait for nothing. The suite's children get the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", str, bytes)
