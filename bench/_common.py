@@ -88,7 +88,9 @@ def bench_database(
     with bench_folder() as folder:
         db = folder / "projects.json"
         env = {
-            **os.environ,
+            # The real path: a run from a test suite that turned broadcasting off measures
+            # it with broadcasting on all the same.
+            **{name: value for name, value in os.environ.items() if name != "PROJCTL_NO_BROADCAST"},
             "PROJCTL_DB": str(db),
             "PROJCTL_HOST": HOST,
             "PROJCTL_PORT": "0",
@@ -97,6 +99,7 @@ def bench_database(
         # In this process too: the client calls a benchmark makes (and the servers and
         # commands it spawns without an explicit env) find the same database and loopback.
         os.environ.update(env)
+        os.environ.pop("PROJCTL_NO_BROADCAST", None)
         try:
             store = ProjectStore(db)
             create = make_project or _default_project

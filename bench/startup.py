@@ -105,7 +105,11 @@ def main() -> None:
                 runtime.poll_until(lambda: runtime.read_server_state(paths), time.monotonic() + 30)
                 is None
             ):
-                raise SystemExit("the server that create started never came up")
+                log = paths.log_file.read_text(errors="replace") if paths.log_file.exists() else ""
+                raise SystemExit(
+                    "the server that create started never came up; its log: "
+                    + (log[-2000:] or "(empty)")
+                )
             runtime.stop_server(paths)
 
         measure(

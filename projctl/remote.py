@@ -181,6 +181,11 @@ class RemoteBackend:
                 answer = self._send(method, path, payload, sent)
             except ssl.SSLCertVerificationError as error:
                 raise _client.untrusted(error, self.url) from None
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as error:
+                # The connection ended during TLS (a network cut, a restart): retried.
+                self.close()
+                dropped = True
+                last_error = f"TLS ended early ({error.reason or error})"
             except ssl.SSLError as error:
                 raise ServerError(f"TLS with {self.url} failed: {error.reason or error}") from None
             except (OSError, http.client.HTTPException) as error:

@@ -19,6 +19,10 @@ from projctl.store import ProjectStore
 
 from .conftest import PROJCTL, require_tool, wait_until
 
+# Many whole processes each (~9 s of the suite): in the slow run, which CI runs every
+# time too; the README's command stays fast.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
 BIN = str(Path(PROJCTL).parent)

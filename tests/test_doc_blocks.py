@@ -39,6 +39,10 @@ from websockets.asyncio.client import connect
 
 from .conftest import PROJCTL, require_tool, server_pids, wait_until
 
+# Many whole processes each (~10 s of the suite): in the slow run, which CI runs every
+# time too; the README's command stays fast.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Every block is bounded by this.

@@ -16,6 +16,10 @@ from projctl.store import ProjectStore
 
 from .conftest import PROJCTL
 
+# Whole CI jobs (the example script, four at once, against a team server; ~20 s): in the
+# slow run, which CI runs every time too.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ci.sh"
 
 

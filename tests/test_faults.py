@@ -34,6 +34,10 @@ from .conftest import (
     wait_until,
 )
 
+# Many whole processes each (~7 s of the suite): in the slow run, which CI runs every
+# time too; the README's command stays fast.
+pytestmark = pytest.mark.slow
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 # Runs `projctl create` in-process with one function wrapped to announce the stage on stdout
@@ -42,6 +46,7 @@ _STAGED_WRITER = """
 import os, sys, time
 import projctl._files as files
 import projctl.rpc as rpc
+
 
 stage = sys.argv[1]
 
@@ -85,6 +90,7 @@ files.os.fdopen = fdopen
 rpc.request = request
 
 from projctl.cli import main
+
 sys.argv = ["projctl", "create", "written by a doomed writer"]
 main()
 """

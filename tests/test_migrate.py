@@ -6,8 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from ._nats import Cluster
 from .conftest import nats_database, run_projctl
+
+# Whole processes against a three-node cluster (~6 s of the suite): in the slow run, which CI
+# runs every time too; the README's command stays fast.
+pytestmark = pytest.mark.slow
 
 
 def _listed(env: dict[str, str]) -> list[dict[str, object]]:

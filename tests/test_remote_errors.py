@@ -62,6 +62,8 @@ def test_invalid_input_is_exit_2_with_the_local_message(
     assert team.server_db.read_bytes() == before
 
 
+# Every command with a shared name, remote and local (~11 s): slow run.
+@pytest.mark.slow
 def test_a_name_two_projects_share_is_exit_2_with_the_local_message(team: TeamServer) -> None:
     for _ in range(2):
         assert team.run("create", "Twin").returncode == 0
@@ -116,6 +118,8 @@ def test_a_missing_name_with_quotes_is_reported_as_locally(team: TeamServer, nam
     assert remote.stderr == local.stderr
 
 
+# Four commands against a garbage file, each compared with the local run (~12 s): slow run.
+@pytest.mark.slow
 def test_a_broken_server_database_is_exit_4(team: TeamServer) -> None:
     created = team.run("create", "Existing")
     assert created.returncode == 0

@@ -353,8 +353,10 @@ def test_many_clients_through_a_cutting_proxy_create_each_project_once(
             cuts, connections = dict(proxy.cuts), proxy.connections
             lost_replies = list(proxy.lost_replies)
         elapsed = time.monotonic() - started
-        # The proxy really cut replies (so retries were answered from the keys recorded).
-        assert cuts.get("lost_reply", 0) >= total * 0.05, (cuts, connections)
+        # The proxy really cut replies (so retries were answered from the keys recorded). A
+        # client keeps its connection for request after request, so the proxy's cuts (one
+        # per connection it plans to cut) are counted against connections, not creates.
+        assert cuts.get("lost_reply", 0) >= connections * 0.1, (cuts, connections)
         assert cuts.get("lost_handshake", 0) > 0, (cuts, connections)
         assert lost_replies, cuts
 

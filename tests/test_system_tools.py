@@ -68,6 +68,9 @@ def name_of(node_id: str) -> str:
     return node_id.rsplit("::", 1)[1]
 
 
+# Each runs every test that needs a system tool again, on a bare PATH (~25 s): in the slow
+# run, which CI runs every time too.
+@pytest.mark.slow
 def test_without_the_tools_they_skip_with_how_to_get_them(tmp_path: Path, bare_path: str) -> None:
     done, cases = run_child_pytest(tmp_path, bare_path, ci=None)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -81,6 +84,7 @@ def test_without_the_tools_they_skip_with_how_to_get_them(tmp_path: Path, bare_p
     assert f"{len(NEEDS_TOOL)} skipped" in done.stdout
 
 
+@pytest.mark.slow
 def test_without_the_tools_under_ci_they_fail(tmp_path: Path, bare_path: str) -> None:
     done, cases = run_child_pytest(tmp_path, bare_path, ci="true")
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr

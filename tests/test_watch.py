@@ -594,6 +594,8 @@ def test_every_filter(projctl: Run, store: ProjectStore) -> None:
 
 
 @pytest.mark.usefixtures("broadcasting")
+# A server killed and restarted under a watch (~12 s): slow run.
+@pytest.mark.slow
 def test_reconnect_across_a_server_kill_loses_and_repeats_nothing(
     projctl: Run, store: ProjectStore, db_path: Path
 ) -> None:

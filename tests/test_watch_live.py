@@ -9,6 +9,10 @@ import pytest
 
 from ._terminal import Terminal, projctl_command, terminals
 
+# The live screen under tmux, whole runs at two terminal sizes (~35 s of the suite): in the
+# slow run, which CI runs every time too.
+pytestmark = pytest.mark.slow
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 

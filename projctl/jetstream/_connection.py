@@ -5,7 +5,6 @@ stream's creation, JetStream API calls asked again while a leader is elected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import secrets
 import ssl
@@ -162,8 +161,7 @@ class StreamConnection:
             session = _Session(nc, nc.jetstream(timeout=_REQUEST_TIMEOUT), deadline)
             return await work(session)
         finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await _close_quietly(nc)
 
     def _no_answer(self) -> ServerError:
         return ServerUnavailableError(
@@ -298,3 +296,18 @@ class StreamConnection:
     def _refused(self, error: Any) -> ServerError:
         description = getattr(error, "description", None) or str(error)
         return ServerError(f"JetStream refused at {self._display}: {description}")
+
+
+async def _close_quietly(nc: Client) -> None:
+    """Close a connection, whatever it says: a node killed under it makes nats-py's close
+    raise, a cancellation of its own reader task included. Only a cancellation of this very
+    task (a timeout, Ctrl-C) goes on."""
+    try:
+        await nc.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        if cancelling is not None and cancelling():
+            raise
+    except Exception:
+        pass
