@@ -50,7 +50,7 @@ def run_child_pytest(
     report = tmp_path / "report.xml"
     done = subprocess.run(
         [
-            sys.executable, "-m", "pytest", *NEEDS_TOOL,
+            sys.executable, "-m", "pytest", *NEEDS_TOOL, "-m", "",  # slow ones too
             "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'child'}", f"--junitxml={report}",
         ],
         cwd=ROOT,

@@ -34,7 +34,7 @@ from projctl.watch import (
     short_age,
 )
 
-from .conftest import PROJCTL, wait_until
+from .conftest import PROJCTL, server_up, wait_until
 
 NOW = 1_700_000_000.0
 STAMP = "2023-11-14T22:13:20.000000"  # == NOW
@@ -649,6 +649,7 @@ def test_burst_of_5000_events_ends_in_the_database_state(projctl: Run, db_path: 
     import asyncio
 
     assert projctl("create", "seed").returncode == 0
+    server_up(db_path)  # the create starts it in the background; the writer forwards to it
     store = ProjectStore(db_path)
     burst = 5000
 
