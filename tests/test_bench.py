@@ -27,6 +27,7 @@ FIGURES = {
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @pytest.mark.timeout(900)  # one benchmark: up to minutes on a busy machine
 @pytest.mark.parametrize("name", FIGURES)
 def test_benchmark_runs_in_quick_mode(name: str, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def _stream_leader(cluster: Cluster, stream: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
+@pytest.mark.alone
 @pytest.mark.parametrize("victim_role", ["leader", "follower"])
 def test_creates_while_a_node_is_killed_are_each_applied_once(
     nats_cluster: Cluster, tmp_path: Path, victim_role: str
@@ -128,7 +128,7 @@ def _events(watcher: subprocess.Popen[str], timeout: float = 120) -> list[tuple[
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
+@pytest.mark.alone
 def test_watch_through_two_gateways_prints_the_same_200_creations(
     nats_cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -153,7 +153,7 @@ def test_watch_through_two_gateways_prints_the_same_200_creations(
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
+@pytest.mark.alone
 def test_a_watcher_goes_on_across_a_node_kill_without_a_gap_or_a_duplicate(
     nats_cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -184,7 +184,7 @@ def _latest(db: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
+@pytest.mark.alone
 def test_with_two_nodes_down_writes_fail_clearly_and_resume_when_one_returns(
     nats_cluster: Cluster, tmp_path: Path
 ) -> None:
