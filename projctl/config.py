@@ -67,6 +67,7 @@ __all__ = [
     "contexts_path",
     "debug_enabled",
     "default_db_path",
+    "http_address",
     "load_settings",
     "login_name",
     "parse_context_name",
@@ -264,6 +265,13 @@ def parse_host(raw: str, source: str) -> str:
 #: The schemes a team server's address may have, and the one it is known by: the dashboard's
 #: ``https://`` address names the same server as its feed's ``wss://``.
 _URL_SCHEMES = {"wss": "wss", "https": "wss", "ws": "ws", "http": "ws"}
+
+
+def http_address(ws_url: str) -> str:
+    """The HTTP address (the API's and the dashboard's) of the server whose feed is
+    ``ws_url``: ``wss://host:port[/ws]`` is ``https://host:port``, ``ws://`` is ``http://``."""
+    scheme, _, rest = ws_url.partition("://")
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest.rstrip('/').removesuffix('/ws')}"
 
 
 def parse_url(raw: str, source: str) -> str:

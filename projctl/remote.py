@@ -28,7 +28,7 @@ import orjson
 
 from projctl import _client, events
 from projctl.backend import Change, Create, Delete, Emit, Update, Write
-from projctl.config import Settings
+from projctl.config import Settings, http_address
 from projctl.errors import (
     AmbiguousReferenceError,
     IdempotencyKeyReusedError,
@@ -380,7 +380,7 @@ class RemoteBackend:
     @property
     def http_url(self) -> str:
         """The server's HTTP address (the dashboard's): ``https://`` for ``wss://``."""
-        return ("https:" if self._tls else "http:") + self.url.partition(":")[2]
+        return http_address(self.url)
 
     def feed(self, *, start: bool = True, deadline: float | None = None) -> Endpoint:
         """The server's feed: ``/ws`` over the same TLS, with the token (nothing is asked

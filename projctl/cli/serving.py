@@ -218,8 +218,9 @@ def dashboard_url(ws_url: str, token: str | None) -> str:
     """``ws://host:port/ws`` as the dashboard's ``http://host:port/``, the token in the fragment."""
     from urllib.parse import quote
 
-    base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    base = base.removesuffix("/ws") + "/"
+    from projctl.config import http_address
+
+    base = http_address(ws_url) + "/"
     return base + (f"#token={quote(token, safe='')}" if token else "")
 
 

@@ -47,7 +47,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
-from projctl import rpc, runtime
+from projctl import config, rpc, runtime
 from projctl._version import __version__
 from projctl.backend import FileVersion, Follower, ServedStorage
 from projctl.errors import ServerError
@@ -347,7 +347,7 @@ class BroadcastServer:
     @property
     def http_url(self) -> str:
         """Where the dashboard and the HTTP API are: ``http(s)://host:port``."""
-        return self.url.replace("ws", "http", 1).removesuffix("/ws")
+        return config.http_address(self.url)
 
     def stop(self) -> None:
         """Ask :meth:`serve_until_stopped` to shut down."""
