@@ -208,18 +208,24 @@ class Database:
         status: str = DEFAULT_STATUS,
         owner_id: str | None = None,
         description: str = "",
+        unique: bool = False,
         idempotency_key: str | None = None,
     ) -> Change:
         """Create a project, journal its ``project_created`` event and broadcast it.
 
         ``owner_id`` defaults to ``PROJCTL_OWNER``, else the name of the user running.
-        ``idempotency_key``: a create already made under this key is not made again; its
-        first result comes back (``Change.replayed``). Every change takes one.
+        ``Change.same_name`` lists the other projects with that name; with ``unique`` there
+        must be none (:class:`~projctl.errors.NameTakenError`, checked in the same
+        transaction as the write). ``idempotency_key``: a create already made under this key
+        is not made again; its first result comes back (``Change.replayed``). Every change
+        takes one.
         """
         from projctl.backend import Create
 
         owner = self.default_owner if owner_id is None else owner_id
-        write = Create(name, owner, type=type, status=status, description=description)
+        write = Create(
+            name, owner, type=type, status=status, description=description, unique=unique
+        )
         (change,) = self.backend.commit(write, idempotency_key=_key(idempotency_key))
         return change
 
@@ -229,6 +235,7 @@ class Database:
         *,
         idempotency_key: str | None = None,
         if_match: str | None = None,
+        unique: bool = False,
         **changes: str,
     ) -> Change:
         """Change the given fields (``name``, ``type``, ``status``, ``owner_id``, ``description``).
@@ -236,11 +243,12 @@ class Database:
         Only fields whose value really changes are recorded (``Change.updated_fields``);
         when none does, nothing is written and ``Change.event`` is ``None``. With
         ``if_match`` (a ``Project.version_tag``), only if the project is still that
-        version, else :class:`~projctl.errors.PreconditionFailedError`.
+        version, else :class:`~projctl.errors.PreconditionFailedError`. A rename: as for
+        :meth:`create`'s ``unique`` and ``Change.same_name``.
         """
         from projctl.backend import Update
 
-        write = Update(project_id, changes, if_match=if_match)
+        write = Update(project_id, changes, if_match=if_match, unique=unique)
         (change,) = self.backend.commit(write, idempotency_key=_key(idempotency_key))
         return change
 
@@ -319,14 +327,6 @@ class Database:
         except ProjectNotFoundError:
             # The storage resolves ids and names; a prefix is only tried when neither matched.
             return resolve_reference(reference, self.list())
-
-    def same_name(self, name: str, *, besides: str | None = None) -> builtins.list[str]:
-        """The ids of the projects named ``name`` (as it would be stored: trimmed), other
-        than ``besides``."""
-        from projctl.model import validate_name
-
-        stored = validate_name(name)
-        return [p.project_id for p in self.list() if p.name == stored and p.project_id != besides]
 
     @cached_property
     def default_owner(self) -> str:

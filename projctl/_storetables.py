@@ -178,6 +178,12 @@ class Tables:
             )
         return named[0]
 
+    def names(self) -> list[tuple[str, str]]:
+        """Every project's ``(project_id, name)``, from the decoded tables as they are (no
+        TinyDB document is built: this runs on every create)."""
+        records = self.storage.read().get(self.projects.name, {})
+        return [(str(project_id), record["name"]) for project_id, record in records.items()]
+
     def events(self) -> list[Event]:
         """The journaled events, oldest first; ``EventDecodeError`` for an entry that is not one."""
         journal = [events.check_event(dict(entry)) for entry in self.journal.all()]

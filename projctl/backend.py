@@ -13,7 +13,7 @@ This module holds types only: it reads nothing and starts nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -93,18 +93,24 @@ class Change:
     #: The first result of an idempotency key used again: nothing was written now, and
     #: its event was broadcast the first time.
     replayed: bool = False
+    #: The ids of the other projects that had this project's new name when a create or a
+    #: rename was committed (found in its own transaction), for a warning; else empty.
+    same_name: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Create:
     """A new project; its id is assigned by the backend. ``owner_id`` is always given: the
-    default owner is the caller's rule (``projctl.config``), never the storage's."""
+    default owner is the caller's rule (``projctl.config``), never the storage's. With
+    ``unique``, a name another project has is refused (:class:`~projctl.errors.NameTakenError`);
+    without it, the :class:`Change` names them (``same_name``)."""
 
     name: str
     owner_id: str
     type: str = DEFAULT_TYPE
     status: str = DEFAULT_STATUS
     description: str = ""
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,11 +118,13 @@ class Update:
     """New values for some editable fields of one project (by id, or exact unique name:
     resolved in the commit's own transaction). With ``if_match`` (a
     :attr:`~projctl.model.Project.version_tag`), only if the project is still that version:
-    else :class:`~projctl.errors.PreconditionFailedError` and nothing is written."""
+    else :class:`~projctl.errors.PreconditionFailedError` and nothing is written. A new
+    ``name`` and ``unique``: as for :class:`Create` (keeping its own name is no rename)."""
 
     project_id: str
     changes: Mapping[str, str] = field(default_factory=dict)
     if_match: str | None = None
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,29 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def same_name(
+    name: str,
+    projects: Iterable[tuple[str, str]],
+    *,
+    unique: bool,
+    besides: str | None = None,
+) -> tuple[str, ...]:
+    """The ids of the ``(project_id, name)`` pairs named ``name`` (as stored: validated),
+    other than ``besides``: a commit's :attr:`Change.same_name`. With ``unique`` there must
+    be none: :class:`~projctl.errors.NameTakenError` naming them. Every backend calls it in
+    its commit, on the projects its write is planned on."""
+    others = tuple(pid for pid, other in projects if other == name and pid != besides)
+    if others and unique:
+        from projctl.errors import NameTakenError
+
+        raise NameTakenError(f"another project is named {name!r} ({', '.join(others)})")
+    return others
+
+
+#: Fields added to a write after keys were first recorded: in a fingerprint only when set.
+_FINGERPRINTED_WHEN_SET = frozenset({"unique"})
+
+
 def write_fingerprint(write: Write) -> str:
     """What tells one request from another under the same idempotency key: the write's
     kind and every value it carries (not how its JSON was spelled)."""
@@ -171,6 +202,8 @@ def write_fingerprint(write: Write) -> str:
     described: dict[str, Any] = {"kind": type(write).__name__}
     for item in dataclasses.fields(write):
         value = getattr(write, item.name)
+        if item.name in _FINGERPRINTED_WHEN_SET and not value:
+            continue  # as a key recorded before the field existed was fingerprinted
         described[item.name] = dict(value) if isinstance(value, Mapping) else value
     encoded = json.dumps(described, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()

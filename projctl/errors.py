@@ -36,6 +36,11 @@ class AmbiguousReferenceError(InvalidInputError):
     """A name several projects share, where one project is meant."""
 
 
+class NameTakenError(InvalidInputError):
+    """A write asked for a name no other project has (``unique``), and another has it:
+    nothing was written. Checked in the write's own transaction."""
+
+
 class IdempotencyKeyReusedError(InvalidInputError):
     """An idempotency key already used for a different request: its first result stands."""
 

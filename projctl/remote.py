@@ -33,6 +33,7 @@ from projctl.errors import (
     AmbiguousReferenceError,
     IdempotencyKeyReusedError,
     InvalidInputError,
+    NameTakenError,
     PreconditionFailedError,
     ProjctlError,
     ProjectNotFoundError,
@@ -40,7 +41,7 @@ from projctl.errors import (
     StoreError,
 )
 from projctl.events import Event
-from projctl.model import Project
+from projctl.model import Project, parse_project_id
 from projctl.runtime import Endpoint
 
 __all__ = ["ERROR_CLASSES", "RETRIES", "RETRY_FIRST", "RemoteBackend"]
@@ -50,6 +51,7 @@ __all__ = ["ERROR_CLASSES", "RETRIES", "RETRY_FIRST", "RemoteBackend"]
 ERROR_CLASSES: dict[str, type[ProjctlError]] = {
     "invalid_input": InvalidInputError,
     "ambiguous": AmbiguousReferenceError,
+    "name_taken": NameTakenError,
     "not_found": ProjectNotFoundError,
     "idempotency_key_reused": IdempotencyKeyReusedError,
     "precondition_failed": PreconditionFailedError,
@@ -259,7 +261,9 @@ class RemoteBackend:
                 "owner_id": write.owner_id,
                 "description": write.description,
             }
-            answer = self.exchange("POST", "/api/projects", body, idempotency_key=key)
+            answer = self.exchange(
+                "POST", "/api/projects" + _unique(write.unique), body, idempotency_key=key
+            )
             project = answer.body
             created = events.project_created(
                 project, seq=answer.seqs()[0], timestamp=project["created_at"]
@@ -268,7 +272,7 @@ class RemoteBackend:
         if isinstance(write, Update):
             answer = self.exchange(
                 "PATCH",
-                _project_path(write.project_id),
+                _project_path(write.project_id) + _unique(write.unique),
                 dict(write.changes),
                 idempotency_key=key,
                 headers=_if_match(write.if_match),
@@ -417,6 +421,17 @@ class _Answer:
     def replayed(self) -> bool:
         return self.headers.get("Idempotent-Replayed", "").lower() == "true"
 
+    def same_name(self) -> tuple[str, ...]:
+        """The other projects that had the new name (``Projctl-Same-Name``): well-formed
+        ids only, as they are printed to a terminal."""
+        raw = self.headers.get("Projctl-Same-Name", "")
+        ids = (part.strip() for part in raw.split(","))
+        return tuple(i for i in ids if parse_project_id(i) is not None)
+
+
+def _unique(unique: bool) -> str:
+    return "?unique=true" if unique else ""
+
 
 def _if_match(version: str | None) -> dict[str, str]:
     return {} if version is None else {"If-Match": version if version == "*" else f'"{version}"'}
@@ -434,4 +449,5 @@ def _change(
         event=event,
         updated_fields=tuple(updated_fields),
         replayed=answer.replayed,
+        same_name=answer.same_name(),
     )

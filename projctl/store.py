@@ -48,6 +48,7 @@ from projctl.backend import (
     StateRead,
     Update,
     Write,
+    same_name,
     write_fingerprint,
 )
 from projctl.config import DEFAULT_JOURNAL_LIMIT
@@ -69,6 +70,7 @@ from projctl.model import (
     Project,
     next_project_id,
     validate_fields,
+    validate_name,
 )
 
 __all__ = [
@@ -186,6 +188,7 @@ class ProjectStore:
                         "project": change.project.to_dict(),
                         "event": change.event,
                         "updated_fields": list(change.updated_fields),
+                        **({"same_name": list(change.same_name)} if change.same_name else {}),
                     }
                     for change in changes
                 ],
@@ -204,6 +207,7 @@ class ProjectStore:
                     tuple(item["updated_fields"]),
                     database_id=str(meta.get("database_id", "")),
                     replayed=True,
+                    same_name=tuple(map(str, item.get("same_name", ()))),
                 )
                 for item in record["changes"]
             ]
@@ -217,18 +221,22 @@ class ProjectStore:
         """Carry out ``write`` in the transaction of ``tables``: its project references
         (an id, or an exact unique name) are resolved there, with the change."""
         if isinstance(write, Create):
-            return [
-                self.create(
-                    write.name,
-                    type=write.type,
-                    status=write.status,
-                    owner_id=write.owner_id,
-                    description=write.description,
-                )
-            ]
+            others = same_name(validate_name(write.name), tables.names(), unique=write.unique)
+            created = self.create(
+                write.name,
+                type=write.type,
+                status=write.status,
+                owner_id=write.owner_id,
+                description=write.description,
+            )
+            return [dataclasses.replace(created, same_name=others)]
         if isinstance(write, Update):
             project_id = tables.resolve(write.project_id)
-            return [self.update(project_id, write.changes, if_match=write.if_match)]
+            others = self._renamed_among(tables, project_id, write)
+            updated = self.update(project_id, write.changes, if_match=write.if_match)
+            if "name" not in updated.updated_fields:
+                return [updated]
+            return [dataclasses.replace(updated, same_name=others)]
         if isinstance(write, Delete):
             ids = []
             for reference in write.project_ids:
@@ -243,6 +251,19 @@ class ProjectStore:
         if isinstance(write, Emit):
             return [self.emit(tables.resolve(write.project_id), write.event_type, write.data)]
         raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
+
+    @staticmethod
+    def _renamed_among(tables: Tables, project_id: str, write: Update) -> tuple[str, ...]:
+        """The other projects named as ``write`` renames ``project_id`` (none when it keeps
+        its name); its ``if_match`` is checked first, as the update will."""
+        if "name" not in write.changes:
+            return ()
+        before = tables.project(project_id)
+        _check_version(before, write.if_match)
+        name = validate_name(write.changes["name"])
+        if name == before.name:
+            return ()
+        return same_name(name, tables.names(), unique=write.unique, besides=project_id)
 
     def create(
         self,

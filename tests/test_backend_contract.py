@@ -24,7 +24,7 @@ import pytest
 import projctl
 from projctl.backend import Backend, Follower
 from projctl.config import load_settings
-from projctl.errors import InvalidInputError, ProjectNotFoundError
+from projctl.errors import InvalidInputError, NameTakenError, ProjectNotFoundError
 from projctl.runtime import runtime_paths
 from projctl.server import BroadcastServer, ServerConfig
 from projctl.store import ProjectStore
@@ -216,6 +216,23 @@ def test_update_reports_the_fields_that_changed(database: projctl.Database) -> N
     assert database.latest_seq() == 2
     with pytest.raises(ProjectNotFoundError):
         database.update("proj_20000101_000000", name="x")
+
+
+def test_a_shared_name_is_reported_or_refused_by_the_commit(database: projctl.Database) -> None:
+    first = database.create("Billing").project.project_id
+    second = database.create(" Billing ")
+    assert second.project.name == "Billing"  # stored trimmed, as every backend validates
+    assert second.same_name == (first,)
+    with pytest.raises(NameTakenError, match=f"another project is named 'Billing' \\({first}, "):
+        database.create("Billing", unique=True)
+    other = database.create("Other").project.project_id
+    with pytest.raises(NameTakenError):
+        database.update(other, name="Billing", unique=True)
+    assert database.get(other).name == "Other"
+    renamed = database.update(other, name="Billing")
+    assert renamed.same_name == (first, second.project.project_id)
+    assert database.update(first, name="Billing", unique=True).event is None  # no rename
+    assert database.latest_seq() == 4
 
 
 def test_delete_several_is_all_or_nothing(database: projctl.Database) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
 from typer.testing import Result
 
-from projctl.errors import InvalidInputError, ProjectNotFoundError
+import projctl
+from projctl.backend import Create, Update, write_fingerprint
+from projctl.errors import InvalidInputError, NameTakenError, ProjectNotFoundError
 from projctl.model import Project, resolve_reference
 from projctl.store import ProjectStore
+
+from .conftest import PROJCTL, readline_within
 
 Cli = Callable[..., Result]
 
@@ -96,6 +104,82 @@ def test_unique_refuses_a_taken_name(cli: Cli, store: ProjectStore, how: str) ->
     other = create(cli, "Other")
     assert cli("update", other, "--name", "Billing", *args, env=env).exit_code == 2
     assert store.get(other).name == "Other"
+
+
+def test_two_unique_creates_racing_with_one_name_cannot_both_pass(store: ProjectStore) -> None:
+    """The name is checked in the write's own transaction: two writers that start together
+    (both waiting for the lock) cannot both find the name free."""
+    store.create("Seed")
+    racers = []
+    with open(store.lock_path, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        for _ in range(2):
+            racers.append(
+                subprocess.Popen(
+                    [PROJCTL, "create", "Billing", "--unique"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PROJCTL_NO_BROADCAST": "1"},
+                )
+            )
+        for racer in racers:  # each has done all it does before the commit's lock
+            assert racer.stderr is not None
+            line = readline_within(racer.stderr, 30, "a racer")
+            assert line.startswith("projctl: waiting for the database lock"), line
+    finished = [racer.communicate(timeout=30) for racer in racers]
+    codes = sorted(racer.returncode for racer in racers)
+    assert codes == [0, 2], finished
+    (billing,) = [p.project_id for p in store.list_projects() if p.name == "Billing"]
+    loser = next(err for out, err in finished if not out)
+    assert loser.endswith(
+        f"Error: another project is named 'Billing' ({billing}); names are unique "
+        "(--unique or PROJCTL_UNIQUE_NAMES)\n"
+    )
+
+
+def test_the_name_check_is_the_commits(store: ProjectStore) -> None:
+    """A write reports the other projects with its name, or refuses them, in one commit."""
+    first = store.create("Billing", owner_id="ann").project.project_id
+    (change,) = store.commit(Create(" Billing ", "ann"))
+    assert change.same_name == (first,)
+    second = change.project.project_id
+    with pytest.raises(
+        NameTakenError, match=f"another project is named 'Billing' \\({first}, {second}\\)"
+    ):
+        store.commit(Create("Billing", "ann", unique=True))
+    other = store.create("Other", owner_id="ann").project.project_id
+    with pytest.raises(NameTakenError):
+        store.commit(Update(other, {"name": "Billing"}, unique=True))
+    assert store.get(other).name == "Other"
+    # Keeping its own name is no rename: neither refused nor reported.
+    (kept,) = store.commit(Update(first, {"name": "Billing", "status": "on_hold"}, unique=True))
+    assert kept.same_name == ()
+    assert kept.updated_fields == ("status",)
+    (renamed,) = store.commit(Update(other, {"name": "Billing"}), idempotency_key="k")
+    assert renamed.same_name == (first, second)
+    (replayed,) = store.commit(Update(other, {"name": "Billing"}), idempotency_key="k")
+    assert replayed.replayed
+    assert replayed.same_name == (first, second)
+
+
+def test_a_key_recorded_before_unique_existed_keeps_its_fingerprint() -> None:
+    """A write without ``unique`` is fingerprinted as before the field was added, so a retry
+    after an upgrade is still the same request; with it, it is another request."""
+    plain = Create("Billing", "ann")
+    assert write_fingerprint(plain) == (
+        "467b8138a8ea0ecf5f626f53a206d84a0c6ac2b92d32595edd5c56d566ef528e"
+    )
+    assert write_fingerprint(Create("Billing", "ann", unique=True)) != write_fingerprint(plain)
+
+
+def test_the_python_api_takes_unique(db_path: Path) -> None:
+    database = projctl.open_database(db_path, broadcast=False)
+    first = database.create("Billing").project.project_id
+    assert database.create("Billing").same_name == (first,)
+    with pytest.raises(NameTakenError):
+        database.create("Billing", unique=True)
 
 
 def test_renaming_to_a_taken_name_warns_once(cli: Cli) -> None:

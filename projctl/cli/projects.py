@@ -1,6 +1,8 @@
 """``create``, ``update``, ``delete``, ``list``, ``show``: parse, call the library, print."""
 
+import contextlib
 import sys
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +29,12 @@ from projctl.cli._options import (
     say_if_missing,
 )
 from projctl.config import parse_count
-from projctl.errors import InvalidInputError, NotFoundError, ProjectNotFoundError, StoreError
+from projctl.errors import (
+    InvalidInputError,
+    NameTakenError,
+    NotFoundError,
+    ProjectNotFoundError,
+)
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project, Status, visible
 
 if TYPE_CHECKING:
@@ -46,24 +53,18 @@ UniqueFlag = Annotated[
 ]
 
 
-def check_name(
-    database: "projctl.Database", name: str, *, unique: bool, besides: str | None = None
-) -> list[str]:
-    """The ids of the other projects named ``name``; with ``unique`` (or the setting), an
-    error naming them instead."""
+@contextlib.contextmanager
+def names_checked() -> Iterator[None]:
+    """A name refused for ``--unique`` says how it came to be refused."""
     try:
-        others = database.same_name(name, besides=besides)
-    except StoreError:
-        return []  # the change itself reports what is wrong with the database, as ever
-    if others and (unique or database.settings.unique_names):
-        raise InvalidInputError(
-            f"another project is named {name.strip()!r} ({', '.join(others)}); "
-            "names are unique (--unique or PROJCTL_UNIQUE_NAMES)"
-        )
-    return others
+        yield
+    except NameTakenError as error:
+        raise NameTakenError(
+            f"{error}; names are unique (--unique or PROJCTL_UNIQUE_NAMES)"
+        ) from None
 
 
-def warn_same_name(name: str, others: list[str]) -> None:
+def warn_same_name(name: str, others: Sequence[str]) -> None:
     """One ``Warning:`` naming the projects that already had ``name``."""
     if others:
         report(
@@ -149,16 +150,17 @@ def create(
     """
     chosen = output_format(output, json_output, quiet, owner_option=True)
     database = open_database(db, no_broadcast=no_broadcast, quiet=quiet)
-    others = check_name(database, name, unique=unique)
-    change = database.create(
-        name,
-        type=type,
-        status=status,
-        owner_id=owner,
-        description=description,
-        idempotency_key=idempotency_key,
-    )
-    warn_same_name(name, others)
+    with names_checked():
+        change = database.create(
+            name,
+            type=type,
+            status=status,
+            owner_id=owner,
+            description=description,
+            unique=unique or database.settings.unique_names,
+            idempotency_key=idempotency_key,
+        )
+    warn_same_name(name, change.same_name)
     if quiet:
         return
     if chosen in ("json", "jsonl"):
@@ -226,13 +228,18 @@ def update(
     ids = list(dict.fromkeys(_references(database, projects, exact=idempotency_key is not None)))
     if name is not None and len(ids) > 1:
         raise InvalidInputError(f"--name would give {len(ids)} projects one name: update one")
-    others = [] if name is None else check_name(database, name, unique=unique, besides=ids[0])
-    changes_made = [
-        database.update(project_id, idempotency_key=_nth_key(idempotency_key, n, ids), **changes)
-        for n, project_id in enumerate(ids)
-    ]
-    if name is not None and "name" in changes_made[0].updated_fields:
-        warn_same_name(name, others)
+    with names_checked():
+        changes_made = [
+            database.update(
+                project_id,
+                idempotency_key=_nth_key(idempotency_key, n, ids),
+                unique=unique or database.settings.unique_names,
+                **changes,
+            )
+            for n, project_id in enumerate(ids)
+        ]
+    if name is not None:
+        warn_same_name(name, changes_made[0].same_name)
     if quiet:
         return
     results = [

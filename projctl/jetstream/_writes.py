@@ -13,7 +13,16 @@ from typing import Any
 import orjson
 
 from projctl import events
-from projctl.backend import Change, Create, Delete, Emit, Update, Write, write_fingerprint
+from projctl.backend import (
+    Change,
+    Create,
+    Delete,
+    Emit,
+    Update,
+    Write,
+    same_name,
+    write_fingerprint,
+)
 from projctl.errors import (
     CorruptDatabaseError,
     IdempotencyKeyReusedError,
@@ -240,6 +249,18 @@ class StreamWrites(StreamReads):
         return await self._plan_delete(s, write, token, key, fingerprint, seen_duplicate)
 
     async def _plan_create(self, s: _Session, write: Create) -> _Plan:
+        fields = validate_fields(
+            {
+                "name": write.name,
+                "type": write.type,
+                "status": write.status,
+                "owner_id": write.owner_id,
+                "description": write.description,
+            }
+        )
+        # Planned on the projects as this attempt reads them: a create racing this one with
+        # the same name may pass too (a stream has no transaction across subjects).
+        others = same_name(fields["name"], await self._names(s), unique=write.unique)
         now = utc_now()
         timestamp = format_timestamp(now)
         second = now.strftime("proj_%Y%m%d_%H%M%S")
@@ -253,14 +274,7 @@ class StreamWrites(StreamReads):
         last = max(taken, key=lambda taken_id: parse_project_id(taken_id) or ("", 0), default=None)
         project_id = next_project_id(now, is_taken=taken.__contains__, last_issued=last)
         project = Project(
-            project_id=project_id,
-            name=write.name,
-            type=write.type,
-            status=write.status,
-            owner_id=write.owner_id,
-            description=write.description,
-            created_at=timestamp,
-            updated_at=timestamp,
+            project_id=project_id, created_at=timestamp, updated_at=timestamp, **fields
         )
         record = project.to_dict()
         event = events.project_created(record, seq=0, timestamp=timestamp)
@@ -269,7 +283,7 @@ class StreamWrites(StreamReads):
         data = _payload(event)
 
         def result(seq: int) -> list[Change]:
-            return [Change(project, {**event, "seq": seq})]
+            return [Change(project, {**event, "seq": seq}, same_name=others)]
 
         return _Plan([(subject, data, {_EXPECT: "0"})], result)
 
@@ -282,6 +296,12 @@ class StreamWrites(StreamReads):
         updated_fields = [name for name, value in wanted.items() if current[name] != value]
         if not updated_fields:
             return [Change(before.project, None)]
+        others: tuple[str, ...] = ()
+        if "name" in updated_fields:
+            named = await self._names(s)
+            others = same_name(
+                wanted["name"], named, unique=write.unique, besides=before.project_id
+            )
         timestamp = format_timestamp(utc_now())
         record = {**current, **wanted, "updated_at": timestamp}
         after = Project.from_dict(record)
@@ -289,9 +309,17 @@ class StreamWrites(StreamReads):
         headers = {_EXPECT: str(before.seq), _CREATED: str(before.created_seq)}
 
         def result(seq: int) -> list[Change]:
-            return [Change(after, {**event, "seq": seq}, tuple(updated_fields))]
+            return [Change(after, {**event, "seq": seq}, tuple(updated_fields), same_name=others)]
 
         return _Plan([(before.subject, _payload(event), headers)], result)
+
+    async def _names(self, s: _Session) -> list[tuple[str, str]]:
+        """Every live project's ``(project_id, name)``."""
+        return [
+            (record.project_id, record.name)
+            for record in await self._records(s)
+            if record.project is not None
+        ]
 
     async def _plan_emit(self, s: _Session, write: Emit) -> _Plan:
         kind = events.validate_event_type(write.event_type)

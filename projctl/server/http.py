@@ -29,6 +29,7 @@ from projctl.errors import (
     CorruptDatabaseError,
     IdempotencyKeyReusedError,
     InvalidInputError,
+    NameTakenError,
     PreconditionFailedError,
     ProjctlError,
     ProjectNotFoundError,
@@ -70,6 +71,7 @@ def problem(status: http.HTTPStatus, code: str, message: str, **extra: Any) -> R
 _ERROR_ANSWERS: tuple[tuple[type[ProjctlError], http.HTTPStatus, str], ...] = (
     (IdempotencyKeyReusedError, http.HTTPStatus.UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
     (AmbiguousReferenceError, http.HTTPStatus.CONFLICT, "ambiguous"),
+    (NameTakenError, http.HTTPStatus.CONFLICT, "name_taken"),
     (PreconditionFailedError, http.HTTPStatus.PRECONDITION_FAILED, "precondition_failed"),
     (ProjectNotFoundError, http.HTTPStatus.NOT_FOUND, "not_found"),
     (InvalidInputError, http.HTTPStatus.BAD_REQUEST, "invalid_input"),
@@ -228,7 +230,10 @@ class Route:
 #: What a browser's preflight may ask to send.
 _CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match"
 #: What a page may read of an answer, besides the simple headers.
-_CORS_EXPOSED = "ETag, Location, Retry-After, WWW-Authenticate, Projctl-Seq, Idempotent-Replayed"
+_CORS_EXPOSED = (
+    "ETag, Location, Retry-After, WWW-Authenticate, Projctl-Seq, Idempotent-Replayed, "
+    "Projctl-Same-Name"
+)
 #: How long a browser may keep a preflight's answer, in seconds.
 _CORS_MAX_AGE = "600"
 #: Every way a reader can present a token, named by a 401.

@@ -27,6 +27,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "no such route, or no project with that id or name (404; `project` names it)",
     "method_not_allowed": "the route does not take this method (405, with Allow)",
     "ambiguous": "several projects have that exact name: give an id (409)",
+    "name_taken": "`?unique=true`, and another project has that name: nothing was written (409)",
     "idempotency_key_in_use": "this Idempotency-Key's request is still running (409, Retry-After)",
     "precondition_failed": "If-Match names a version the project no longer has (412)",
     "unsupported_media_type": "a write's body is not application/json (415)",
@@ -289,6 +290,11 @@ def _headers() -> dict[str, Any]:
             "`true` on the answer to a repeated Idempotency-Key: nothing was written again",
             {"const": "true"},
         ),
+        "Projctl-Same-Name": header(
+            "the ids of the other projects that already had the new name (a create or a "
+            "rename), comma-separated: a warning; absent when none had it",
+            {"type": "string", "pattern": "^[^,]+(, [^,]+)*$"},
+        ),
         "Retry-After": header("seconds to wait before retrying", {"type": "integer"}),
         "WWW-Authenticate": header('`Bearer realm="projctl"`'),
         "Allow": header("every method the route takes"),
@@ -373,6 +379,13 @@ def _parameters() -> dict[str, Any]:
             "has changed since. One tag; a weak tag never matches.",
             "schema": {"type": "string"},
         },
+        "Unique": {
+            "name": "unique",
+            "in": "query",
+            "description": "refuse (409 name_taken) a name another project has, checked in "
+            "the write's own transaction; without it, Projctl-Same-Name lists them",
+            "schema": {"type": "boolean"},
+        },
         "Status": filter_("status", "status", {"enum": list(STATUSES)}),
         "Owner": filter_("owner", "owner_id", {"type": "string"}),
         "Type": filter_("type", "type", {"type": "string"}),
@@ -429,11 +442,12 @@ def _write(summary: str, answers: dict[str, Any], **more: Any) -> dict[str, Any]
 def _paths() -> dict[str, Any]:
     project = _ref("parameters", "Project")
     if_match = _ref("parameters", "IfMatch")
-    replayed = ("ETag", "Projctl-Seq", "Idempotent-Replayed")
+    unique = _ref("parameters", "Unique")
+    replayed = ("ETag", "Projctl-Seq", "Idempotent-Replayed", "Projctl-Same-Name")
     update = _write(
         "Change some fields of a project (a partial body)",
         {"200": _ok("the project after the change", "Updated", *replayed)},
-        parameters=[if_match],
+        parameters=[if_match, unique],
         requestBody={"required": True, "content": _json(_ref("schemas", "ProjectChanges"))},
     )
     return {
@@ -558,6 +572,7 @@ def _paths() -> dict[str, Any]:
             "post": _write(
                 "Create a project",
                 {"201": _ok("the new project", "Project", "Location", *replayed)},
+                parameters=[unique],
                 requestBody={"required": True, "content": _json(_ref("schemas", "ProjectCreate"))},
             ),
             "delete": _write(

@@ -120,7 +120,7 @@ class RestWrites:
         def build(body: dict[str, Any]) -> Write:
             fields = _fields(body, required=("name",))
             owner = fields.pop("owner_id") if "owner_id" in fields else self._owner()
-            return Create(owner_id=owner, **fields)
+            return Create(fields.pop("name"), owner, unique=_unique(request), **fields)
 
         return await self._write(request, build, _created)
 
@@ -133,7 +133,7 @@ class RestWrites:
                 raise InvalidInputError(
                     f"nothing to update: give at least one of {', '.join(EDITABLE_FIELDS)}"
                 )
-            return Update(reference, fields, if_match=_if_match(request))
+            return Update(reference, fields, if_match=_if_match(request), unique=_unique(request))
 
         return await self._write(request, build, _updated)
 
@@ -175,7 +175,7 @@ class RestWrites:
             references = query.get("project_id", [])
             if not references:
                 raise InvalidInputError("name the projects to delete: ?project_id=A&project_id=B")
-            missing_ok = query.get("missing_ok", ["0"])[-1] in ("1", "true", "yes")
+            missing_ok = _query_flag(query, "missing_ok")
             return Delete(tuple(references), missing_ok=missing_ok, if_match=_if_match(request))
 
         return await self._write(request, build, _deleted_several, body_allowed=False)
@@ -319,6 +319,16 @@ def _idempotency_key(request: HttpRequest) -> str | None:
     return check_idempotency_key(key)
 
 
+def _query_flag(query: Mapping[str, list[str]], name: str) -> bool:
+    """A boolean query parameter: set by ``1``, ``true`` or ``yes`` (its last value)."""
+    return query.get(name, ["0"])[-1].lower() in ("1", "true", "yes")
+
+
+def _unique(request: HttpRequest) -> bool:
+    """``?unique=true``: a name another project has is refused (``name_taken``)."""
+    return _query_flag(parse_qs(request.query, keep_blank_values=True), "unique")
+
+
 def _if_match(request: HttpRequest) -> str | None:
     """The one entity tag of ``If-Match`` (``*``: any version), without its quotes."""
     raw = request.headers.get("If-Match")
@@ -345,6 +355,8 @@ def entity_tag(project: Project) -> str:
 def _project_response(status: http.HTTPStatus, body: Any, change: Change) -> Response:
     response = json_response(status, body)
     response.headers["ETag"] = entity_tag(change.project)
+    if change.same_name:
+        response.headers["Projctl-Same-Name"] = ", ".join(change.same_name)
     return response
 
 
