@@ -13,24 +13,18 @@ always 0-65535, whatever the source.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from projctl._contexts import (
-    CONTEXT_NAME,
-    Context,
-    Contexts,
-    contexts_path,
-    read_contexts,
-    read_private_text,
-)
 from projctl.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from projctl._contexts import Context, Contexts
 
 __all__ = [
     "CA_FILE",
@@ -57,14 +51,11 @@ __all__ = [
     "UNIQUE_NAMES",
     "URL",
     "VARIABLES",
-    "Context",
-    "Contexts",
     "DbSource",
     "NatsLocation",
     "Settings",
     "Variable",
     "check_db_folder",
-    "contexts_path",
     "debug_enabled",
     "default_db_path",
     "http_address",
@@ -81,8 +72,6 @@ __all__ = [
     "parse_seconds",
     "parse_token",
     "parse_url",
-    "read_contexts",
-    "read_private_text",
     "read_token_file",
 ]
 
@@ -213,11 +202,14 @@ def parse_count(raw: str, source: str, *, minimum: int = 0) -> int:
     return int(text)
 
 
+# The patterns below are text, compiled by ``re`` at their first use (and cached there): every
+# command imports this module, few need them.
+
 #: What :func:`parse_seconds` accepts, as its error says it.
 DURATION_RULE = "a duration, 0 or more: seconds (30, 2.5) or with units (30s, 5m, 1h, 1m30s)"
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION = r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+"
+_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)"
 
 
 def parse_seconds(raw: str, source: str) -> float:
@@ -225,10 +217,9 @@ def parse_seconds(raw: str, source: str) -> float:
     or numbers with units (``30s``, ``5m``, ``1h``, ``1m30s``, ``500ms``). Finite and >= 0:
     never ``nan`` or ``inf``."""
     text = raw.strip().lower()
-    if _DURATION.fullmatch(text):
-        value = sum(
-            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
-        )
+    if re.fullmatch(_DURATION, text):
+        parts = re.findall(_DURATION_PART, text)
+        value = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
     else:
         try:
             value = float(text) if text.isascii() else math.nan
@@ -325,21 +316,21 @@ def parse_file(raw: str, source: str) -> Path:
 
 #: Database locations of the NATS JetStream backend (``tls://``: the same over TLS).
 JETSTREAM_SCHEMES = ("nats", "tls")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCHEME = r"([A-Za-z][A-Za-z0-9+.-]*)://"
 #: A JetStream database's name: one subject token, and a stream name once prefixed.
-_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_NATS_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?")
+_NATS_NAME = r"[A-Za-z0-9_-]{1,64}"
+_NATS_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?"
 NATS_DEFAULT_PORT = 4222
 NATS_DEFAULT_TIMEOUT = 10.0
 NATS_LOCATION = "nats://HOST:PORT[,HOST:PORT...]/NAME[?replicas=N&timeout=SECONDS]"
 
 
-@dataclass(frozen=True)
-class NatsLocation:
+class NatsLocation(NamedTuple):
     """A NATS JetStream database: its servers, name and options, parsed once.
 
     Credentials from the URL's user info are kept out of :func:`repr` and of
-    :attr:`display`, the only form of the location any message shows.
+    :attr:`display`, the only form of the location any message shows. (A named tuple: every
+    command imports this module, and a dataclass would cost each its code generation.)
     """
 
     scheme: str
@@ -347,9 +338,15 @@ class NatsLocation:
     name: str
     replicas: int | None = None
     timeout: float = NATS_DEFAULT_TIMEOUT
-    user: str | None = dataclasses.field(default=None, repr=False)
-    password: str | None = dataclasses.field(default=None, repr=False)
-    token: str | None = dataclasses.field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"NatsLocation(scheme={self.scheme!r}, servers={self.servers!r}, name={self.name!r}, "
+            f"replicas={self.replicas!r}, timeout={self.timeout!r})"
+        )
 
     @property
     def display(self) -> str:
@@ -360,7 +357,7 @@ class NatsLocation:
 
 def _shown(raw: str) -> str:
     """A location as a message may show it: user info (credentials) replaced by ``***``."""
-    match = _SCHEME.match(raw)
+    match = re.match(_SCHEME, raw)
     if match is not None:
         rest = raw[match.end() :]
         authority, slash, tail = rest.partition("/")
@@ -377,7 +374,7 @@ def parse_nats_location(raw: str, source: str) -> NatsLocation:
     def refuse(accepted: str) -> ConfigError:
         return ConfigError(f"{source}={_shown(raw)!r} is not accepted: expected {accepted}")
 
-    match = _SCHEME.match(raw)
+    match = re.match(_SCHEME, raw)
     assert match is not None
     scheme = match.group(1).lower()
     rest = raw[match.end() :]
@@ -388,11 +385,11 @@ def parse_nats_location(raw: str, source: str) -> NatsLocation:
     credentials, at, hosts = authority.rpartition("@")
     if not at:
         hosts, credentials = authority, ""
-    if not slash or _NATS_NAME.fullmatch(name) is None:
+    if not slash or re.fullmatch(_NATS_NAME, name) is None:
         raise refuse(f"{NATS_LOCATION} with NAME 1-64 of A-Z, a-z, 0-9, '_' or '-'")
     servers = []
     for host in hosts.split(","):
-        found = _NATS_HOST.fullmatch(host.strip())
+        found = re.fullmatch(_NATS_HOST, host.strip())
         if found is None or (found.group(2) is not None and int(found.group(2)) > 65535):
             raise refuse(NATS_LOCATION)
         port = int(found.group(2)) if found.group(2) else NATS_DEFAULT_PORT
@@ -424,7 +421,7 @@ def parse_db_location(raw: str, source: str) -> Path | NatsLocation:
     """A database location, which chooses the storage: a path or a ``file:`` URL is a
     TinyDB file (:func:`parse_db_path`); ``nats://`` and ``tls://`` name a NATS JetStream
     stream (:func:`parse_nats_location`); any other ``scheme://`` is refused."""
-    scheme = _SCHEME.match(raw)
+    scheme = re.match(_SCHEME, raw)
     if scheme is not None and scheme.group(1).lower() in JETSTREAM_SCHEMES:
         if "\0" in raw or not raw.isprintable():
             raise ConfigError(f"{source}={_shown(raw)!r} is not accepted: expected {NATS_LOCATION}")
@@ -449,7 +446,7 @@ def parse_db_path(raw: str, source: str) -> Path:
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not path:
             raise _refuse(source, raw, "a file: URL naming a file on this machine")
         raw = path
-    elif scheme := _SCHEME.match(raw):
+    elif scheme := re.match(_SCHEME, raw):
         name = scheme.group(1).lower()
         if name in JETSTREAM_SCHEMES:
             raise ConfigError(f"{source}={_shown(raw)!r}: a NATS JetStream database is not a file")
@@ -688,21 +685,31 @@ def _chosen_context(
     elif env.get(CONTEXT.name):
         name, source = parse_context_name(env[CONTEXT.name], CONTEXT.name), CONTEXT.name
     elif db is None and url is None and DB.name not in env and not env.get(URL.name):
-        current = read_contexts().current
+        current = _read_contexts().current
         if current is None:
             return None, ""
         name, source = current, "current"
     else:
         return None, ""
-    found = read_contexts().contexts.get(name)
+    found = _read_contexts().contexts.get(name)
     if found is None:
         raise ConfigError(f"{source}: no context named {name!r} (projctl context list shows them)")
     return found, source
 
 
+def _read_contexts() -> Contexts:
+    """The stored contexts; imported only when a command looks for one (not where
+    ``--db`` or ``PROJCTL_DB`` says where the database is, nor for ``--help``)."""
+    from projctl._contexts import read_contexts
+
+    return read_contexts()
+
+
 def parse_context_name(raw: str, source: str) -> str:
     """A context's name: 1-64 of letters, digits, ``.``, ``_``, ``-``, not starting with one
     of the last three."""
+    from projctl._contexts import CONTEXT_NAME
+
     if not CONTEXT_NAME.fullmatch(raw):
         raise _refuse(source, raw, "a context name: 1-64 of A-Z, a-z, 0-9, '.', '_', '-'")
     return raw
@@ -711,6 +718,8 @@ def parse_context_name(raw: str, source: str) -> str:
 def read_token_file(raw: str, source: str) -> str:
     """The token held in the file ``raw`` names (its first non-blank line), for a team
     server: a file only its owner may read, so the token is in no command line."""
+    from projctl._contexts import read_private_text
+
     path = Path(os.path.expanduser(raw))
     text = read_private_text(path, f"token file ({source})", limit=_TOKEN_MAX + 2) or ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

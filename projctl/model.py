@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from projctl.errors import InvalidInputError, ProjectNotFoundError
 
@@ -301,9 +301,11 @@ WAIT_FIELDS: tuple[str, ...] = ("status", "type", "owner_id", "name")
 _FIELD_ALIASES = {"owner": "owner_id"}
 
 
-@dataclass(frozen=True)
-class WaitCondition:
-    """What ``wait --for`` waits for: a field's value, or (``field`` ``None``) deletion."""
+class WaitCondition(NamedTuple):
+    """What ``wait --for`` waits for: a field's value, or (``field`` ``None``) deletion.
+
+    A named tuple rather than a dataclass: every command imports this module, and a
+    dataclass costs each of them its code generation (about half a millisecond)."""
 
     field: str | None
     value: str = ""

@@ -11,7 +11,8 @@ from subprocess import CompletedProcess
 import orjson
 import pytest
 
-from projctl.config import contexts_path, load_settings
+from projctl._contexts import contexts_path
+from projctl.config import load_settings
 
 from ._remote import TeamServer
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
+from projctl.config import NatsLocation, load_settings, parse_db_location
 from projctl.store import ProjectStore
 
 from ._nats import free_ports
@@ -143,3 +144,19 @@ def test_a_file_url_for_another_machine_exits_2(
         f"Error: --db={location!r} is not accepted: "
         "expected a file: URL naming a file on this machine\n"
     )
+
+
+def test_a_parsed_location_never_shows_its_credentials() -> None:
+    """Neither the location nor the settings holding it print a password or token, even as
+    a debugger or a log line shows them (repr)."""
+    location = parse_db_location("nats://alice:s3cret@127.0.0.1:4222/x", "--db")
+    assert isinstance(location, NatsLocation)
+    assert (location.user, location.password) == ("alice", "s3cret")
+    tokened = parse_db_location("tls://t0ken@127.0.0.1/x", "--db")
+    assert isinstance(tokened, NatsLocation)
+    assert tokened.token == "t0ken"
+    settings = load_settings(db="nats://alice:s3cret@127.0.0.1:4222/x", environ={})
+    for shown in (repr(location), repr(tokened), repr(settings), location.display):
+        assert "s3cret" not in shown
+        assert "t0ken" not in shown
+        assert "alice" not in shown

@@ -20,7 +20,8 @@ import pytest
 
 from .conftest import run_projctl
 
-#: What ``projctl --help`` may load of ours: the group, its settings table and the exit codes.
+#: What ``projctl --help`` may load of ours: the group, its settings table and the exit codes
+#: (not the contexts: a command reads them only when no --db or PROJCTL_DB says where).
 #: No command module: ``--help`` lists the commands from their summaries.
 HELP = {
     "projctl",
@@ -28,7 +29,6 @@ HELP = {
     "projctl.cli",
     "projctl.cli._lazy",
     "projctl.config",
-    "projctl._contexts",
     "projctl.errors",
     "projctl.model",
 }
@@ -48,8 +48,6 @@ CREATE = LIST | {
     "projctl.rpc",
     "projctl.runtime",
     "projctl.runtime.ask",
-    "projctl.runtime.launch",
-    "projctl.runtime.locate",
     "projctl.runtime.paths",
     "projctl.runtime.state",
     "projctl.runtime.wait",

@@ -382,8 +382,9 @@ def test_a_large_server_log_is_rotated_at_the_next_start(projctl: Run, db_path: 
     assert projctl("create", "x").returncode == 0
     assert paths.log_file.with_name(paths.log_file.name + ".1").read_bytes() == old
     server_info(db_path)  # up: the create started it in the background
+    # It publishes its state before its first log line is flushed: wait for the line.
+    wait_until(lambda: b"serving ws://" in paths.log_file.read_bytes(), 20, "the serving line")
     assert paths.log_file.stat().st_size < 10_000
-    assert b"serving ws://" in paths.log_file.read_bytes()
 
 
 # -- ServerState: the state file's one definition -------------------------------------
@@ -989,3 +990,20 @@ def test_poll_until_lets_the_condition_give_up() -> None:
 
     with pytest.raises(ServerError, match="gone"):
         runtime.poll_until(fails, time.monotonic() + 5)
+
+
+def test_the_lazy_names_are_the_functions_whatever_is_imported_first() -> None:
+    """``ask`` and ``locate`` are the names of functions and of their modules: importing the
+    modules (first through another name, or from a sibling) never shadows the functions."""
+    probe = (
+        "import types, projctl.runtime as r\n"
+        "r.Endpoint, r.StartOptions\n"  # imports .locate and .launch (which imports .ask)
+        "assert not isinstance(r.locate, types.ModuleType), r.locate\n"
+        "assert not isinstance(r.ask, types.ModuleType), r.ask\n"
+        "assert r.locate.__module__ == 'projctl.runtime.locate'\n"
+        "assert r.ask.__module__ == 'projctl.runtime.ask'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

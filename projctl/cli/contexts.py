@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from projctl._contexts import Context, Contexts, contexts_path, read_contexts
 from projctl.cli._lazy import ExitCode, command
 from projctl.cli._options import (
     REPORT_FORMATS,
@@ -21,15 +22,11 @@ from projctl.cli._options import (
     print_json,
 )
 from projctl.config import (
-    Context,
-    Contexts,
-    contexts_path,
     load_settings,
     parse_context_name,
     parse_db_location,
     parse_file,
     parse_url,
-    read_contexts,
     read_token_file,
 )
 from projctl.errors import InvalidInputError, NotFoundError

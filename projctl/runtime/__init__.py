@@ -31,26 +31,20 @@ with the arguments of :class:`ServerLaunch`, whose two halves live here.
 The package holds one job per module: :mod:`.paths` (the folder and a database's
 identity), :mod:`.state` (the state file), :mod:`.launch` (claim, launch, spawn, stop),
 :mod:`.ask` and :mod:`.locate` (ask, verify and locate a server), and :mod:`.wait` (the
-one wait with a deadline they all use). Everything is re-exported here.
+one wait with a deadline they all use). Everything is re-exported here; :mod:`.launch` and
+:mod:`.locate` are imported at their first use, so that a command that forwards its event
+to a running server never loads the code that launches or locates one.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from projctl.config import DEFAULT_MAX_CONNECTIONS
 
+# Imported here, first: its name is also its module's, and binding the function now keeps a
+# later import of the module from any sibling from shadowing it.
 from .ask import ANSWER_TIMEOUT, HUNG_MEMORY, HUNG_PROBE_TIMEOUT, ask, request, verify_database
-from .launch import (
-    LOG_ROTATE_BYTES,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    ServerLaunch,
-    StartOptions,
-    claim_server,
-    ensure_server,
-    start_in_background,
-    stop_server,
-)
-from .locate import Endpoint, locate, server_on_port, server_status
 from .paths import (
     LOOPBACK_HOSTS,
     SOCKET_PATH_MAX,
@@ -72,6 +66,20 @@ from .state import (
     remembered_port,
 )
 from .wait import poll_until
+
+if TYPE_CHECKING:
+    from .launch import (
+        LOG_ROTATE_BYTES,
+        START_TIMEOUT,
+        STOP_TIMEOUT,
+        ServerLaunch,
+        StartOptions,
+        claim_server,
+        ensure_server,
+        start_in_background,
+        stop_server,
+    )
+    from .locate import Endpoint, locate, server_on_port, server_status
 
 __all__ = [
     "ANSWER_TIMEOUT",
@@ -112,3 +120,34 @@ __all__ = [
     "stop_server",
     "verify_database",
 ]
+
+#: Where each of the rest is defined: imported at its first use (PEP 562), as a command that
+#: forwards its event to a running server needs neither launching nor locating one.
+_HOMES = {
+    "Endpoint": ".locate",
+    "LOG_ROTATE_BYTES": ".launch",
+    "START_TIMEOUT": ".launch",
+    "STOP_TIMEOUT": ".launch",
+    "ServerLaunch": ".launch",
+    "StartOptions": ".launch",
+    "claim_server": ".launch",
+    "ensure_server": ".launch",
+    "locate": ".locate",
+    "server_on_port": ".locate",
+    "server_status": ".locate",
+    "start_in_background": ".launch",
+    "stop_server": ".launch",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(home, __name__)
+    # Every name of that module at once: importing `.locate` has just bound the package's
+    # `locate` to the module, and the function must win.
+    globals().update({each: getattr(module, each) for each, at in _HOMES.items() if at == home})
+    return globals()[name]
