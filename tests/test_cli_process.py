@@ -209,6 +209,8 @@ def busy_writer(path: Path) -> Iterator[None]:
             writer.wait(timeout=10)
 
 
+# Forty writer processes killed mid-write (~7 s of both cores): slow run.
+@pytest.mark.slow
 def test_writer_killed_at_random_moments_never_corrupts(store: ProjectStore) -> None:
     rng = random.Random(1234)
     store.create("Before the storm")
@@ -280,6 +282,8 @@ def test_list_on_a_terminal_has_colour_unless_no_color(projctl: Run) -> None:
     assert "┃" in plain
 
 
+# Three seconds of reads against a writer in a loop: slow run.
+@pytest.mark.slow
 def test_readers_never_see_a_half_written_file(store: ProjectStore) -> None:
     store.create("seed")
     reads = 0
