@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 
@@ -41,8 +40,7 @@ def is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-@dataclass(frozen=True)
-class HighWater:
+class HighWater(NamedTuple):
     """What the lock file remembers of the database's last commit: its id, last ``seq`` and
     last issued project id.
 

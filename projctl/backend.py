@@ -12,10 +12,10 @@ This module holds types only: it reads nothing and starts nothing.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from projctl.events import Event
 from projctl.model import DEFAULT_STATUS, DEFAULT_TYPE, Project
@@ -98,8 +98,11 @@ class Change:
     same_name: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Create:
+#: The empty mapping a write's optional mapping defaults to (read-only: it is shared).
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class Create(NamedTuple):
     """A new project; its id is assigned by the backend. ``owner_id`` is always given: the
     default owner is the caller's rule (``projctl.config``), never the storage's. With
     ``unique``, a name another project has is refused (:class:`~projctl.errors.NameTakenError`);
@@ -113,8 +116,7 @@ class Create:
     unique: bool = False
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):
     """New values for some editable fields of one project (by id, or exact unique name:
     resolved in the commit's own transaction). With ``if_match`` (a
     :attr:`~projctl.model.Project.version_tag`), only if the project is still that version:
@@ -122,13 +124,12 @@ class Update:
     ``name`` and ``unique``: as for :class:`Create` (keeping its own name is no rename)."""
 
     project_id: str
-    changes: Mapping[str, str] = field(default_factory=dict)
+    changes: Mapping[str, str] = _NOTHING
     if_match: str | None = None
     unique: bool = False
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     """Several projects (by id or exact name) deleted at once: all of them or, when one is
     missing, none
     (with ``missing_ok`` the missing ones are skipped). ``if_match``: as for
@@ -139,8 +140,7 @@ class Delete:
     if_match: str | None = None
 
 
-@dataclass(frozen=True)
-class Emit:
+class Emit(NamedTuple):
     """An emitted event about one project (by id): ``event_type`` and the caller's ``data``
     (the rules: :func:`projctl.events.validate_event_type` and
     :func:`~projctl.events.validate_emit_data`). Journaled with the next ``seq`` and
@@ -148,10 +148,11 @@ class Emit:
 
     project_id: str
     event_type: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = _NOTHING
 
 
-#: One change, committed all-or-nothing.
+#: One change, committed all-or-nothing. The writes are named tuples, not dataclasses: every
+#: command imports them, and a dataclass costs each command its code generation.
 Write = Create | Update | Delete | Emit
 
 
@@ -200,11 +201,10 @@ def write_fingerprint(write: Write) -> str:
     import json
 
     described: dict[str, Any] = {"kind": type(write).__name__}
-    for item in dataclasses.fields(write):
-        value = getattr(write, item.name)
-        if item.name in _FINGERPRINTED_WHEN_SET and not value:
+    for name, value in write._asdict().items():
+        if name in _FINGERPRINTED_WHEN_SET and not value:
             continue  # as a key recorded before the field existed was fingerprinted
-        described[item.name] = dict(value) if isinstance(value, Mapping) else value
+        described[name] = dict(value) if isinstance(value, Mapping) else value
     encoded = json.dumps(described, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 

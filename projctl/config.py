@@ -86,8 +86,7 @@ DEFAULT_MAX_CONNECTIONS = 4096
 DbSource = Literal["--db", "PROJCTL_DB", "context", "default"]
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(NamedTuple):
     """One environment variable projctl reads: the README and ``--help`` list these.
 
     Each is named once, here; the code reads it by its constant (``OWNER.name``).

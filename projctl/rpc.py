@@ -17,9 +17,8 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -69,8 +68,7 @@ class RequestDecodeError(ValueError):
     """A line that is not a request of this protocol."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One decoded request: its op and its arguments (everything but ``op``)."""
 
     op: str
