@@ -54,7 +54,7 @@ from projctl.model import EDITABLE_FIELDS, Project, parse_project_id
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-__all__ = ["ImportResult", "StreamImport"]
+__all__ = ["ImportResult", "StreamImport", "plan_import"]
 
 #: At most this many messages, and about this many bytes, in one atomic batch (the server
 #: takes up to 1,000 messages in one).
