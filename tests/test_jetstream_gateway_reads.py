@@ -6,6 +6,7 @@ read of everything."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,19 +15,20 @@ from projctl.backend import Create, Delete, Emit, StateRead, Update
 from projctl.jetstream import JetStreamBackend, StreamGateway
 from projctl.jetstream._connection import _Session
 
-from ._nats import Cluster
+from ._nats import Cluster, start_cluster
 
 # Against the session's three-node cluster (a few seconds): in the slow run.
 pytestmark = pytest.mark.slow
 
 
-def _backend(cluster: Cluster, *, limit: int = 1000) -> JetStreamBackend:
+def _backend(cluster: Cluster, *, limit: int = 1000, timeout: float = 10) -> JetStreamBackend:
     name = f"t{secrets.token_hex(6)}"
     return JetStreamBackend(
         servers=cluster.urls,
         name=name,
         display=f"{cluster.location}/{name}",
         journal_limit=limit,
+        timeout=timeout,
     )
 
 
@@ -48,8 +50,16 @@ def _count_consumers(backend: JetStreamBackend, monkeypatch: pytest.MonkeyPatch)
 
 
 def _fresh(backend: JetStreamBackend) -> StateRead:
-    """A read of everything, by a gateway that kept nothing."""
-    return StreamGateway(backend).read_state()
+    """A read of everything, by a gateway of its own that kept nothing (its reads are not
+    counted)."""
+    other = JetStreamBackend(
+        servers=backend.servers,
+        name=backend.name,
+        display=backend.location,
+        journal_limit=backend.journal_limit,
+        timeout=backend.timeout,
+    )
+    return StreamGateway(other).read_state()
 
 
 def _same(state: StateRead, fresh: StateRead) -> None:
@@ -81,7 +91,6 @@ def test_a_later_read_reads_only_the_events_after_the_last(
     made.clear()
     later = gateway.read_state()
     assert made == ["from 6"]  # only the four events after seq 5
-    monkeypatch.undo()
     _same(later, _fresh(backend))
     listed = [project.to_dict() for project in backend.list_projects()]
     assert later.project_records == listed
@@ -153,3 +162,35 @@ def test_another_stream_under_the_name_is_read_whole(
     assert after.database_id != before.database_id
     assert [record["name"] for record in after.project_records] == [f"new{n}" for n in range(4)]
     _same(after, _fresh(backend))
+
+
+@pytest.mark.alone
+def test_reads_stay_right_across_a_node_killed_and_back(
+    nats_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del nats_cluster  # the session's cluster only proves nats-server is there (or skips)
+    with start_cluster(tmp_path / "faulty") as cluster:
+        backend = _backend(cluster, timeout=30)
+        ids = [
+            backend.commit(Create(f"p{n}", owner_id="me"))[0].project.project_id for n in range(3)
+        ]
+        gateway = StreamGateway(backend)
+        gateway.read_state()
+        made = _count_consumers(backend, monkeypatch)
+        victim = cluster.nodes[0]
+        for round_ in ("down", "back"):  # with the node killed, then with it catching up
+            if round_ == "down":
+                cluster.kill(victim)
+            else:
+                cluster.start(victim)
+                cluster.wait_ready()
+            backend.commit(Update(ids[0], {"name": f"{round_}-renamed"}))
+            backend.commit(Delete((ids.pop(),)))
+            created = backend.commit(Create(f"{round_}-new", owner_id="me"))
+            ids.append(created[0].project.project_id)
+            state = gateway.read_state()
+            _same(state, _fresh(backend))
+            assert [record["project_id"] for record in state.project_records] == ids
+        # Every read after the first was of the new events only (a create's own read of the
+        # projects' names is a "last" too).
+        assert [kind for kind in made if kind.startswith("from")] == ["from 4", "from 7"]
