@@ -129,7 +129,7 @@ SUMMARIES: dict[str, str] = {
     "emit": "Record an event about a project and print its seq.",
     "watch": "Watch projects change live: a table on a terminal, JSON Lines for scripts.",
     "wait": "Wait until a project meets a condition, then print it.",
-    "migrate": "Copy every project of a database file into a NATS JetStream database.",
+    "migrate": "Copy a database file's projects and journal into a NATS JetStream database.",
     "open": "Open the live dashboard of the database in a browser (starting its server if needed).",
     "serve": "Run the broadcast server for a database in the foreground until Ctrl-C.",
     "server status": "Show whether a server runs for the database, and its health.",

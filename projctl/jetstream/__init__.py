@@ -3,8 +3,10 @@
 Selected by a database location ``nats://HOST:PORT[,HOST:PORT...]/NAME`` (``tls://`` for
 TLS); ``projctl.config`` parses it. nats-py is an optional extra (``projctl[nats]``) and is
 imported in this package only: ``_connection`` (a connection and a deadline per call, the
-stream's creation), ``_reads``, ``_writes``, ``_backend`` (the :class:`~projctl.backend.Backend`
-protocol and following) and ``gateway`` (the stream as a broadcast server's storage).
+stream's creation), ``_reads``, ``_writes``, ``_import`` (a database file's projects and
+journal moved into a stream: ``projctl migrate``), ``_backend`` (the
+:class:`~projctl.backend.Backend` protocol and following) and ``gateway`` (the stream as a
+broadcast server's storage, keeping its last read so that the next reads only what is new).
 
 **The stream.** Database ``NAME`` is the stream ``PROJCTL_NAME`` (created on the first write:
 file storage, replicas ``min(3, cluster size)`` or ``?replicas=N``, atomic batches allowed)

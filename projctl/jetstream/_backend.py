@@ -16,13 +16,13 @@ from projctl.jetstream._connection import (
     _REQUEST_TIMEOUT,
     _Session,
 )
-from projctl.jetstream._writes import StreamWrites
+from projctl.jetstream._import import StreamImport
 from projctl.model import Project
 
 __all__ = ["JetStreamBackend"]
 
 
-class JetStreamBackend(StreamWrites):
+class JetStreamBackend(StreamImport):
     """A database in a NATS JetStream stream, as a :class:`projctl.backend.Backend`.
 
     ``servers`` are ``nats://`` (or ``tls://``) URLs without credentials; ``name`` is the

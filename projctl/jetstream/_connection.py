@@ -35,6 +35,7 @@ _CREATED = "Projctl-Created"
 _MSG_ID = "Nats-Msg-Id"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _EXPECT_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+_EXPECT_LAST = "Nats-Expected-Last-Sequence"
 #: JetStream's error codes this backend acts on.
 _WRONG_LAST_SEQUENCE = 10071
 #: The same, said by a new leader that cannot yet tell which sequence was expected.

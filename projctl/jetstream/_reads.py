@@ -130,23 +130,31 @@ class StreamReads(StreamConnection):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-        name = f"projctl_{secrets.token_hex(8)}"
-        config = ConsumerConfig(
-            name=name,
-            filter_subject=subject,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
-            if start is None
-            else DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=AckPolicy.NONE,
-            mem_storage=True,
-            num_replicas=1,
-            inactive_threshold=max(5.0, self.timeout),
-        )
+        names: list[str] = []
+
+        def config() -> ConsumerConfig:
+            # A new name for every try: a consumer is placed on one of the stream's nodes,
+            # and asking again for the same one, placed on a node that just died (the
+            # cluster does not know yet), would wait for that node until the deadline.
+            names.append(f"projctl_{secrets.token_hex(8)}")
+            return ConsumerConfig(
+                name=names[-1],
+                filter_subject=subject,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+                if start is None
+                else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start,
+                ack_policy=AckPolicy.NONE,
+                mem_storage=True,
+                num_replicas=1,
+                inactive_threshold=max(5.0, self.timeout),
+            )
+
         try:
-            info = await self._api(s, lambda: s.js.add_consumer(self.stream, config))
+            info = await self._api(s, lambda: s.js.add_consumer(self.stream, config()))
         except NotFoundError:
             return []
+        name = names[-1]
         pending = info.num_pending or 0
         messages: list[Msg] = []
         try:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +57,6 @@ __all__ = ["StreamWrites"]
 
 #: JetStream's answer to a message id whose earlier copy is still being replicated.
 _DUPLICATE_IN_PROCESS = 10158
-
-#: How many projects one connection imports before the next (each call has a deadline).
-_IMPORT_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -135,66 +132,6 @@ class StreamWrites(StreamReads):
             said + "check before running it again (with --idempotency-key KEY, running it "
             "again with the same key is safe)"
         )
-
-    def import_projects(self, projects: Sequence[Project], *, source_id: str) -> int:
-        """Write ``projects`` (ids, timestamps and all) into the stream as they are, each as a
-        ``project_created`` event, in the order given; return how many were written.
-
-        For moving a database into a stream (``projctl migrate``): the stream must be empty
-        or hold only an earlier import of the same source (``source_id``, its database id),
-        so running it again writes only what is missing. Each message carries the id
-        ``migrate:<source_id>:<project_id>`` and expects its subject empty; anything else in
-        the stream is a :class:`~projctl.errors.StoreError` and nothing is written.
-        """
-        prefix = f"migrate:{source_id}:"
-
-        async def check(s: _Session) -> set[str]:
-            info = await self._ensure_stream(s)
-            records = await self._records(s)
-            foreign = [r for r in records if not r.msg_id.startswith(prefix)]
-            if foreign or len(records) != int(info.state.last_seq):
-                raise StoreError(
-                    f"the stream {self.stream} at {self._display} already holds projects or "
-                    "events of its own: migrate into an empty stream (a new database name)"
-                )
-            return {record.project_id for record in records}
-
-        done = self._run(check)
-        wanted = [project for project in projects if project.project_id not in done]
-        written = 0
-        for start in range(0, len(wanted), _IMPORT_BATCH):
-            chunk = wanted[start : start + _IMPORT_BATCH]
-
-            async def work(s: _Session, chunk: Sequence[Project] = chunk) -> int:
-                count = 0
-                for project in chunk:
-                    count += await self._import_one(s, project, prefix)
-                return count
-
-            written += self._run(work)
-        return written
-
-    async def _import_one(self, s: _Session, project: Project, prefix: str) -> int:
-        subject = self._subject("project", project.project_id)
-        if subject is None:
-            raise StoreError(f"cannot import project {project.project_id!r}: not a project id")
-        event = events.project_created(
-            project.to_dict(), seq=0, timestamp=format_timestamp(utc_now())
-        )
-        msg_id = f"{prefix}{project.project_id}"
-        try:
-            ack = await self._publish(
-                s, [(subject, _payload(event), {_EXPECT: "0", _MSG_ID: msg_id})]
-            )
-        except _Conflict:
-            last = await self._last(s, subject)
-            if last is not None and last.msg_id == msg_id:
-                return 0  # written by an earlier run whose answer was lost
-            raise StoreError(
-                f"the stream {self.stream} already holds project {project.project_id}, "
-                "not from this migration: nothing more was written"
-            ) from None
-        return 0 if ack.duplicate else 1
 
     async def _commit(self, s: _Session, write: Write, key: str | None) -> list[Change]:
         token = key if key is not None else secrets.token_hex(16)
