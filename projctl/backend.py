@@ -94,7 +94,8 @@ class Change:
     #: its event was broadcast the first time.
     replayed: bool = False
     #: The ids of the other projects that had this project's new name when a create or a
-    #: rename was committed (found in its own transaction), for a warning; else empty.
+    #: rename was committed (found in its own transaction), for a warning; else empty (and
+    #: always empty from a JetStream database, which looks names up only to refuse one).
     same_name: tuple[str, ...] = ()
 
 

@@ -195,9 +195,7 @@ class StreamWrites(StreamReads):
                 "description": write.description,
             }
         )
-        # Planned on the projects as this attempt reads them: a create racing this one with
-        # the same name may pass too (a stream has no transaction across subjects).
-        others = same_name(fields["name"], await self._names(s), unique=write.unique)
+        others = await self._refused_names(s, write.unique, fields["name"])
         now = utc_now()
         timestamp = format_timestamp(now)
         second = now.strftime("proj_%Y%m%d_%H%M%S")
@@ -235,10 +233,7 @@ class StreamWrites(StreamReads):
             return [Change(before.project, None)]
         others: tuple[str, ...] = ()
         if "name" in updated_fields:
-            named = await self._names(s)
-            others = same_name(
-                wanted["name"], named, unique=write.unique, besides=before.project_id
-            )
+            others = await self._refused_names(s, write.unique, wanted["name"], before.project_id)
         timestamp = format_timestamp(utc_now())
         record = {**current, **wanted, "updated_at": timestamp}
         after = Project.from_dict(record)
@@ -250,13 +245,19 @@ class StreamWrites(StreamReads):
 
         return _Plan([(before.subject, _payload(event), headers)], result)
 
-    async def _names(self, s: _Session) -> list[tuple[str, str]]:
-        """Every live project's ``(project_id, name)``."""
-        return [
-            (record.project_id, record.name)
-            for record in await self._records(s)
-            if record.project is not None
-        ]
+    async def _refused_names(
+        self, s: _Session, unique: bool, name: str, besides: str | None = None
+    ) -> tuple[str, ...]:
+        """With ``unique``, :func:`~projctl.backend.same_name` over every live project: none
+        may have ``name``. Without it nothing is read and nothing reported: a stream has no
+        index of names, and reading every project would make each create cost a list. The
+        check is made on the projects as this attempt reads them: a create racing this one
+        with the same name may pass too (no transaction spans subjects)."""
+        if not unique:
+            return ()
+        records = await self._records(s)
+        names = [(r.project_id, r.name) for r in records if r.project is not None]
+        return same_name(name, names, unique=True, besides=besides)
 
     async def _plan_emit(self, s: _Session, write: Emit) -> _Plan:
         kind = events.validate_event_type(write.event_type)
