@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-from _common import bench_folder, run_bounded
+from _common import bench_folder, compile_projctl, run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -239,6 +239,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.runs, args.creates, args.subscribers, args.events = 3, 20, 20, 5
+    compile_projctl()  # both kinds of create are whole processes of the installed command
     with bench_folder() as folder, start_cluster(folder / "nats") as cluster:
         cli_creates(cluster, folder, args.runs)
         gateway_creates(cluster, folder, args.creates)

@@ -13,7 +13,6 @@ alongside. projctl's bytecode is compiled first, as an installed package has it.
 from __future__ import annotations
 
 import argparse
-import compileall
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import bench_database, start_server, timed_run
+from _common import bench_database, compile_projctl, start_server, timed_run
 
 from projctl import runtime
 
@@ -82,9 +81,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 runs: checks the benchmark runs")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
-    # Measured with projctl's bytecode cached, as an installed package has it: without it
-    # (PYTHONDONTWRITEBYTECODE in a source checkout) every start compiles each module again.
-    compileall.compile_dir(str(Path(runtime.__file__).parent.parent), quiet=1)
+    compile_projctl()
     with bench_database(100, idle_timeout=300) as bench:
         env = bench.env
         paths = runtime.runtime_paths(bench.db)
