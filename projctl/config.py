@@ -17,7 +17,6 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -513,9 +512,11 @@ def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every setting of one projctl run, validated. Build it with :func:`load_settings`."""
+class Settings(NamedTuple):
+    """Every setting of one projctl run, validated. Build it with :func:`load_settings`.
+
+    A named tuple, as every command builds one (a dataclass would cost each command its
+    code generation); its :func:`repr` leaves out the token."""
 
     db_path: Path
     db_source: DbSource
@@ -552,6 +553,13 @@ class Settings:
     nats: NatsLocation | None = None
     #: A NATS credentials file (``PROJCTL_NATS_CREDS``).
     nats_creds: str | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={'***' if name == 'token' and value is not None else repr(value)}"
+            for name, value in zip(self._fields, self, strict=True)
+        )
+        return f"Settings({shown})"
 
     @property
     def preferred_port(self) -> int:

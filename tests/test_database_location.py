@@ -155,7 +155,9 @@ def test_a_parsed_location_never_shows_its_credentials() -> None:
     tokened = parse_db_location("tls://t0ken@127.0.0.1/x", "--db")
     assert isinstance(tokened, NatsLocation)
     assert tokened.token == "t0ken"
-    settings = load_settings(db="nats://alice:s3cret@127.0.0.1:4222/x", environ={})
+    settings = load_settings(
+        db="nats://alice:s3cret@127.0.0.1:4222/x", environ={"PROJCTL_TOKEN": "t0ken" * 4}
+    )
     for shown in (repr(location), repr(tokened), repr(settings), location.display):
         assert "s3cret" not in shown
         assert "t0ken" not in shown

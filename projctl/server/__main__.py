@@ -7,7 +7,6 @@ TinyDB file the launch names); everything else in the package sees only the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         run_server(
             ProjectStore(launch.db_path, journal_limit=settings.journal_limit),
             server_config(
-                dataclasses.replace(settings, max_connections=options.max_connections),
+                settings._replace(max_connections=options.max_connections),
                 host=options.host,
                 port=options.port,
                 port_fallback=options.port_fallback,
