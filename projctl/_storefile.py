@@ -11,7 +11,7 @@ import contextlib
 import gc
 import os
 from pathlib import Path
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard, cast
 
 import orjson
 
@@ -26,6 +26,7 @@ __all__ = [
     "check_format",
     "is_count",
     "parse",
+    "parse_in_pieces",
 ]
 
 FORMAT = "projctl"
@@ -105,6 +106,183 @@ def parse(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
             gc.enable()
     check_format(data, path)
     return data  # type: ignore[no-any-return]
+
+
+#: How much of the file :func:`parse_in_pieces` decodes to text at a time.
+PIECE_BYTES = 256 * 1024
+
+
+def parse_in_pieces(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
+    """:func:`parse`, one record at a time: for a thread that shares the process.
+
+    ``orjson.loads`` of a large file is one C call that holds the GIL throughout (tens of
+    milliseconds for a few MB), and every other thread of the process, a server's event
+    loop among them, waits that long. Here the tables are walked in Python and each of their
+    records is parsed whole by one call of the standard library's JSON scanner, so the
+    interpreter may switch threads between two records; the file is decoded to text a
+    piece at a time, so no copy of it all is ever made. The result is what :func:`parse`
+    returns for the same bytes, and bytes :func:`parse` refuses are refused here too
+    (the rare ones the scanner reads differently, a lone surrogate or a document that is
+    not an object, go to :func:`parse` itself).
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as in parse(): no cycles to find among freshly parsed records
+    try:
+        data = _RecordReader(raw).document()
+    except _ReadDifferently:
+        data = None
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        raise CorruptDatabaseError(
+            f"database {path} is not valid JSON; it was left untouched"
+        ) from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if data is None:
+        return parse(raw, path)
+    check_format(data, path)
+    return data
+
+
+class _ReadDifferently(Exception):
+    """The scanner would not read this document as orjson does: :func:`parse` it instead."""
+
+
+class _RecordReader:
+    """A JSON document read as orjson reads it, its top object and the objects in it walked
+    member by member and every other value parsed by one scanner call.
+
+    ``text[pos:]`` is what is left to read of the decoded text, which grows a piece at a
+    time (at least doubling what is left, so a long value is not scanned again and again).
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        import codecs
+        import json
+        import json.scanner
+        import re
+
+        self._raw = memoryview(raw)
+        self._decoded = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._whitespace = re.compile(r"[ \t\n\r]*")
+        # What json.loads itself scans with (the C scanner), numbers read as orjson reads them.
+        decoder = json.JSONDecoder(
+            parse_int=_orjson_int, parse_float=_finite_float, parse_constant=_not_json
+        )
+        self._scan = json.scanner.make_scanner(cast(Any, decoder))
+        # One string per distinct key, as orjson's key cache shares them: 20,000 records
+        # with their own "project_id" would cost megabytes.
+        self._keys: dict[str, str] = {}
+        self.text = ""
+        self.pos = 0
+
+    def document(self) -> dict[str, Any]:
+        if self._peek() != "{":
+            raise _ReadDifferently("not an object: a document the store refuses anyway")
+        data = self._object(depth=1)
+        if self._peek():
+            raise ValueError("data after the document")
+        return data
+
+    def _more(self) -> bool:
+        """Decode more of the file onto what is left; ``False`` when all of it was."""
+        if self._decoded >= len(self._raw):
+            return False
+        size = max(PIECE_BYTES, len(self.text) - self.pos)
+        piece = self._raw[self._decoded : self._decoded + size]
+        self._decoded += len(piece)
+        final = self._decoded >= len(self._raw)
+        self.text = self.text[self.pos :] + self._decoder.decode(piece, final)
+        self.pos = 0
+        if "\\ud" in self.text or "\\uD" in self.text:
+            # Maybe a lone surrogate, which the scanner keeps and orjson refuses.
+            raise _ReadDifferently("a surrogate escape")
+        return True
+
+    def _peek(self) -> str:
+        """The next character after whitespace (``pos`` moved onto it), ``""`` at the end."""
+        while True:
+            matched = self._whitespace.match(self.text, self.pos)
+            assert matched is not None  # the pattern matches the empty string
+            self.pos = matched.end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._more():
+                return ""
+
+    def _value(self) -> Any:
+        """The whole value at ``pos``, with more of the text decoded while it runs past it."""
+        while True:
+            try:
+                value, end = self._scan(self.text, self.pos)
+            except StopIteration:
+                if self._more():
+                    continue
+                raise ValueError("expected a value") from None
+            except ValueError:
+                if self._more():
+                    continue
+                raise
+            # A value that ends where the text does may go on (a number cut short).
+            if end < len(self.text) or not self._more():
+                self.pos = end
+                return value
+
+    def _object(self, depth: int) -> dict[str, Any]:
+        """The object at ``pos``; objects in it are walked the same way ``depth`` levels down."""
+        self.pos += 1
+        members: dict[str, Any] = {}
+        if self._peek() == "}":
+            self.pos += 1
+            return members
+        while True:
+            if self._peek() != '"':
+                raise ValueError("expected a key")
+            key = self._value()
+            if self._peek() != ":":
+                raise ValueError("expected ':'")
+            self.pos += 1
+            if depth > 0 and self._peek() == "{":
+                value = self._object(depth - 1)
+            else:
+                self._peek()
+                value = self._value()
+                if type(value) is dict and len(self._keys) < _KEYS_SHARED:
+                    value = self._with_shared_keys(value)
+            members[key] = value
+            following = self._peek()
+            self.pos += 1
+            if following == "}":
+                return members
+            if following != ",":
+                raise ValueError("expected ',' or '}'")
+
+    def _with_shared_keys(self, record: dict[str, Any]) -> dict[str, Any]:
+        keys = self._keys
+        return {keys.setdefault(name, name): item for name, item in record.items()}
+
+
+#: Distinct record keys shared at most (records of many different keys keep their own).
+_KEYS_SHARED = 4096
+
+
+def _orjson_int(text: str) -> int | float:
+    """An integer as orjson reads it: a float beyond 64 bits."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else _finite_float(text)
+
+
+def _finite_float(text: str) -> float:
+    """A number with a fraction or exponent; orjson refuses one too large for a double."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number is infinity when parsed as double")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_format(data: Any, path: Path) -> None:

@@ -465,12 +465,16 @@ class ProjectStore:
 
         Every journal entry and project record is checked: another program may have
         written the file. Raises :class:`CorruptDatabaseError` naming the first bad one.
+        The file is parsed a record at a time (:func:`~projctl._storefile.parse_in_pieces`):
+        a server reads it in a thread beside its event loop.
         """
-        data, version = self._read_file_with_version()
+        data, version = self._read_file_with_version(parse=_storefile.parse_in_pieces)
         tables = Tables(data)
         meta = tables.read_meta()
-        # TinyDB's documents are already fresh dict copies: no second copy.
-        records: list[dict[str, Any]] = list(tables.projects.all())
+        # The parsed records themselves, not TinyDB's documents (a dict subclass, so each
+        # one an object the cyclic GC walks while a server holds them): nobody else holds
+        # this parse.
+        records: list[dict[str, Any]] = list(data.get("projects", {}).values())
         self._checked(lambda: [Project.from_dict(record) for record in records])
         return StoreState(
             journal=self._checked(tables.events),
@@ -590,7 +594,10 @@ class ProjectStore:
             ) from None
 
     def _read_file_with_version(
-        self, *, database_was_here: bool | None = None
+        self,
+        *,
+        database_was_here: bool | None = None,
+        parse: Callable[[bytes, Path], dict[str, dict[str, Any]]] = _storefile.parse,
     ) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
         """The parsed file and its version; ``({}, None)`` when there is no file.
 
@@ -620,7 +627,7 @@ class ProjectStore:
                     "exists): another program may be rewriting it; it was left untouched"
                 )
             return {}, version  # an empty file (from `touch` or mktemp) is a new database
-        return _storefile.parse(raw, self.path), version
+        return parse(raw, self.path), version
 
     def _not_regular(self) -> StoreError:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from projctl import _storefile
 from projctl.config import default_db_path
 from projctl.errors import (
     CorruptDatabaseError,
@@ -207,6 +208,78 @@ def test_corrupt_database_is_never_overwritten(
             attempt()
         assert str(store.path) in str(raised.value)
     assert store.path.read_bytes() == content
+
+
+def test_corrupt_database_is_refused_by_the_servers_read_too(
+    store: ProjectStore,
+) -> None:
+    for content, message in [
+        (b"{not json", "is not valid JSON"),
+        (b"\x00\xff\xfe", "is not valid JSON"),
+        (b"[1, 2, 3]", "is not a projctl database"),
+        (b'{"_default": {"1": {"a": 1}}}', "is not a projctl database"),
+    ]:
+        store.path.write_bytes(content)
+        with pytest.raises(CorruptDatabaseError, match=message):
+            store.read_state()
+
+
+_META = '"meta": {"1": {"format": "projctl", "schema": 1, "last_seq": 0, "database_id": "d"}}'
+
+#: Documents both parses must read alike: the same tables, or both refuse them.
+_DOCUMENTS = [
+    "{" + _META + "}",
+    '{"projects": {}, ' + _META + "}",
+    ' \n{ "projects" : { "p1" : {"name": "caf\u00e9 \u2603 \U0001f600", "n": 12345678901234},'
+    ' "p2": {"name": "a\\"}\\\\}", "x": [1, 2.5, -0, true, null, {"y": {}}]}} , ' + _META + "} \n",
+    '{"projects": {"p1": {"name": "\\ud83d\\ude00", "big": 18446744073709551616}}, ' + _META + "}",
+    '{"projects": {"p": {"a": 1}, "p": {"a": 2}}, "journal": {"1": {"seq": 1e2}}, ' + _META + "}",
+    "[1, 2]",
+    '"text"',
+    "{" + _META + "} trailing",
+    "{" + _META + ",}",
+    '{"projects": {"p1": {"name": "lone \\ud800"}}, ' + _META + "}",
+    '{"projects": {"p1": {"n": NaN}}, ' + _META + "}",
+    '{"projects": {"p1": {"n": 1e400}}, ' + _META + "}",
+    '{"projects": {"p1": {"n": 01}}, ' + _META + "}",
+    '{"projects": {"p1": {"name": "tab\there"}}, ' + _META + "}",
+    '{"projects": {"p1": {"name": "cut short',
+    "\ufeff{" + _META + "}",
+    '{"projects": {"p": ' + "[" * 5000 + "]" * 5000 + "}, " + _META + "}",
+    "{" + _META + "}\x00",
+    "",
+]
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 3, 7, 64 * 1024])
+@pytest.mark.parametrize("document", _DOCUMENTS)
+def test_the_servers_piecewise_parse_reads_what_the_whole_parse_reads(
+    document: str, piece_bytes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_storefile, "PIECE_BYTES", piece_bytes)
+    raw = document.encode()
+    path = tmp_path / "db.json"
+    try:
+        whole: object = _storefile.parse(raw, path)
+    except CorruptDatabaseError as error:
+        whole = str(error)
+    try:
+        pieces: object = _storefile.parse_in_pieces(raw, path)
+    except CorruptDatabaseError as error:
+        pieces = str(error)
+    assert pieces == whole
+    assert type(pieces) is type(whole)
+
+
+def test_the_servers_parse_shares_record_keys_as_orjson_does(tmp_path: Path) -> None:
+    raw = orjson.dumps(
+        {
+            "projects": {f"p{n}": {"project_id": f"p{n}", "name": "x"} for n in range(3)},
+            "meta": {"1": {"format": "projctl", "schema": 1, "last_seq": 0}},
+        }
+    )
+    records = list(_storefile.parse_in_pieces(raw, tmp_path / "db.json")["projects"].values())
+    assert len({id(key) for record in records for key in record}) == 2
 
 
 def test_malformed_project_record_is_a_store_error(store: ProjectStore) -> None:
