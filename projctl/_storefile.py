@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeGuard, cast
 
@@ -26,7 +27,7 @@ __all__ = [
     "check_format",
     "is_count",
     "parse",
-    "parse_in_pieces",
+    "parse_in_steps",
 ]
 
 FORMAT = "projctl"
@@ -108,38 +109,33 @@ def parse(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
     return data  # type: ignore[no-any-return]
 
 
-#: How much of the file :func:`parse_in_pieces` decodes to text at a time.
+#: How much of the file :func:`parse_in_steps` decodes to text at a time.
 PIECE_BYTES = 256 * 1024
+#: Records parsed in one step of :func:`parse_in_steps`.
+RECORDS_PER_STEP = 32
 
 
-def parse_in_pieces(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
-    """:func:`parse`, one record at a time: for a thread that shares the process.
+def parse_in_steps(raw: bytes, path: Path) -> Generator[None, None, dict[str, dict[str, Any]]]:
+    """:func:`parse`, a few records at a time: each ``next()`` does a bounded piece of the
+    work, and the tables are the generator's return value.
 
-    ``orjson.loads`` of a large file is one C call that holds the GIL throughout (tens of
-    milliseconds for a few MB), and every other thread of the process, a server's event
-    loop among them, waits that long. Here the tables are walked in Python and each of their
-    records is parsed whole by one call of the standard library's JSON scanner, so the
-    interpreter may switch threads between two records; the file is decoded to text a
-    piece at a time, so no copy of it all is ever made. The result is what :func:`parse`
-    returns for the same bytes, and bytes :func:`parse` refuses are refused here too
-    (the rare ones the scanner reads differently, a lone surrogate or a document that is
-    not an object, go to :func:`parse` itself).
+    For a caller that must not be held long: ``orjson.loads`` of a large file is one C
+    call of tens of milliseconds, holding the GIL throughout. Here the tables are walked in
+    Python and each of their records is parsed whole by one call of the standard library's
+    JSON scanner; the file is decoded to text a piece at a time, so no copy of it all is
+    ever made. The result is what :func:`parse` returns for the same bytes, and bytes
+    :func:`parse` refuses are refused here too (the rare ones the scanner reads
+    differently, a lone surrogate or a document that is not an object, go to :func:`parse`
+    itself, in one step).
     """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as in parse(): no cycles to find among freshly parsed records
     try:
-        data = _RecordReader(raw).document()
+        data = yield from _RecordReader(raw).document()
     except _ReadDifferently:
-        data = None
+        return parse(raw, path)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         raise CorruptDatabaseError(
             f"database {path} is not valid JSON; it was left untouched"
         ) from None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    if data is None:
-        return parse(raw, path)
     check_format(data, path)
     return data
 
@@ -177,10 +173,11 @@ class _RecordReader:
         self.text = ""
         self.pos = 0
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> Generator[None, None, dict[str, Any]]:
+        """The whole document, read a few records a step."""
         if self._peek() != "{":
             raise _ReadDifferently("not an object: a document the store refuses anyway")
-        data = self._object(depth=1)
+        data = yield from self._object(depth=1)
         if self._peek():
             raise ValueError("data after the document")
         return data
@@ -229,7 +226,7 @@ class _RecordReader:
                 self.pos = end
                 return value
 
-    def _object(self, depth: int) -> dict[str, Any]:
+    def _object(self, depth: int) -> Generator[None, None, dict[str, Any]]:
         """The object at ``pos``; objects in it are walked the same way ``depth`` levels down."""
         self.pos += 1
         members: dict[str, Any] = {}
@@ -237,6 +234,8 @@ class _RecordReader:
             self.pos += 1
             return members
         while True:
+            if len(members) % RECORDS_PER_STEP == RECORDS_PER_STEP - 1:
+                yield
             if self._peek() != '"':
                 raise ValueError("expected a key")
             key = self._value()
@@ -244,7 +243,7 @@ class _RecordReader:
                 raise ValueError("expected ':'")
             self.pos += 1
             if depth > 0 and self._peek() == "{":
-                value = self._object(depth - 1)
+                value = yield from self._object(depth - 1)
             else:
                 self._peek()
                 value = self._value()

@@ -8,7 +8,7 @@ Private to :mod:`projctl.store`, which reads and writes the file around them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, cast
 
 from tinydb.storages import Storage
@@ -26,6 +26,8 @@ __all__ = ["KEYS_TABLE", "RESTORES_KEPT", "MemoryStorage", "Tables"]
 RESTORES_KEPT = 32
 #: The table of idempotency records: key -> the write's fingerprint and first result.
 KEYS_TABLE = "idempotency"
+#: Journal entries checked in one step of :meth:`Tables.events_in_steps`.
+_ENTRIES_PER_STEP = 128
 
 
 class MemoryStorage(Storage):
@@ -187,6 +189,19 @@ class Tables:
     def events(self) -> list[Event]:
         """The journaled events, oldest first; ``EventDecodeError`` for an entry that is not one."""
         journal = [events.check_event(dict(entry)) for entry in self.journal.all()]
+        journal.sort(key=lambda event: event["seq"])
+        return journal
+
+    def events_in_steps(self) -> Generator[None, None, list[Event]]:
+        """:meth:`events`, a few entries checked a step (for a read done in steps)."""
+        entries = list(self.journal.all())
+        journal: list[Event] = []
+        for start in range(0, len(entries), _ENTRIES_PER_STEP):
+            journal += [
+                events.check_event(dict(entry))
+                for entry in entries[start : start + _ENTRIES_PER_STEP]
+            ]
+            yield
         journal.sort(key=lambda event: event["seq"])
         return journal
 

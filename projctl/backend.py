@@ -12,7 +12,7 @@ This module holds types only: it reads nothing and starts nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
@@ -35,6 +35,7 @@ __all__ = [
     "Follower",
     "ServedStorage",
     "StateRead",
+    "SteppedRead",
     "Update",
     "Write",
     "check_idempotency_key",
@@ -221,6 +222,18 @@ class ServedStorage(Protocol):
     def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]: ...
     def read_state(self) -> StateRead: ...
     def file_version(self) -> FileVersion | None: ...
+
+
+@runtime_checkable
+class SteppedRead(Protocol):
+    """A :class:`ServedStorage` whose read can also be done a bounded piece at a time (the
+    TinyDB file): a server drives it between its other work. Read in a thread instead, a
+    large file's parse would hold the GIL that the server's event loop needs."""
+
+    def read_state_in_steps(self) -> Generator[None, None, StateRead]:
+        """:meth:`ServedStorage.read_state` as a generator whose return value is the read:
+        its first step is blocking I/O (for a thread), each later one a short piece of work."""
+        ...
 
 
 @runtime_checkable

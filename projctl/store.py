@@ -25,7 +25,7 @@ import functools
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from operator import and_
@@ -465,19 +465,36 @@ class ProjectStore:
 
         Every journal entry and project record is checked: another program may have
         written the file. Raises :class:`CorruptDatabaseError` naming the first bad one.
-        The file is parsed a record at a time (:func:`~projctl._storefile.parse_in_pieces`):
-        a server reads it in a thread beside its event loop.
         """
-        data, version = self._read_file_with_version(parse=_storefile.parse_in_pieces)
+        data, version = self._read_file_with_version()
+        return _finished(self._state_of(data, version))
+
+    def read_state_in_steps(self) -> Generator[None, None, StoreState]:
+        """:meth:`read_state`, a bounded piece of work per step (the
+        :class:`~projctl.backend.SteppedRead` a server drives between its other work).
+
+        The first step reads the file (blocking I/O); each later one parses a few records
+        or checks a few (:func:`~projctl._storefile.parse_in_steps`).
+        """
+        raw, version = self._read_raw_with_version()
+        yield
+        data = (yield from _storefile.parse_in_steps(raw, self.path)) if raw else {}
+        return (yield from self._state_of(data, version))
+
+    def _state_of(
+        self, data: dict[str, dict[str, Any]], version: FileVersion | None
+    ) -> Generator[None, None, StoreState]:
+        """The read of parsed ``data``, its records checked a few a step."""
         tables = Tables(data)
         meta = tables.read_meta()
         # The parsed records themselves, not TinyDB's documents (a dict subclass, so each
         # one an object the cyclic GC walks while a server holds them): nobody else holds
         # this parse.
         records: list[dict[str, Any]] = list(data.get("projects", {}).values())
-        self._checked(lambda: [Project.from_dict(record) for record in records])
+        yield from self._checked_steps(_check_records(records))
+        journal = yield from self._checked_steps(tables.events_in_steps())
         return StoreState(
-            journal=self._checked(tables.events),
+            journal=journal,
             latest_seq=int(meta.get("last_seq", 0)),
             database_id=str(meta.get("database_id", "")),
             version=version,
@@ -510,14 +527,24 @@ class ProjectStore:
     def _checked(self, read: Callable[[], _T]) -> _T:
         try:
             return read()
-        except (KeyError, TypeError) as error:
-            raise CorruptDatabaseError(
-                f"database {self.path} holds a malformed project record ({error})"
-            ) from None
-        except events.EventDecodeError as error:
-            raise CorruptDatabaseError(
+        except (KeyError, TypeError, events.EventDecodeError) as error:
+            raise self._malformed(error) from None
+
+    def _checked_steps(self, steps: Generator[None, None, _T]) -> Generator[None, None, _T]:
+        """``steps``, as :meth:`_checked` runs one read."""
+        try:
+            return (yield from steps)
+        except (KeyError, TypeError, events.EventDecodeError) as error:
+            raise self._malformed(error) from None
+
+    def _malformed(self, error: Exception) -> CorruptDatabaseError:
+        if isinstance(error, events.EventDecodeError):
+            return CorruptDatabaseError(
                 f"database {self.path} holds a malformed journal entry ({error})"
-            ) from None
+            )
+        return CorruptDatabaseError(
+            f"database {self.path} holds a malformed project record ({error})"
+        )
 
     def _snapshot(self) -> Tables:
         return Tables(self._read_file_with_version()[0])
@@ -594,12 +621,17 @@ class ProjectStore:
             ) from None
 
     def _read_file_with_version(
-        self,
-        *,
-        database_was_here: bool | None = None,
-        parse: Callable[[bytes, Path], dict[str, dict[str, Any]]] = _storefile.parse,
+        self, *, database_was_here: bool | None = None
     ) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
-        """The parsed file and its version; ``({}, None)`` when there is no file.
+        """The parsed file and its version; ``({}, None)`` when there is no file (see
+        :meth:`_read_raw_with_version`)."""
+        raw, version = self._read_raw_with_version(database_was_here=database_was_here)
+        return (_storefile.parse(raw, self.path) if raw else {}), version
+
+    def _read_raw_with_version(
+        self, *, database_was_here: bool | None = None
+    ) -> tuple[bytes, FileVersion | None]:
+        """The file's bytes and its version; ``(b"", None)`` when there is no file.
 
         An empty file is a new database only where none was before (a ``touch`` or
         ``mktemp``): where one was (``database_was_here``; by default, when its lock file
@@ -615,7 +647,7 @@ class ProjectStore:
                 f"cannot read database {self.path}: {error.strerror or error}"
             ) from None
         if found is None:
-            return {}, None
+            return b"", None
         raw, status = found
         version = _version_of(status)
         if not raw:
@@ -626,8 +658,8 @@ class ProjectStore:
                     f"database {self.path} is empty, but a database was there (its lock file "
                     "exists): another program may be rewriting it; it was left untouched"
                 )
-            return {}, version  # an empty file (from `touch` or mktemp) is a new database
-        return parse(raw, self.path), version
+            return b"", version  # an empty file (from `touch` or mktemp) is a new database
+        return raw, version
 
     def _not_regular(self) -> StoreError:
         return StoreError(f"database {self.path} is not a regular file; it was left untouched")
@@ -654,6 +686,27 @@ class ProjectStore:
                 f"cannot write database {self.path}: {error.strerror or error}"
             ) from None
         return _version_of(status)
+
+
+#: Project records checked in one step of :meth:`ProjectStore.read_state_in_steps`.
+_RECORDS_PER_STEP = 64
+
+
+def _finished(steps: Generator[None, None, _T]) -> _T:
+    """Run ``steps`` to the end; their return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def _check_records(records: list[dict[str, Any]]) -> Generator[None, None, None]:
+    """Every record a :class:`Project` (``KeyError`` or ``TypeError`` if not), a few a step."""
+    for start in range(0, len(records), _RECORDS_PER_STEP):
+        for record in records[start : start + _RECORDS_PER_STEP]:
+            Project.from_dict(record)
+        yield
 
 
 @dataclass

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Generator
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -210,16 +212,47 @@ def test_corrupt_database_is_never_overwritten(
     assert store.path.read_bytes() == content
 
 
-def test_corrupt_database_is_refused_by_the_servers_read_too(
-    store: ProjectStore,
-) -> None:
+_T = TypeVar("_T")
+
+
+def _run(steps: Generator[None, None, _T]) -> _T:
+    """Every step of ``steps``; what they return."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def test_the_read_in_steps_is_the_read(store: ProjectStore) -> None:
+    assert _run(store.read_state_in_steps()) == store.read_state()  # no file
+    store.path.touch()
+    assert _run(store.read_state_in_steps()) == store.read_state()  # a new, empty file
+    for number in range(150):
+        store.create(f"project {number}")
+    store.delete(store.resolve("project 7"))
+    state = _run(store.read_state_in_steps())
+    assert state == store.read_state()
+    assert len(state.project_records) == 149
+    assert state.latest_seq == 151
+
+
+def test_corrupt_database_is_refused_by_the_read_in_steps_too(store: ProjectStore) -> None:
+    store.create("Alpha")
+    good = orjson.loads(store.path.read_bytes())
+    broken_record = {**good, "projects": {"p": {"name": "no other field"}}}
+    broken_entry = {**good, "journal": {"1": {"seq": 1}}}
     for content, message in [
         (b"{not json", "is not valid JSON"),
         (b"\x00\xff\xfe", "is not valid JSON"),
         (b"[1, 2, 3]", "is not a projctl database"),
         (b'{"_default": {"1": {"a": 1}}}', "is not a projctl database"),
+        (orjson.dumps(broken_record), "malformed project record"),
+        (orjson.dumps(broken_entry), "malformed journal entry"),
     ]:
         store.path.write_bytes(content)
+        with pytest.raises(CorruptDatabaseError, match=message):
+            _run(store.read_state_in_steps())
         with pytest.raises(CorruptDatabaseError, match=message):
             store.read_state()
 
@@ -253,7 +286,7 @@ _DOCUMENTS = [
 
 @pytest.mark.parametrize("piece_bytes", [1, 3, 7, 64 * 1024])
 @pytest.mark.parametrize("document", _DOCUMENTS)
-def test_the_servers_piecewise_parse_reads_what_the_whole_parse_reads(
+def test_the_parse_in_steps_reads_what_the_whole_parse_reads(
     document: str, piece_bytes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(_storefile, "PIECE_BYTES", piece_bytes)
@@ -264,21 +297,22 @@ def test_the_servers_piecewise_parse_reads_what_the_whole_parse_reads(
     except CorruptDatabaseError as error:
         whole = str(error)
     try:
-        pieces: object = _storefile.parse_in_pieces(raw, path)
+        pieces: object = _run(_storefile.parse_in_steps(raw, path))
     except CorruptDatabaseError as error:
         pieces = str(error)
     assert pieces == whole
     assert type(pieces) is type(whole)
 
 
-def test_the_servers_parse_shares_record_keys_as_orjson_does(tmp_path: Path) -> None:
+def test_the_parse_in_steps_shares_record_keys_as_orjson_does(tmp_path: Path) -> None:
     raw = orjson.dumps(
         {
             "projects": {f"p{n}": {"project_id": f"p{n}", "name": "x"} for n in range(3)},
             "meta": {"1": {"format": "projctl", "schema": 1, "last_seq": 0}},
         }
     )
-    records = list(_storefile.parse_in_pieces(raw, tmp_path / "db.json")["projects"].values())
+    parsed = _run(_storefile.parse_in_steps(raw, tmp_path / "db.json"))
+    records = list(parsed["projects"].values())
     assert len({id(key) for record in records for key in record}) == 2
 
 
