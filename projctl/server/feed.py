@@ -8,7 +8,8 @@ read of the database, and those joining at the same ``seq`` one encoding of it.
 
 No step holds the event loop long: a snapshot goes out in small fragments, encoded as
 the subscriber furthest along needs them, and each subscriber lets the others (and every
-other connection) run between two of its fragments.
+other connection) run between two of its fragments. All of them together stream for a
+bounded time in each turn of the loop (:class:`_Turns`), however many there are.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
-from projctl.backend import ServedStorage, StateRead
+from projctl.backend import ServedStorage, StateRead, SteppedRead
 from projctl.errors import CorruptDatabaseError
 from projctl.sequencer import ProjectsMessage, Sequencer
 from projctl.server.config import ServerConfig
@@ -36,6 +37,89 @@ log = logging.getLogger("projctl.server")
 
 #: Subscribers have nothing to say; anything larger than this closes them with 1009.
 SUBSCRIBER_MAX_MESSAGE = 4096
+#: How long, in seconds, the streams of snapshots and resyncs may run together in one
+#: turn of the event loop before they wait for the next (every other connection runs
+#: in between): a request waits for a few turns, so each must stay short.
+STREAM_TURN = 0.004
+#: How long a read of the database done in steps (:class:`~projctl.backend.SteppedRead`)
+#: runs in one turn of the loop, at most (beside the streams).
+READ_TURN = STREAM_TURN / 2
+#: Seconds from the last subscriber of a large read leaving to its memory handed back.
+MEMORY_RETURN_DELAY = 0.25
+
+
+class _Turns:
+    """Shares each turn of the event loop among the subscribers streaming a snapshot.
+
+    Between two fragments a stream waits for its turn, first come first served. Once a
+    turn of the loop, as many waiting streams are let go as fit in :data:`STREAM_TURN`
+    by what a step has cost lately; one let go after the turn's time is spent waits again
+    at the head of the line. With one stream, or 150, the loop turns every few
+    milliseconds, so what else it serves (a ``/healthz``, a write) never waits long.
+    """
+
+    def __init__(self, budget: float = STREAM_TURN) -> None:
+        self._budget = budget
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        #: Counts the loop's turns that streams ran in (from 1); ``_began``: when this one
+        #: began.
+        self._turn = 1
+        self._began = 0.0
+        #: Steps done in this turn, and the time from its start to the end of the last.
+        self._steps = 0
+        self._spent = 0.0
+        #: Streams let go this turn that found its time spent, now at the head of the line.
+        self._first = 0
+        #: What one step (a fragment encoded and written) costs, averaged over turns.
+        self._step_cost = 0.0001
+        self._scheduled = False
+
+    async def wait(self, last_turn: int) -> int:
+        """Wait for a stream's next turn; ``last_turn`` is what this returned before (0 at
+        first), and the step since is counted when it was done in the same turn."""
+        if last_turn == self._turn:
+            self._steps += 1
+            self._spent = time.perf_counter() - self._began
+        at_head = False
+        while True:
+            turn = asyncio.get_running_loop().create_future()
+            if at_head:
+                self._waiting.insert(self._first, turn)
+                self._first += 1
+            else:
+                self._waiting.append(turn)
+            self._schedule()
+            await turn
+            if time.perf_counter() - self._began < self._budget:
+                return self._turn
+            at_head = True  # let go past the turn's time: first in the next
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Start the turn of the streams let go in the last one, and let the next go.
+
+        A stream let go now runs in the loop's next turn, after its I/O: this runs again
+        first in that turn (scheduled before they are woken) and starts its clock.
+        """
+        self._scheduled = False
+        if self._steps:
+            self._step_cost = (self._step_cost + self._spent / self._steps) / 2
+        self._turn += 1
+        self._began = time.perf_counter()
+        self._steps, self._spent, self._first = 0, 0.0, 0
+        count = max(1, int(self._budget / self._step_cost))
+        while self._waiting and count:
+            turn = self._waiting.popleft()
+            if turn.done():  # its stream was cancelled meanwhile
+                continue
+            if not self._scheduled:
+                self._schedule()
+            turn.set_result(None)
+            count -= 1
 
 
 @dataclass
@@ -70,18 +154,19 @@ class _SharedMessage:
         self._encoded.append(fragment)
         return fragment
 
-    async def stream(self) -> AsyncGenerator[bytes, None]:
-        """The fragments for one subscriber, letting the event loop run between two.
+    async def stream(self, turns: _Turns) -> AsyncGenerator[bytes, None]:
+        """The fragments for one subscriber, each in its turn (see :class:`_Turns`).
 
         Without the pause, a subscriber whose socket takes all it is given (the
         kernel's buffer holds megabytes) would be sent most of a large snapshot in one
         step, and many joining at once would hold the loop for seconds.
         """
         index = 0
+        turn = await turns.wait(0)
         while (fragment := self.fragment(index)) is not None:
             yield fragment
             index += 1
-            await asyncio.sleep(0)
+            turn = await turns.wait(turn)
 
 
 class Feed:
@@ -114,6 +199,8 @@ class Feed:
         self.closing: set[ServerConnection] = set()
         #: Subscribers closed for being slow, since the start.
         self.slow_closed = 0
+        self._turns = _Turns()
+        self._returning_memory: asyncio.Future[None] | None = None
         self._shared_state: weakref.ref[StateRead] | None = None
         self._reading: asyncio.Future[StateRead] | None = None
         #: Snapshots and resyncs being streamed, by :attr:`ProjectsMessage.key`.
@@ -257,7 +344,7 @@ class Feed:
             if isinstance(part, bytes):
                 await connection.send(part, text=True)
                 continue
-            fragments = part.stream()
+            fragments = part.stream(self._turns)
             try:
                 await connection.send(fragments, text=True)
             finally:
@@ -279,10 +366,21 @@ class Feed:
         that needed it is gone, the parsed projects are garbage, but the C allocator
         keeps the freed pages unless asked. Linux/glibc only; elsewhere a no-op.
         """
-        if self.joining or (self._shared_state is not None and self._shared_state()):
-            return
-        gc.collect()
-        _malloc_trim()
+        if self._returning_memory is None:
+            self._returning_memory = asyncio.ensure_future(self._return_memory_later())
+
+    async def _return_memory_later(self) -> None:
+        # Later, not in the step that closes a subscriber: many close at once, and the
+        # collection is a step of its own, after the loop has served what came meanwhile.
+        try:
+            await asyncio.sleep(MEMORY_RETURN_DELAY)
+            if self.joining or (self._shared_state is not None and self._shared_state()):
+                return
+            gc.collect()
+            # In a thread: the call lets go of the GIL, and the loop goes on meanwhile.
+            await asyncio.to_thread(_malloc_trim)
+        finally:
+            self._returning_memory = None
 
     # -- the shared read -----------------------------------------------------------
 
@@ -304,7 +402,7 @@ class Feed:
         if cached is not None and cached.version == self.store.file_version():
             return cached
         if self._reading is None:
-            self._reading = asyncio.ensure_future(asyncio.to_thread(self._read_state_patiently))
+            self._reading = asyncio.ensure_future(self._read_state_patiently())
         reading = self._reading
         try:
             state = await asyncio.shield(reading)
@@ -314,15 +412,43 @@ class Feed:
         self._shared_state = weakref.ref(state)
         return state
 
-    def _read_state_patiently(self) -> StateRead:
+    async def _read_state_patiently(self) -> StateRead:
         """A read of the database for a subscriber or the API, waiting out another program
         rewriting the file in place (empty or half written) for up to
         ``transient_read_wait`` seconds: nobody is shown an empty registry meanwhile."""
         deadline = time.monotonic() + self.config.transient_read_wait
         while True:
             try:
-                return self.store.read_state()
+                return await self._read_state()
             except CorruptDatabaseError:
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(0.02)
+                await asyncio.sleep(0.02)
+
+    async def _read_state(self) -> StateRead:
+        """One read of the database: in turns of the loop when the storage can (the file is
+        read in a thread, then parsed and checked a little at a time), else in a thread."""
+        store = self.store
+        if not isinstance(store, SteppedRead):
+            return await asyncio.to_thread(store.read_state)
+        steps = store.read_state_in_steps()
+        try:
+            state = await asyncio.to_thread(_step, steps)
+            turn = 0
+            while state is None:
+                turn = await self._turns.wait(turn)
+                until = time.perf_counter() + READ_TURN
+                while state is None and time.perf_counter() < until:
+                    state = _step(steps)
+            return state
+        finally:
+            steps.close()
+
+
+def _step(steps: Generator[None, None, StateRead]) -> StateRead | None:
+    """One step of a read: the read when it is done, else ``None``."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    return None
