@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import logging
 import os
 import secrets
@@ -616,6 +617,12 @@ def run_server(
     async def main() -> None:
         server = BroadcastServer(store, paths, config)
         await server.start()
+        # What start-up made (modules, classes, the server itself) lives as long as the
+        # process: out of the collector's sight, each full collection (the automatic ones
+        # while a flood of connections comes and goes, the feed's after a large read)
+        # walks only what came since, a step of a few milliseconds instead of tens.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.stop)
