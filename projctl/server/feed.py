@@ -285,6 +285,8 @@ class Feed:
         state_was_read = sequencer.needs_projects(since=since, snapshot=snapshot)
         if state_was_read:
             state = await self.read_state_shared()
+            # Everyone who waited for this read wakes at once: each goes on in its turn.
+            await self._turns.wait(0)
         # From here to the registration nothing awaits: replay and live feed join seamlessly.
         if state is not None and state.latest_seq > sequencer.last_seq:
             self.send_to_all(sequencer.catch_up(state))
