@@ -1,6 +1,7 @@
 """Benchmark: does the server answer while it streams snapshots to a flood of clients?
 
-Run by hand:  python bench/flood.py [--projects 20000] [--clients 150] [--seconds 12] [--quick]
+Run by hand:  python bench/flood.py [probes] [loop] [--projects 20000] [--clients 150]
+[--seconds 12] [--hold 3] [--quick]
 
 A fresh server for a database of N projects (~300-byte descriptions, written to the
 file in one go as bench/memory.py does). Then, at once, C clients each open a socket,
@@ -17,6 +18,13 @@ request, no probe was answered, the server died). The flood is opened twice, one
 other on the same server, with the probes running throughout: the first flood pays for
 the read of the database, the second finds it shared.
 
+``loop``: the same two floods (clients in a child process) against the server run in this
+process as ``projctl serve`` runs it (``run_server``), with a ticker on its event loop every
+2 ms: how late the ticker ever was, while the clients join and are streamed to (HOLD s
+after all of them joined) and while they all close at once. That lateness is the longest
+any turn of the loop took, every step in it together. Target: <= 20 ms.
+
+Parts: ``probes`` (the above, ~1 minute), ``loop`` (~20 s); none named: both.
 --quick: 500 projects, 10 clients, 3 s (figures that only show it still runs).
 Everything binds 127.0.0.1 with a free port and every wait is bounded.
 """
@@ -24,20 +32,41 @@ Everything binds 127.0.0.1 with a free port and every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import http.client
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from _common import HOST, bench_database
 from fanout import percentile
-from memory import ServerGone, bench_server, memory_of, mib, port_of
+from memory import (
+    IDLE_TIMEOUT,
+    ServerGone,
+    add_projects,
+    bench_server,
+    described_project,
+    memory_of,
+    mib,
+    port_of,
+)
+
+from projctl.server import BroadcastServer, ServerConfig, run_server
+from projctl.store import ProjectStore
 
 PROBE_TARGET = 0.100  # seconds, the slowest /healthz answer allowed
 PROBE_INTERVAL = 0.2
+HOLD_TARGET = 0.020  # seconds, the longest turn of the server's loop allowed
+TICK = 0.002
+#: Longer than any step of the loop part could take (clients opening, joining, closing).
+STEP_TIMEOUT = 30.0
 
 
 @dataclass
@@ -182,16 +211,166 @@ def measure(projects: int, clients: int, seconds: float) -> bool:
         return complete
 
 
+class Ticker:
+    """How late a ``TICK`` sleep on the running loop wakes: the longest turn of the loop."""
+
+    def __init__(self) -> None:
+        self.late: list[tuple[float, float]] = []  # (when it woke, how late)
+        self.stopped = False
+
+    async def run(self) -> None:
+        while not self.stopped:
+            asked = time.perf_counter()
+            await asyncio.sleep(TICK)
+            woke = time.perf_counter()
+            self.late.append((woke, woke - asked - TICK))
+
+    def worst_since(self, since: float) -> tuple[float, float]:
+        """The latest wake since ``since``: (how late, how long after ``since`` it was)."""
+        late, woke = max(
+            ((late, woke) for woke, late in self.late if woke >= since), default=(0, 0)
+        )
+        return late, max(0.0, woke - late - TICK - since)
+
+    def over_since(self, since: float) -> int:
+        return sum(1 for woke, late in self.late if woke >= since and late > HOLD_TARGET)
+
+
+def clients_child(port: int, clients: int) -> None:
+    """In a child process: open the flood, say how many opened, close them all at once
+    when told (a line, or the end of stdin)."""
+    sockets, failures = flood(port, clients)
+    print(f"opened {len(sockets)} {failures[0] if failures else ''}", flush=True)
+    sys.stdin.readline()
+    for raw in sockets:
+        raw.close()
+
+
+async def read_line_within(stream: asyncio.StreamReader, timeout: float) -> str:
+    return (await asyncio.wait_for(stream.readline(), timeout)).decode().strip()
+
+
+async def until(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def hold_line(what: str, worst_at: tuple[float, float], over: int) -> str:
+    worst, at = worst_at
+    ok = worst <= HOLD_TARGET
+    return (
+        f"    {what}: the loop's longest turn {worst * 1000:.1f} ms (at {at:.2f}s), turns over "
+        f"{HOLD_TARGET * 1000:g} ms: {over} (target <= {HOLD_TARGET * 1000:g} ms: "
+        f"{worst / HOLD_TARGET:.2f}x, {'met' if ok else 'MISSED'})"
+    )
+
+
+def subscribed(server: BroadcastServer) -> int:
+    """Subscribers still being streamed their snapshot, and those past it (small ones)."""
+    return len(server.feed.joining) + len(server.feed.subscribers)
+
+
+async def loop_rounds(server: BroadcastServer, clients: int, hold: float) -> bool:
+    """Both floods against ``server`` (on this loop); whether they measured what they claim."""
+    ticker = Ticker()
+    ticking = asyncio.ensure_future(ticker.run())
+    complete = True
+    try:
+        for round_ in ("first flood (reads the database)", "second flood (the same server)"):
+            began = time.perf_counter()
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--clients-child",
+                str(server.port),
+                str(clients),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert child.stdin is not None
+            assert child.stdout is not None
+            try:
+                opened = await read_line_within(child.stdout, STEP_TIMEOUT)
+                joined = await until(lambda: subscribed(server) >= clients, STEP_TIMEOUT)
+                await asyncio.sleep(hold)
+                streaming = (ticker.worst_since(began), ticker.over_since(began))
+                closed_at = time.perf_counter()
+                child.stdin.close()
+                await asyncio.wait_for(child.wait(), STEP_TIMEOUT)
+                left = await until(lambda: not subscribed(server), STEP_TIMEOUT)
+                await asyncio.sleep(1.0)  # the memory of the read is handed back meanwhile
+            finally:
+                if child.returncode is None:
+                    child.kill()
+                    await child.wait()
+            print(f"  {round_}: {opened.split()[1]} of {clients} clients opened")
+            print(hold_line("opening, joining, streaming", *streaming))
+            print(
+                hold_line(
+                    "all closing at once",
+                    ticker.worst_since(closed_at),
+                    ticker.over_since(closed_at),
+                )
+            )
+            complete = complete and joined and left and opened.split()[1] == str(clients)
+    finally:
+        ticker.stopped = True
+        await ticking
+    return complete
+
+
+def loop_holds(projects: int, clients: int, hold: float) -> bool:
+    """The ``loop`` part; whether it measured what it claims."""
+    with bench_database(
+        1, serve=False, idle_timeout=IDLE_TIMEOUT, make_project=described_project
+    ) as bench:
+        if projects > 1:
+            add_projects(bench.db, projects - 1)
+        print(
+            f"in-process server, {clients} never-reading ?snapshot=1 clients at once, "
+            f"{projects} projects ({bench.db.stat().st_size / 1e6:.1f} MB database)"
+        )
+        outcome: list[bool] = []
+        driving: list[asyncio.Future[None]] = []
+
+        def on_ready(server: BroadcastServer) -> None:
+            async def rounds() -> None:
+                try:
+                    outcome.append(await asyncio.wait_for(loop_rounds(server, clients, hold), 300))
+                finally:
+                    server.stop()
+
+            driving.append(asyncio.ensure_future(rounds()))
+
+        run_server(ProjectStore(bench.db), ServerConfig(host=HOST, port=0), on_ready=on_ready)
+        return outcome == [True]
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--clients-child"]:
+        clients_child(int(sys.argv[2]), int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=["probes", "loop"], default=[])
     parser.add_argument("--projects", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=12.0, help="how long the probes run")
+    parser.add_argument("--hold", type=float, default=3.0, help="loop: seconds of streaming")
     parser.add_argument("--quick", action="store_true", help="500 projects, 10 clients, 3 s")
     args = parser.parse_args()
     if args.quick:
-        args.projects, args.clients, args.seconds = 500, 10, 3.0
-    if not measure(args.projects, args.clients, args.seconds):
+        args.projects, args.clients, args.seconds, args.hold = 500, 10, 3.0, 1.0
+    parts = args.parts or ["probes", "loop"]
+    complete = True
+    if "probes" in parts:
+        complete = measure(args.projects, args.clients, args.seconds) and complete
+    if "loop" in parts:
+        complete = loop_holds(args.projects, args.clients, args.hold) and complete
+    if not complete:
         raise SystemExit("the flood did not complete (see above)")
 
 

@@ -19,7 +19,7 @@ FIGURES = {
     "e2e": ("arrival",),
     "watch_burst": ("on screen",),
     "memory": ("RSS",),
-    "flood": ("/healthz, a new connection every",),
+    "flood": ("/healthz, a new connection every", "the loop's longest turn"),
     "dashboard": ("on screen",),
     "remote": ("projctl create", "remote - local", "creates/s", "idle subscribers", "RSS"),
     "cluster": ("cluster / local (median)", "gateway, R3 cluster", "events delivered/s"),
