@@ -49,7 +49,8 @@ MEMORY_RETURN_DELAY = 0.25
 
 
 class _Turns:
-    """Shares each turn of the event loop among the subscribers streaming a snapshot.
+    """Shares each turn of the event loop among the subscribers streaming a snapshot (and
+    the read of the database they wait for).
 
     Between two fragments a stream waits for its turn, first come first served. Once a
     turn of the loop, as many waiting streams are let go as fit in :data:`STREAM_TURN`
@@ -111,7 +112,7 @@ class _Turns:
         self._turn += 1
         self._began = time.perf_counter()
         self._steps, self._spent, self._first = 0, 0.0, 0
-        count = max(1, int(self._budget / self._step_cost))
+        count = max(1, int(self._budget / max(self._step_cost, 1e-6)))
         while self._waiting and count:
             turn = self._waiting.popleft()
             if turn.done():  # its stream was cancelled meanwhile
