@@ -355,7 +355,10 @@ def main() -> None:
         clients_child(int(sys.argv[2]), int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=["probes", "loop"], default=[])
+    # [] among the choices: argparse checks an empty nargs="*" against them (Python < 3.12).
+    parser.add_argument(
+        "parts", nargs="*", choices=["probes", "loop", []], help="run only these (default: both)"
+    )
     parser.add_argument("--projects", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=12.0, help="how long the probes run")
