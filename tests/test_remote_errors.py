@@ -21,6 +21,21 @@ from ._remote import (
     one_error,
 )
 
+
+def refused_as_locally(team: TeamServer, args: tuple[str, ...], code: int) -> str:
+    """Run ``args`` against the team server and, locally, on its own file: the same exit
+    ``code``, output and one ``Error:`` line (returned)."""
+    remote = team.run(*args)
+    line = one_error(remote, code)
+    local = team.local(*args)
+    assert (remote.returncode, remote.stdout, remote.stderr) == (
+        local.returncode,
+        local.stdout,
+        local.stderr,
+    ), args
+    return line
+
+
 #: Each refused for a value that breaks a rule, ``Existing`` being a project.
 INVALID_INPUT = [
     ("create", ""),
@@ -39,15 +54,7 @@ def test_invalid_input_is_exit_2_with_the_local_message(team: TeamServer) -> Non
     assert team.run("create", "Existing").returncode == 0
     before = team.server_db.read_bytes()
     for args in INVALID_INPUT:
-        remote = team.run(*args)
-        line = one_error(remote, 2)
-        local = team.local(*args)  # the same check, made locally on the same file
-        assert (remote.returncode, remote.stdout, remote.stderr) == (
-            local.returncode,
-            local.stdout,
-            local.stderr,
-        ), args
-        assert line != "Error: ", args
+        assert refused_as_locally(team, args, 2) != "Error: ", args
         assert team.server_db.read_bytes() == before, args
 
 
@@ -58,14 +65,8 @@ def test_a_name_two_projects_share_is_exit_2_with_the_local_message(team: TeamSe
         assert team.run("create", "Twin").returncode == 0
     before = team.server_db.read_bytes()
     for args in (("show", "Twin"), ("update", "Twin", "-s", "completed"), ("delete", "Twin")):
-        remote = team.run(*args)
-        assert one_error(remote, 2).startswith("Error: 2 projects are named 'Twin': ")
-        local = team.local(*args)
-        assert (remote.returncode, remote.stdout, remote.stderr) == (
-            local.returncode,
-            local.stdout,
-            local.stderr,
-        ), args
+        line = refused_as_locally(team, args, 2)
+        assert line.startswith("Error: 2 projects are named 'Twin': "), args
     assert team.server_db.read_bytes() == before
 
 
@@ -83,14 +84,7 @@ def test_a_missing_project_is_exit_3_with_the_local_message(team: TeamServer) ->
     assert team.run("create", "Existing").returncode == 0
     before = team.server_db.read_bytes()
     for args in MISSING:
-        remote = team.run(*args)
-        one_error(remote, 3)
-        local = team.local(*args)
-        assert (remote.returncode, remote.stdout, remote.stderr) == (
-            local.returncode,
-            local.stdout,
-            local.stderr,
-        ), args
+        refused_as_locally(team, args, 3)
         assert team.server_db.read_bytes() == before, args  # nothing deleted: all or none
 
 
