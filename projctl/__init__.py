@@ -215,8 +215,9 @@ class Database:
 
         ``owner_id`` defaults to ``PROJCTL_OWNER``, else the name of the user running.
         ``Change.same_name`` lists the other projects with that name; with ``unique`` there
-        must be none (:class:`~projctl.errors.NameTakenError`, checked in the same
-        transaction as the write). ``idempotency_key``: a create already made under this key
+        must be none (:class:`~projctl.errors.NameTakenError`). A database file checks it in
+        the write's own transaction; a JetStream database looks names up only for
+        ``unique``, and lists none. ``idempotency_key``: a create already made under this key
         is not made again; its first result comes back (``Change.replayed``). Every change
         takes one.
         """
