@@ -220,4 +220,8 @@ def test_with_two_nodes_down_writes_fail_clearly_and_resume_when_one_returns(
         assert after.returncode == 0, after.stderr
         listed = json.loads(run_projctl("list", "--json", env=env, timeout=60).stdout)
         names = [project["name"] for project in listed]
-        assert names in (["before", "during", "after"], ["before", "never", "during", "after"])
+        # Each write whose outcome was unknown may have been committed when a node came
+        # back, in either order; "during" is there once however often it was sent (its key).
+        assert names[0] == "before", names
+        assert names[-1] == "after", names
+        assert sorted(names[1:-1]) in (["during"], ["during", "never"]), names
