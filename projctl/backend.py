@@ -173,6 +173,42 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def check_write(write: Write) -> None:
+    """Refuse (:class:`~projctl.errors.InvalidInputError`) a write whose values break a rule,
+    or a kind of write no backend knows. Every backend calls it first, before it looks
+    anything up, locks or connects."""
+    from projctl import events
+    from projctl.errors import InvalidInputError
+    from projctl.model import validate_fields
+
+    if isinstance(write, Create):
+        create_fields(write)
+    elif isinstance(write, Update):
+        if not write.changes:
+            raise InvalidInputError("nothing to update: give at least one field to change")
+        validate_fields(write.changes)
+    elif isinstance(write, Emit):
+        events.validate_event_type(write.event_type)
+        events.validate_emit_data(write.data)
+    elif not isinstance(write, Delete):
+        raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
+
+
+def create_fields(write: Create) -> dict[str, str]:
+    """The fields of the project ``write`` creates, validated (the name trimmed)."""
+    from projctl.model import validate_fields
+
+    return validate_fields(
+        {
+            "name": write.name,
+            "type": write.type,
+            "status": write.status,
+            "owner_id": write.owner_id,
+            "description": write.description,
+        }
+    )
+
+
 def same_name(
     name: str,
     projects: Iterable[tuple[str, str]],

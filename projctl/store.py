@@ -48,6 +48,7 @@ from projctl.backend import (
     StateRead,
     Update,
     Write,
+    check_write,
     same_name,
     write_fingerprint,
 )
@@ -142,14 +143,7 @@ class ProjectStore:
         the first result (each :class:`Change` with ``replayed`` set); another write under
         it raises :class:`IdempotencyKeyReusedError`.
         """
-        if isinstance(write, Update):
-            # Bad values are refused before anything is looked up or locked.
-            if not write.changes:
-                raise InvalidInputError("nothing to update: give at least one field to change")
-            validate_fields(write.changes)
-        elif isinstance(write, Emit):
-            events.validate_event_type(write.event_type)
-            events.validate_emit_data(write.data)
+        check_write(write)  # bad values are refused before anything is looked up or locked
         with self._transaction() as (tables, written):
             if idempotency_key is None:
                 changes = self._checked(lambda: self._commit(tables, write))
@@ -248,9 +242,8 @@ class ProjectStore:
             if not ids:
                 return []
             return self.delete_many(ids, missing_ok=write.missing_ok, if_match=write.if_match)
-        if isinstance(write, Emit):
-            return [self.emit(tables.resolve(write.project_id), write.event_type, write.data)]
-        raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
+        assert isinstance(write, Emit)  # check_write refused any other kind
+        return [self.emit(tables.resolve(write.project_id), write.event_type, write.data)]
 
     @staticmethod
     def _renamed_among(tables: Tables, project_id: str, write: Update) -> tuple[str, ...]:

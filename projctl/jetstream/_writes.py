@@ -20,13 +20,14 @@ from projctl.backend import (
     Emit,
     Update,
     Write,
+    check_write,
+    create_fields,
     same_name,
     write_fingerprint,
 )
 from projctl.errors import (
     CorruptDatabaseError,
     IdempotencyKeyReusedError,
-    InvalidInputError,
     PreconditionFailedError,
     ProjectNotFoundError,
     ServerError,
@@ -78,25 +79,7 @@ class StreamWrites(StreamReads):
 
     def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
         """See :meth:`projctl.backend.Backend.commit`; the module docstring says how."""
-        if isinstance(write, Update):
-            if not write.changes:
-                raise InvalidInputError("nothing to update: give at least one field to change")
-            validate_fields(write.changes)
-        elif isinstance(write, Emit):
-            events.validate_event_type(write.event_type)
-            events.validate_emit_data(write.data)
-        elif isinstance(write, Create):
-            validate_fields(
-                {
-                    "name": write.name,
-                    "type": write.type,
-                    "status": write.status,
-                    "owner_id": write.owner_id,
-                    "description": write.description,
-                }
-            )
-        elif not isinstance(write, Delete):
-            raise InvalidInputError(f"this database cannot commit {type(write).__name__}")
+        check_write(write)
 
         sessions: list[_Session] = []
 
@@ -186,15 +169,7 @@ class StreamWrites(StreamReads):
         return await self._plan_delete(s, write, token, key, fingerprint, seen_duplicate)
 
     async def _plan_create(self, s: _Session, write: Create) -> _Plan:
-        fields = validate_fields(
-            {
-                "name": write.name,
-                "type": write.type,
-                "status": write.status,
-                "owner_id": write.owner_id,
-                "description": write.description,
-            }
-        )
+        fields = create_fields(write)
         others = await self._refused_names(s, write.unique, fields["name"])
         now = utc_now()
         timestamp = format_timestamp(now)
