@@ -480,10 +480,16 @@ def check_db_folder(settings: Settings) -> None:
 
 def login_name() -> str:
     """The name of the user running projctl: the default owner when ``PROJCTL_OWNER`` is unset."""
-    import getpass  # only when PROJCTL_OWNER is unset; it pulls in termios
+    # What getpass.getuser() does, without importing getpass (and with it termios) into
+    # every command that creates a project.
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        user = os.environ.get(name)
+        if user:
+            return user
+    import pwd
 
     try:
-        return getpass.getuser()
+        return pwd.getpwuid(os.getuid()).pw_name
     except (OSError, KeyError):
         # No login name and no passwd entry (a bare container, say).
         return f"uid-{os.getuid()}"

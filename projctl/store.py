@@ -26,7 +26,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from functools import reduce
 from operator import and_
 from pathlib import Path
@@ -702,13 +701,18 @@ def _check_records(records: list[dict[str, Any]]) -> Generator[None, None, None]
         yield
 
 
-@dataclass
 class _Written:
-    """Filled in by :meth:`ProjectStore._transaction` once its write has landed."""
+    """Filled in by :meth:`ProjectStore._transaction` once its write has landed.
 
-    version: FileVersion | None = None
-    database_id: str = ""
-    restore: tuple[int, int] | None = None
+    A plain class: a dataclass would cost every command that imports the store its code
+    generation, for three attributes."""
+
+    __slots__ = ("database_id", "restore", "version")
+
+    def __init__(self) -> None:
+        self.version: FileVersion | None = None
+        self.database_id = ""
+        self.restore: tuple[int, int] | None = None
 
     def change(
         self, project: Project, event: Event, updated_fields: tuple[str, ...] = ()

@@ -19,6 +19,7 @@ from projctl.config import (
     Settings,
     debug_enabled,
     load_settings,
+    login_name,
     parse_count,
     parse_db_path,
     parse_flag,
@@ -693,3 +694,20 @@ def test_the_dashboards_https_address_names_the_same_team_server() -> None:
     assert parse_url("http://127.0.0.1:8000", "PROJCTL_URL") == "ws://127.0.0.1:8000"
     with pytest.raises(ConfigError):
         parse_url("ftp://team.example", "PROJCTL_URL")
+
+
+def test_the_login_name_comes_from_the_environment_then_the_password_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default owner, as ``getpass.getuser()`` finds it."""
+    import pwd
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert login_name() == pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("USERNAME", "dana")
+    assert login_name() == "dana"
+    monkeypatch.setenv("USER", "")  # empty: passed over
+    assert login_name() == "dana"
+    monkeypatch.setenv("LOGNAME", "erin")
+    assert login_name() == "erin"

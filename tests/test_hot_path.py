@@ -65,9 +65,13 @@ NEVER = {
     "urllib.request",
     "email",
     "concurrent.futures",
+    # Each costs a command a millisecond or more; what it offers is done more cheaply.
+    "hashlib",
+    "tempfile",
+    "getpass",
 }
 #: ... and what only a command that talks to a server may load.
-NO_SERVER = NEVER | {"socket", "hashlib"}
+NO_SERVER = NEVER | {"socket"}
 
 _PROBE = (
     "import atexit, sys\n"

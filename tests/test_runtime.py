@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import re
 import signal
@@ -420,13 +419,22 @@ def make_state(**changes: Any) -> ServerState:
         subscriber_token=None,
         started_at=1700000000.25,
     )
-    return dataclasses.replace(state, **changes)
+    return state._replace(**changes)
 
 
 def state_bytes(**changes: Any) -> bytes:
     """The state file's content with some fields changed (``...`` removes one)."""
     fields = {**STATE_FIELDS, **changes}
     return orjson.dumps({name: value for name, value in fields.items() if value is not ...})
+
+
+def test_server_state_repr_shows_no_token() -> None:
+    state = make_state(subscriber_token="sub-secret", write_token="write-secret")
+    shown = repr(state)
+    assert shown.startswith(f"ServerState(pid={state.pid!r}, host=")
+    assert "process_start=None" in shown
+    for secret in (state.token, "sub-secret", "write-secret"):
+        assert secret not in shown
 
 
 @pytest.mark.parametrize("subscriber_token", [None, "subscriber-token"])
@@ -580,7 +588,7 @@ def test_read_server_state_returns_a_valid_state_of_a_live_pid(state_paths: Runt
     state = make_state(pid=os.getpid(), db=str(state_paths.db_path))
     state.write(state_paths.state_file)
     # A process publishing its own state records when it started.
-    recorded = dataclasses.replace(state, process_start=runtime.process_start_time(os.getpid()))
+    recorded = state._replace(process_start=runtime.process_start_time(os.getpid()))
     assert recorded.process_start is not None
     assert runtime.read_server_state(state_paths) == recorded
     assert state_paths.state_file.read_bytes() == recorded.encode()  # left in place
@@ -852,6 +860,40 @@ def test_is_loopback_for_a_name_that_only_starts_like_a_loopback_address(host: s
 # -- one database, one identity, whatever path reaches it --------------------------------
 
 
+def test_the_runtime_folder_without_xdg_is_in_the_first_usable_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``tempfile.gettempdir()`` picks it: $TMPDIR, $TEMP, $TMP, then /tmp; a variable
+    naming a missing folder or a file is passed over."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    mine = f"projctl-{os.getuid()}"
+    assert runtime.private_folder() == Path("/tmp", mine)
+    (tmp_path / "a file").touch()
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("TEMP", str(tmp_path / "a file"))
+    monkeypatch.setenv("TMP", str(tmp_path / "temp"))
+    assert runtime.private_folder() == tmp_path / "temp" / mine
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert runtime.private_folder() == tmp_path / mine
+
+
+def test_a_database_key_is_the_one_every_version_computes(tmp_path: Path) -> None:
+    """The key names a server's entry: a version that computed it otherwise would not find
+    the servers an older one started."""
+    import hashlib
+
+    folder = os.stat(tmp_path)
+    material = f"{folder.st_dev}:{folder.st_ino}:projects.json".encode()
+    expected = hashlib.sha256(material).hexdigest()[:20]
+    assert runtime.database_key(tmp_path / "projects.json") == expected
+    missing = tmp_path / "missing" / "projects.json"
+    expected = hashlib.sha256(f"path:{missing}".encode()).hexdigest()[:20]
+    assert runtime.database_key(missing) == expected
+
+
 @pytest.mark.usefixtures("broadcasting")
 def test_every_path_to_one_database_finds_one_server(projctl: Run, tmp_path: Path) -> None:
     real = tmp_path / "real"
@@ -953,7 +995,7 @@ def test_a_server_of_another_database_is_never_followed(projctl: Run, tmp_path: 
     assert projctl("create", "theirs", "--db", str(theirs)).returncode == 0
     their_state = server_info(theirs)
     my_paths = runtime_paths(mine)
-    dataclasses.replace(their_state, db=str(my_paths.db_path)).write(my_paths.state_file)
+    their_state._replace(db=str(my_paths.db_path)).write(my_paths.state_file)
     for args in (("watch", "--json", "--since", "0", "--timeout", "5"), ("server", "status")):
         refused = projctl(*args, "--db", str(mine))
         assert refused.returncode == 5, args

@@ -4,7 +4,6 @@ be read takes no server for its own."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -59,10 +58,10 @@ def test_a_state_entry_whose_process_started_at_another_time_is_stale(
     started = runtime.process_start_time(stranger.pid)
     assert started is not None
     planted = fake_server_state(stranger.pid, paths.socket, str(paths.db_path))
-    dataclasses.replace(planted, process_start=started + 1).write(paths.state_file)
+    planted._replace(process_start=started + 1).write(paths.state_file)
     assert runtime.read_server_state(paths) is None
     assert not paths.state_file.exists()
-    dataclasses.replace(planted, process_start=started).write(paths.state_file)
+    planted._replace(process_start=started).write(paths.state_file)
     assert runtime.read_server_state(paths) is not None
 
 
@@ -83,7 +82,7 @@ def test_a_server_that_lost_its_socket_is_still_stopped_when_verified(
     paths = runtime_paths(db_path)
     assert state.process_start == runtime.process_start_time(state.pid)
     if recorded == "launch argv only":
-        dataclasses.replace(state, process_start=None).write(paths.state_file)
+        state._replace(process_start=None).write(paths.state_file)
     state.socket.unlink()  # it cannot be asked any more
     stop = projctl("server", "stop")
     assert (stop.returncode, stop.stdout, stop.stderr) == (
@@ -110,7 +109,7 @@ def test_an_unreadable_database_id_takes_no_server_for_its_own(
     assert projctl("create", "theirs", "--db", str(theirs)).returncode == 0
     their_state = started_server(projctl, theirs)
     my_paths = runtime_paths(mine, for_a_server=True)
-    dataclasses.replace(their_state, db=str(my_paths.db_path)).write(my_paths.state_file)
+    their_state._replace(db=str(my_paths.db_path)).write(my_paths.state_file)
     mine.write_bytes(b"garbage, not a projctl database")
     refusal = (
         f"Error: cannot tell whether the server found (pid {their_state.pid}) serves this "

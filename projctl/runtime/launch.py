@@ -15,9 +15,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from projctl import _files, rpc
 from projctl.config import (
@@ -47,9 +46,10 @@ STOP_TIMEOUT = 10.0
 LOG_ROTATE_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
-class StartOptions:
-    """How to start a background server when none is running."""
+class StartOptions(NamedTuple):
+    """How to start a background server when none is running.
+
+    A named tuple, like :class:`ServerLaunch`: a command that starts its server builds both."""
 
     host: str
     port: int
@@ -81,8 +81,7 @@ def claim_server(paths: RuntimePaths) -> int:
     return fd
 
 
-@dataclass(frozen=True)
-class ServerLaunch:
+class ServerLaunch(NamedTuple):
     """The command line of a background server: built by :func:`ensure_server`,
     parsed by ``python -m projctl.server``. One owner for both halves."""
 

@@ -17,12 +17,11 @@ mount of the folder find the same server.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from projctl.errors import (
     ServerError,
@@ -66,9 +65,18 @@ def private_folder() -> Path:
         # A socket path must fit sockaddr_un; an unusually deep XDG_RUNTIME_DIR cannot.
         if len(os.fsencode(folder)) + _ENTRY_NAME_MAX <= SOCKET_PATH_MAX:
             return folder
-    import tempfile  # only without a usable XDG_RUNTIME_DIR
+    return Path(_temp_folder()) / f"projctl-{os.getuid()}"
 
-    return Path(tempfile.gettempdir()) / f"projctl-{os.getuid()}"
+
+def _temp_folder() -> str:
+    """The system temp folder as :func:`tempfile.gettempdir` picks it ($TMPDIR, $TEMP,
+    $TMP, then the usual folders), by checking access instead of writing a probe file:
+    importing ``tempfile`` costs every command a few milliseconds (it loads ``random``)."""
+    candidates = [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
+    for candidate in [*candidates, "/tmp", "/var/tmp", "/usr/tmp"]:
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return os.path.abspath(candidate)
+    return "/tmp"  # none is usable: the runtime folder check then says why
 
 
 def check_private_folder(folder: Path, *, create: bool) -> bool:
@@ -112,9 +120,10 @@ def check_private_folder(folder: Path, *, create: bool) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class RuntimePaths:
-    """Where one database's server keeps its state, socket, locks and log."""
+class RuntimePaths(NamedTuple):
+    """Where one database's server keeps its state, socket, locks and log.
+
+    A named tuple: every command that finds its server builds one."""
 
     #: The database file, symlinks resolved: the path every process of this database uses.
     db_path: Path
@@ -149,7 +158,22 @@ def database_key(db_path: Path) -> str:
         material = f"{folder.st_dev}:{folder.st_ino}:{db_path.name}"
     except OSError:  # a folder we cannot create or see: nobody reaches it by another path
         material = f"path:{db_path}"
-    return hashlib.sha256(os.fsencode(material)).hexdigest()[:_KEY_LENGTH]
+    return _sha256_hex(os.fsencode(material))[:_KEY_LENGTH]
+
+
+def _sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, from CPython's own implementation when it has one:
+    ``hashlib`` loads OpenSSL first, about 3 ms of every command that finds its server. The
+    digest is the same either way, so every version finds the servers of every other."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # Python 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found]  # Python 3.12 and later
+        except ImportError:
+            from hashlib import sha256  # built without them
+    digest: str = sha256(data).hexdigest()
+    return digest
 
 
 def runtime_paths(db_path: Path, *, for_a_server: bool = False) -> RuntimePaths:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -16,11 +15,16 @@ from .paths import START_SUFFIX, RuntimePaths, check_private_folder
 
 #: The largest state file we read: a real one is a few hundred bytes.
 STATE_FILE_MAX = 64 * 1024
+#: What a :class:`ServerState`'s ``repr()`` leaves out: a state printed or logged must
+#: not hand out its tokens.
+_SECRET_FIELDS = frozenset({"token", "subscriber_token", "write_token"})
 
 
-@dataclass(frozen=True)
-class ServerState:
-    """A running server, as its state file records it. The one definition of that file."""
+class ServerState(NamedTuple):
+    """A running server, as its state file records it. The one definition of that file.
+
+    A named tuple, as every command that finds its server reads one (a dataclass would
+    cost each of them its code generation); its :func:`repr` leaves out the tokens."""
 
     pid: int
     host: str
@@ -28,7 +32,7 @@ class ServerState:
     url: str
     #: Publishers at ``/publish`` send this as ``Authorization: Bearer``. Tokens are kept
     #: out of ``repr()``: a state printed or logged must not hand them out.
-    token: str = field(repr=False)
+    token: str
     socket: Path
     db: str
     database_id: str
@@ -36,18 +40,26 @@ class ServerState:
     #: Started in the background by a command (it stops when idle).
     auto: bool
     #: Subscribers must send this as ``?token=`` (a server listening beyond loopback).
-    subscriber_token: str | None = field(repr=False)
+    subscriber_token: str | None
     started_at: float
     #: The team protocol's write token, for the server's own user (``None``: none made).
-    write_token: str | None = field(default=None, repr=False)
+    write_token: str | None = None
     #: The kernel's start time of ``pid`` (:func:`process_start_time`): with the pid, it
     #: names this one process, never a later one that was given the same pid.
     #: ``None`` where the platform cannot tell.
     process_start: int | None = None
 
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(self._fields, self, strict=True)
+            if name not in _SECRET_FIELDS
+        )
+        return f"ServerState({shown})"
+
     def encode(self) -> bytes:
         """The state file's content."""
-        fields = asdict(self)
+        fields = self._asdict()
         fields["socket"] = str(self.socket)
         return orjson.dumps(fields)
 
@@ -100,7 +112,7 @@ class ServerState:
         """
         state = self
         if state.process_start is None and state.pid == os.getpid():
-            state = replace(state, process_start=process_start_time(state.pid))
+            state = state._replace(process_start=process_start_time(state.pid))
         _files.atomic_write(path, state.encode(), mode=0o600, keep_mode=False)
         clear_start_record(path, state.pid)
 
