@@ -179,6 +179,24 @@ def test_create_with_its_server_up_loads_the_forward_and_nothing_of_serving() ->
     assert "latest seq 1," in done.stdout  # the forward reached it
 
 
+def test_a_command_exits_without_collecting_its_heap() -> None:
+    """The interpreter's collections at exit cost a command as much as its work: the
+    heap is frozen by the time they run (this probe's atexit handler runs after projctl's)."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('FROZEN', gc.get_freeze_count(), file=sys.stderr))\n"
+        "sys.argv = ['projctl', '--help']\n"
+        "from projctl.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    frozen = int(done.stderr.rpartition("FROZEN ")[2])
+    assert frozen > 10_000  # typer's modules alone hold more objects than that
+
+
 def test_list_on_a_terminal_loads_the_table_and_not_live() -> None:
     """On a terminal ``list`` prints a table, and pays for that table only."""
     assert run_projctl("create", "On a terminal", env=dict(os.environ)).returncode == 0

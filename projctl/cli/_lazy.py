@@ -16,7 +16,9 @@ Every failure is reported here as one ``Error:`` line on stderr and an
 # signatures at every start, and evaluating string annotations costs ~15 ms.
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import importlib
 import os
 import re
@@ -580,6 +582,11 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
+    # At exit the interpreter runs full garbage collections over every object still alive
+    # (typer's, click's, ours) as it tears the modules down: about 20 ms of every command,
+    # as long as the rest of a `create`. A frozen heap is passed over; the modules are
+    # still torn down, and what a collection would have freed goes with the process.
+    atexit.register(gc.freeze)
     try:
         app(prog_name="projctl")
     except Exception as error:  # raised while building the app, before ProjctlGroup runs
