@@ -65,8 +65,7 @@ class StateRead:
     restores: list[tuple[int, int]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """What one change did: the result of a :data:`Write` committed to a :class:`Backend`.
 
     ``project`` is the project after the change (for a deletion: as it was when
@@ -82,7 +81,7 @@ class Change:
     copy ended at seq ``kept`` while seqs up to ``lost`` had been issued; this commit's
     events follow ``lost`` (seqs are never reused), and whoever saw events after ``kept``
     must start over (a ``resync``). The last three are the TinyDB file's; a team server's
-    results leave them empty.
+    results leave them empty. A named tuple, like the writes: every change returns one.
     """
 
     project: Project

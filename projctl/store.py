@@ -20,7 +20,6 @@ entry land in the same write, and every change returns one :class:`Change`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import stat
@@ -158,8 +157,7 @@ class ProjectStore:
                 self._remember(tables, idempotency_key, fingerprint, changes)
         # The changes were made inside this transaction: only now is their write known.
         return [
-            dataclasses.replace(
-                change,
+            change._replace(
                 version=written.version,
                 database_id=written.database_id,
                 restore=written.restore,
@@ -222,14 +220,14 @@ class ProjectStore:
                 owner_id=write.owner_id,
                 description=write.description,
             )
-            return [dataclasses.replace(created, same_name=others)]
+            return [created._replace(same_name=others)]
         if isinstance(write, Update):
             project_id = tables.resolve(write.project_id)
             others = self._renamed_among(tables, project_id, write)
             updated = self.update(project_id, write.changes, if_match=write.if_match)
             if "name" not in updated.updated_fields:
                 return [updated]
-            return [dataclasses.replace(updated, same_name=others)]
+            return [updated._replace(same_name=others)]
         if isinstance(write, Delete):
             ids = []
             for reference in write.project_ids:
