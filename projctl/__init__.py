@@ -174,7 +174,8 @@ class Database:
 
     @property
     def path(self) -> Path:
-        """The database file (for a team server's database: the local setting, unused)."""
+        """The database file (for a team server's database: the local setting, unused, and
+        ``os.devnull`` when none is given)."""
         return self.settings.db_path
 
     @property

@@ -608,6 +608,10 @@ def load_settings(
         db_source = "context"
     elif "PROJCTL_DB" in env and (chosen is None or chosen.url is None):
         location, db_source = parse_db_location(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
+    elif url is not None or (chosen is not None and chosen.url is not None) or env.get(URL.name):
+        # A team server's database: no file here is ever opened, and asking the platform
+        # for its data folder (platformdirs) would cost every remote command ~6 ms.
+        location, db_source = Path(os.devnull), "default"
     else:
         location, db_source = default_db_path(), "default"
     nats = location if isinstance(location, NatsLocation) else None

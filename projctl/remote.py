@@ -15,7 +15,7 @@ turns errors into exit codes).
 from __future__ import annotations
 
 import http.client
-import secrets
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -252,7 +252,8 @@ class RemoteBackend:
 
     def commit(self, write: Write, *, idempotency_key: str | None = None) -> list[Change]:
         # Every write carries a key: a retry after a lost answer is then never applied twice.
-        key = idempotency_key or secrets.token_hex(16)
+        # secrets.token_hex(16), without importing secrets (its hmac loads OpenSSL's hashes).
+        key = idempotency_key or os.urandom(16).hex()
         if isinstance(write, Create):
             body = {
                 "name": write.name,

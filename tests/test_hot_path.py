@@ -179,6 +179,25 @@ def test_create_with_its_server_up_loads_the_forward_and_nothing_of_serving() ->
     assert "latest seq 1," in done.stdout  # the forward reached it
 
 
+def test_a_team_server_command_loads_no_data_folder_and_no_hashes() -> None:
+    """With ``PROJCTL_URL`` no file here is opened: the settings never ask the platform for the
+    data folder, and the team client's idempotency keys need neither ``secrets`` nor OpenSSL's
+    hashes (``hmac``)."""
+    probe = (
+        "import sys\n"
+        "from projctl.config import load_settings\n"
+        "settings = load_settings({'PROJCTL_URL': 'https://127.0.0.1:1'})\n"
+        "import projctl.remote\n"
+        "print(settings.db_path, sorted(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    db_path, _, modules = done.stdout.partition(" ")
+    assert db_path == os.devnull
+    assert set(ast.literal_eval(modules)) & {"platformdirs", "secrets", "hmac", "hashlib"} == set()
+
+
 def test_a_command_exits_without_collecting_its_heap() -> None:
     """The interpreter's collections at exit cost a command as much as its work: the
     heap is frozen by the time they run (this probe's atexit handler runs after projctl's)."""
