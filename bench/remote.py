@@ -263,8 +263,7 @@ def survey_imports(remote: Run, local: Run) -> ImportSurvey:
 IMPORT_STEPS = [
     ("ssl", ["ssl"]),
     ("http.client (+ email's header parser)", ["http.client"]),
-    ("projctl.remote (+ secrets, projctl._client)", ["projctl.remote"]),
-    ("platformdirs (the default database path, unused)", ["platformdirs"]),
+    ("projctl.remote (+ projctl._client)", ["projctl.remote"]),
     ("encodings.idna (the host name, at connect)", ["encodings.idna"]),
 ]
 
