@@ -1,33 +1,47 @@
-"""The database file's on-disk format, and the lock file's high-water record.
+"""The database file on disk: its lock, its bytes, its format, and the lock file's record.
 
-Private to :mod:`projctl.store`: what a projctl database file must look like before the store
-reads it without checking again (:func:`check_format`), and what the lock file remembers of the
-last commit (:class:`HighWater`). Neither touches TinyDB: both work on decoded JSON and bytes.
+Private to :mod:`projctl.store`: the file itself, locked, read and replaced atomically
+(:class:`DatabaseFile`); what a projctl database file must look like before the store reads it
+without checking again (:func:`check_format`); and what the lock file remembers of the last
+commit (:class:`HighWater`). None of it touches TinyDB: it works on bytes and decoded JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
-from collections.abc import Generator
+import stat
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeGuard, cast
 
 import orjson
 
-from projctl.errors import CorruptDatabaseError, StoreError
+from projctl import _files
+from projctl.backend import FileVersion
+from projctl.errors import (
+    CorruptDatabaseError,
+    DatabaseChangedError,
+    EmptyDatabaseError,
+    LockTimeoutError,
+    StoreError,
+)
 
 __all__ = [
     "FORMAT",
     "META_ID",
+    "NEW_FILE_MODE",
     "SCHEMA",
     "TABLES",
+    "DatabaseFile",
     "HighWater",
     "check_format",
     "is_count",
     "parse",
     "parse_in_steps",
+    "version_of",
 ]
 
 FORMAT = "projctl"
@@ -346,3 +360,158 @@ def _tables_problem(data: dict[str, Any]) -> str | None:
         if not (key.isdigit() and key.isascii()) or not isinstance(entry, dict):
             return f"journal entry {key!r} is not an event"
     return None
+
+
+#: A new database file is private: readable and writable by its owner only. Its lock file
+#: gets the database's own mode: whoever can open it can block every write.
+NEW_FILE_MODE = 0o600
+
+
+def version_of(status: os.stat_result) -> FileVersion:
+    """``(inode, mtime_ns, size)``: every commit replaces the file, so its version changes
+    with every commit."""
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+class DatabaseFile:
+    """The database file on disk: its lock, its bytes and their version.
+
+    What a transaction of :class:`~projctl.store.ProjectStore` holds, reads and replaces;
+    what the bytes mean (tables, projects, events) is the store's. ``path`` is the file as
+    given (for messages); :attr:`file` is the one every path to it resolves to.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float,
+        on_lock_wait: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        #: Called once when a change has waited about a second for the lock.
+        self.on_lock_wait = on_lock_wait
+
+    @property
+    def file(self) -> Path:
+        """The database file with symlinks resolved: a symlinked database is written through
+        to its target (the link stays a link), and every path to it shares one lock."""
+        return Path(os.path.realpath(self.path))
+
+    @property
+    def lock_path(self) -> Path:
+        """``<db>.lock`` beside the database file itself (a symlink's target)."""
+        file = self.file
+        return file.with_name(file.name + ".lock")
+
+    def version(self) -> FileVersion | None:
+        """The file's current :data:`~projctl.backend.FileVersion`, ``None`` when there is none."""
+        try:
+            return version_of(self.file.stat())
+        except OSError:
+            return None
+
+    def prepare_to_write(self) -> None:
+        """Refuse a device, FIFO or folder before anything is created or opened for writing
+        beside it (``--db /dev/null`` must neither be replaced nor get a lock file in
+        ``/dev``), then create the file's folder."""
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(self.file).st_mode):
+                raise self._not_regular()
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create folder {self.path.parent}: {error.strerror or error}"
+            ) from None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[int]:
+        """Hold the database's inter-process lock; yield the lock file's descriptor (for
+        its :class:`HighWater` record)."""
+        on_slow = None
+        if self.on_lock_wait is not None:
+            on_slow = functools.partial(self.on_lock_wait, self.lock_path)
+        try:
+            mode = stat.S_IMODE(os.stat(self.file).st_mode)
+        except OSError:
+            mode = NEW_FILE_MODE
+        try:
+            with _files.locked(self.lock_path, self.lock_timeout, mode=mode, on_slow=on_slow) as fd:
+                yield fd
+        except _files.LockTimeout:
+            raise LockTimeoutError(
+                f"database {self.path} is locked by another process (waited {self.lock_timeout:g}s)"
+            ) from None
+        except _files.LockFileError as error:
+            raise StoreError(
+                f"cannot open lock file {self.lock_path}: {error.strerror or error}"
+            ) from None
+
+    def read(
+        self, *, database_was_here: bool | None = None
+    ) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
+        """The parsed file (:func:`parse`) and its version; ``({}, None)`` when there is no
+        file (see :meth:`read_raw`)."""
+        raw, version = self.read_raw(database_was_here=database_was_here)
+        return (parse(raw, self.path) if raw else {}), version
+
+    def read_raw(
+        self, *, database_was_here: bool | None = None
+    ) -> tuple[bytes, FileVersion | None]:
+        """The file's bytes and its version; ``(b"", None)`` when there is no file.
+
+        An empty file is a new database only where none was before (a ``touch`` or
+        ``mktemp``): where one was (``database_was_here``; by default, when its lock file
+        exists), it is a database being rewritten in place by another program, or
+        truncated, and :class:`EmptyDatabaseError` leaves it untouched.
+        """
+        try:
+            found = _files.read_regular(self.file)
+        except _files.NotRegularFile:
+            raise self._not_regular() from None
+        except OSError as error:
+            raise StoreError(
+                f"cannot read database {self.path}: {error.strerror or error}"
+            ) from None
+        if found is None:
+            return b"", None
+        raw, status = found
+        version = version_of(status)
+        if not raw:
+            if database_was_here is None:
+                database_was_here = os.path.lexists(self.lock_path)
+            if database_was_here:
+                raise EmptyDatabaseError(
+                    f"database {self.path} is empty, but a database was there (its lock file "
+                    "exists): another program may be rewriting it; it was left untouched"
+                )
+            return b"", version  # an empty file (from `touch` or mktemp) is a new database
+        return raw, version
+
+    def write(
+        self, data: dict[str, dict[str, Any]], read_version: FileVersion | None
+    ) -> FileVersion:
+        """Replace the file atomically, if it is still the file read at ``read_version``;
+        return the version written. The caller holds the lock."""
+        payload = orjson.dumps(data)
+        file = self.file
+        _files.remove_temp_files(file)
+        # Another program writing the file in place (``cp backup.json db.json``) does not
+        # take our lock: replacing the file now would send its bytes to an unlinked inode.
+        if self.version() != read_version:
+            raise DatabaseChangedError(
+                f"database {self.path} was changed by another program during this change; "
+                "nothing was written: run the command again"
+            )
+        try:
+            status = _files.atomic_write(file, payload, mode=NEW_FILE_MODE)
+        except OSError as error:
+            raise StoreError(
+                f"cannot write database {self.path}: {error.strerror or error}"
+            ) from None
+        return version_of(status)
+
+    def _not_regular(self) -> StoreError:
+        return StoreError(f"database {self.path} is not a regular file; it was left untouched")

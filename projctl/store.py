@@ -20,9 +20,7 @@ entry land in the same write, and every change returns one :class:`Change`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import stat
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from functools import reduce
@@ -30,12 +28,11 @@ from operator import and_
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 from tinydb import where
 from tinydb.queries import QueryLike
 
-from projctl import _files, _storefile, events
-from projctl._storefile import HighWater
+from projctl import _storefile, events
+from projctl._storefile import DatabaseFile, HighWater
 from projctl._storetables import Tables
 from projctl.backend import (
     Change,
@@ -50,17 +47,13 @@ from projctl.backend import (
     same_name,
     write_fingerprint,
 )
-from projctl.config import DEFAULT_JOURNAL_LIMIT
+from projctl.config import DEFAULT_JOURNAL_LIMIT, DEFAULT_LOCK_TIMEOUT
 from projctl.errors import (
     CorruptDatabaseError,
-    DatabaseChangedError,
-    EmptyDatabaseError,
     IdempotencyKeyReusedError,
     InvalidInputError,
-    LockTimeoutError,
     PreconditionFailedError,
     ProjectNotFoundError,
-    StoreError,
 )
 from projctl.events import Event, format_timestamp, utc_now
 from projctl.model import (
@@ -81,19 +74,7 @@ __all__ = [
     "StoreState",
 ]
 
-DEFAULT_LOCK_TIMEOUT = 10.0
-#: A new database file is private: readable and writable by its owner only. Its lock file
-#: gets the database's own mode: whoever can open it can block every write.
-NEW_FILE_MODE = 0o600
-
 _T = TypeVar("_T")
-
-#: ``(inode, mtime_ns, size)`` of the database file. Every commit replaces the file, so
-#: the version changes with every commit.
-
-
-def _version_of(status: os.stat_result) -> FileVersion:
-    return (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
 #: One consistent read of the database (the type lives with the seam: a server reads it).
@@ -124,9 +105,11 @@ class ProjectStore:
             raise InvalidInputError(f"journal limit must be at least 1, got {journal_limit}")
         self.path = Path(path)
         self.journal_limit = journal_limit
-        self.lock_timeout = lock_timeout
-        #: Called once when a change has waited about a second for the lock.
-        self.on_lock_wait = on_lock_wait
+        #: The file itself; ``on_lock_wait`` is called once when a change has waited about
+        #: a second for its lock.
+        self.database_file = DatabaseFile(
+            self.path, lock_timeout=lock_timeout, on_lock_wait=on_lock_wait
+        )
         #: The transaction this thread holds, which a nested one joins (see commit()).
         self._held = threading.local()
 
@@ -456,7 +439,7 @@ class ProjectStore:
         Every journal entry and project record is checked: another program may have
         written the file. Raises :class:`CorruptDatabaseError` naming the first bad one.
         """
-        data, version = self._read_file_with_version()
+        data, version = self.database_file.read()
         return _finished(self._state_of(data, version))
 
     def read_state_in_steps(self) -> Generator[None, None, StoreState]:
@@ -466,7 +449,7 @@ class ProjectStore:
         The first step reads the file (blocking I/O); each later one parses a few records
         or checks a few (:func:`~projctl._storefile.parse_in_steps`).
         """
-        raw, version = self._read_raw_with_version()
+        raw, version = self.database_file.read_raw()
         yield
         data = (yield from _storefile.parse_in_steps(raw, self.path)) if raw else {}
         return (yield from self._state_of(data, version))
@@ -495,24 +478,19 @@ class ProjectStore:
 
     def file_version(self) -> FileVersion | None:
         """The current :data:`FileVersion` of the database file, ``None`` when there is none."""
-        try:
-            return _version_of(self.file.stat())
-        except OSError:
-            return None
+        return self.database_file.version()
 
     # -- the file ----------------------------------------------------------------
 
     @property
     def lock_path(self) -> Path:
         """``<db>.lock`` beside the database file itself (a symlink's target)."""
-        file = self.file
-        return file.with_name(file.name + ".lock")
+        return self.database_file.lock_path
 
     @property
     def file(self) -> Path:
-        """The database file with symlinks resolved: a symlinked database is written through
-        to its target (the link stays a link), and every path to it shares one lock."""
-        return Path(os.path.realpath(self.path))
+        """The database file with symlinks resolved (see :attr:`DatabaseFile.file`)."""
+        return self.database_file.file
 
     def _checked(self, read: Callable[[], _T]) -> _T:
         try:
@@ -537,7 +515,7 @@ class ProjectStore:
         )
 
     def _snapshot(self) -> Tables:
-        return Tables(self._read_file_with_version()[0])
+        return Tables(self.database_file.read()[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[tuple[Tables, _Written]]:
@@ -554,21 +532,12 @@ class ProjectStore:
         if held is not None:
             yield held
             return
-        # Refuse a device, FIFO or folder before anything is created or opened for writing
-        # beside it: `--db /dev/null` must neither be replaced nor get a lock file in /dev.
-        with contextlib.suppress(OSError):
-            if not stat.S_ISREG(os.stat(self.file).st_mode):
-                raise self._not_regular()
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StoreError(
-                f"cannot create folder {self.path.parent}: {error.strerror or error}"
-            ) from None
-        lock_existed = os.path.lexists(self.lock_path)
-        with self._locked() as lock_fd:
+        database_file = self.database_file
+        database_file.prepare_to_write()
+        lock_existed = os.path.lexists(database_file.lock_path)
+        with database_file.locked() as lock_fd:
             high_water = HighWater.read(lock_fd)
-            data, read_version = self._read_file_with_version(
+            data, read_version = database_file.read(
                 database_was_here=lock_existed or high_water is not None
             )
             tables = Tables(data, high_water)
@@ -579,103 +548,13 @@ class ProjectStore:
             finally:
                 self._held.transaction = None
             if tables.storage.changed:
-                written.version = self._write_file(tables.storage.data, read_version)
+                written.version = database_file.write(tables.storage.data, read_version)
                 meta = tables.read_meta()
                 written.database_id = str(meta.get("database_id", ""))
                 written.restore = tables.restore
                 HighWater(written.database_id, meta["last_seq"], meta.get("last_issued")).write(
                     lock_fd
                 )
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[int]:
-        """Hold the database's inter-process lock for one transaction; yield the lock file's
-        descriptor (for its :class:`HighWater` record)."""
-        on_slow = None
-        if self.on_lock_wait is not None:
-            on_slow = functools.partial(self.on_lock_wait, self.lock_path)
-        try:
-            mode = stat.S_IMODE(os.stat(self.file).st_mode)
-        except OSError:
-            mode = NEW_FILE_MODE
-        try:
-            with _files.locked(self.lock_path, self.lock_timeout, mode=mode, on_slow=on_slow) as fd:
-                yield fd
-        except _files.LockTimeout:
-            raise LockTimeoutError(
-                f"database {self.path} is locked by another process (waited {self.lock_timeout:g}s)"
-            ) from None
-        except _files.LockFileError as error:
-            raise StoreError(
-                f"cannot open lock file {self.lock_path}: {error.strerror or error}"
-            ) from None
-
-    def _read_file_with_version(
-        self, *, database_was_here: bool | None = None
-    ) -> tuple[dict[str, dict[str, Any]], FileVersion | None]:
-        """The parsed file and its version; ``({}, None)`` when there is no file (see
-        :meth:`_read_raw_with_version`)."""
-        raw, version = self._read_raw_with_version(database_was_here=database_was_here)
-        return (_storefile.parse(raw, self.path) if raw else {}), version
-
-    def _read_raw_with_version(
-        self, *, database_was_here: bool | None = None
-    ) -> tuple[bytes, FileVersion | None]:
-        """The file's bytes and its version; ``(b"", None)`` when there is no file.
-
-        An empty file is a new database only where none was before (a ``touch`` or
-        ``mktemp``): where one was (``database_was_here``; by default, when its lock file
-        exists), it is a database being rewritten in place by another program, or
-        truncated, and :class:`EmptyDatabaseError` leaves it untouched.
-        """
-        try:
-            found = _files.read_regular(self.file)
-        except _files.NotRegularFile:
-            raise self._not_regular() from None
-        except OSError as error:
-            raise StoreError(
-                f"cannot read database {self.path}: {error.strerror or error}"
-            ) from None
-        if found is None:
-            return b"", None
-        raw, status = found
-        version = _version_of(status)
-        if not raw:
-            if database_was_here is None:
-                database_was_here = os.path.lexists(self.lock_path)
-            if database_was_here:
-                raise EmptyDatabaseError(
-                    f"database {self.path} is empty, but a database was there (its lock file "
-                    "exists): another program may be rewriting it; it was left untouched"
-                )
-            return b"", version  # an empty file (from `touch` or mktemp) is a new database
-        return raw, version
-
-    def _not_regular(self) -> StoreError:
-        return StoreError(f"database {self.path} is not a regular file; it was left untouched")
-
-    def _write_file(
-        self, data: dict[str, dict[str, Any]], read_version: FileVersion | None
-    ) -> FileVersion:
-        """Replace the database atomically, if it is still the file read at ``read_version``;
-        return the version written."""
-        payload = orjson.dumps(data)
-        file = self.file
-        _files.remove_temp_files(file)
-        # Another program writing the file in place (``cp backup.json db.json``) does not
-        # take our lock: replacing the file now would send its bytes to an unlinked inode.
-        if self.file_version() != read_version:
-            raise DatabaseChangedError(
-                f"database {self.path} was changed by another program during this change; "
-                "nothing was written: run the command again"
-            )
-        try:
-            status = _files.atomic_write(file, payload, mode=NEW_FILE_MODE)
-        except OSError as error:
-            raise StoreError(
-                f"cannot write database {self.path}: {error.strerror or error}"
-            ) from None
-        return _version_of(status)
 
 
 #: Project records checked in one step of :meth:`ProjectStore.read_state_in_steps`.

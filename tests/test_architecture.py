@@ -32,8 +32,9 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "model": {"errors"},
     "events": {"errors"},
     "_files": set(),
-    # The database file's format checks and the lock file's record: store's own, TinyDB-free.
-    "_storefile": {"errors"},
+    # The database file (its lock, bytes, version, format) and the lock file's record:
+    # store's own, TinyDB-free.
+    "_storefile": {"errors", "_files", "backend"},
     # What every client of a server shares (TLS context, backoff, refusal lines): stdlib only.
     "_client": {"errors"},
     "backend": {"model", "events", "errors", "runtime"},
