@@ -600,7 +600,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     chosen, context_source = _chosen_context(env, context, db=db, url=url)
     db_source: DbSource
-    location: Path | NatsLocation
+    location: Path | NatsLocation | None
     if db is not None:
         location, db_source = parse_db_location(db, "--db"), "--db"
     elif chosen is not None and chosen.db is not None:
@@ -608,15 +608,8 @@ def load_settings(
         db_source = "context"
     elif "PROJCTL_DB" in env and (chosen is None or chosen.url is None):
         location, db_source = parse_db_location(env["PROJCTL_DB"], "PROJCTL_DB"), "PROJCTL_DB"
-    elif url is not None or (chosen is not None and chosen.url is not None) or env.get(URL.name):
-        # A team server's database: no file here is ever opened, and asking the platform
-        # for its data folder (platformdirs) would cost every remote command ~6 ms.
-        location, db_source = Path(os.devnull), "default"
     else:
-        location, db_source = default_db_path(), "default"
-    nats = location if isinstance(location, NatsLocation) else None
-    # A JetStream database has no file: the path is never opened (nothing local is used).
-    db_path = Path(os.devnull) if isinstance(location, NatsLocation) else location
+        location, db_source = None, "default"  # chosen below, once the team server is known
 
     def variable(setting: Variable) -> str | None:
         value = env.get(setting.name)
@@ -647,6 +640,13 @@ def load_settings(
             raw_token_file, token_file_source = chosen.token_file or raw_token_file, where
         else:
             raw_url = None  # a context naming a file is a local database
+    if location is None:
+        # With a team server in force no file here is ever opened, and asking the platform
+        # for its data folder (platformdirs) would cost every remote command ~6 ms.
+        location = default_db_path() if raw_url is None else Path(os.devnull)
+    nats = location if isinstance(location, NatsLocation) else None
+    # A JetStream database has no file: the path is never opened (nothing local is used).
+    db_path = Path(os.devnull) if isinstance(location, NatsLocation) else location
     raw_token, token_source = variable(TOKEN), TOKEN.name
     if raw_token_file is not None:
         raw_token = read_token_file(raw_token_file, token_file_source)
