@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeGuard, cast
+from typing import Any, NamedTuple, TypeGuard, TypeVar, cast
 
 import orjson
 
@@ -38,6 +38,7 @@ __all__ = [
     "DatabaseFile",
     "HighWater",
     "check_format",
+    "finish",
     "is_count",
     "parse",
     "parse_in_steps",
@@ -121,6 +122,19 @@ def parse(raw: bytes, path: Path) -> dict[str, dict[str, Any]]:
             gc.enable()
     check_format(data, path)
     return data  # type: ignore[no-any-return]
+
+
+_T = TypeVar("_T")
+
+
+def finish(steps: Generator[None, None, _T]) -> _T:
+    """Run work done in steps (:func:`parse_in_steps`, the store's stepped read) to the end,
+    at once; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 #: How much of the file :func:`parse_in_steps` decodes to text at a time.

@@ -440,7 +440,7 @@ class ProjectStore:
         written the file. Raises :class:`CorruptDatabaseError` naming the first bad one.
         """
         data, version = self.database_file.read()
-        return _finished(self._state_of(data, version))
+        return _storefile.finish(self._state_of(data, version))
 
     def read_state_in_steps(self) -> Generator[None, None, StoreState]:
         """:meth:`read_state`, a bounded piece of work per step (the
@@ -559,15 +559,6 @@ class ProjectStore:
 
 #: Project records checked in one step of :meth:`ProjectStore.read_state_in_steps`.
 _RECORDS_PER_STEP = 64
-
-
-def _finished(steps: Generator[None, None, _T]) -> _T:
-    """Run ``steps`` to the end; their return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
 
 def _check_records(records: list[dict[str, Any]]) -> Generator[None, None, None]:

@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Generator
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 import pytest
@@ -212,26 +210,14 @@ def test_corrupt_database_is_never_overwritten(
     assert store.path.read_bytes() == content
 
 
-_T = TypeVar("_T")
-
-
-def _run(steps: Generator[None, None, _T]) -> _T:
-    """Every step of ``steps``; what they return."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-
 def test_the_read_in_steps_is_the_read(store: ProjectStore) -> None:
-    assert _run(store.read_state_in_steps()) == store.read_state()  # no file
+    assert _storefile.finish(store.read_state_in_steps()) == store.read_state()  # no file
     store.path.touch()
-    assert _run(store.read_state_in_steps()) == store.read_state()  # a new, empty file
+    assert _storefile.finish(store.read_state_in_steps()) == store.read_state()  # a new, empty file
     for number in range(150):
         store.create(f"project {number}")
     store.delete(store.resolve("project 7"))
-    state = _run(store.read_state_in_steps())
+    state = _storefile.finish(store.read_state_in_steps())
     assert state == store.read_state()
     assert len(state.project_records) == 149
     assert state.latest_seq == 151
@@ -252,7 +238,7 @@ def test_corrupt_database_is_refused_by_the_read_in_steps_too(store: ProjectStor
     ]:
         store.path.write_bytes(content)
         with pytest.raises(CorruptDatabaseError, match=message):
-            _run(store.read_state_in_steps())
+            _storefile.finish(store.read_state_in_steps())
         with pytest.raises(CorruptDatabaseError, match=message):
             store.read_state()
 
@@ -297,7 +283,7 @@ def test_the_parse_in_steps_reads_what_the_whole_parse_reads(
     except CorruptDatabaseError as error:
         whole = str(error)
     try:
-        pieces: object = _run(_storefile.parse_in_steps(raw, path))
+        pieces: object = _storefile.finish(_storefile.parse_in_steps(raw, path))
     except CorruptDatabaseError as error:
         pieces = str(error)
     assert pieces == whole
@@ -311,7 +297,7 @@ def test_the_parse_in_steps_shares_record_keys_as_orjson_does(tmp_path: Path) ->
             "meta": {"1": {"format": "projctl", "schema": 1, "last_seq": 0}},
         }
     )
-    parsed = _run(_storefile.parse_in_steps(raw, tmp_path / "db.json"))
+    parsed = _storefile.finish(_storefile.parse_in_steps(raw, tmp_path / "db.json"))
     records = list(parsed["projects"].values())
     assert len({id(key) for record in records for key in record}) == 2
 
